@@ -1,0 +1,80 @@
+// Package attestors declares the three small interfaces that carry
+// attestation: an agent-side evidence collector, a server-side verifier and
+// a workload attestor. Each attestor kind lives in its own subpackage with
+// its agent half and server half side by side.
+//
+// It must not import server/ or agent/.
+package attestors
+
+import (
+	"context"
+	"crypto"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/hallmarkid/hallmark/registration"
+)
+
+// ChallengeFunc sends a challenge to the agent and returns its answer.
+type ChallengeFunc func(ctx context.Context, challenge []byte) ([]byte, error)
+
+// VerifyRequest is what a node verifier is given.
+type VerifyRequest struct {
+	// Payload is the agent's evidence, untrusted bytes.
+	Payload []byte
+	// Challenge runs a challenge/response round with the agent.
+	Challenge ChallengeFunc
+	// AgentKey is the public key of the CSR the agent wants signed; evidence
+	// that can commit to a key (Nitro public_key, TPM) must commit to this.
+	AgentKey crypto.PublicKey
+	// TrustDomain is the server's trust domain.
+	TrustDomain spiffeid.TrustDomain
+	// Renewal is set when an attested agent renews over mTLS; CurrentID is
+	// then its current agent ID and the verifier must yield the same ID.
+	Renewal   bool
+	CurrentID spiffeid.ID
+}
+
+// Result is a verifier's decision on success.
+type Result struct {
+	AgentID     spiffeid.ID
+	Selectors   []registration.Selector
+	CanReattest bool
+	// Evidence holds digests of what was verified, for the audit log
+	// (e.g. "ek_hash", "pcr0", "instance_id").
+	Evidence map[string]string
+}
+
+// NodeVerifier is the server half of a node attestor.
+type NodeVerifier interface {
+	// Type is the attestation type on the wire, e.g. "join_token", "tpm".
+	Type() string
+	// Verify checks evidence and fails closed on any error.
+	Verify(ctx context.Context, req VerifyRequest) (Result, error)
+}
+
+// CollectRequest is what an agent-side collector is given.
+type CollectRequest struct {
+	// AgentKey is the public key the agent will put in its CSR.
+	AgentKey crypto.PublicKey
+	// Renewal is set when collecting evidence for an SVID renewal.
+	Renewal bool
+}
+
+// NodeCollector is the agent half of a node attestor.
+type NodeCollector interface {
+	Type() string
+	// Payload returns the evidence to send first.
+	Payload(ctx context.Context, req CollectRequest) ([]byte, error)
+	// Answer answers one server challenge.
+	Answer(ctx context.Context, challenge []byte) ([]byte, error)
+}
+
+// WorkloadAttestor derives selectors for a calling process.
+type WorkloadAttestor interface {
+	// Name is the selector type it produces, e.g. "unix", "k8s".
+	Name() string
+	// Attest returns the selectors for pid. A process the attestor has
+	// nothing to say about yields no selectors and no error.
+	Attest(ctx context.Context, pid int32) ([]registration.Selector, error)
+}

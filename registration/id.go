@@ -1,0 +1,43 @@
+package registration
+
+import (
+	"fmt"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// MaxIDLen is the longest SPIFFE ID accepted (the spec's URI limit).
+const MaxIDLen = 2048
+
+// ParseID parses and validates a SPIFFE ID per the SPIFFE ID specification:
+// lowercase trust domain, no empty, "." or ".." path segments, no
+// percent-encoding, query or fragment, at most MaxIDLen bytes.
+func ParseID(s string) (spiffeid.ID, error) {
+	if len(s) > MaxIDLen {
+		return spiffeid.ID{}, fmt.Errorf("registration: SPIFFE ID longer than %d bytes", MaxIDLen)
+	}
+	id, err := spiffeid.FromString(s)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("registration: SPIFFE ID %q: %w", truncate(s), err)
+	}
+	return id, nil
+}
+
+// ParseIDInDomain parses s and checks that it is a member of td.
+func ParseIDInDomain(s string, td spiffeid.TrustDomain) (spiffeid.ID, error) {
+	id, err := ParseID(s)
+	if err != nil {
+		return spiffeid.ID{}, err
+	}
+	if id.TrustDomain() != td {
+		return spiffeid.ID{}, fmt.Errorf("registration: SPIFFE ID %q is not in trust domain %q", s, td)
+	}
+	return id, nil
+}
+
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}

@@ -1,0 +1,110 @@
+// Package datastore declares the server's persistence interfaces. Backends
+// (sqlite, and later postgres) live in subpackages and must satisfy the
+// shared conformance suite in datastoretest.
+//
+// It must not import server wiring, attestors or the CA.
+package datastore
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hallmarkid/hallmark/registration"
+)
+
+// Sentinel errors callers branch on.
+var (
+	ErrNotFound      = errors.New("datastore: not found")
+	ErrAlreadyExists = errors.New("datastore: already exists")
+)
+
+// CreateResult is the outcome of one entry in a bulk create.
+type CreateResult struct {
+	Entry registration.Entry // with ID, Revision and CreatedAt set on success
+	Err   error              // ErrAlreadyExists for a similar entry (same SPIFFE ID, parent and selector set)
+}
+
+// EntryEvent records one change for catch-up by revision.
+type EntryEvent struct {
+	Revision int64
+	EntryID  string
+	Deleted  bool
+}
+
+// Entries stores registration entries. Every change bumps a store-wide
+// revision; an entry's Revision is the revision of its last change.
+type Entries interface {
+	// CreateEntries inserts entries in one transaction. An entry with an
+	// empty ID gets a fresh random ID. Duplicates are reported per entry
+	// and skipped; any other failure rolls back the whole batch.
+	CreateEntries(ctx context.Context, entries []registration.Entry) ([]CreateResult, error)
+	// DeleteEntry removes an entry and returns it; ErrNotFound if absent.
+	DeleteEntry(ctx context.Context, id string) (registration.Entry, error)
+	// ListEntries returns every entry and the revision they are current to.
+	ListEntries(ctx context.Context) ([]registration.Entry, int64, error)
+	// EntryEventsSince returns changes with revision > rev, oldest first.
+	EntryEventsSince(ctx context.Context, rev int64) ([]EntryEvent, error)
+	// GetEntry returns one entry; ErrNotFound if absent.
+	GetEntry(ctx context.Context, id string) (registration.Entry, error)
+}
+
+// Agent is an attested node.
+type Agent struct {
+	ID              string // SPIFFE ID
+	AttestationType string
+	Selectors       []registration.Selector
+	SerialNumber    string // of the current agent SVID
+	ExpiresAt       time.Time
+	CanReattest     bool
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+// Agents stores attested agents.
+type Agents interface {
+	// CreateAgent inserts a new agent; ErrAlreadyExists if the ID is taken
+	// (trust-on-first-use attestors rely on this being atomic).
+	CreateAgent(ctx context.Context, a Agent) error
+	// UpdateAgent replaces an existing agent; ErrNotFound if absent.
+	UpdateAgent(ctx context.Context, a Agent) error
+	GetAgent(ctx context.Context, id string) (Agent, error)
+	ListAgents(ctx context.Context) ([]Agent, error)
+	// DeleteAgent evicts an agent; ErrNotFound if absent.
+	DeleteAgent(ctx context.Context, id string) error
+}
+
+// JoinToken is a single-use attestation secret.
+type JoinToken struct {
+	Token     string
+	ExpiresAt time.Time
+}
+
+// JoinTokens stores join tokens.
+type JoinTokens interface {
+	CreateJoinToken(ctx context.Context, t JoinToken) error
+	// ConsumeJoinToken atomically removes the token and returns it. Unknown
+	// and expired (ExpiresAt <= now) tokens both give ErrNotFound; an
+	// expired token is removed too. Of any number of concurrent calls with
+	// one token, exactly one succeeds.
+	ConsumeJoinToken(ctx context.Context, token string, now time.Time) (JoinToken, error)
+	// PruneJoinTokens removes tokens that expired before t.
+	PruneJoinTokens(ctx context.Context, t time.Time) error
+}
+
+// KV stores small server state blobs (CA rotation state and the like).
+type KV interface {
+	GetKV(ctx context.Context, key string) ([]byte, error) // ErrNotFound if absent
+	PutKV(ctx context.Context, key string, value []byte) error
+}
+
+// Store is everything a backend provides.
+type Store interface {
+	Entries
+	Agents
+	JoinTokens
+	KV
+	// Ping reports whether the backend is usable.
+	Ping(ctx context.Context) error
+	Close() error
+}
