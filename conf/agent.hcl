@@ -1,0 +1,55 @@
+# Hallmark agent configuration.
+#
+# Every setting is shown with its default, except where marked "required".
+# Unknown settings, values of the wrong type and duplicate blocks are
+# errors: the agent refuses to start and names the file and line.
+
+agent {
+  # The trust domain of the server this agent talks to (required).
+  # A bare name: "example.org", not "spiffe://example.org".
+  trust_domain = "example.org"
+
+  # The server's host:port (required).
+  server_address = "127.0.0.1:8081"
+
+  # PEM file of the CA certificates used to authenticate the server on first
+  # contact (required unless insecure_bootstrap = true; the two are mutually
+  # exclusive): the server's trust bundle, copied out of band.
+  trust_bundle_path = "./conf/bundle.pem"
+
+  # Trust whatever server answers on first contact. For tests only.
+  insecure_bootstrap = false
+
+  # Where the agent keeps its key, SVID and the cached bundle (required).
+  data_dir = "./data/agent"
+
+  # Unix socket of the Workload API that workloads (and Envoy's SDS) use.
+  # At most 107 bytes.
+  socket_path = "/tmp/hallmark-agent/public/api.sock"
+
+  # Unix socket of the agent's admin API; empty: none.
+  admin_socket_path = ""
+
+  # A single-use join token generated on the server, used for the
+  # first attestation. The -joinToken flag overrides it. When it is set and
+  # no node_attestor block is given, node_attestor "join_token" is implied.
+  join_token = ""
+
+  # Logging: level "debug", "info", "warn" or "error"; format "text" or
+  # "json"; log_file appends to a file (mode 0600) instead of stderr.
+  log_level  = "info"
+  log_format = "text"
+  log_file   = ""
+}
+
+# The node attestor: how this agent proves which node it runs on. Exactly
+# one, unless join_token is set (then it may be left out). The label is the
+# kind; the body holds that attestor's own settings (see its documentation).
+node_attestor "join_token" {}
+
+# Workload attestors: how the agent finds out who a calling process is.
+# Zero or more, one block per kind; the body holds that attestor's own
+# settings (see its documentation).
+workload_attestor "unix" {
+  discover_workload_path = false
+}

@@ -1,0 +1,253 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/hallmarkid/hallmark/internal/hclconf"
+)
+
+// Defaults for settings left out of the file.
+const (
+	DefaultBindAddress        = "127.0.0.1"
+	DefaultBindPort           = 8081
+	DefaultSocketPath         = "/tmp/hallmark-server/private/api.sock"
+	DefaultCAKeyType          = KeyTypeECP256
+	DefaultCATTL              = 168 * time.Hour
+	DefaultX509SVIDTTL        = time.Hour
+	DefaultAgentSVIDTTL       = time.Hour
+	DefaultDatastoreType      = DatastoreSQLite
+	DefaultSQLiteFile         = "datastore.sqlite3" // inside data_dir
+	errPrefix                 = "config"
+	summaryInvalidValue       = "Invalid value"
+	summaryConflictingSetting = "Conflicting settings"
+)
+
+// KeyType is the CA's key algorithm.
+type KeyType string
+
+// CA key types.
+const (
+	KeyTypeECP256  KeyType = "ec-p256"
+	KeyTypeECP384  KeyType = "ec-p384"
+	KeyTypeRSA2048 KeyType = "rsa-2048"
+)
+
+// Datastore types.
+const (
+	DatastoreSQLite   = "sqlite"
+	DatastorePostgres = "postgres"
+)
+
+// Config is the server's configuration, validated and with defaults
+// applied.
+type Config struct {
+	TrustDomain spiffeid.TrustDomain
+	BindAddress string // an IP address
+	BindPort    int    // 0 picks any free port
+	DataDir     string
+	SocketPath  string // admin API unix socket
+
+	CAKeyType          KeyType
+	CATTL              time.Duration
+	DefaultX509SVIDTTL time.Duration // < CATTL
+	AgentSVIDTTL       time.Duration // < CATTL
+
+	LogLevel  string // debug, info, warn or error
+	LogFormat string // text or json
+	LogFile   string // empty: the caller's fallback writer (stderr)
+
+	Datastore Datastore
+
+	// NodeAttestors holds one block per node_attestor kind, in file order,
+	// for each verifier to decode with hclconf.DecodeBlock.
+	NodeAttestors []hclconf.Block
+}
+
+// Datastore says where registration data is kept.
+type Datastore struct {
+	Type string // DatastoreSQLite or DatastorePostgres
+	// Path is the SQLite database file (SQLite only).
+	Path string
+	// ConnectionString is the PostgreSQL connection string (PostgreSQL
+	// only). It may hold a password: do not log it.
+	ConnectionString string
+}
+
+// BindAddr returns BindAddress and BindPort as a host:port address.
+func (c *Config) BindAddr() string {
+	return net.JoinHostPort(c.BindAddress, strconv.Itoa(c.BindPort))
+}
+
+// Logger returns the logger the configuration asks for, writing to LogFile
+// or, when that is empty, to fallback. Close the Closer at shutdown.
+func (c *Config) Logger(fallback io.Writer) (*slog.Logger, io.Closer, error) {
+	return hclconf.OpenLogger(c.LogLevel, c.LogFormat, c.LogFile, fallback)
+}
+
+// Load reads and parses the configuration file at path.
+func Load(path string) (*Config, error) {
+	src, err := hclconf.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", errPrefix, err)
+	}
+	return Parse(path, src)
+}
+
+type rawServer struct {
+	TrustDomain        string `hcl:"trust_domain"`
+	BindAddress        string `hcl:"bind_address,optional"`
+	BindPort           int    `hcl:"bind_port,optional"`
+	DataDir            string `hcl:"data_dir"`
+	SocketPath         string `hcl:"socket_path,optional"`
+	CAKeyType          string `hcl:"ca_key_type,optional"`
+	CATTL              string `hcl:"ca_ttl,optional"`
+	DefaultX509SVIDTTL string `hcl:"default_x509_svid_ttl,optional"`
+	AgentSVIDTTL       string `hcl:"agent_svid_ttl,optional"`
+	LogLevel           string `hcl:"log_level,optional"`
+	LogFormat          string `hcl:"log_format,optional"`
+	LogFile            string `hcl:"log_file,optional"`
+}
+
+type rawDatastore struct {
+	Type             string `hcl:"type,optional"`
+	Path             string `hcl:"path,optional"`
+	ConnectionString string `hcl:"connection_string,optional"`
+}
+
+var fileSchema = &hcl.BodySchema{
+	Blocks: []hcl.BlockHeaderSchema{
+		{Type: "server"},
+		{Type: "datastore"},
+		{Type: "node_attestor", LabelNames: []string{"kind"}},
+	},
+}
+
+// Parse parses src, the contents of the configuration file filename, and
+// validates it. The error, if any, is an *hclconf.Error listing every
+// problem with its file:line.
+func Parse(filename string, src []byte) (*Config, error) {
+	file, diags := hclconf.ParseFile(filename, src)
+	if diags.HasErrors() {
+		return nil, hclconf.DiagError(errPrefix, diags)
+	}
+	content, d := file.Body.Content(fileSchema)
+	diags = append(diags, d...)
+	top := file.Body.MissingItemRange()
+
+	c := &Config{}
+	if b := hclconf.Single(content.Blocks, "server", true, top, &diags); b != nil {
+		diags = append(diags, c.server(b.Body)...)
+	}
+	b := hclconf.Single(content.Blocks, "datastore", false, top, &diags)
+	diags = append(diags, c.datastore(b)...)
+	c.NodeAttestors = hclconf.Labelled(content.Blocks, "node_attestor", &diags)
+
+	if err := hclconf.DiagError(errPrefix, diags); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Config) server(body hcl.Body) hcl.Diagnostics {
+	var raw rawServer
+	s, diags := hclconf.Decode(body, &raw)
+
+	c.TrustDomain = s.TrustDomain("trust_domain", raw.TrustDomain, &diags)
+
+	c.BindAddress = DefaultBindAddress
+	if s.Set("bind_address") {
+		if net.ParseIP(raw.BindAddress) == nil {
+			diags = append(diags, s.Errorf("bind_address", summaryInvalidValue,
+				"bind_address %q is not an IP address (such as \"127.0.0.1\", \"0.0.0.0\" or \"::\").", raw.BindAddress))
+		} else {
+			c.BindAddress = raw.BindAddress
+		}
+	}
+
+	c.BindPort = DefaultBindPort
+	if s.Set("bind_port") {
+		if raw.BindPort < 0 || raw.BindPort > 65535 {
+			diags = append(diags, s.Errorf("bind_port", summaryInvalidValue,
+				"bind_port %d is out of range 0-65535.", raw.BindPort))
+		} else {
+			c.BindPort = raw.BindPort
+		}
+	}
+
+	c.DataDir = s.NonEmpty("data_dir", raw.DataDir, &diags)
+	c.SocketPath = s.SocketPath("socket_path", raw.SocketPath, DefaultSocketPath, &diags)
+	c.CAKeyType = KeyType(s.OneOf("ca_key_type", raw.CAKeyType, string(DefaultCAKeyType),
+		[]string{string(KeyTypeECP256), string(KeyTypeECP384), string(KeyTypeRSA2048)}, &diags))
+
+	c.CATTL = s.Duration("ca_ttl", raw.CATTL, DefaultCATTL, &diags)
+	c.DefaultX509SVIDTTL = s.Duration("default_x509_svid_ttl", raw.DefaultX509SVIDTTL, DefaultX509SVIDTTL, &diags)
+	c.AgentSVIDTTL = s.Duration("agent_svid_ttl", raw.AgentSVIDTTL, DefaultAgentSVIDTTL, &diags)
+	for _, ttl := range []struct {
+		name string
+		d    time.Duration
+	}{{"default_x509_svid_ttl", c.DefaultX509SVIDTTL}, {"agent_svid_ttl", c.AgentSVIDTTL}} {
+		if ttl.d >= c.CATTL {
+			at := ttl.name
+			if !s.Set(at) {
+				at = "ca_ttl"
+			}
+			diags = append(diags, s.Errorf(at, summaryConflictingSetting,
+				"%s (%v) must be shorter than ca_ttl (%v): an SVID cannot outlive its CA.", ttl.name, ttl.d, c.CATTL))
+		}
+	}
+
+	c.LogLevel, c.LogFormat = s.CheckLogging(raw.LogLevel, raw.LogFormat, &diags)
+	c.LogFile = raw.LogFile
+	return diags
+}
+
+func (c *Config) datastore(b *hcl.Block) hcl.Diagnostics {
+	c.Datastore = Datastore{Type: DefaultDatastoreType}
+	var raw rawDatastore
+	var s hclconf.Section
+	var diags hcl.Diagnostics
+	if b != nil {
+		s, diags = hclconf.Decode(b.Body, &raw)
+		if s.Has("type") && !s.Set("type") {
+			return diags // wrong type, already reported
+		}
+		c.Datastore.Type = s.OneOf("type", raw.Type, DefaultDatastoreType,
+			[]string{DatastoreSQLite, DatastorePostgres}, &diags)
+		if s.Set("type") && c.Datastore.Type != raw.Type {
+			return diags // unknown type: the other settings cannot be judged
+		}
+	}
+	switch c.Datastore.Type {
+	case DatastoreSQLite:
+		if s.Has("connection_string") {
+			diags = append(diags, s.Errorf("connection_string", summaryConflictingSetting,
+				"connection_string is for the postgres datastore only; sqlite uses path."))
+		}
+		c.Datastore.Path = filepath.Join(c.DataDir, DefaultSQLiteFile)
+		if s.Set("path") {
+			c.Datastore.Path = s.NonEmpty("path", raw.Path, &diags)
+		}
+	case DatastorePostgres:
+		if s.Has("path") {
+			diags = append(diags, s.Errorf("path", summaryConflictingSetting,
+				"path is for the sqlite datastore only; postgres uses connection_string."))
+		}
+		switch {
+		case !s.Has("connection_string"):
+			diags = append(diags, s.Errorf("connection_string", "Missing required argument",
+				"The postgres datastore needs a connection_string, such as \"postgres://hallmark@db.example.org/hallmark\"."))
+		case s.Set("connection_string"):
+			c.Datastore.ConnectionString = s.NonEmpty("connection_string", raw.ConnectionString, &diags)
+		}
+	}
+	return diags
+}
