@@ -1,0 +1,22 @@
+package peercred
+
+import "testing"
+
+// ParseStartTime exposes parseStartTime to the fuzz target.
+var ParseStartTime = parseStartTime
+
+// ForceFallback makes handshakes use pidfd_open instead of SO_PEERPIDFD
+// until the test ends. Call it before starting a server.
+func ForceFallback(t testing.TB) {
+	forceFallback.Store(true)
+	t.Cleanup(func() { forceFallback.Store(false) })
+}
+
+// WithStartTime returns a copy of a whose recorded start time is st.
+func WithStartTime(a AuthInfo, st uint64) AuthInfo {
+	a.startTime = st
+	return a
+}
+
+// StartTime returns the start time recorded at handshake.
+func StartTime(a AuthInfo) uint64 { return a.startTime }

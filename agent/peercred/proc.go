@@ -1,0 +1,92 @@
+package peercred
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// forceFallback makes handshakes use pidfd_open as on kernels without
+// SO_PEERPIDFD. Set by tests only.
+var forceFallback atomic.Bool
+
+// maxStatLen bounds what is read from /proc/<pid>/stat; the kernel's line
+// is far shorter (comm is at most 64 bytes).
+const maxStatLen = 4096
+
+// readStartTime returns field 22 of /proc/<pid>/stat: the time the process
+// started, in clock ticks after boot.
+func readStartTime(pid int32) (uint64, error) {
+	f, err := os.Open("/proc/" + strconv.FormatInt(int64(pid), 10) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var buf [maxStatLen]byte
+	n, err := readFull(f, buf[:])
+	if err != nil {
+		return 0, err
+	}
+	return parseStartTime(buf[:n])
+}
+
+func readFull(f *os.File, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := f.Read(buf[n:])
+		n += m
+		if m == 0 || err != nil {
+			if n == 0 && err != nil {
+				return 0, err
+			}
+			return n, nil
+		}
+	}
+	return 0, errors.New("stat file too long")
+}
+
+// parseStartTime extracts the start time from a /proc/<pid>/stat line:
+// "pid (comm) state ppid ...". comm may contain spaces and parentheses, so
+// the fields are counted from the last ')'.
+func parseStartTime(b []byte) (uint64, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 > len(b) || b[i+1] != ' ' {
+		return 0, errors.New("malformed stat")
+	}
+	rest := b[i+2:]
+	// Fields after comm start at field 3 (state); starttime is field 22.
+	for range 22 - 3 {
+		j := bytes.IndexByte(rest, ' ')
+		if j < 0 {
+			return 0, errors.New("malformed stat: too few fields")
+		}
+		rest = rest[j+1:]
+	}
+	if j := bytes.IndexByte(rest, ' '); j >= 0 {
+		rest = rest[:j]
+	}
+	v, err := strconv.ParseUint(string(rest), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("malformed stat: start time: %w", err)
+	}
+	return v, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times; it is 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100
+
+// bootTicks returns CLOCK_BOOTTIME in clock ticks, the clock of the start
+// time in /proc/<pid>/stat.
+func bootTicks() (uint64, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0, fmt.Errorf("clock_gettime: %w", err)
+	}
+	return uint64(ts.Sec)*clockTicks + uint64(ts.Nsec)/(1e9/clockTicks), nil
+}
