@@ -1,0 +1,355 @@
+// Package agent wires the Hallmark agent together: configuration, node
+// attestation, the agent SVID and its renewal, the entry push stream and
+// SVID minting, and the Workload API on a unix socket.
+//
+// Wiring lives here and in cmd/; the packages it assembles know nothing of
+// each other beyond the small interfaces they declare.
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/hallmarkid/hallmark/agent/cache"
+	"github.com/hallmarkid/hallmark/agent/client"
+	"github.com/hallmarkid/hallmark/agent/config"
+	"github.com/hallmarkid/hallmark/agent/manager"
+	"github.com/hallmarkid/hallmark/agent/peercred"
+	"github.com/hallmarkid/hallmark/agent/workloadapi"
+	"github.com/hallmarkid/hallmark/agent/workloadattest"
+	"github.com/hallmarkid/hallmark/attestors"
+	"github.com/hallmarkid/hallmark/internal/uds"
+)
+
+// Agent is a running Hallmark agent.
+type Agent struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	collector attestors.NodeCollector
+	workload  []attestors.WorkloadAttestor
+	client    *client.Client
+	cache     *cache.Cache
+	mgr       *manager.Manager
+	state     *stateDir
+	health    *health.Server
+
+	mu          sync.Mutex // guards the fields that follow
+	svid        *x509svid.SVID
+	canReattest bool
+}
+
+// New builds an agent from cfg. Nothing connects or listens until Run.
+func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
+	a := &Agent{cfg: cfg, log: log, cache: cache.New(), state: &stateDir{dir: cfg.DataDir}, health: health.NewServer()}
+	if err := a.state.init(); err != nil {
+		return nil, err
+	}
+	var err error
+	if a.collector, err = newCollector(cfg); err != nil {
+		return nil, fmt.Errorf("agent: node_attestor %q (%s): %w", cfg.NodeAttestor.Kind, cfg.NodeAttestor.Pos(), err)
+	}
+	if a.workload, err = newWorkloadAttestors(cfg, log); err != nil {
+		return nil, err
+	}
+	bundle, err := a.initialBundle()
+	if err != nil {
+		return nil, err
+	}
+	a.client, err = client.New(client.Config{
+		Address: cfg.ServerAddress, TrustDomain: cfg.TrustDomain, Bundle: bundle, InsecureBootstrap: cfg.InsecureBootstrap,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.mgr = manager.New(manager.Config{
+		Server: a.client, Cache: a.cache, TrustDomain: cfg.TrustDomain,
+		OnBundle: func(certs []*x509.Certificate) {
+			if err := a.state.saveBundle(certs); err != nil {
+				log.Warn("Persisting the trust bundle failed", "error", err)
+			}
+		},
+		OnEvicted: a.onEvicted,
+		Log:       log.With("subsystem", "manager"),
+	})
+	return a, nil
+}
+
+// initialBundle prefers the bundle persisted from the server (it follows
+// CA rotation) over the configured bootstrap bundle.
+func (a *Agent) initialBundle() ([]*x509.Certificate, error) {
+	if certs, err := a.state.loadBundle(); err == nil {
+		return certs, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		a.log.Warn("Ignoring unreadable persisted bundle", "error", err)
+	}
+	if a.cfg.TrustBundlePath != "" {
+		certs, err := readPEMCerts(a.cfg.TrustBundlePath)
+		if err != nil {
+			return nil, fmt.Errorf("agent: trust_bundle_path: %w", err)
+		}
+		return certs, nil
+	}
+	if a.cfg.InsecureBootstrap {
+		a.log.Warn("INSECURE BOOTSTRAP: the server's identity will not be verified on first contact; use trust_bundle_path in production")
+		return nil, nil
+	}
+	return nil, errors.New("agent: trust_bundle_path is required unless insecure_bootstrap is set")
+}
+
+// Run runs the agent until ctx is done.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.client.Close()
+	if err := a.loadOrAttest(ctx); err != nil {
+		return err
+	}
+	l, err := uds.Listen(a.cfg.SocketPath, 0o755, 0o777)
+	if err != nil {
+		return fmt.Errorf("agent: workload API socket: %w", err)
+	}
+	srv := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()))
+	wa := workloadattest.New(a.log.With("subsystem", "workload_attestor"), a.workload...)
+	workloadapi.New(workloadapi.Config{Cache: a.cache, Attestor: wa, Log: a.log.With("subsystem", "workload_api")}).Register(srv)
+	healthpb.RegisterHealthServer(srv, a.health)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); _ = a.mgr.Run(ctx) }()
+	go func() { defer wg.Done(); a.rotateLoop(ctx) }()
+	go func() { defer wg.Done(); a.healthLoop(ctx) }()
+	errCh := make(chan error, 1)
+	go func() { errCh <- srv.Serve(l) }()
+	a.log.Info("Agent ready", "workload_api_socket", a.cfg.SocketPath, "agent_id", a.currentSVID().ID.String())
+
+	select {
+	case <-ctx.Done():
+	case err = <-errCh:
+	}
+	a.log.Info("Agent stopping")
+	cancel()
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		srv.Stop()
+	}
+	wg.Wait()
+	return err
+}
+
+func (a *Agent) currentSVID() *x509svid.SVID {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.svid
+}
+
+func (a *Agent) setSVID(s *x509svid.SVID, canReattest bool) error {
+	if err := a.state.saveSVID(s, canReattest); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.svid = s
+	a.canReattest = canReattest
+	a.mu.Unlock()
+	a.client.SetSVID(s)
+	return nil
+}
+
+// loadOrAttest reuses a persisted, unexpired SVID or attests.
+func (a *Agent) loadOrAttest(ctx context.Context) error {
+	s, canReattest, err := a.state.loadSVID(a.cfg.TrustDomain)
+	switch {
+	case err == nil && time.Now().Before(s.Certificates[0].NotAfter):
+		a.log.Info("Reusing persisted agent SVID", "agent_id", s.ID.String(), "expires_at", s.Certificates[0].NotAfter)
+		a.mu.Lock()
+		a.svid, a.canReattest = s, canReattest
+		a.mu.Unlock()
+		a.client.SetSVID(s)
+		return nil
+	case err == nil:
+		a.log.Info("Persisted agent SVID expired; attesting again", "agent_id", s.ID.String())
+	case !errors.Is(err, os.ErrNotExist):
+		a.log.Warn("Ignoring unreadable persisted agent SVID", "error", err)
+	}
+	return a.attest(ctx)
+}
+
+// attest attests with backoff while the server is unreachable; a refusal
+// is final.
+func (a *Agent) attest(ctx context.Context) error {
+	backoff := 200 * time.Millisecond
+	for {
+		err := a.attestOnce(ctx)
+		if err == nil {
+			return nil
+		}
+		switch status.Code(errors.Unwrap(err)) {
+		case codes.PermissionDenied, codes.InvalidArgument, codes.Unauthenticated:
+			return fmt.Errorf("agent: attestation refused: %w", err)
+		}
+		a.log.Warn("Attestation failed; retrying", "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func (a *Agent) attestOnce(ctx context.Context) error {
+	key, csr, err := manager.NewKeyAndCSR()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	res, err := a.client.Attest(ctx, a.collector, key, csr)
+	if err != nil {
+		return err
+	}
+	return a.adopt(res, key)
+}
+
+func (a *Agent) adopt(res *client.AttestResult, key crypto.Signer) error {
+	id, err := x509svid.IDFromCert(res.Certs[0])
+	if err != nil {
+		return fmt.Errorf("agent: server returned an invalid SVID: %w", err)
+	}
+	if id.TrustDomain() != a.cfg.TrustDomain {
+		return fmt.Errorf("agent: server returned an SVID in trust domain %q", id.TrustDomain())
+	}
+	a.client.SetBundle(res.Bundle)
+	if err := a.state.saveBundle(res.Bundle); err != nil {
+		return err
+	}
+	if err := a.setSVID(&x509svid.SVID{ID: id, Certificates: res.Certs, PrivateKey: key}, res.CanReattest); err != nil {
+		return err
+	}
+	a.log.Info("Node attested", "agent_id", id.String(), "expires_at", res.Certs[0].NotAfter)
+	return nil
+}
+
+// rotateLoop renews the agent SVID at half-life and re-attests when it
+// expired and the attestor allows it.
+func (a *Agent) rotateLoop(ctx context.Context) {
+	for {
+		s := a.currentSVID()
+		leaf := s.Certificates[0]
+		half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(half)):
+		}
+		a.renew(ctx)
+	}
+}
+
+func (a *Agent) renew(ctx context.Context) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		s := a.currentSVID()
+		if !time.Now().Before(s.Certificates[0].NotAfter) {
+			a.mu.Lock()
+			can := a.canReattest
+			a.mu.Unlock()
+			if !can {
+				a.log.Error("Agent SVID expired and the node attestor cannot re-attest; an operator must provide new attestation material")
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Minute):
+				}
+				continue
+			}
+			if err := a.attestOnce(ctx); err == nil {
+				return
+			}
+		} else if err := a.renewOnce(ctx); err == nil {
+			return
+		} else {
+			a.log.Warn("Agent SVID renewal failed; retrying", "error", err, "retry_in", backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+func (a *Agent) renewOnce(ctx context.Context) error {
+	key, csr, err := manager.NewKeyAndCSR()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	a.mu.Lock()
+	var collector attestors.NodeCollector
+	if a.canReattest {
+		collector = a.collector
+	}
+	a.mu.Unlock()
+	res, err := a.client.Renew(ctx, collector, key, csr)
+	if err != nil {
+		return err
+	}
+	return a.adopt(res, key)
+}
+
+// onEvicted re-attests an evicted agent when its attestor allows it.
+func (a *Agent) onEvicted(err error) {
+	a.mu.Lock()
+	can := a.canReattest
+	a.mu.Unlock()
+	if !can {
+		a.log.Error("The server does not know this agent (evicted?) and its node attestor cannot re-attest", "error", err)
+		return
+	}
+	a.log.Warn("The server does not know this agent (evicted?); re-attesting", "error", err)
+	if err := a.attestOnce(context.Background()); err != nil {
+		a.log.Error("Re-attestation failed", "error", err)
+	}
+}
+
+// healthLoop keeps the health status: serving while the agent SVID is valid.
+func (a *Agent) healthLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		st := healthpb.HealthCheckResponse_SERVING
+		if s := a.currentSVID(); s == nil || !time.Now().Before(s.Certificates[0].NotAfter) {
+			st = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		a.health.SetServingStatus("", st)
+		select {
+		case <-ctx.Done():
+			a.health.Shutdown()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// TrustDomain returns the agent's trust domain.
+func (a *Agent) TrustDomain() spiffeid.TrustDomain { return a.cfg.TrustDomain }

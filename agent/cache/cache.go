@@ -1,0 +1,258 @@
+// Package cache holds the agent's view of what it may hand out: the
+// registration entries the server pushed, the SVIDs minted for them and the
+// trust bundle. Readers match a caller's selectors against it and are told
+// of every change so they can push updates.
+//
+// It must not import the Workload API, SDS or server packages.
+package cache
+
+import (
+	"crypto"
+	"crypto/x509"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/hallmarkid/hallmark/registration"
+)
+
+// SVID is a workload X.509-SVID minted by the agent.
+type SVID struct {
+	ID        spiffeid.ID
+	Certs     []*x509.Certificate // leaf first
+	CertsDER  []byte              // concatenated DER, as the Workload API sends it
+	Key       crypto.Signer
+	KeyDER    []byte // PKCS#8
+	ExpiresAt time.Time
+	IssuedAt  time.Time
+	// EntryRevision is the entry revision the SVID was minted for.
+	EntryRevision int64
+}
+
+// Identity is an entry with its current SVID.
+type Identity struct {
+	Entry registration.Entry
+	SVID  *SVID
+}
+
+// Bundle is the trust domain's X.509 authorities.
+type Bundle struct {
+	TrustDomain spiffeid.TrustDomain
+	Certs       []*x509.Certificate
+	DER         []byte // concatenated
+}
+
+// Cache is safe for concurrent use.
+type Cache struct {
+	mu      sync.RWMutex // guards the fields that follow
+	entries map[string]registration.Entry
+	svids   map[string]*SVID
+	index   map[registration.Selector]map[string]struct{}
+	bundle  *Bundle
+	changed chan struct{}
+	gen     uint64
+}
+
+// New returns an empty cache.
+func New() *Cache {
+	return &Cache{
+		entries: make(map[string]registration.Entry),
+		svids:   make(map[string]*SVID),
+		index:   make(map[registration.Selector]map[string]struct{}),
+		changed: make(chan struct{}),
+	}
+}
+
+// Changed returns a channel closed at the next change and the generation
+// the caller is about to read.
+func (c *Cache) Changed() (<-chan struct{}, uint64) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.changed, c.gen
+}
+
+func (c *Cache) broadcastLocked() {
+	c.gen++
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// UpdateEntries applies a sync message. With full set, entries not in
+// upserts are dropped. SVIDs of dropped entries are dropped too.
+func (c *Cache) UpdateEntries(full bool, upserts []registration.Entry, deleted []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if full {
+		keep := make(map[string]bool, len(upserts))
+		for _, e := range upserts {
+			keep[e.ID] = true
+		}
+		for id := range c.entries {
+			if !keep[id] {
+				c.removeLocked(id)
+			}
+		}
+	}
+	for _, id := range deleted {
+		c.removeLocked(id)
+	}
+	for _, e := range upserts {
+		if old, ok := c.entries[e.ID]; ok {
+			if old.Revision == e.Revision && !full {
+				continue
+			}
+			c.unindexLocked(old)
+		}
+		c.entries[e.ID] = e
+		for _, s := range e.Selectors {
+			m := c.index[s]
+			if m == nil {
+				m = make(map[string]struct{})
+				c.index[s] = m
+			}
+			m[e.ID] = struct{}{}
+		}
+	}
+	c.broadcastLocked()
+}
+
+func (c *Cache) removeLocked(id string) {
+	e, ok := c.entries[id]
+	if !ok {
+		return
+	}
+	c.unindexLocked(e)
+	delete(c.entries, id)
+	delete(c.svids, id)
+}
+
+func (c *Cache) unindexLocked(e registration.Entry) {
+	for _, s := range e.Selectors {
+		if m := c.index[s]; m != nil {
+			delete(m, e.ID)
+			if len(m) == 0 {
+				delete(c.index, s)
+			}
+		}
+	}
+}
+
+// SetSVIDs stores freshly minted SVIDs, keyed by entry ID. SVIDs for
+// entries no longer present are ignored.
+func (c *Cache) SetSVIDs(svids map[string]*SVID) {
+	if len(svids) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, s := range svids {
+		if _, ok := c.entries[id]; ok {
+			c.svids[id] = s
+		}
+	}
+	c.broadcastLocked()
+}
+
+// SetBundle replaces the trust bundle.
+func (c *Cache) SetBundle(b *Bundle) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bundle = b
+	c.broadcastLocked()
+}
+
+// Bundle returns the current trust bundle (nil before the first sync).
+func (c *Cache) Bundle() *Bundle {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.bundle
+}
+
+// Match returns the identities whose entry selectors are all among
+// selectors, and whether any matching entry still lacks an SVID.
+func (c *Cache) Match(selectors []registration.Selector) (ids []Identity, pending bool) {
+	set := registration.NewSelectorSet(selectors...)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var seen map[string]struct{}
+	for _, s := range selectors {
+		for id := range c.index[s] {
+			if _, dup := seen[id]; dup {
+				continue
+			}
+			if seen == nil {
+				seen = make(map[string]struct{})
+			}
+			seen[id] = struct{}{}
+			e := c.entries[id]
+			if !set.Includes(e.Selectors) {
+				continue
+			}
+			svid := c.svids[id]
+			if svid == nil {
+				pending = true
+				continue
+			}
+			ids = append(ids, Identity{Entry: e, SVID: svid})
+		}
+	}
+	return ids, pending
+}
+
+// Due returns entries without an SVID, with an SVID past half its life at
+// now, or whose entry changed since the SVID was minted.
+func (c *Cache) Due(now time.Time) []registration.Entry {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out []registration.Entry
+	for id, e := range c.entries {
+		s := c.svids[id]
+		if s == nil || s.EntryRevision != e.Revision || !now.Before(halfLife(s)) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// NextRotation returns the earliest half-life of the cached SVIDs, or the
+// zero time when there are none.
+func (c *Cache) NextRotation() time.Time {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var next time.Time
+	for _, s := range c.svids {
+		h := halfLife(s)
+		if next.IsZero() || h.Before(next) {
+			next = h
+		}
+	}
+	return next
+}
+
+func halfLife(s *SVID) time.Time {
+	return s.IssuedAt.Add(s.ExpiresAt.Sub(s.IssuedAt) / 2)
+}
+
+// Stats returns the number of entries and SVIDs.
+func (c *Cache) Stats() (entries, svids int) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.entries), len(c.svids)
+}
+
+// DropExpired removes SVIDs that expired at now, so they are never served.
+func (c *Cache) DropExpired(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for id, s := range c.svids {
+		if !now.Before(s.ExpiresAt) {
+			delete(c.svids, id)
+			n++
+		}
+	}
+	if n > 0 {
+		c.broadcastLocked()
+	}
+}

@@ -1,0 +1,268 @@
+// Package manager keeps the agent's cache current: it holds the push
+// stream of entries from the server (reconnecting with backoff), mints
+// workload SVIDs in batches (the agent generates keys, the server signs
+// CSRs) and rotates them at half-life.
+//
+// It must not import the Workload API or SDS packages.
+package manager
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/hallmarkid/hallmark/agent/cache"
+	apiv1 "github.com/hallmarkid/hallmark/api/v1"
+	"github.com/hallmarkid/hallmark/internal/apiconv"
+	"github.com/hallmarkid/hallmark/internal/x509util"
+	"github.com/hallmarkid/hallmark/registration"
+)
+
+// Server is the part of the server connection the manager needs.
+type Server interface {
+	Sync(ctx context.Context) (grpc.ServerStreamingClient[apiv1.SyncResponse], error)
+	BatchSign(ctx context.Context, reqs []*apiv1.SVIDRequest) ([]*apiv1.SVIDResult, error)
+	SetBundle(certs []*x509.Certificate)
+}
+
+// Config configures a Manager.
+type Config struct {
+	Server      Server
+	Cache       *cache.Cache
+	TrustDomain spiffeid.TrustDomain
+	// BatchSize bounds SVIDs per signing call (default 500).
+	BatchSize int
+	// OnBundle is called with every new bundle (e.g. to persist it).
+	OnBundle func([]*x509.Certificate)
+	// OnEvicted is called when the server says the agent is not attested.
+	OnEvicted func(error)
+	Log       *slog.Logger
+	Clock     func() time.Time
+}
+
+// Manager runs the sync and mint loops.
+type Manager struct {
+	cfg       Config
+	mintKick  chan struct{}
+	connected atomic.Bool
+}
+
+// New returns a manager.
+func New(cfg Config) *Manager {
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	return &Manager{cfg: cfg, mintKick: make(chan struct{}, 1)}
+}
+
+// Connected reports whether the push stream is up.
+func (m *Manager) Connected() bool { return m.connected.Load() }
+
+// Run runs until ctx is done.
+func (m *Manager) Run(ctx context.Context) error {
+	go m.mintLoop(ctx)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := m.cfg.Clock()
+		err := m.syncOnce(ctx)
+		m.connected.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if status.Code(err) == codes.PermissionDenied && m.cfg.OnEvicted != nil {
+			m.cfg.OnEvicted(err)
+		}
+		if m.cfg.Clock().Sub(start) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		m.cfg.Log.Warn("Entry stream from server lost; serving cached SVIDs", "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(jitter(backoff)):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+	return nil
+}
+
+func jitter(d time.Duration) time.Duration {
+	var b [1]byte
+	_, _ = rand.Read(b[:])
+	return d/2 + time.Duration(float64(d/2)*float64(b[0])/math.MaxUint8)
+}
+
+func (m *Manager) syncOnce(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := m.cfg.Server.Sync(ctx)
+	if err != nil {
+		return err
+	}
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		if !m.connected.Swap(true) {
+			m.cfg.Log.Info("Entry stream from server established")
+		}
+		if b := msg.GetBundle(); b != nil {
+			certs, err := x509util.ParseChain(b.GetX509Authorities())
+			if err != nil {
+				m.cfg.Log.Error("Ignoring malformed bundle from server", "error", err)
+			} else {
+				m.cfg.Server.SetBundle(certs)
+				m.cfg.Cache.SetBundle(&cache.Bundle{TrustDomain: m.cfg.TrustDomain, Certs: certs, DER: x509util.ConcatDER(certs)})
+				if m.cfg.OnBundle != nil {
+					m.cfg.OnBundle(certs)
+				}
+			}
+		}
+		if msg.GetFull() || len(msg.GetUpserts()) > 0 || len(msg.GetDeletedIds()) > 0 {
+			upserts := make([]registration.Entry, 0, len(msg.GetUpserts()))
+			for _, p := range msg.GetUpserts() {
+				e, err := apiconv.EntryFromProto(p)
+				if err != nil {
+					m.cfg.Log.Error("Ignoring malformed entry from server", "entry_id", p.GetId(), "error", err)
+					continue
+				}
+				upserts = append(upserts, e)
+			}
+			m.cfg.Cache.UpdateEntries(msg.GetFull(), upserts, msg.GetDeletedIds())
+			m.KickMint()
+		}
+	}
+}
+
+// KickMint asks the mint loop to look for due SVIDs now.
+func (m *Manager) KickMint() {
+	select {
+	case m.mintKick <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Manager) mintLoop(ctx context.Context) {
+	for {
+		m.cfg.Cache.DropExpired(m.cfg.Clock())
+		due := m.cfg.Cache.Due(m.cfg.Clock())
+		wait := time.Minute
+		if len(due) > 0 {
+			if err := m.mint(ctx, due); err != nil {
+				m.cfg.Log.Warn("Minting SVIDs failed; will retry", "count", len(due), "error", err)
+				wait = time.Second
+			} else {
+				continue // look again: more may have become due
+			}
+		}
+		if next := m.cfg.Cache.NextRotation(); !next.IsZero() {
+			if d := next.Sub(m.cfg.Clock()); d < wait {
+				wait = max(d, 10*time.Millisecond)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.mintKick:
+		case <-time.After(wait):
+		}
+	}
+}
+
+// mint signs SVIDs for due entries in batches.
+func (m *Manager) mint(ctx context.Context, due []registration.Entry) error {
+	for len(due) > 0 {
+		n := min(len(due), m.cfg.BatchSize)
+		batch := due[:n]
+		due = due[n:]
+		keys := make([]crypto.Signer, n)
+		reqs := make([]*apiv1.SVIDRequest, n)
+		for i, e := range batch {
+			key, csr, err := NewKeyAndCSR()
+			if err != nil {
+				return err
+			}
+			keys[i] = key
+			reqs[i] = &apiv1.SVIDRequest{EntryId: e.ID, Csr: csr}
+		}
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		results, err := m.cfg.Server.BatchSign(cctx, reqs)
+		cancel()
+		if err != nil {
+			return err
+		}
+		now := m.cfg.Clock()
+		out := make(map[string]*cache.SVID, n)
+		var failed []string
+		for i, r := range results {
+			if r.GetError() != "" || r.GetSvid() == nil {
+				failed = append(failed, r.GetEntryId()+": "+r.GetError())
+				continue
+			}
+			s, err := m.toSVID(batch[i], keys[i], r.GetSvid(), now)
+			if err != nil {
+				failed = append(failed, r.GetEntryId()+": "+err.Error())
+				continue
+			}
+			out[batch[i].ID] = s
+		}
+		m.cfg.Cache.SetSVIDs(out)
+		if len(failed) > 0 {
+			return fmt.Errorf("manager: %d SVIDs not signed, first: %s", len(failed), failed[0])
+		}
+	}
+	return nil
+}
+
+func (m *Manager) toSVID(e registration.Entry, key crypto.Signer, p *apiv1.X509SVID, now time.Time) (*cache.SVID, error) {
+	certs, err := x509util.ParseChain(p.GetCertChain())
+	if err != nil {
+		return nil, fmt.Errorf("malformed SVID: %w", err)
+	}
+	if len(certs[0].URIs) != 1 || certs[0].URIs[0].String() != e.SPIFFEID.String() {
+		return nil, errors.New("server signed an SVID for another SPIFFE ID")
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return &cache.SVID{
+		ID: e.SPIFFEID, Certs: certs, CertsDER: x509util.ConcatDER(certs), Key: key, KeyDER: keyDER,
+		ExpiresAt: certs[0].NotAfter, IssuedAt: now, EntryRevision: e.Revision,
+	}, nil
+}
+
+// NewKeyAndCSR generates a P-256 key and a minimal CSR for it; the server
+// decides the SPIFFE ID, so the CSR carries none.
+func NewKeyAndCSR() (crypto.Signer, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("manager: generate key: %w", err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("manager: create CSR: %w", err)
+	}
+	return key, csr, nil
+}

@@ -1,0 +1,188 @@
+// Package workloadapi serves the SPIFFE Workload API to local workloads:
+// X.509-SVIDs and bundles, streamed and re-sent on every rotation or entry
+// change. Callers are identified by kernel credentials and attested by the
+// agent's workload attestors; stock go-spiffe clients work unmodified.
+//
+// It must not import server packages or SDS.
+package workloadapi
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/hallmarkid/hallmark/agent/cache"
+	"github.com/hallmarkid/hallmark/agent/workloadattest"
+)
+
+// CallerAttestor identifies callers.
+type CallerAttestor interface {
+	Caller(ctx context.Context) (workloadattest.Caller, error)
+}
+
+// Config configures the handler.
+type Config struct {
+	Cache    *cache.Cache
+	Attestor CallerAttestor
+	// PendingWait bounds how long a caller whose entries have no SVID yet
+	// waits before PermissionDenied (default 10s).
+	PendingWait time.Duration
+	Log         *slog.Logger
+}
+
+// Handler implements the Workload API.
+type Handler struct {
+	workload.UnimplementedSpiffeWorkloadAPIServer
+	cfg Config
+}
+
+// New returns a handler.
+func New(cfg Config) *Handler {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PendingWait == 0 {
+		cfg.PendingWait = 10 * time.Second
+	}
+	return &Handler{cfg: cfg}
+}
+
+// Register registers the handler on s.
+func (h *Handler) Register(s grpc.ServiceRegistrar) {
+	workload.RegisterSpiffeWorkloadAPIServer(s, h)
+}
+
+// CheckSecurityHeader enforces the Workload API's anti-SSRF header.
+func CheckSecurityHeader(ctx context.Context) error {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok || len(md.Get("workload.spiffe.io")) != 1 || md.Get("workload.spiffe.io")[0] != "true" {
+		return status.Error(codes.InvalidArgument, "security header missing from request")
+	}
+	return nil
+}
+
+func (h *Handler) caller(ctx context.Context) (workloadattest.Caller, error) {
+	if err := CheckSecurityHeader(ctx); err != nil {
+		return workloadattest.Caller{}, err
+	}
+	c, err := h.cfg.Attestor.Caller(ctx)
+	if err != nil {
+		h.cfg.Log.Warn("Workload attestation failed", "error", err)
+		return workloadattest.Caller{}, status.Errorf(codes.PermissionDenied, "workload attestation failed: %v", err)
+	}
+	return c, nil
+}
+
+// FetchX509SVID streams the caller's X.509-SVIDs.
+func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
+	ctx := stream.Context()
+	c, err := h.caller(ctx)
+	if err != nil {
+		return err
+	}
+	var last *workload.X509SVIDResponse
+	var pendingSince time.Time
+	for {
+		changed, _ := h.cfg.Cache.Changed()
+		ids, pending := h.cfg.Cache.Match(c.Selectors)
+		bundle := h.cfg.Cache.Bundle()
+		var timer <-chan time.Time
+		switch {
+		case len(ids) == 0 && !pending:
+			h.cfg.Log.Debug("No identity issued", "pid", c.PID, "uid", c.UID)
+			return status.Error(codes.PermissionDenied, "no identity issued")
+		case len(ids) == 0 || bundle == nil:
+			if pendingSince.IsZero() {
+				pendingSince = time.Now()
+			}
+			left := h.cfg.PendingWait - time.Since(pendingSince)
+			if left <= 0 {
+				return status.Error(codes.PermissionDenied, "no identity issued yet")
+			}
+			timer = time.After(left)
+		default:
+			resp := x509Response(ids, bundle)
+			if last == nil || !sameX509(last, resp) {
+				if err := stream.Send(resp); err != nil {
+					return err
+				}
+				last = resp
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		case <-timer:
+		}
+	}
+}
+
+func x509Response(ids []cache.Identity, bundle *cache.Bundle) *workload.X509SVIDResponse {
+	sort.Slice(ids, func(i, j int) bool {
+		if ids[i].Entry.SPIFFEID != ids[j].Entry.SPIFFEID {
+			return ids[i].Entry.SPIFFEID.String() < ids[j].Entry.SPIFFEID.String()
+		}
+		return ids[i].Entry.ID < ids[j].Entry.ID
+	})
+	resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, len(ids))}
+	for i, id := range ids {
+		resp.Svids[i] = &workload.X509SVID{
+			SpiffeId:    id.SVID.ID.String(),
+			X509Svid:    id.SVID.CertsDER,
+			X509SvidKey: id.SVID.KeyDER,
+			Bundle:      bundle.DER,
+			Hint:        id.Entry.Hint,
+		}
+	}
+	return resp
+}
+
+func sameX509(a, b *workload.X509SVIDResponse) bool {
+	if len(a.Svids) != len(b.Svids) {
+		return false
+	}
+	for i := range a.Svids {
+		x, y := a.Svids[i], b.Svids[i]
+		if x.SpiffeId != y.SpiffeId || x.Hint != y.Hint || !bytes.Equal(x.X509Svid, y.X509Svid) || !bytes.Equal(x.Bundle, y.Bundle) {
+			return false
+		}
+	}
+	return true
+}
+
+// FetchX509Bundles streams the trust bundles.
+func (h *Handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
+	ctx := stream.Context()
+	c, err := h.caller(ctx)
+	if err != nil {
+		return err
+	}
+	var lastDER []byte
+	for {
+		changed, _ := h.cfg.Cache.Changed()
+		if ids, pending := h.cfg.Cache.Match(c.Selectors); len(ids) == 0 && !pending {
+			return status.Error(codes.PermissionDenied, "no identity issued")
+		}
+		if b := h.cfg.Cache.Bundle(); b != nil && !bytes.Equal(b.DER, lastDER) {
+			resp := &workload.X509BundlesResponse{Bundles: map[string][]byte{b.TrustDomain.IDString(): b.DER}}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			lastDER = b.DER
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}

@@ -1,0 +1,76 @@
+// Package workloadattest identifies the caller of an agent endpoint: it
+// takes the kernel credentials of the unix-socket peer, runs every
+// configured workload attestor on the caller's PID and then checks the
+// process is still the one that connected (PID reuse protection).
+//
+// It is shared by the Workload API and SDS; it must not import either.
+package workloadattest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hallmarkid/hallmark/agent/peercred"
+	"github.com/hallmarkid/hallmark/attestors"
+	"github.com/hallmarkid/hallmark/registration"
+)
+
+// ErrNoCredentials means the connection carries no kernel credentials.
+var ErrNoCredentials = errors.New("workloadattest: caller has no peer credentials")
+
+// Caller is an attested caller.
+type Caller struct {
+	PID       int32
+	UID, GID  uint32
+	Selectors []registration.Selector
+}
+
+// Attestor runs workload attestors for callers.
+type Attestor struct {
+	attestors []attestors.WorkloadAttestor
+	timeout   time.Duration
+	log       *slog.Logger
+}
+
+// New returns an attestor running as in order.
+func New(log *slog.Logger, as ...attestors.WorkloadAttestor) *Attestor {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Attestor{attestors: as, timeout: 30 * time.Second, log: log}
+}
+
+// Caller attests the caller of the gRPC call in ctx.
+func (a *Attestor) Caller(ctx context.Context) (Caller, error) {
+	info, ok := peercred.FromContext(ctx)
+	if !ok {
+		return Caller{}, ErrNoCredentials
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	sels, err := a.Attest(ctx, info.PID)
+	if err != nil {
+		return Caller{}, err
+	}
+	if err := info.StillAlive(); err != nil {
+		return Caller{}, fmt.Errorf("workloadattest: caller pid %d changed during attestation: %w", info.PID, err)
+	}
+	return Caller{PID: info.PID, UID: info.UID, GID: info.GID, Selectors: sels}, nil
+}
+
+// Attest runs every attestor on pid and returns the union of selectors.
+// Any attestor error fails the whole attestation (fail closed).
+func (a *Attestor) Attest(ctx context.Context, pid int32) ([]registration.Selector, error) {
+	var out []registration.Selector
+	for _, w := range a.attestors {
+		sels, err := w.Attest(ctx, pid)
+		if err != nil {
+			return nil, fmt.Errorf("workloadattest: %s: %w", w.Name(), err)
+		}
+		out = append(out, sels...)
+	}
+	return out, nil
+}

@@ -1,0 +1,114 @@
+// Command hallmark-agent runs the Hallmark agent and talks to a running
+// agent's Workload API:
+//
+//	hallmark-agent run -config agent.hcl [-joinToken TOKEN]
+//	hallmark-agent api fetch x509 [-socketPath PATH] [-write DIR]
+//	hallmark-agent healthcheck [-socketPath PATH]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/hallmarkid/hallmark/agent"
+	"github.com/hallmarkid/hallmark/agent/config"
+)
+
+const defaultSocketPath = "/tmp/hallmark-agent/public/api.sock"
+
+const usage = `Usage: hallmark-agent <command> [flags]
+
+Commands:
+  run                 run the agent (-config agent.hcl [-joinToken TOKEN])
+  api fetch x509      fetch this process's X.509-SVIDs from the Workload API
+  healthcheck         check that the agent is healthy
+
+Run 'hallmark-agent <command> -h' for a command's flags.
+`
+
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch {
+	case args[0] == "run":
+		err = runAgent(args[1:], stderr)
+	case len(args) >= 3 && args[0] == "api" && args[1] == "fetch" && args[2] == "x509":
+		err = fetchX509(args[3:], stdout)
+	case args[0] == "healthcheck":
+		err = healthcheck(args[1:], stdout)
+	case args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", strings.Join(args, " "), usage)
+		return 2
+	}
+	if err != nil {
+		if errors.Is(err, errUsage) {
+			return 2
+		}
+		fmt.Fprintf(stderr, "Error: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	return nil
+}
+
+func runAgent(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	configPath := fs.String("config", "conf/agent.hcl", "path to the agent configuration file")
+	joinToken := fs.String("joinToken", "", "join token (overrides the file's join_token)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var opts []config.Option
+	if *joinToken != "" {
+		opts = append(opts, config.WithJoinToken(*joinToken))
+	}
+	cfg, err := config.Load(*configPath, opts...)
+	if err != nil {
+		return err
+	}
+	log, closer, err := cfg.Logger(stderr)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	a, err := agent.New(cfg, log)
+	if err != nil {
+		log.Error("Agent failed to start", "error", err)
+		return err
+	}
+	if err := a.Run(ctx); err != nil {
+		log.Error("Agent stopped with an error", "error", err)
+		return err
+	}
+	return nil
+}

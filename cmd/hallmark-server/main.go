@@ -1,0 +1,103 @@
+// Command hallmark-server runs the Hallmark server and administers it over
+// its admin socket, with SPIRE's verbs and flag names:
+//
+//	hallmark-server run -config server.hcl
+//	hallmark-server entry create -spiffeID ID -parentID ID -selector type:value ...
+//	hallmark-server entry show | entry delete -entryID ID
+//	hallmark-server token generate [-spiffeID ID] [-ttl 600]
+//	hallmark-server agent list | agent evict -spiffeID ID
+//	hallmark-server bundle show [-format pem|spiffe]
+//	hallmark-server healthcheck
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hallmarkid/hallmark/server"
+	"github.com/hallmarkid/hallmark/server/config"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `Usage: hallmark-server <command> [flags]
+
+Commands:
+  run                 run the server (-config server.hcl)
+  entry create        create registration entries
+  entry show          list registration entries
+  entry delete        delete a registration entry
+  token generate      generate a single-use join token
+  agent list          list attested agents
+  agent evict         evict an agent (it must attest again)
+  bundle show         print the trust bundle
+  healthcheck         check that the server is ready
+
+Run 'hallmark-server <command> -h' for a command's flags.
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "run":
+		err = runServer(args[1:], stderr)
+	case "entry", "token", "agent", "bundle":
+		if len(args) < 2 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		err = admin(args[0]+" "+args[1], args[2:], stdout)
+	case "healthcheck":
+		err = admin("healthcheck", args[1:], stdout)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		if errors.Is(err, errUsage) {
+			return 2
+		}
+		fmt.Fprintf(stderr, "Error: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func runServer(args []string, stderr io.Writer) error {
+	fs := newFlagSet("run")
+	configPath := fs.String("config", "conf/server.hcl", "path to the server configuration file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	log, closer, err := cfg.Logger(stderr)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := server.New(ctx, cfg, log)
+	if err != nil {
+		log.Error("Server failed to start", "error", err)
+		return err
+	}
+	return srv.Run(ctx)
+}

@@ -1,0 +1,388 @@
+package nodeapi
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	apiv1 "github.com/hallmarkid/hallmark/api/v1"
+	"github.com/hallmarkid/hallmark/attestors"
+	"github.com/hallmarkid/hallmark/internal/apiconv"
+	"github.com/hallmarkid/hallmark/internal/x509util"
+	"github.com/hallmarkid/hallmark/registration"
+	"github.com/hallmarkid/hallmark/server/ca"
+	"github.com/hallmarkid/hallmark/server/datastore"
+	"github.com/hallmarkid/hallmark/server/entrycache"
+)
+
+// Signer issues SVIDs and publishes the trust bundle.
+type Signer interface {
+	SignX509SVID(ctx context.Context, p ca.X509SVIDParams) ([]*x509.Certificate, error)
+	Bundle() []*x509.Certificate
+}
+
+// AgentStore is the part of the datastore the node API needs.
+type AgentStore interface {
+	CreateAgent(ctx context.Context, a datastore.Agent) error
+	UpdateAgent(ctx context.Context, a datastore.Agent) error
+	GetAgent(ctx context.Context, id string) (datastore.Agent, error)
+}
+
+// Auditor records security decisions. Implementations must not block long.
+type Auditor interface {
+	Record(ctx context.Context, kind string, fields map[string]any)
+}
+
+// ReattestRequirer is an optional power of a verifier: when it reports true,
+// every renewal must carry fresh evidence (continuous attestation).
+type ReattestRequirer interface {
+	RequiresReattestation() bool
+}
+
+// Config configures a Server.
+type Config struct {
+	TrustDomain    spiffeid.TrustDomain
+	Signer         Signer
+	Agents         AgentStore
+	Entries        *entrycache.Cache
+	Verifiers      []attestors.NodeVerifier
+	AgentSVIDTTL   time.Duration
+	DefaultSVIDTTL time.Duration
+	// AttestTimeout bounds one attestation, challenges included.
+	AttestTimeout time.Duration
+	// BundleChanged, when set, returns a channel closed at the next bundle change.
+	BundleChanged func() <-chan struct{}
+	Audit         Auditor
+	Log           *slog.Logger
+	Clock         func() time.Time
+}
+
+// Server implements apiv1.NodeServer.
+type Server struct {
+	apiv1.UnimplementedNodeServer
+	cfg       Config
+	verifiers map[string]attestors.NodeVerifier
+
+	mu      sync.Mutex // guards streams
+	streams map[string]map[*agentStream]struct{}
+}
+
+type agentStream struct {
+	kick chan struct{} // agent record changed: reload selectors
+	stop context.CancelFunc
+}
+
+// New returns a node API server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Signer == nil || cfg.Agents == nil || cfg.Entries == nil {
+		return nil, errors.New("nodeapi: signer, agent store and entry cache are required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.AttestTimeout == 0 {
+		cfg.AttestTimeout = 30 * time.Second
+	}
+	if cfg.Audit == nil {
+		cfg.Audit = nopAudit{}
+	}
+	s := &Server{cfg: cfg, verifiers: make(map[string]attestors.NodeVerifier), streams: make(map[string]map[*agentStream]struct{})}
+	for _, v := range cfg.Verifiers {
+		if _, dup := s.verifiers[v.Type()]; dup {
+			return nil, fmt.Errorf("nodeapi: node attestor %q configured twice", v.Type())
+		}
+		s.verifiers[v.Type()] = v
+	}
+	return s, nil
+}
+
+type nopAudit struct{}
+
+func (nopAudit) Record(context.Context, string, map[string]any) {}
+
+// ServerID returns the server's own SPIFFE ID in td; node entries are
+// parented by it.
+func ServerID(td spiffeid.TrustDomain) spiffeid.ID {
+	return spiffeid.RequireFromSegments(td, "hallmark", "server")
+}
+
+// attestStream is the shape shared by Attest and RenewAgent.
+type attestStream interface {
+	Send(*apiv1.AttestResponse) error
+	Recv() (*apiv1.AttestRequest, error)
+	Context() context.Context
+}
+
+// Attest implements node attestation.
+func (s *Server) Attest(stream apiv1.Node_AttestServer) error {
+	return s.attest(stream, spiffeid.ID{})
+}
+
+// RenewAgent renews the calling agent's SVID.
+func (s *Server) RenewAgent(stream apiv1.Node_RenewAgentServer) error {
+	agentID, err := s.callerAgent(stream.Context())
+	if err != nil {
+		return err
+	}
+	return s.attest(stream, agentID)
+}
+
+func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
+	ctx, cancel := context.WithTimeout(stream.Context(), s.cfg.AttestTimeout)
+	defer cancel()
+	renewal := !current.IsZero()
+	log := s.cfg.Log.With("renewal", renewal)
+	audit := map[string]any{"renewal": renewal}
+	if p, ok := peer.FromContext(ctx); ok {
+		audit["peer"] = p.Addr.String()
+	}
+	defer func() {
+		if err != nil {
+			audit["result"] = "rejected"
+			audit["reason"] = status.Convert(err).Message()
+			log.Warn("Attestation rejected", "reason", audit["reason"], "attestor", audit["attestor"], "agent_id", audit["agent_id"])
+		} else {
+			audit["result"] = "accepted"
+			log.Info("Agent attested", "attestor", audit["attestor"], "agent_id", audit["agent_id"])
+		}
+		s.cfg.Audit.Record(ctx, "attestation", audit)
+	}()
+
+	first, err := stream.Recv()
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "receive attestation parameters: %v", err)
+	}
+	params := first.GetParams()
+	if params == nil {
+		return status.Error(codes.InvalidArgument, "first message must carry attestation parameters")
+	}
+	csr, err := ca.ParseCSR(params.GetCsr())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "CSR: %v", err)
+	}
+
+	var existing datastore.Agent
+	if renewal {
+		audit["agent_id"] = current.String()
+		existing, err = s.cfg.Agents.GetAgent(ctx, current.String())
+		if err != nil {
+			return status.Error(codes.PermissionDenied, "agent is not attested (evicted?)")
+		}
+		audit["attestor"] = existing.AttestationType
+	}
+
+	var res attestors.Result
+	data := params.GetData()
+	switch {
+	case renewal && data == nil:
+		v, ok := s.verifiers[existing.AttestationType]
+		if ok {
+			if rr, ok := v.(ReattestRequirer); ok && rr.RequiresReattestation() {
+				return status.Errorf(codes.PermissionDenied, "attestor %q requires fresh evidence at every renewal", existing.AttestationType)
+			}
+		}
+		res = attestors.Result{AgentID: current, Selectors: existing.Selectors, CanReattest: existing.CanReattest}
+	default:
+		if data == nil {
+			return status.Error(codes.InvalidArgument, "attestation data missing")
+		}
+		audit["attestor"] = data.GetType()
+		if renewal && data.GetType() != existing.AttestationType {
+			return status.Errorf(codes.PermissionDenied, "renewal with attestor %q, agent attested with %q", data.GetType(), existing.AttestationType)
+		}
+		v, ok := s.verifiers[data.GetType()]
+		if !ok {
+			return status.Errorf(codes.InvalidArgument, "node attestor %q is not enabled on this server", data.GetType())
+		}
+		res, err = v.Verify(ctx, attestors.VerifyRequest{
+			Payload:     data.GetPayload(),
+			Challenge:   challengeFunc(stream),
+			AgentKey:    csr.PublicKey,
+			TrustDomain: s.cfg.TrustDomain,
+			Renewal:     renewal,
+			CurrentID:   current,
+		})
+		for k, v := range res.Evidence {
+			audit["evidence."+k] = v
+		}
+		if err != nil {
+			return status.Errorf(codes.PermissionDenied, "attestation failed: %v", err)
+		}
+		if renewal && res.AgentID != current {
+			return status.Error(codes.PermissionDenied, "re-attestation yielded a different agent ID")
+		}
+	}
+	audit["agent_id"] = res.AgentID.String()
+	audit["selectors"] = selectorStrings(res.Selectors)
+	if err := s.checkAgentID(res.AgentID); err != nil {
+		return status.Errorf(codes.Internal, "%v", err)
+	}
+
+	certs, err := s.cfg.Signer.SignX509SVID(ctx, ca.X509SVIDParams{ID: res.AgentID, PublicKey: csr.PublicKey, TTL: s.cfg.AgentSVIDTTL})
+	if err != nil {
+		return status.Errorf(codes.Internal, "sign agent SVID: %v", err)
+	}
+	leaf := certs[0]
+	now := s.cfg.Clock()
+	rec := datastore.Agent{
+		ID:              res.AgentID.String(),
+		AttestationType: firstNonEmpty(data.GetType(), existing.AttestationType),
+		Selectors:       res.Selectors,
+		SerialNumber:    leaf.SerialNumber.String(),
+		ExpiresAt:       leaf.NotAfter,
+		CanReattest:     res.CanReattest,
+		UpdatedAt:       now,
+	}
+	if err := s.storeAgent(ctx, rec, renewal, existing); err != nil {
+		return err
+	}
+	audit["serial"] = leaf.SerialNumber.String()
+	audit["expires_at"] = leaf.NotAfter.UTC().Format(time.RFC3339)
+	s.kickAgent(rec.ID)
+
+	return stream.Send(&apiv1.AttestResponse{Step: &apiv1.AttestResponse_Result{Result: &apiv1.AttestResult{
+		Svid:        svidProto(res.AgentID, certs),
+		Bundle:      s.bundleProto(),
+		Selectors:   apiconv.SelectorsToProto(res.Selectors),
+		CanReattest: res.CanReattest,
+	}}})
+}
+
+func (s *Server) storeAgent(ctx context.Context, rec datastore.Agent, renewal bool, existing datastore.Agent) error {
+	if renewal {
+		rec.CreatedAt = existing.CreatedAt
+		if err := s.cfg.Agents.UpdateAgent(ctx, rec); err != nil {
+			return status.Errorf(codes.PermissionDenied, "update agent: %v", err)
+		}
+		return nil
+	}
+	rec.CreatedAt = rec.UpdatedAt
+	err := s.cfg.Agents.CreateAgent(ctx, rec)
+	if errors.Is(err, datastore.ErrAlreadyExists) {
+		if !rec.CanReattest {
+			return status.Errorf(codes.PermissionDenied, "agent %s has already attested; an operator must evict it first", rec.ID)
+		}
+		old, gerr := s.cfg.Agents.GetAgent(ctx, rec.ID)
+		if gerr == nil {
+			rec.CreatedAt = old.CreatedAt
+		}
+		err = s.cfg.Agents.UpdateAgent(ctx, rec)
+	}
+	if err != nil {
+		return status.Errorf(codes.Internal, "store agent: %v", err)
+	}
+	return nil
+}
+
+func (s *Server) checkAgentID(id spiffeid.ID) error {
+	if id.TrustDomain() != s.cfg.TrustDomain || !strings.HasPrefix(id.Path(), "/agent/") {
+		return fmt.Errorf("attestor produced agent ID %q outside spiffe://%s/agent/", id, s.cfg.TrustDomain)
+	}
+	return nil
+}
+
+func challengeFunc(stream attestStream) attestors.ChallengeFunc {
+	return func(ctx context.Context, challenge []byte) ([]byte, error) {
+		if err := stream.Send(&apiv1.AttestResponse{Step: &apiv1.AttestResponse_Challenge{Challenge: challenge}}); err != nil {
+			return nil, fmt.Errorf("send challenge: %w", err)
+		}
+		type recv struct {
+			req *apiv1.AttestRequest
+			err error
+		}
+		ch := make(chan recv, 1)
+		go func() {
+			req, err := stream.Recv()
+			ch <- recv{req, err}
+		}()
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for challenge response: %w", ctx.Err())
+		case r := <-ch:
+			if r.err != nil {
+				return nil, fmt.Errorf("receive challenge response: %w", r.err)
+			}
+			resp := r.req.GetChallengeResponse()
+			if resp == nil {
+				return nil, errors.New("expected a challenge response")
+			}
+			return resp, nil
+		}
+	}
+}
+
+// callerAgent returns the agent ID of an mTLS caller whose record exists.
+func (s *Server) callerAgent(ctx context.Context) (spiffeid.ID, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "no peer")
+	}
+	tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(tlsInfo.State.VerifiedChains) == 0 || len(tlsInfo.State.VerifiedChains[0]) == 0 {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "an agent SVID is required")
+	}
+	leaf := tlsInfo.State.VerifiedChains[0][0]
+	id, err := x509svid.IDFromCert(leaf)
+	if err != nil {
+		return spiffeid.ID{}, status.Errorf(codes.Unauthenticated, "client certificate: %v", err)
+	}
+	if err := s.checkAgentID(id); err != nil {
+		return spiffeid.ID{}, status.Error(codes.PermissionDenied, "caller is not an agent")
+	}
+	return id, nil
+}
+
+// callerRecord returns the record of the calling agent, refusing evicted
+// agents and SVIDs other than the latest one issued.
+func (s *Server) callerRecord(ctx context.Context) (datastore.Agent, error) {
+	id, err := s.callerAgent(ctx)
+	if err != nil {
+		return datastore.Agent{}, err
+	}
+	rec, err := s.cfg.Agents.GetAgent(ctx, id.String())
+	if errors.Is(err, datastore.ErrNotFound) {
+		return datastore.Agent{}, status.Errorf(codes.PermissionDenied, "agent %s is not attested (evicted?)", id)
+	}
+	if err != nil {
+		return datastore.Agent{}, status.Errorf(codes.Unavailable, "look up agent: %v", err)
+	}
+	return rec, nil
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func selectorStrings(ss []registration.Selector) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = s.String()
+	}
+	return out
+}
+
+func svidProto(id spiffeid.ID, certs []*x509.Certificate) *apiv1.X509SVID {
+	return &apiv1.X509SVID{SpiffeId: id.String(), CertChain: x509util.DERs(certs), ExpiresAt: certs[0].NotAfter.Unix()}
+}
+
+func (s *Server) bundleProto() *apiv1.Bundle {
+	return &apiv1.Bundle{TrustDomain: s.cfg.TrustDomain.Name(), X509Authorities: x509util.DERs(s.cfg.Signer.Bundle())}
+}

@@ -1,0 +1,192 @@
+package nodeapi
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	apiv1 "github.com/hallmarkid/hallmark/api/v1"
+	"github.com/hallmarkid/hallmark/internal/apiconv"
+	"github.com/hallmarkid/hallmark/registration"
+	"github.com/hallmarkid/hallmark/server/ca"
+	"github.com/hallmarkid/hallmark/server/datastore"
+)
+
+// MaxBatch bounds one BatchSignX509SVID call.
+const MaxBatch = 1000
+
+// Sync pushes the entries authorised for the calling agent: a full snapshot
+// first, then deltas whenever an entry, the agent or the bundle changes.
+func (s *Server) Sync(_ *apiv1.SyncRequest, stream apiv1.Node_SyncServer) error {
+	rec, err := s.callerRecord(stream.Context())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	as := &agentStream{kick: make(chan struct{}, 1), stop: cancel}
+	s.register(rec.ID, as)
+	defer s.unregister(rec.ID, as)
+
+	agentID, _ := spiffeid.FromString(rec.ID)
+	sent := make(map[string]int64) // entry ID → revision sent
+	first := true
+	var bundleCh <-chan struct{}
+	for {
+		changed := s.cfg.Entries.Changed()
+		sendBundle := first
+		if s.cfg.BundleChanged != nil && bundleCh == nil {
+			bundleCh = s.cfg.BundleChanged()
+		}
+		authorized, rev := s.cfg.Entries.Authorized(agentID, rec.Selectors)
+		resp := &apiv1.SyncResponse{Full: first, Revision: rev}
+		for id, e := range authorized {
+			if r, ok := sent[id]; ok && r == e.Revision {
+				continue
+			}
+			sent[id] = e.Revision
+			resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(e))
+		}
+		for id := range sent {
+			if _, ok := authorized[id]; !ok {
+				delete(sent, id)
+				resp.DeletedIds = append(resp.DeletedIds, id)
+			}
+		}
+		if sendBundle {
+			resp.Bundle = s.bundleProto()
+		}
+		if first || len(resp.Upserts) > 0 || len(resp.DeletedIds) > 0 || resp.Bundle != nil {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+		}
+		first = false
+
+		select {
+		case <-ctx.Done():
+			if stream.Context().Err() == nil {
+				return status.Error(codes.PermissionDenied, "agent evicted")
+			}
+			return nil
+		case <-changed:
+		case <-bundleCh:
+			bundleCh = nil
+			first = false
+			if err := stream.Send(&apiv1.SyncResponse{Bundle: s.bundleProto(), Revision: rev}); err != nil {
+				return err
+			}
+		case <-as.kick:
+			r, err := s.cfg.Agents.GetAgent(ctx, rec.ID)
+			if errors.Is(err, datastore.ErrNotFound) {
+				return status.Error(codes.PermissionDenied, "agent evicted")
+			}
+			if err == nil {
+				rec = r
+			}
+		}
+	}
+}
+
+func (s *Server) register(id string, as *agentStream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.streams[id]
+	if m == nil {
+		m = make(map[*agentStream]struct{})
+		s.streams[id] = m
+	}
+	m[as] = struct{}{}
+}
+
+func (s *Server) unregister(id string, as *agentStream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.streams[id], as)
+	if len(s.streams[id]) == 0 {
+		delete(s.streams, id)
+	}
+}
+
+// kickAgent tells the agent's streams that its record changed.
+func (s *Server) kickAgent(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for as := range s.streams[id] {
+		select {
+		case as.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// AgentEvicted ends the evicted agent's streams at once.
+func (s *Server) AgentEvicted(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for as := range s.streams[id] {
+		as.stop()
+	}
+}
+
+// ConnectedAgents returns the number of agents with an open sync stream.
+func (s *Server) ConnectedAgents() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.streams)
+}
+
+// BatchSignX509SVID signs workload SVIDs for entries authorised for the
+// caller. Only the entry's SPIFFE ID is signed, never what the CSR asks for.
+func (s *Server) BatchSignX509SVID(ctx context.Context, req *apiv1.BatchSignX509SVIDRequest) (*apiv1.BatchSignX509SVIDResponse, error) {
+	rec, err := s.callerRecord(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetRequests()) > MaxBatch {
+		return nil, status.Errorf(codes.InvalidArgument, "at most %d SVIDs per batch", MaxBatch)
+	}
+	agentID, _ := spiffeid.FromString(rec.ID)
+	authorized, _ := s.cfg.Entries.Authorized(agentID, rec.Selectors)
+	resp := &apiv1.BatchSignX509SVIDResponse{Results: make([]*apiv1.SVIDResult, len(req.GetRequests()))}
+	for i, r := range req.GetRequests() {
+		res := &apiv1.SVIDResult{EntryId: r.GetEntryId()}
+		resp.Results[i] = res
+		e, ok := authorized[r.GetEntryId()]
+		if !ok {
+			res.Error = "entry not found or not authorised for this agent"
+			continue
+		}
+		svid, serial, err := s.signEntry(ctx, e, r.GetCsr())
+		if err != nil {
+			res.Error = err.Error()
+			continue
+		}
+		res.Svid = svid
+		s.cfg.Audit.Record(ctx, "issuance", map[string]any{
+			"spiffe_id": e.SPIFFEID.String(), "entry_id": e.ID, "caller": rec.ID, "serial": serial,
+			"expires_at": time.Unix(svid.ExpiresAt, 0).UTC().Format(time.RFC3339),
+		})
+	}
+	return resp, nil
+}
+
+func (s *Server) signEntry(ctx context.Context, e registration.Entry, csrDER []byte) (*apiv1.X509SVID, string, error) {
+	csr, err := ca.ParseCSR(csrDER)
+	if err != nil {
+		return nil, "", err
+	}
+	ttl := e.X509SVIDTTL
+	if ttl == 0 {
+		ttl = s.cfg.DefaultSVIDTTL
+	}
+	certs, err := s.cfg.Signer.SignX509SVID(ctx, ca.X509SVIDParams{ID: e.SPIFFEID, PublicKey: csr.PublicKey, TTL: ttl, DNSNames: e.DNSNames})
+	if err != nil {
+		return nil, "", err
+	}
+	return svidProto(e.SPIFFEID, certs), certs[0].SerialNumber.String(), nil
+}

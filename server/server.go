@@ -1,0 +1,283 @@
+// Package server wires the Hallmark server together: configuration,
+// datastore, CA, entry cache, node attestors, the Node API on TCP (TLS) and
+// the Admin API on an owner-only unix socket.
+//
+// Wiring lives here and in cmd/; the packages it assembles know nothing of
+// each other beyond the small interfaces they declare.
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	apiv1 "github.com/hallmarkid/hallmark/api/v1"
+	"github.com/hallmarkid/hallmark/attestors"
+	"github.com/hallmarkid/hallmark/attestors/jointoken"
+	"github.com/hallmarkid/hallmark/internal/hclconf"
+	"github.com/hallmarkid/hallmark/internal/uds"
+	"github.com/hallmarkid/hallmark/server/adminapi"
+	"github.com/hallmarkid/hallmark/server/ca"
+	"github.com/hallmarkid/hallmark/server/config"
+	"github.com/hallmarkid/hallmark/server/datastore"
+	"github.com/hallmarkid/hallmark/server/datastore/sqlite"
+	"github.com/hallmarkid/hallmark/server/entrycache"
+	"github.com/hallmarkid/hallmark/server/nodeapi"
+)
+
+// Server is a running Hallmark server.
+type Server struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	store    datastore.Store
+	ca       *ca.CA
+	entries  *entrycache.Cache
+	node     *nodeapi.Server
+	admin    *adminapi.Server
+	serverID spiffeid.ID
+
+	certMu sync.Mutex // guards cert
+	cert   *tls.Certificate
+}
+
+// New builds a server from cfg: opens the datastore, loads or creates the
+// CA and loads the entries. Nothing listens until Run.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, log: log, serverID: nodeapi.ServerID(cfg.TrustDomain)}
+	var err error
+	switch cfg.Datastore.Type {
+	case config.DatastoreSQLite:
+		s.store, err = sqlite.Open(ctx, cfg.Datastore.Path, log.With("subsystem", "datastore"))
+	default:
+		err = fmt.Errorf("datastore type %q is not supported by this build", cfg.Datastore.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("server: open datastore: %w", err)
+	}
+	s.ca, err = ca.New(ca.Config{
+		TrustDomain: cfg.TrustDomain, KeyType: string(cfg.CAKeyType), TTL: cfg.CATTL,
+		Dir: filepath.Join(cfg.DataDir, "ca"), Log: log.With("subsystem", "ca"),
+	})
+	if err != nil {
+		s.store.Close()
+		return nil, fmt.Errorf("server: CA: %w", err)
+	}
+	s.entries = entrycache.New(s.serverID)
+	entries, rev, err := s.store.ListEntries(ctx)
+	if err != nil {
+		s.store.Close()
+		return nil, fmt.Errorf("server: load entries: %w", err)
+	}
+	s.entries.Reset(entries, rev)
+
+	verifiers, err := s.verifiers()
+	if err != nil {
+		s.store.Close()
+		return nil, err
+	}
+	s.node, err = nodeapi.New(nodeapi.Config{
+		TrustDomain: cfg.TrustDomain, Signer: s.ca, Agents: s.store, Entries: s.entries, Verifiers: verifiers,
+		AgentSVIDTTL: cfg.AgentSVIDTTL, DefaultSVIDTTL: cfg.DefaultX509SVIDTTL,
+		Log: log.With("subsystem", "node_api"),
+	})
+	if err != nil {
+		s.store.Close()
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	s.admin = adminapi.New(adminapi.Config{
+		TrustDomain: cfg.TrustDomain, ServerID: s.serverID, Store: s.store, Entries: s.entries,
+		Evictor: s.node, Bundle: s.ca.Bundle, Ready: s.Ready, Log: log.With("subsystem", "admin_api"),
+	})
+	log.Info("Server initialised", "trust_domain", cfg.TrustDomain.Name(), "entries", len(entries),
+		"datastore", cfg.Datastore.Type, "node_attestors", attestorTypes(verifiers))
+	return s, nil
+}
+
+func attestorTypes(vs []attestors.NodeVerifier) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = v.Type()
+	}
+	return out
+}
+
+// verifiers builds the configured node attestors; join_token when none is
+// configured.
+func (s *Server) verifiers() ([]attestors.NodeVerifier, error) {
+	blocks := s.cfg.NodeAttestors
+	if len(blocks) == 0 {
+		blocks = []hclconf.Block{{Kind: jointoken.Type}}
+	}
+	var out []attestors.NodeVerifier
+	for _, b := range blocks {
+		v, err := s.verifier(b)
+		if err != nil {
+			return nil, fmt.Errorf("server: node_attestor %q (%s): %w", b.Kind, b.Pos(), err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func (s *Server) verifier(b hclconf.Block) (attestors.NodeVerifier, error) {
+	switch b.Kind {
+	case jointoken.Type:
+		if b.Body != nil {
+			if err := hclconf.DecodeBlock(b, &struct{}{}); err != nil {
+				return nil, err
+			}
+		}
+		return jointoken.NewVerifier(s.store, nil), nil
+	default:
+		return nil, errors.New("unknown node attestor kind")
+	}
+}
+
+// Ready reports whether the datastore and CA are usable.
+func (s *Server) Ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		return fmt.Errorf("datastore: %w", err)
+	}
+	if time.Now().After(s.ca.Certificate().NotAfter) {
+		return errors.New("CA certificate expired")
+	}
+	return nil
+}
+
+// Run serves until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.store.Close()
+	if _, err := s.serverCert(); err != nil {
+		return err
+	}
+	tcp, err := net.Listen("tcp", s.cfg.BindAddr())
+	if err != nil {
+		return fmt.Errorf("server: listen: %w", err)
+	}
+	adminL, err := uds.Listen(s.cfg.SocketPath, 0o700, 0o600)
+	if err != nil {
+		tcp.Close()
+		return fmt.Errorf("server: admin socket: %w", err)
+	}
+
+	nodeSrv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(s.tlsConfig())),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(16<<20),
+	)
+	apiv1.RegisterNodeServer(nodeSrv, s.node)
+	adminSrv := grpc.NewServer(grpc.MaxRecvMsgSize(256 << 20))
+	apiv1.RegisterAdminServer(adminSrv, s.admin)
+
+	errCh := make(chan error, 2)
+	go func() { errCh <- nodeSrv.Serve(tcp) }()
+	go func() { errCh <- adminSrv.Serve(adminL) }()
+	go s.housekeeping(ctx)
+	s.log.Info("Server ready", "address", tcp.Addr().String(), "admin_socket", s.cfg.SocketPath)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errCh:
+	}
+	s.log.Info("Server stopping")
+	stopped := make(chan struct{})
+	go func() {
+		nodeSrv.GracefulStop()
+		adminSrv.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(3 * time.Second):
+		nodeSrv.Stop()
+		adminSrv.Stop()
+	}
+	return err
+}
+
+// housekeeping prunes expired join tokens and renews the server certificate.
+func (s *Server) housekeeping(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.store.PruneJoinTokens(ctx, time.Now()); err != nil {
+				s.log.Warn("Pruning join tokens failed", "error", err)
+			}
+		}
+	}
+}
+
+func (s *Server) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.serverCert()
+		},
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			pool := x509.NewCertPool()
+			for _, c := range s.ca.Bundle() {
+				pool.AddCert(c)
+			}
+			return &tls.Config{
+				MinVersion:     tls.VersionTLS12,
+				GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.serverCert() },
+				ClientAuth:     tls.VerifyClientCertIfGiven,
+				ClientCAs:      pool,
+			}, nil
+		},
+	}
+}
+
+// serverCert returns the server's TLS certificate, an SVID for the server
+// ID, minting a new one past half its life.
+func (s *Server) serverCert() (*tls.Certificate, error) {
+	s.certMu.Lock()
+	defer s.certMu.Unlock()
+	now := time.Now()
+	if c := s.cert; c != nil {
+		leaf := c.Leaf
+		if now.Before(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)) {
+			return c, nil
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := s.ca.SignX509SVID(context.Background(), ca.X509SVIDParams{ID: s.serverID, PublicKey: key.Public(), TTL: s.cfg.AgentSVIDTTL})
+	if err != nil {
+		return nil, fmt.Errorf("server: sign server certificate: %w", err)
+	}
+	s.cert = tlsCert(certs, key)
+	return s.cert, nil
+}
+
+func tlsCert(certs []*x509.Certificate, key crypto.Signer) *tls.Certificate {
+	c := &tls.Certificate{PrivateKey: key, Leaf: certs[0]}
+	for _, cert := range certs {
+		c.Certificate = append(c.Certificate, cert.Raw)
+	}
+	return c
+}
