@@ -1,0 +1,275 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hallmarkid/hallmark/server/datastore"
+)
+
+const agentColumns = `id, attestation_type, selectors, serial_number, expires_at, can_reattest, created_at, updated_at`
+
+// agentArgs encodes the caller-supplied fields of a.
+func agentArgs(a *datastore.Agent) (selectors string, expires any, err error) {
+	if a.ID == "" {
+		return "", nil, errors.New("agent ID is empty")
+	}
+	for _, s := range []string{a.ID, a.AttestationType, a.SerialNumber} {
+		if !utf8.ValidString(s) {
+			return "", nil, errors.New("agent field is not valid UTF-8")
+		}
+	}
+	if selectors, err = encodeSelectors(a.Selectors); err != nil {
+		return "", nil, err
+	}
+	if expires, err = encodeOptionalTime(a.ExpiresAt); err != nil {
+		return "", nil, fmt.Errorf("expiry: %w", err)
+	}
+	return selectors, expires, nil
+}
+
+// CreateAgent inserts a new agent; datastore.ErrAlreadyExists if the ID is
+// taken. CreatedAt and UpdatedAt are set by the store.
+func (s *Store) CreateAgent(ctx context.Context, a datastore.Agent) error {
+	selectors, expires, err := agentArgs(&a)
+	if err != nil {
+		return fmt.Errorf("sqlite: create agent: %w", err)
+	}
+	now, err := encodeTime(s.now())
+	if err != nil {
+		return fmt.Errorf("sqlite: create agent: %w", err)
+	}
+	return s.write(ctx, "create agent", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO NOTHING`,
+			a.ID, a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now, now)
+		if err != nil {
+			return fmt.Errorf("sqlite: create agent %q: %w", a.ID, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("sqlite: create agent %q: %w", a.ID, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("sqlite: create agent %q: %w", a.ID, datastore.ErrAlreadyExists)
+		}
+		return nil
+	})
+}
+
+// UpdateAgent replaces an existing agent's fields; CreatedAt is kept and
+// UpdatedAt set by the store. datastore.ErrNotFound if absent.
+func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
+	selectors, expires, err := agentArgs(&a)
+	if err != nil {
+		return fmt.Errorf("sqlite: update agent: %w", err)
+	}
+	now, err := encodeTime(s.now())
+	if err != nil {
+		return fmt.Errorf("sqlite: update agent: %w", err)
+	}
+	return s.write(ctx, "update agent", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE agents SET attestation_type = ?, selectors = ?, serial_number = ?,
+			expires_at = ?, can_reattest = ?, updated_at = max(?, created_at) WHERE id = ?`,
+			a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now, a.ID)
+		if err != nil {
+			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, datastore.ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// GetAgent returns one agent; datastore.ErrNotFound if absent.
+func (s *Store) GetAgent(ctx context.Context, id string) (datastore.Agent, error) {
+	a, err := scanAgent(s.readDB.QueryRowContext(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return datastore.Agent{}, fmt.Errorf("sqlite: get agent %q: %w", id, datastore.ErrNotFound)
+	}
+	if err != nil {
+		return datastore.Agent{}, fmt.Errorf("sqlite: get agent %q: %w", id, err)
+	}
+	return a, nil
+}
+
+// ListAgents returns every agent ordered by ID.
+func (s *Store) ListAgents(ctx context.Context) ([]datastore.Agent, error) {
+	rows, err := s.readDB.QueryContext(ctx, `SELECT `+agentColumns+` FROM agents ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list agents: %w", err)
+	}
+	defer rows.Close()
+	var agents []datastore.Agent
+	for rows.Next() {
+		a, err := scanAgent(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list agents: %w", err)
+		}
+		agents = append(agents, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: list agents: %w", err)
+	}
+	return agents, nil
+}
+
+// DeleteAgent evicts an agent; datastore.ErrNotFound if absent.
+func (s *Store) DeleteAgent(ctx context.Context, id string) error {
+	return s.write(ctx, "delete agent", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM agents WHERE id = ?`, id)
+		if err != nil {
+			return fmt.Errorf("sqlite: delete agent %q: %w", id, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("sqlite: delete agent %q: %w", id, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("sqlite: delete agent %q: %w", id, datastore.ErrNotFound)
+		}
+		return nil
+	})
+}
+
+func scanAgent(sc scanner) (datastore.Agent, error) {
+	var (
+		a                datastore.Agent
+		selectors        string
+		expires          sql.NullInt64
+		created, updated int64
+	)
+	if err := sc.Scan(&a.ID, &a.AttestationType, &selectors, &a.SerialNumber, &expires, &a.CanReattest,
+		&created, &updated); err != nil {
+		return datastore.Agent{}, err
+	}
+	var err error
+	if a.Selectors, err = decodeSelectors(selectors); err != nil {
+		return datastore.Agent{}, fmt.Errorf("agent %q: %w", a.ID, err)
+	}
+	if expires.Valid {
+		a.ExpiresAt = decodeTime(expires.Int64)
+	}
+	a.CreatedAt, a.UpdatedAt = decodeTime(created), decodeTime(updated)
+	return a, nil
+}
+
+// CreateJoinToken stores a token (as its SHA-256 digest);
+// datastore.ErrAlreadyExists if it is already stored.
+func (s *Store) CreateJoinToken(ctx context.Context, t datastore.JoinToken) error {
+	if t.Token == "" {
+		return errors.New("sqlite: create join token: token is empty")
+	}
+	if t.ExpiresAt.IsZero() {
+		return errors.New("sqlite: create join token: expiry is required")
+	}
+	exp, err := encodeTime(t.ExpiresAt)
+	if err != nil {
+		return fmt.Errorf("sqlite: create join token: %w", err)
+	}
+	return s.write(ctx, "create join token", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO join_tokens (token_hash, expires_at) VALUES (?, ?)
+			ON CONFLICT (token_hash) DO NOTHING`, tokenHash(t.Token), exp)
+		if err != nil {
+			return fmt.Errorf("sqlite: create join token: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("sqlite: create join token: %w", err)
+		}
+		if n == 0 {
+			return fmt.Errorf("sqlite: create join token: %w", datastore.ErrAlreadyExists)
+		}
+		return nil
+	})
+}
+
+// ConsumeJoinToken deletes the token and returns it. Unknown and expired
+// (ExpiresAt <= now) tokens both give exactly datastore.ErrNotFound; an
+// expired token is deleted too. The delete is one statement under the
+// write lock, so of concurrent consumers exactly one sees the row.
+func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Time) (datastore.JoinToken, error) {
+	nowNanos, err := encodeTime(now)
+	if err != nil {
+		return datastore.JoinToken{}, fmt.Errorf("sqlite: consume join token: %w", err)
+	}
+	var (
+		exp   int64
+		found bool
+	)
+	err = s.write(ctx, "consume join token", func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `DELETE FROM join_tokens WHERE token_hash = ? RETURNING expires_at`,
+			tokenHash(token)).Scan(&exp)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: consume join token: %w", err)
+		}
+		found = true
+		return nil
+	})
+	if err != nil {
+		return datastore.JoinToken{}, err
+	}
+	if !found || exp <= nowNanos {
+		return datastore.JoinToken{}, datastore.ErrNotFound
+	}
+	return datastore.JoinToken{Token: token, ExpiresAt: decodeTime(exp)}, nil
+}
+
+// PruneJoinTokens removes tokens that expired before t.
+func (s *Store) PruneJoinTokens(ctx context.Context, t time.Time) error {
+	n, err := encodeTime(t)
+	if err != nil {
+		return fmt.Errorf("sqlite: prune join tokens: %w", err)
+	}
+	return s.write(ctx, "prune join tokens", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM join_tokens WHERE expires_at < ?`, n); err != nil {
+			return fmt.Errorf("sqlite: prune join tokens: %w", err)
+		}
+		return nil
+	})
+}
+
+// GetKV returns the value stored under key; datastore.ErrNotFound if absent.
+func (s *Store) GetKV(ctx context.Context, key string) ([]byte, error) {
+	var v []byte
+	err := s.readDB.QueryRowContext(ctx, `SELECT value FROM kv WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sqlite: get %q: %w", key, datastore.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get %q: %w", key, err)
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	return v, nil
+}
+
+// PutKV stores value under key, replacing any previous value.
+func (s *Store) PutKV(ctx context.Context, key string, value []byte) error {
+	if !utf8.ValidString(key) {
+		return errors.New("sqlite: put: key is not valid UTF-8")
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	return s.write(ctx, "put", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO kv (key, value) VALUES (?, ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value); err != nil {
+			return fmt.Errorf("sqlite: put %q: %w", key, err)
+		}
+		return nil
+	})
+}
