@@ -1,0 +1,12 @@
+// Package k8s is the Kubernetes workload attestor of the agent. It owns the
+// parsing of /proc/<pid>/cgroup into a pod UID and container ID, the kubelet
+// /pods client (with its shared in-flight request and short cache) and the
+// mapping of a pod container to "k8s" selectors named as SPIRE names them,
+// so that existing registrations carry over.
+//
+// /proc/<pid>/cgroup is the only source of a process's pod: it is written by
+// the kernel. /proc/<pid>/mountinfo, which a workload can shape with its own
+// mount namespace, is never read.
+//
+// It must not import agent/, server/ or other attestors.
+package k8s
