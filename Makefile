@@ -1,0 +1,45 @@
+# Hallmark — see README.md. `make demo` and `make test` set up what they need.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+GO ?= go
+PKGS := ./...
+TEST_TIMEOUT ?= 25m
+
+.PHONY: all build test demo bench lint deps proto race fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+deps:
+	@scripts/deps.sh
+
+test: deps
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+race: deps
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./agent/... ./server/... ./attestors/... ./registration/...
+
+demo: build
+	@scripts/demo.sh
+
+bench: deps build
+	@scripts/bench.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# Short fuzzing of every fuzz target (FUZZTIME each).
+FUZZTIME ?= 10s
+fuzz:
+	@scripts/fuzz.sh $(FUZZTIME)
+
+# Regenerate protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc).
+proto:
+	protoc --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative api/v1/*.proto
+
+clean:
+	rm -rf bin .demo

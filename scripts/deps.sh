@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs (as root, via apt-get) or checks the system packages the tests
+# need. Under CI=true a missing package is an error, never a skip.
+set -euo pipefail
+
+need=()
+command -v swtpm >/dev/null 2>&1 || need+=(swtpm)
+command -v swtpm_setup >/dev/null 2>&1 || need+=(swtpm-tools)
+command -v swtpm_localca >/dev/null 2>&1 || need+=(swtpm-tools)
+command -v tpm2_pcrextend >/dev/null 2>&1 || need+=(tpm2-tools)
+if ! command -v go >/dev/null 2>&1; then
+  echo "deps: Go is not installed (expected at /usr/local/go/bin/go)" >&2
+  exit 1
+fi
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+# Deduplicate.
+mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "deps: installing Debian packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq "${need[@]}" >/dev/null
+  exit 0
+fi
+echo "deps: missing Debian packages: ${need[*]} — install them with: sudo apt-get install -y ${need[*]}" >&2
+exit 1
