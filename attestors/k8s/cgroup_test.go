@@ -117,7 +117,7 @@ func TestParseCgroupFileSynthetic(t *testing.T) {
 			data:    "0::/user.slice/user-1000.slice/user@1000.service/kubepods/burstable/pod" + uid + "/" + hex64,
 			wantErr: "not under kubelet's hierarchy"},
 		{name: "forged path under wrong cgroup root",
-			data:    "0::/other/kubepods/pod" + uid + "/" + hex64, root: "/test-x",
+			data: "0::/other/kubepods/pod" + uid + "/" + hex64, root: "/test-x",
 			wantErr: "not under kubelet's hierarchy"},
 		{name: "relative path leaving kubepods",
 			data:    "0::/../../../../user.slice/kubepods/pod" + uid + "/" + hex64,
