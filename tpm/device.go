@@ -152,7 +152,26 @@ func dialStream(network, addr string) (transport.TPMCloser, error) {
 	return &streamTPM{c: c}, nil
 }
 
+// Send sends a command, resending it (with backoff) while the TPM answers
+// TPM_RC_RETRY, TPM_RC_YIELDED or TPM_RC_TESTING.
 func (s *streamTPM) Send(cmd []byte) ([]byte, error) {
+	for attempt := 0; ; attempt++ {
+		rsp, err := s.send(cmd)
+		if err != nil {
+			return nil, err
+		}
+		switch binary.BigEndian.Uint32(rsp[6:10]) {
+		case 0x922, 0x908, 0x90a: // RETRY, YIELDED, TESTING
+			if attempt < 10 {
+				time.Sleep(time.Duration(1<<attempt) * time.Millisecond)
+				continue
+			}
+		}
+		return rsp, nil
+	}
+}
+
+func (s *streamTPM) send(cmd []byte) ([]byte, error) {
 	if err := s.c.SetDeadline(time.Now().Add(commandTimeout)); err != nil {
 		return nil, err
 	}

@@ -187,17 +187,22 @@ func (d *Device) ActivateCredential(ak *AK, credentialBlob, encryptedSecret []by
 			return err
 		}
 		defer release()
+		// Low-range EK templates need PolicySecret(endorsement); the
+		// high-range ones (swtpm's P-384 EK) allow the empty password.
+		var ekAuth tpm2.Session = tpm2.PasswordAuth(nil)
+		if !ek.public.ObjectAttributes.UserWithAuth {
+			ekAuth = tpm2.Policy(ek.public.NameAlg, 16, func(t transport.TPM, session tpm2.TPMISHPolicy, nonce tpm2.TPM2BNonce) error {
+				_, err := tpm2.PolicySecret{
+					AuthHandle:    tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
+					PolicySession: session,
+					NonceTPM:      nonce,
+				}.Execute(t)
+				return err
+			})
+		}
 		rsp, err := tpm2.ActivateCredential{
 			ActivateHandle: tpm2.AuthHandle{Handle: h.Handle, Name: h.Name, Auth: tpm2.PasswordAuth(nil)},
-			KeyHandle: tpm2.AuthHandle{Handle: ek.handle, Name: ek.name, Auth: tpm2.Policy(tpm2.TPMAlgSHA256, 16,
-				func(t transport.TPM, session tpm2.TPMISHPolicy, nonce tpm2.TPM2BNonce) error {
-					_, err := tpm2.PolicySecret{
-						AuthHandle:    tpm2.AuthHandle{Handle: tpm2.TPMRHEndorsement, Auth: tpm2.PasswordAuth(nil)},
-						PolicySession: session,
-						NonceTPM:      nonce,
-					}.Execute(t)
-					return err
-				})},
+			KeyHandle:      tpm2.AuthHandle{Handle: ek.handle, Name: ek.name, Auth: ekAuth},
 			CredentialBlob: tpm2.TPM2BIDObject{Buffer: credentialBlob},
 			Secret:         tpm2.TPM2BEncryptedSecret{Buffer: encryptedSecret},
 		}.Execute(t)

@@ -63,15 +63,22 @@ func replayEventLog(log []byte, bank crypto.Hash, pcrs map[int][]byte) (res even
 		return res, fmt.Errorf("tpm: event log: replay: %w", err)
 	}
 	res.events = events
-	if _, ok := pcrs[7]; ok {
+	has7 := false
+	for _, e := range events {
+		has7 = has7 || e.Index == 7
+	}
+	switch _, quoted7 := pcrs[7]; {
+	case !quoted7:
+		res.secureBootErr = errors.New("PCR 7 is not quoted")
+	case !has7:
+		res.secureBootErr = errors.New("the event log has no PCR 7 events")
+	default:
 		sb, err := attest.ParseSecurebootState(events)
 		if err != nil {
 			res.secureBootErr = err
 		} else {
 			res.secureBoot = &sb.Enabled
 		}
-	} else {
-		res.secureBootErr = errors.New("PCR 7 is not quoted")
 	}
 	return res, nil
 }
