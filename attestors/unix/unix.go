@@ -1,0 +1,203 @@
+package unix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hallmarkid/hallmark/registration"
+)
+
+// Name is the selector type this attestor produces.
+const Name = "unix"
+
+// maxStatusLen bounds what is read from /proc/<pid>/status. The file is
+// about 1.5 KiB; 65536 supplementary groups take at most ~720 KiB.
+const maxStatusLen = 1 << 20
+
+// Config configures an Attestor.
+type Config struct {
+	// ProcDir is where procfs is mounted, "/proc" if empty. PIDs given to
+	// Attest are in the PID namespace of this procfs.
+	ProcDir string
+	// DiscoverWorkloadPath adds path: (the executable's path as the kernel
+	// reports it) and, with WorkloadSizeLimit, sha256: selectors.
+	DiscoverWorkloadPath bool
+	// WorkloadSizeLimit is the largest executable, in bytes, that is hashed
+	// for a sha256: selector: 0 hashes nothing, -1 hashes any size. A larger
+	// executable gets no sha256: selector (logged), not an error.
+	WorkloadSizeLimit int64
+	// Log receives warnings; nil discards them.
+	Log *slog.Logger
+}
+
+// Attestor is the unix workload attestor. It is safe for concurrent use.
+type Attestor struct {
+	procDir   string
+	path      bool
+	sizeLimit int64
+	log       *slog.Logger
+
+	names  nameCache
+	hashes hashCache
+
+	hashCount atomic.Int64 // executables hashed, for tests
+}
+
+// Validate reports whether cfg is usable; configuration loaders should call
+// it so that a bad value stops start-up.
+func (cfg Config) Validate() error {
+	if cfg.WorkloadSizeLimit < -1 {
+		return fmt.Errorf("unix: workload size limit %d: want -1 (no limit), 0 (no hashing) or a size in bytes", cfg.WorkloadSizeLimit)
+	}
+	return nil
+}
+
+// New returns an Attestor. A WorkloadSizeLimit below -1, which Validate
+// rejects, hashes nothing.
+func New(cfg Config) *Attestor {
+	a := &Attestor{
+		procDir:   cfg.ProcDir,
+		path:      cfg.DiscoverWorkloadPath,
+		sizeLimit: cfg.WorkloadSizeLimit,
+		log:       cfg.Log,
+	}
+	if a.procDir == "" {
+		a.procDir = "/proc"
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.sizeLimit < -1 {
+		a.sizeLimit = 0
+	}
+	a.names.init()
+	a.hashes.init(hashCacheSize)
+	return a
+}
+
+// Name returns "unix".
+func (a *Attestor) Name() string { return Name }
+
+// Attest returns the selectors of process pid. A process that does not
+// exist, or whose status cannot be read and parsed, is an error.
+func (a *Attestor) Attest(ctx context.Context, pid int32) ([]registration.Selector, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("unix: attest pid %d: %w", pid, err)
+	}
+	if pid <= 0 {
+		return nil, fmt.Errorf("unix: attest: invalid pid %d", pid)
+	}
+	dir := a.procDir + "/" + strconv.FormatInt(int64(pid), 10)
+	st, err := readStatus(dir + "/status")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("unix: attest pid %d: no such process", pid)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("unix: attest pid %d: %w", pid, err)
+	}
+
+	sels := make([]registration.Selector, 0, 6+2*len(st.Groups))
+	add := func(kind, value string) {
+		sels = append(sels, registration.Selector{Type: Name, Value: kind + ":" + value})
+	}
+	add("uid", strconv.FormatUint(uint64(st.UID), 10))
+	if name, ok := a.names.lookup(false, st.UID, a.log); ok {
+		add("user", name)
+	}
+	add("gid", strconv.FormatUint(uint64(st.GID), 10))
+	if name, ok := a.names.lookup(true, st.GID, a.log); ok {
+		add("group", name)
+	}
+	seen := make(map[uint32]bool, len(st.Groups))
+	for _, g := range st.Groups {
+		if seen[g] {
+			continue
+		}
+		seen[g] = true
+		add("supplementary_gid", strconv.FormatUint(uint64(g), 10))
+		if name, ok := a.names.lookup(true, g, a.log); ok {
+			add("supplementary_group", name)
+		}
+	}
+
+	if a.path {
+		exe, err := a.executable(ctx, dir)
+		if err != nil {
+			return nil, fmt.Errorf("unix: attest pid %d: %w", pid, err)
+		}
+		if len(Name)+len("path:")+len(exe.path) > registration.MaxSelectorLen {
+			a.log.Warn("unix: executable path too long for a selector", "pid", pid, "len", len(exe.path))
+		} else {
+			add("path", exe.path)
+		}
+		if exe.sha256 != "" {
+			add("sha256", exe.sha256)
+		}
+	}
+	return sels, nil
+}
+
+var statusBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+
+// readStatus reads and parses a status file. It uses raw system calls: the
+// os.File machinery (poller registration, fcntl) costs more than the read.
+func readStatus(path string) (procStatus, error) {
+	fd, err := openRead(path)
+	if err != nil {
+		return procStatus{}, err
+	}
+	defer syscall.Close(fd)
+	bp := statusBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 64<<10 {
+			statusBufs.Put(bp)
+		}
+	}()
+	b := (*bp)[:0]
+	for {
+		if len(b) == cap(b) {
+			if len(b) >= maxStatusLen {
+				return procStatus{}, fmt.Errorf("status longer than %d bytes", maxStatusLen)
+			}
+			b = append(b, 0)[:len(b)]
+			*bp = b
+		}
+		n, err := syscall.Read(fd, b[len(b):cap(b)])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return procStatus{}, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			break
+		}
+		b = b[:len(b)+n]
+	}
+	st, err := parseStatus(b)
+	if err != nil {
+		return procStatus{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return st, nil
+}
+
+// openRead opens path read-only with a raw system call.
+func openRead(path string) (int, error) {
+	for {
+		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, &fs.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
+	}
+}
