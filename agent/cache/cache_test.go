@@ -1,0 +1,116 @@
+package cache_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/hallmarkid/hallmark/agent/cache"
+	"github.com/hallmarkid/hallmark/registration"
+)
+
+func entry(id string, rev int64, sels ...registration.Selector) registration.Entry {
+	return registration.Entry{ID: id, Revision: rev, SPIFFEID: spiffeid.RequireFromString("spiffe://example.org/" + id),
+		ParentID: spiffeid.RequireFromString("spiffe://example.org/agent/a"), Selectors: sels}
+}
+
+var (
+	uid1 = registration.Selector{Type: "unix", Value: "uid:1"}
+	gid1 = registration.Selector{Type: "unix", Value: "gid:1"}
+	uid2 = registration.Selector{Type: "unix", Value: "uid:2"}
+)
+
+func svid(issued time.Time, ttl time.Duration, rev int64) *cache.SVID {
+	return &cache.SVID{IssuedAt: issued, ExpiresAt: issued.Add(ttl), EntryRevision: rev}
+}
+
+func TestMatchRequiresAllEntrySelectors(t *testing.T) {
+	c := cache.New()
+	c.UpdateEntries(true, []registration.Entry{
+		entry("a", 1, uid1),
+		entry("b", 1, uid1, gid1),
+		entry("c", 1, uid2),
+	}, nil)
+	now := time.Now()
+	c.SetSVIDs(map[string]*cache.SVID{"a": svid(now, time.Hour, 1), "b": svid(now, time.Hour, 1), "c": svid(now, time.Hour, 1)})
+
+	got, pending := c.Match([]registration.Selector{uid1})
+	if len(got) != 1 || got[0].Entry.ID != "a" || pending {
+		t.Fatalf("uid1 only: got %d identities (pending %v)", len(got), pending)
+	}
+	got, _ = c.Match([]registration.Selector{uid1, gid1})
+	if len(got) != 2 {
+		t.Fatalf("uid1+gid1: got %d identities, want 2", len(got))
+	}
+}
+
+func TestFullSyncDropsEntriesAndSVIDs(t *testing.T) {
+	c := cache.New()
+	c.UpdateEntries(true, []registration.Entry{entry("a", 1, uid1), entry("b", 1, uid1)}, nil)
+	c.SetSVIDs(map[string]*cache.SVID{"a": svid(time.Now(), time.Hour, 1)})
+	c.UpdateEntries(true, []registration.Entry{entry("b", 1, uid1)}, nil)
+	if got, _ := c.Match([]registration.Selector{uid1}); len(got) != 0 {
+		t.Fatalf("dropped entry still served: %v", got)
+	}
+	if e, s := c.Stats(); e != 1 || s != 0 {
+		t.Fatalf("entries=%d svids=%d", e, s)
+	}
+	// A delta delete removes it from the index too.
+	c.UpdateEntries(false, nil, []string{"b"})
+	if _, pending := c.Match([]registration.Selector{uid1}); pending {
+		t.Fatal("deleted entry still pending")
+	}
+}
+
+func TestDue(t *testing.T) {
+	c := cache.New()
+	now := time.Now()
+	c.UpdateEntries(true, []registration.Entry{entry("fresh", 1, uid1), entry("old", 1, uid1), entry("changed", 2, uid1), entry("missing", 1, uid1)}, nil)
+	c.SetSVIDs(map[string]*cache.SVID{
+		"fresh":   svid(now, time.Hour, 1),
+		"old":     svid(now.Add(-31*time.Minute), time.Hour, 1),
+		"changed": svid(now, time.Hour, 1),
+	})
+	due := map[string]bool{}
+	for _, e := range c.Due(now) {
+		due[e.ID] = true
+	}
+	if fmt.Sprint(due) != fmt.Sprint(map[string]bool{"changed": true, "missing": true, "old": true}) {
+		t.Fatalf("due = %v", due)
+	}
+	if next := c.NextRotation(); !next.Equal(now.Add(-31 * time.Minute).Add(30 * time.Minute)) {
+		t.Fatalf("next rotation %v", next)
+	}
+}
+
+func TestDropExpired(t *testing.T) {
+	c := cache.New()
+	now := time.Now()
+	c.UpdateEntries(true, []registration.Entry{entry("a", 1, uid1)}, nil)
+	c.SetSVIDs(map[string]*cache.SVID{"a": svid(now.Add(-2*time.Hour), time.Hour, 1)})
+	ch, _ := c.Changed()
+	c.DropExpired(now)
+	<-ch
+	if _, pending := c.Match([]registration.Selector{uid1}); !pending {
+		t.Fatal("expired SVID still served")
+	}
+}
+
+func BenchmarkMatch10k(b *testing.B) {
+	c := cache.New()
+	var es []registration.Entry
+	svids := map[string]*cache.SVID{}
+	for i := range 10000 {
+		id := fmt.Sprint(i)
+		es = append(es, entry(id, 1, registration.Selector{Type: "unix", Value: fmt.Sprintf("uid:%d", i)}))
+		svids[id] = svid(time.Now(), time.Hour, 1)
+	}
+	c.UpdateEntries(true, es, nil)
+	c.SetSVIDs(svids)
+	sels := []registration.Selector{{Type: "unix", Value: "uid:42"}, {Type: "unix", Value: "gid:0"}, {Type: "unix", Value: "user:x"}}
+	for b.Loop() {
+		c.Match(sels)
+	}
+}
