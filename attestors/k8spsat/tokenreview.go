@@ -1,0 +1,358 @@
+package k8spsat
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	authv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	tokenReviewPath = "/apis/authentication.k8s.io/v1/tokenreviews"
+	maxReviewSize   = 1 << 20
+
+	extraPodName  = "authentication.kubernetes.io/pod-name"
+	extraPodUID   = "authentication.kubernetes.io/pod-uid"
+	extraNodeName = "authentication.kubernetes.io/node-name"
+	extraNodeUID  = "authentication.kubernetes.io/node-uid"
+)
+
+// inClusterDir holds the server pod's own token and CA; a variable so that
+// tests can point it elsewhere.
+var inClusterDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// tokenReviewer validates tokens with the API server's TokenReview API.
+type tokenReviewer struct {
+	url       string
+	client    *http.Client
+	bearer    func() (string, error) // "" for client-certificate auth
+	audiences []string
+	issuer    string
+}
+
+func newTokenReviewer(c *ClusterConfig) (*tokenReviewer, error) {
+	var (
+		r   *tokenReviewer
+		err error
+	)
+	if c.InCluster {
+		r, err = inClusterReviewer()
+	} else {
+		r, err = kubeconfigReviewer(c.KubeConfigFile)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("k8spsat: cluster %q: %w", c.Name, err)
+	}
+	r.audiences, r.issuer = c.Audience, c.Issuer
+	return r, nil
+}
+
+func (r *tokenReviewer) validate(ctx context.Context, token string) (identity, error) {
+	if r.issuer != "" {
+		// The API server checks the signature; this only makes sure the
+		// token comes from the issuer the operator named.
+		tok, err := jwtIssuer(token)
+		if err != nil {
+			return identity{}, err
+		}
+		if tok != r.issuer {
+			return identity{}, fmt.Errorf("token issuer %q is not %q", truncate(tok), r.issuer)
+		}
+	}
+	body, err := json.Marshal(&authv1.TokenReview{
+		TypeMeta: metav1.TypeMeta{Kind: "TokenReview", APIVersion: "authentication.k8s.io/v1"},
+		Spec:     authv1.TokenReviewSpec{Token: token, Audiences: r.audiences},
+	})
+	if err != nil {
+		return identity{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(body))
+	if err != nil {
+		return identity{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if r.bearer != nil {
+		b, err := r.bearer()
+		if err != nil {
+			return identity{}, err
+		}
+		req.Header.Set("Authorization", "Bearer "+b)
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return identity{}, fmt.Errorf("token review: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := readAllLimited(resp.Body, maxReviewSize)
+	if err != nil {
+		return identity{}, fmt.Errorf("token review: %w", err)
+	}
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		return identity{}, fmt.Errorf("token review: %s", resp.Status)
+	}
+	var tr authv1.TokenReview
+	if err := json.Unmarshal(data, &tr); err != nil {
+		return identity{}, fmt.Errorf("token review: %w", err)
+	}
+	st := tr.Status
+	if st.Error != "" {
+		return identity{}, fmt.Errorf("token review: %s", truncate(st.Error))
+	}
+	if !st.Authenticated {
+		return identity{}, errors.New("token review: token not authenticated")
+	}
+	if !intersects(st.Audiences, r.audiences) {
+		return identity{}, fmt.Errorf("token review: token audiences %q do not include %q", st.Audiences, r.audiences)
+	}
+	ns, sa, ok := splitServiceAccount(st.User.Username)
+	if !ok {
+		return identity{}, fmt.Errorf("token review: user %q is not a service account", truncate(st.User.Username))
+	}
+	id := identity{Namespace: ns, ServiceAccount: sa}
+	for key, dst := range map[string]*string{
+		extraPodName: &id.PodName, extraPodUID: &id.PodUID, extraNodeName: &id.NodeName, extraNodeUID: &id.NodeUID,
+	} {
+		v := st.User.Extra[key]
+		if len(v) > 1 {
+			return identity{}, fmt.Errorf("token review: %s has %d values", key, len(v))
+		}
+		if len(v) == 1 {
+			*dst = v[0]
+		}
+	}
+	return id, nil
+}
+
+// jwtIssuer reads the "iss" claim of a JWT without verifying it.
+func jwtIssuer(token string) (string, error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return "", errors.New("token is not a JWT")
+	}
+	payload, err := base64URLDecode(parts[1])
+	if err != nil {
+		return "", fmt.Errorf("token payload: %w", err)
+	}
+	var c struct {
+		Iss string `json:"iss"`
+	}
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return "", fmt.Errorf("token payload: %w", err)
+	}
+	return c.Iss, nil
+}
+
+func inClusterReviewer() (*tokenReviewer, error) {
+	host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
+	if host == "" || port == "" {
+		return nil, errors.New("in_cluster: KUBERNETES_SERVICE_HOST/PORT are not set (not running in a pod?)")
+	}
+	pool, err := poolFromFile(filepath.Join(inClusterDir, "ca.crt"))
+	if err != nil {
+		return nil, fmt.Errorf("in_cluster: %w", err)
+	}
+	tokenFile := filepath.Join(inClusterDir, "token")
+	if _, err := os.Stat(tokenFile); err != nil {
+		return nil, fmt.Errorf("in_cluster: %w", err)
+	}
+	return &tokenReviewer{
+		url:    "https://" + net.JoinHostPort(host, port) + tokenReviewPath,
+		client: apiClient(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}),
+		bearer: fileBearer(tokenFile),
+	}, nil
+}
+
+// kubeconfig is the part of a kubeconfig file this package understands.
+type kubeconfig struct {
+	CurrentContext string `json:"current-context"`
+	Clusters       []struct {
+		Name    string `json:"name"`
+		Cluster struct {
+			Server        string `json:"server"`
+			CAData        []byte `json:"certificate-authority-data"`
+			CAFile        string `json:"certificate-authority"`
+			TLSServerName string `json:"tls-server-name"`
+			Insecure      bool   `json:"insecure-skip-tls-verify"`
+		} `json:"cluster"`
+	} `json:"clusters"`
+	Contexts []struct {
+		Name    string `json:"name"`
+		Context struct {
+			Cluster string `json:"cluster"`
+			User    string `json:"user"`
+		} `json:"context"`
+	} `json:"contexts"`
+	Users []struct {
+		Name string `json:"name"`
+		User struct {
+			Token        string          `json:"token"`
+			TokenFile    string          `json:"tokenFile"`
+			CertData     []byte          `json:"client-certificate-data"`
+			KeyData      []byte          `json:"client-key-data"`
+			CertFile     string          `json:"client-certificate"`
+			KeyFile      string          `json:"client-key"`
+			Exec         json.RawMessage `json:"exec"`
+			AuthProvider json.RawMessage `json:"auth-provider"`
+			Username     string          `json:"username"`
+		} `json:"user"`
+	} `json:"users"`
+}
+
+func kubeconfigReviewer(path string) (*tokenReviewer, error) {
+	raw, err := readLimited(path, 1<<20)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	var kc kubeconfig
+	if err := yaml.Unmarshal(raw, &kc); err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	rel := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	ctxName := kc.CurrentContext
+	if ctxName == "" && len(kc.Contexts) == 1 {
+		ctxName = kc.Contexts[0].Name
+	}
+	var clusterName, userName string
+	found := false
+	for _, c := range kc.Contexts {
+		if c.Name == ctxName {
+			clusterName, userName, found = c.Context.Cluster, c.Context.User, true
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("kubeconfig %s: context %q not found", path, ctxName)
+	}
+	r := &tokenReviewer{}
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
+	found = false
+	for _, c := range kc.Clusters {
+		if c.Name != clusterName {
+			continue
+		}
+		found = true
+		u, err := url.Parse(c.Cluster.Server)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return nil, fmt.Errorf("kubeconfig %s: server %q must be an https URL", path, c.Cluster.Server)
+		}
+		if c.Cluster.Insecure {
+			return nil, fmt.Errorf("kubeconfig %s: insecure-skip-tls-verify is not supported", path)
+		}
+		r.url = strings.TrimSuffix(u.String(), "/") + tokenReviewPath
+		tlsConf.ServerName = c.Cluster.TLSServerName
+		switch {
+		case len(c.Cluster.CAData) > 0:
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(c.Cluster.CAData) {
+				return nil, fmt.Errorf("kubeconfig %s: certificate-authority-data holds no PEM certificate", path)
+			}
+			tlsConf.RootCAs = pool
+		case c.Cluster.CAFile != "":
+			if tlsConf.RootCAs, err = poolFromFile(rel(c.Cluster.CAFile)); err != nil {
+				return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+			}
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("kubeconfig %s: cluster %q not found", path, clusterName)
+	}
+	found = false
+	for _, u := range kc.Users {
+		if u.Name != userName {
+			continue
+		}
+		found = true
+		us := u.User
+		switch {
+		case len(us.Exec) > 0 && string(us.Exec) != "null", len(us.AuthProvider) > 0 && string(us.AuthProvider) != "null":
+			return nil, fmt.Errorf("kubeconfig %s: exec and auth-provider credentials are not supported", path)
+		case us.Token != "":
+			tok := us.Token
+			r.bearer = func() (string, error) { return tok, nil }
+		case us.TokenFile != "":
+			r.bearer = fileBearer(rel(us.TokenFile))
+		case len(us.CertData) > 0 || us.CertFile != "":
+			certPEM, keyPEM := us.CertData, us.KeyData
+			if us.CertFile != "" {
+				if certPEM, err = os.ReadFile(rel(us.CertFile)); err != nil {
+					return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+				}
+			}
+			if us.KeyFile != "" {
+				if keyPEM, err = os.ReadFile(rel(us.KeyFile)); err != nil {
+					return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+				}
+			}
+			cert, err := tls.X509KeyPair(certPEM, keyPEM)
+			if err != nil {
+				return nil, fmt.Errorf("kubeconfig %s: client certificate: %w", path, err)
+			}
+			tlsConf.Certificates = []tls.Certificate{cert}
+		default:
+			return nil, fmt.Errorf("kubeconfig %s: user %q has no token or client certificate", path, userName)
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("kubeconfig %s: user %q not found", path, userName)
+	}
+	r.client = apiClient(tlsConf)
+	return r, nil
+}
+
+func apiClient(tlsConf *tls.Config) *http.Client {
+	return &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: tlsConf, MaxIdleConnsPerHost: 4},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return errors.New("redirects are not followed")
+		},
+	}
+}
+
+func fileBearer(path string) func() (string, error) {
+	return func() (string, error) {
+		b, err := readLimited(path, 64<<10)
+		if err != nil {
+			return "", fmt.Errorf("API token: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("API token %s is empty", path)
+		}
+		return tok, nil
+	}
+}
+
+func poolFromFile(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA %s: no PEM certificates", path)
+	}
+	return pool, nil
+}
