@@ -7,6 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 )
 
 // Server is a running hallmark-server.
@@ -129,4 +134,16 @@ func (s *Server) BundlePath() string {
 	p := filepath.Join(s.Dir, "bundle.pem")
 	writeFile(s.env.t, p, s.MustCLI("bundle", "show"))
 	return p
+}
+
+// Admin returns a gRPC client of the server's admin API.
+func (s *Server) Admin() apiv1.AdminClient {
+	s.env.t.Helper()
+	conn, err := grpc.NewClient("unix://"+s.SocketPath, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.MaxCallSendMsgSize(256<<20)))
+	if err != nil {
+		s.env.t.Fatal(err)
+	}
+	s.env.t.Cleanup(func() { conn.Close() })
+	return apiv1.NewAdminClient(conn)
 }
