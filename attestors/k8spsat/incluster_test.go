@@ -1,0 +1,64 @@
+package k8spsat
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestInClusterReviewer(t *testing.T) {
+	dir := t.TempDir()
+	old := inClusterDir
+	inClusterDir = dir
+	t.Cleanup(func() { inClusterDir = old })
+
+	c := &ClusterConfig{Name: "here", InCluster: true, Audience: []string{DefaultAudience}}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	if _, err := newTokenReviewer(c); err == nil || !strings.Contains(err.Error(), "KUBERNETES_SERVICE_HOST") {
+		t.Fatalf("err = %v", err)
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
+	t.Setenv("KUBERNETES_SERVICE_PORT", "443")
+	if _, err := newTokenReviewer(c); err == nil || !strings.Contains(err.Error(), "CA") {
+		t.Fatalf("err = %v", err)
+	}
+	writeCA(t, filepath.Join(dir, "ca.crt"))
+	if _, err := newTokenReviewer(c); err == nil || !strings.Contains(err.Error(), "token") {
+		t.Fatalf("err = %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("tok\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := newTokenReviewer(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.url != "https://[fd00::1]:443/apis/authentication.k8s.io/v1/tokenreviews" {
+		t.Fatalf("url = %s", r.url)
+	}
+	if b, err := r.bearer(); err != nil || b != "tok" {
+		t.Fatalf("bearer = %q, %v", b, err)
+	}
+}
+
+func writeCA(t *testing.T, path string) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ca"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
