@@ -112,16 +112,12 @@ func (s *Store) CreateEntries(ctx context.Context, entries []registration.Entry)
 			return fmt.Errorf("sqlite: create entries: prepare: %w", err)
 		}
 		defer ins.Close()
-		ev, err := tx.PrepareContext(ctx, `INSERT INTO entry_events (revision, entry_id, deleted) VALUES (?, ?, 0)`)
-		if err != nil {
-			return fmt.Errorf("sqlite: create entries: prepare: %w", err)
-		}
-		defer ev.Close()
 
+		ids := newIDGen(createdAt)
 		for i := range rows {
 			r := &rows[i]
 			if r.id == "" {
-				r.id = newEntryID()
+				r.id = ids.next()
 			}
 			next := rev + 1
 			res, err := ins.ExecContext(ctx, r.id, r.spiffeID, r.parentID, r.selectors, r.x509TTL, r.jwtTTL,
@@ -136,9 +132,6 @@ func (s *Store) CreateEntries(ctx context.Context, entries []registration.Entry)
 			if n == 0 {
 				results[i] = datastore.CreateResult{Entry: cloneEntry(entries[i]), Err: datastore.ErrAlreadyExists}
 				continue
-			}
-			if _, err := ev.ExecContext(ctx, next, r.id); err != nil {
-				return fmt.Errorf("sqlite: create entries: entry %d: event: %w", i, err)
 			}
 			rev = next
 			e := cloneEntry(entries[i])

@@ -78,6 +78,7 @@ func (s *Store) open(ctx context.Context) error {
 	s.writeDB, err = sql.Open("sqlite", dsn(s.path,
 		"_pragma=journal_mode(WAL)",
 		"_pragma=synchronous(FULL)",
+		"_pragma=cache_size(-32768)", // 32 MiB: big batches commit without spilling mid-transaction
 		"_txlock=immediate",
 	))
 	if err != nil {

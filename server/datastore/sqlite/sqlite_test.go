@@ -1,9 +1,23 @@
 package sqlite_test
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/hallmarkid/hallmark/registration"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/hallmarkid/hallmark/server/datastore"
 	"github.com/hallmarkid/hallmark/server/datastore/datastoretest"
@@ -33,4 +47,367 @@ func openPath(t *testing.T, path string) *sqlite.Store {
 
 func TestConformance(t *testing.T) {
 	datastoretest.Run(t, func(t *testing.T) datastore.Store { return openStore(t) })
+}
+
+var td = spiffeid.RequireTrustDomainFromString("example.org")
+
+func entry(path string) registration.Entry {
+	return registration.Entry{
+		SPIFFEID:  spiffeid.RequireFromPath(td, path),
+		ParentID:  spiffeid.RequireFromPath(td, "/agent/1"),
+		Selectors: []registration.Selector{{Type: "unix", Value: "uid:1000"}},
+	}
+}
+
+func TestReopenPersistence(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "ds.db")
+	s, err := sqlite.Open(ctx, path, nil)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	res, err := s.CreateEntries(ctx, []registration.Entry{entry("/a"), entry("/b")})
+	if err != nil {
+		t.Fatalf("CreateEntries: %v", err)
+	}
+	if _, err := s.DeleteEntry(ctx, res[0].Entry.ID); err != nil {
+		t.Fatalf("DeleteEntry: %v", err)
+	}
+	agent := datastore.Agent{ID: "spiffe://example.org/agent/x", AttestationType: "tpm", ExpiresAt: time.Unix(2e9, 5)}
+	if err := s.CreateAgent(ctx, agent); err != nil {
+		t.Fatalf("CreateAgent: %v", err)
+	}
+	if err := s.CreateJoinToken(ctx, datastore.JoinToken{Token: "tok", ExpiresAt: time.Unix(2e9, 0)}); err != nil {
+		t.Fatalf("CreateJoinToken: %v", err)
+	}
+	if err := s.PutKV(ctx, "k", []byte("v")); err != nil {
+		t.Fatalf("PutKV: %v", err)
+	}
+	_, rev, err := s.ListEntries(ctx)
+	if err != nil {
+		t.Fatalf("ListEntries: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+
+	s = openPath(t, path)
+	list, rev2, err := s.ListEntries(ctx)
+	if err != nil {
+		t.Fatalf("ListEntries: %v", err)
+	}
+	if rev2 != rev || len(list) != 1 || list[0].ID != res[1].Entry.ID || !list[0].CreatedAt.Equal(res[1].Entry.CreatedAt) {
+		t.Errorf("after reopen: %d entries at revision %d, want %s at %d", len(list), rev2, res[1].Entry.ID, rev)
+	}
+	if events, err := s.EntryEventsSince(ctx, 0); err != nil || len(events) != 3 {
+		t.Errorf("after reopen: events %v (err %v), want 3", events, err)
+	}
+	if got, err := s.GetAgent(ctx, agent.ID); err != nil || !got.ExpiresAt.Equal(agent.ExpiresAt) {
+		t.Errorf("after reopen: agent %+v (err %v)", got, err)
+	}
+	if v, err := s.GetKV(ctx, "k"); err != nil || string(v) != "v" {
+		t.Errorf("after reopen: kv %q (err %v)", v, err)
+	}
+	if _, err := s.ConsumeJoinToken(ctx, "tok", time.Unix(1e9, 0)); err != nil {
+		t.Errorf("after reopen: ConsumeJoinToken: %v", err)
+	}
+	// Revisions continue from where they were.
+	c := createOne(t, s, entry("/c"))
+	if c.Revision <= rev {
+		t.Errorf("revision after reopen = %d, want > %d", c.Revision, rev)
+	}
+}
+
+func createOne(t *testing.T, s *sqlite.Store, e registration.Entry) registration.Entry {
+	t.Helper()
+	res, err := s.CreateEntries(t.Context(), []registration.Entry{e})
+	if err != nil || res[0].Err != nil {
+		t.Fatalf("CreateEntries: %v / %v", err, res[0].Err)
+	}
+	return res[0].Entry
+}
+
+// rawDB opens the file directly, bypassing the Store.
+func rawDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatalf("sql.Open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestRefuseNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ds.db")
+	s := openPath(t, path)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db := rawDB(t, path)
+	var v int
+	if err := db.QueryRow("SELECT version FROM schema_version").Scan(&v); err != nil || v != sqlite.SchemaVersion {
+		t.Fatalf("schema_version = %d (err %v), want %d", v, err, sqlite.SchemaVersion)
+	}
+	future := sqlite.SchemaVersion + 1
+	if _, err := db.Exec("UPDATE schema_version SET version = ?", future); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	_, err := sqlite.Open(t.Context(), path, nil)
+	if err == nil || !strings.Contains(err.Error(), "newer than this binary") {
+		t.Fatalf("Open of a future schema: err = %v, want a refusal", err)
+	}
+	db = rawDB(t, path)
+	if err := db.QueryRow("SELECT version FROM schema_version").Scan(&v); err != nil || v != future {
+		t.Errorf("refused open changed schema_version to %d (err %v)", v, err)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.db")
+	if err := os.WriteFile(garbage, bytes.Repeat([]byte("not a database "), 512), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		path    string
+		wantErr string
+	}{
+		{"empty path", "", "want a file path"},
+		{"memory", ":memory:", "want a file path"},
+		{"URI", "file:x.db?mode=memory", "want a file path"},
+		{"directory", dir, "database file"},
+		{"not a database", garbage, "not a database"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := sqlite.Open(t.Context(), tt.path, nil)
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open(%q) succeeded", tt.path)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Open(%q): err = %v, want %q", tt.path, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestPathWithURICharacters(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "we?ird #dir%20", "ds&x=1.db")
+	s := openPath(t, path)
+	createOne(t, s, entry("/a"))
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("database not at %q: %v", path, err)
+	}
+}
+
+// TestFilePermissions runs with umask 0 so the modes come from Open, not
+// from the environment.
+func TestFilePermissions(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+
+	dir := filepath.Join(t.TempDir(), "state", "hallmark")
+	path := filepath.Join(dir, "ds.db")
+	s := openPath(t, path)
+	createOne(t, s, entry("/a"))
+	for p, want := range map[string]os.FileMode{
+		dir:               0o700,
+		filepath.Dir(dir): 0o700,
+		path:              0o600,
+		path + "-wal":     0o600,
+		path + "-shm":     0o600,
+	} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Errorf("stat %s: %v", p, err)
+			continue
+		}
+		if got := fi.Mode().Perm(); got != want {
+			t.Errorf("%s mode %v, want %v", p, got, want)
+		}
+	}
+}
+
+func TestTightenExistingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ds.db")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	openPath(t, path)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o600 {
+		t.Errorf("existing file mode %v after Open, want 0600", got)
+	}
+}
+
+// TestTwoStoresOneFile: two Stores (as two server processes would) share
+// one file; locking is SQLite's, and the guarantees still hold.
+func TestTwoStoresOneFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ds.db")
+	stores := []*sqlite.Store{openPath(t, path), openPath(t, path)}
+	ctx := t.Context()
+	exp := time.Now().Add(time.Hour)
+	if err := stores[0].CreateJoinToken(ctx, datastore.JoinToken{Token: "shared", ExpiresAt: exp}); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg                  sync.WaitGroup
+		tokenWins, agentWin atomic.Int32
+	)
+	for i := range 100 {
+		s := stores[i%2]
+		wg.Go(func() {
+			if _, err := s.ConsumeJoinToken(ctx, "shared", time.Now()); err == nil {
+				tokenWins.Add(1)
+			} else if err != datastore.ErrNotFound { //nolint:errorlint // exact value is the contract
+				t.Errorf("ConsumeJoinToken: %v", err)
+			}
+			err := s.CreateAgent(ctx, datastore.Agent{ID: "spiffe://example.org/agent/tofu", AttestationType: "aws_iid"})
+			if err == nil {
+				agentWin.Add(1)
+			} else if !errors.Is(err, datastore.ErrAlreadyExists) {
+				t.Errorf("CreateAgent: %v", err)
+			}
+			if _, err := s.CreateEntries(ctx, []registration.Entry{entry(fmt.Sprintf("/two/%d", i))}); err != nil {
+				t.Errorf("CreateEntries: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if tokenWins.Load() != 1 || agentWin.Load() != 1 {
+		t.Errorf("token consumed %d times, agent created %d times; want 1 and 1", tokenWins.Load(), agentWin.Load())
+	}
+	events, err := stores[1].EntryEventsSince(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ev := range events {
+		if ev.Revision != int64(i+1) {
+			t.Fatalf("event %d has revision %d: revisions must run 1, 2, 3... across both stores", i, ev.Revision)
+		}
+	}
+	if len(events) != 100 {
+		t.Errorf("%d events, want 100", len(events))
+	}
+}
+
+func TestRejectedInput(t *testing.T) {
+	s := openStore(t)
+	ctx := t.Context()
+	mod := func(f func(e *registration.Entry)) registration.Entry {
+		e := entry("/x")
+		f(&e)
+		return e
+	}
+	entryTests := []struct {
+		name    string
+		e       registration.Entry
+		wantErr string
+	}{
+		{"invalid UTF-8 selector", mod(func(e *registration.Entry) { e.Selectors[0].Value = "uid:\xff" }), "UTF-8"},
+		{"invalid UTF-8 hint", mod(func(e *registration.Entry) { e.Hint = "a\xc3" }), "UTF-8"},
+		{"invalid UTF-8 DNS name", mod(func(e *registration.Entry) { e.DNSNames = []string{"\xfe.example"} }), "UTF-8"},
+		{"control character in selector", mod(func(e *registration.Entry) { e.Selectors[0].Value = "a\nunix:b" }), "control character"},
+		{"ID with a space", mod(func(e *registration.Entry) { e.ID = "a b" }), "entry ID"},
+		{"long ID", mod(func(e *registration.Entry) { e.ID = strings.Repeat("a", 256) }), "entry ID"},
+		{"negative TTL", mod(func(e *registration.Entry) { e.JWTSVIDTTL = -1 }), "negative TTL"},
+		{"empty federated trust domain", mod(func(e *registration.Entry) { e.FederatesWith = []spiffeid.TrustDomain{{}} }), "trust domain"},
+	}
+	for _, tt := range entryTests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.CreateEntries(ctx, []registration.Entry{entry("/ok"), tt.e})
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+			if !strings.HasPrefix(err.Error(), "sqlite: ") {
+				t.Errorf("err %q lacks the package prefix", err)
+			}
+		})
+	}
+	if list, _, err := s.ListEntries(ctx); err != nil || len(list) != 0 {
+		t.Errorf("rejected batches left %d entries (err %v)", len(list), err)
+	}
+
+	otherTests := []struct {
+		name    string
+		call    func() error
+		wantErr string
+	}{
+		{"agent without ID", func() error { return s.CreateAgent(ctx, datastore.Agent{}) }, "agent ID is empty"},
+		{"agent expiry out of range", func() error {
+			return s.CreateAgent(ctx, datastore.Agent{ID: "a", ExpiresAt: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)})
+		}, "out of range"},
+		{"empty join token", func() error {
+			return s.CreateJoinToken(ctx, datastore.JoinToken{ExpiresAt: time.Now()})
+		}, "token is empty"},
+		{"join token without expiry", func() error { return s.CreateJoinToken(ctx, datastore.JoinToken{Token: "t"}) }, "expiry is required"},
+		{"KV key not UTF-8", func() error { return s.PutKV(ctx, "\xff", nil) }, "UTF-8"},
+	}
+	for _, tt := range otherTests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("err = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// FuzzEntryRoundTrip: whatever the store accepts comes back byte for byte.
+func FuzzEntryRoundTrip(f *testing.F) {
+	f.Add("uid:1000", "hint", "web.example.org", "/web")
+	f.Add("path:/usr/bin/wéb ✓ \"q\" <a>&", "\x00nul\tand\ttabs", "*.x", "/a/b")
+	f.Add("\u2028\u2029", "\xff", "", "/c")
+	f.Add(`\u0000`, `{"json":[1]}`, "[]", "/d")
+	s, err := sqlite.Open(context.Background(), filepath.Join(f.TempDir(), "fuzz.db"), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { s.Close() })
+	f.Fuzz(func(t *testing.T, value, hint, dns, path string) {
+		id, err := spiffeid.FromPath(td, path)
+		if err != nil {
+			return
+		}
+		e := registration.Entry{
+			SPIFFEID:  id,
+			ParentID:  spiffeid.RequireFromPath(td, "/agent"),
+			Selectors: []registration.Selector{{Type: "t", Value: value}, {Type: "u", Value: hint}},
+			Hint:      hint,
+			DNSNames:  []string{dns, value},
+		}
+		res, err := s.CreateEntries(context.Background(), []registration.Entry{e})
+		if err != nil {
+			return // refused as a whole: fine, as long as nothing was altered
+		}
+		if res[0].Err != nil {
+			if !errors.Is(res[0].Err, datastore.ErrAlreadyExists) {
+				t.Fatalf("entry error: %v", res[0].Err)
+			}
+			return
+		}
+		got, err := s.GetEntry(context.Background(), res[0].Entry.ID)
+		if err != nil {
+			t.Fatalf("GetEntry: %v", err)
+		}
+		if got.Hint != e.Hint || !slices.Equal(got.Selectors, e.Selectors) || !slices.Equal(got.DNSNames, e.DNSNames) || got.SPIFFEID != e.SPIFFEID {
+			t.Fatalf("round trip changed the entry:\n got %#v\nwant %#v", got, e)
+		}
+		if _, err := s.DeleteEntry(context.Background(), got.ID); err != nil {
+			t.Fatalf("DeleteEntry: %v", err)
+		}
+	})
 }

@@ -25,6 +25,13 @@ CREATE TABLE entry_events (
 	deleted  INTEGER NOT NULL CHECK (deleted IN (0, 1))
 ) STRICT;
 
+-- Every created entry gets its create event in the same statement, so an
+-- entry can never exist without one.
+CREATE TRIGGER entries_create_event AFTER INSERT ON entries
+BEGIN
+	INSERT INTO entry_events (revision, entry_id, deleted) VALUES (NEW.revision, NEW.id, 0);
+END;
+
 -- The store-wide revision counter: one row.
 CREATE TABLE revision (
 	id    INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
