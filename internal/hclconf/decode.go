@@ -51,13 +51,14 @@ func Decode(body hcl.Body, v any) (Section, hcl.Diagnostics) {
 	return s, diags
 }
 
-// dropEchoes removes gohcl's "value must be known" errors that only echo a
-// more precise error inside the same expression (such as "Variables not
-// allowed").
+// dropEchoes removes gohcl's "Unsuitable value type" errors that only echo
+// a more precise error about the same expression: a type mismatch found by
+// checkTypes, or "Variables not allowed" inside it.
 func dropEchoes(diags hcl.Diagnostics) hcl.Diagnostics {
+	const echo = "Unsuitable value type"
 	out := diags[:0:0]
 	for _, d := range diags {
-		if d.Summary == "Unsuitable value type" && d.Subject != nil && containsOther(diags, d) {
+		if d.Summary == echo && d.Subject != nil && overlapsOther(diags, d, echo) {
 			continue
 		}
 		out = append(out, d)
@@ -65,9 +66,10 @@ func dropEchoes(diags hcl.Diagnostics) hcl.Diagnostics {
 	return out
 }
 
-func containsOther(diags hcl.Diagnostics, outer *hcl.Diagnostic) bool {
+func overlapsOther(diags hcl.Diagnostics, e *hcl.Diagnostic, echo string) bool {
 	for _, d := range diags {
-		if d != outer && d.Severity == hcl.DiagError && d.Subject != nil && within(*d.Subject, *outer.Subject) {
+		if d.Summary != echo && d.Severity == hcl.DiagError && d.Subject != nil &&
+			(within(*d.Subject, *e.Subject) || within(*e.Subject, *d.Subject)) {
 			return true
 		}
 	}

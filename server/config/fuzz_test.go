@@ -1,0 +1,56 @@
+package config_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/hallmarkid/hallmark/server/config"
+)
+
+func FuzzParse(f *testing.F) {
+	example, err := os.ReadFile("testdata/server.hcl")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(example)
+	for _, s := range []string{
+		"",
+		srv(""),
+		srv("bind_port = \"8081\"\nca_ttl = 3600\nbogus = [1, {a = 2}]"),
+		srv("", "datastore {\n  type = \"postgres\"\n}", `node_attestor "tpm" { x = 1 }`),
+		srv("", "server {}", `node_attestor "" {}`, "datastore {}", "datastore {}"),
+		"server {\n  trust_domain = \"${a}\"\n  data_dir = <<EOT\nx\nEOT\n}\n",
+		"server { trust_domain = upper(\"x\") data_dir = 1 + true }",
+		"server {\n  log_level = [for x in [1]: x]\n  ca_ttl = \"1h\" == \"1h\" ? \"2h\" : null\n}\n",
+		"server \"label\" {}\nnode_attestor a b {}\n",
+		"\xff\xfe{",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, src []byte) {
+		c, err := config.Parse("fuzz.hcl", src)
+		if (c == nil) == (err == nil) {
+			t.Fatalf("Parse returned config %v and error %v", c, err)
+		}
+		if err != nil {
+			_ = err.Error()
+			return
+		}
+		if c.TrustDomain.IsZero() || c.DataDir == "" || c.DefaultX509SVIDTTL >= c.CATTL || c.AgentSVIDTTL >= c.CATTL {
+			t.Fatalf("accepted an invalid config: %+v", c)
+		}
+	})
+}
+
+func BenchmarkParse(b *testing.B) {
+	src, err := os.ReadFile("testdata/server.hcl")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := config.Parse("server.hcl", src); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
