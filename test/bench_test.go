@@ -119,6 +119,7 @@ func BenchmarkEntryToWorkload10k(b *testing.B) {
 		}
 	}
 	waitID("spiffe://example.org/watched/base", 60*time.Second)
+	testenv.WaitIdle(b, ag.PID(), 120*time.Second) // all 10,000 fillers minted
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := range b.N {
@@ -191,7 +192,7 @@ func BenchmarkIdle(b *testing.B) {
 		createAll(b, srv, entries(ag.ID(), 1000, "rss", 200000))
 		srv.CreateEntry("spiffe://example.org/rss/marker", ag.ID(), "-selector", uidSelector())
 		waitForSVIDb(b, ag.Addr(), "spiffe://example.org/rss/marker")
-		time.Sleep(2 * time.Second) // let the minting settle
+		testenv.WaitIdle(b, ag.PID(), 120*time.Second)
 		rss, err := testenv.RSSBytes(ag.PID())
 		if err != nil {
 			b.Fatal(err)
@@ -201,7 +202,8 @@ func BenchmarkIdle(b *testing.B) {
 		createAll(b, srv, entries(ag.ID(), 9000, "idle", 300000))
 		srv.CreateEntry("spiffe://example.org/idle/marker", ag.ID(), "-selector", uidSelector())
 		waitForSVIDb(b, ag.Addr(), "spiffe://example.org/idle/marker")
-		time.Sleep(3 * time.Second)
+		testenv.WaitIdle(b, ag.PID(), 120*time.Second)
+		testenv.WaitIdle(b, srv.PID(), 120*time.Second)
 		s0, _ := testenv.CPUTicks(srv.PID())
 		a0, _ := testenv.CPUTicks(ag.PID())
 		const window = 10 * time.Second

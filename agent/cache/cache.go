@@ -201,18 +201,23 @@ func (c *Cache) Match(selectors []registration.Selector) (ids []Identity, pendin
 }
 
 // Due returns entries without an SVID, with an SVID past half its life at
-// now, or whose entry changed since the SVID was minted.
+// now, or whose entry changed since the SVID was minted. Entries without
+// an SVID come first, so new registrations are not queued behind a
+// rotation of many SVIDs.
 func (c *Cache) Due(now time.Time) []registration.Entry {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	var out []registration.Entry
+	var missing, stale []registration.Entry
 	for id, e := range c.entries {
 		s := c.svids[id]
-		if s == nil || s.EntryRevision != e.Revision || !now.Before(halfLife(s)) {
-			out = append(out, e)
+		switch {
+		case s == nil:
+			missing = append(missing, e)
+		case s.EntryRevision != e.Revision || !now.Before(halfLife(s)):
+			stale = append(stale, e)
 		}
 	}
-	return out
+	return append(missing, stale...)
 }
 
 // NextRotation returns the earliest half-life of the cached SVIDs, or the

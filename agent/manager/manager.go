@@ -59,6 +59,9 @@ type Manager struct {
 	cfg       Config
 	mintKick  chan struct{}
 	connected atomic.Bool
+	// holdOff maps entry IDs whose signing failed to when to try again;
+	// only the mint loop touches it.
+	holdOff map[string]time.Time
 }
 
 // New returns a manager.
@@ -72,7 +75,7 @@ func New(cfg Config) *Manager {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	return &Manager{cfg: cfg, mintKick: make(chan struct{}, 1)}
+	return &Manager{cfg: cfg, mintKick: make(chan struct{}, 1), holdOff: make(map[string]time.Time)}
 }
 
 // Connected reports whether the push stream is up.
@@ -166,7 +169,7 @@ func (m *Manager) KickMint() {
 func (m *Manager) mintLoop(ctx context.Context) {
 	for {
 		m.cfg.Cache.DropExpired(m.cfg.Clock())
-		due := m.cfg.Cache.Due(m.cfg.Clock())
+		due := m.notHeldOff(m.cfg.Cache.Due(m.cfg.Clock()))
 		wait := time.Minute
 		if len(due) > 0 {
 			if err := m.mint(ctx, due); err != nil {
@@ -190,47 +193,65 @@ func (m *Manager) mintLoop(ctx context.Context) {
 	}
 }
 
-// mint signs SVIDs for due entries in batches.
-func (m *Manager) mint(ctx context.Context, due []registration.Entry) error {
-	for len(due) > 0 {
-		n := min(len(due), m.cfg.BatchSize)
-		batch := due[:n]
-		due = due[n:]
-		keys := make([]crypto.Signer, n)
-		reqs := make([]*apiv1.SVIDRequest, n)
-		for i, e := range batch {
-			key, csr, err := NewKeyAndCSR()
-			if err != nil {
-				return err
-			}
-			keys[i] = key
-			reqs[i] = &apiv1.SVIDRequest{EntryId: e.ID, Csr: csr}
+// notHeldOff drops entries whose signing failed recently, so one refused
+// entry cannot hold up the others.
+func (m *Manager) notHeldOff(due []registration.Entry) []registration.Entry {
+	if len(m.holdOff) == 0 {
+		return due
+	}
+	now := m.cfg.Clock()
+	out := due[:0]
+	for _, e := range due {
+		if until, ok := m.holdOff[e.ID]; ok && now.Before(until) {
+			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		results, err := m.cfg.Server.BatchSign(cctx, reqs)
-		cancel()
+		delete(m.holdOff, e.ID)
+		out = append(out, e)
+	}
+	return out
+}
+
+// mint signs SVIDs for the first batch of due entries; the loop calls it
+// again with a fresh list, so entries that arrive meanwhile are next.
+func (m *Manager) mint(ctx context.Context, due []registration.Entry) error {
+	batch := due[:min(len(due), m.cfg.BatchSize)]
+	n := len(batch)
+	keys := make([]crypto.Signer, n)
+	reqs := make([]*apiv1.SVIDRequest, n)
+	for i, e := range batch {
+		key, csr, err := NewKeyAndCSR()
 		if err != nil {
 			return err
 		}
-		now := m.cfg.Clock()
-		out := make(map[string]*cache.SVID, n)
-		var failed []string
-		for i, r := range results {
-			if r.GetError() != "" || r.GetSvid() == nil {
-				failed = append(failed, r.GetEntryId()+": "+r.GetError())
-				continue
-			}
-			s, err := m.toSVID(batch[i], keys[i], r.GetSvid(), now)
-			if err != nil {
-				failed = append(failed, r.GetEntryId()+": "+err.Error())
-				continue
-			}
-			out[batch[i].ID] = s
+		keys[i] = key
+		reqs[i] = &apiv1.SVIDRequest{EntryId: e.ID, Csr: csr}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	results, err := m.cfg.Server.BatchSign(cctx, reqs)
+	cancel()
+	if err != nil {
+		return err
+	}
+	now := m.cfg.Clock()
+	out := make(map[string]*cache.SVID, n)
+	var failed []string
+	for i, r := range results {
+		if r.GetError() != "" || r.GetSvid() == nil {
+			failed = append(failed, r.GetEntryId()+": "+r.GetError())
+			m.holdOff[batch[i].ID] = now.Add(5 * time.Second)
+			continue
 		}
-		m.cfg.Cache.SetSVIDs(out)
-		if len(failed) > 0 {
-			return fmt.Errorf("manager: %d SVIDs not signed, first: %s", len(failed), failed[0])
+		s, err := m.toSVID(batch[i], keys[i], r.GetSvid(), now)
+		if err != nil {
+			failed = append(failed, r.GetEntryId()+": "+err.Error())
+			m.holdOff[batch[i].ID] = now.Add(5 * time.Second)
+			continue
 		}
+		out[batch[i].ID] = s
+	}
+	m.cfg.Cache.SetSVIDs(out)
+	if len(failed) > 0 {
+		return fmt.Errorf("manager: %d SVIDs not signed, first: %s", len(failed), failed[0])
 	}
 	return nil
 }

@@ -23,6 +23,10 @@ type Cache struct {
 	byParent map[spiffeid.ID]map[string]*registration.Entry
 	rev      int64
 	changed  chan struct{} // closed and replaced on every change
+	// memo holds Authorized answers at the current revision; cleared on
+	// every change.
+	memo map[string]map[string]registration.Entry
+	gen  uint64 // bumped on every change
 }
 
 // New returns an empty cache. Entries whose parent is serverID are node
@@ -96,6 +100,8 @@ func (c *Cache) deleteLocked(id string) {
 }
 
 func (c *Cache) broadcastLocked() {
+	c.memo = nil
+	c.gen++
 	close(c.changed)
 	c.changed = make(chan struct{})
 }
@@ -164,10 +170,34 @@ func (c *Cache) aliasesLocked(set registration.SelectorSet) []registration.Entry
 // Authorized returns the entries an agent may obtain SVIDs for: those
 // parented by the agent or by one of its node aliases, and, recursively,
 // entries parented by an authorised entry's SPIFFE ID. The revision
-// returned is the one the answer is current to.
+// returned is the one the answer is current to. The map is shared with
+// other callers until the next change: callers must not modify it.
 func (c *Cache) Authorized(agentID spiffeid.ID, agentSelectors []registration.Selector) (map[string]registration.Entry, int64) {
+	key := agentID.String() + "\x00" + registration.SelectorsKey(agentSelectors)
 	c.mu.RLock()
-	defer c.mu.RUnlock()
+	if m, ok := c.memo[key]; ok {
+		rev := c.rev
+		c.mu.RUnlock()
+		return m, rev
+	}
+	m, rev := c.authorizedLocked(agentID, agentSelectors)
+	gen := c.gen
+	c.mu.RUnlock()
+	c.mu.Lock()
+	if c.gen == gen {
+		if c.memo == nil {
+			c.memo = make(map[string]map[string]registration.Entry)
+		}
+		if len(c.memo) > 4096 {
+			clear(c.memo)
+		}
+		c.memo[key] = m
+	}
+	c.mu.Unlock()
+	return m, rev
+}
+
+func (c *Cache) authorizedLocked(agentID spiffeid.ID, agentSelectors []registration.Selector) (map[string]registration.Entry, int64) {
 	out := make(map[string]registration.Entry)
 	seen := map[spiffeid.ID]bool{agentID: true}
 	queue := []spiffeid.ID{agentID}

@@ -5,6 +5,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"testing"
+	"time"
 )
 
 // CPUTicks returns utime+stime of pid in clock ticks (USER_HZ, 100/s).
@@ -44,4 +46,24 @@ func RSSBytes(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS")
+}
+
+// WaitIdle waits until pid used no CPU for a whole half second, e.g. after
+// an agent minted thousands of SVIDs.
+func WaitIdle(t testing.TB, pid int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last, _ := CPUTicks(pid)
+	for time.Now().Before(deadline) {
+		time.Sleep(500 * time.Millisecond)
+		now, err := CPUTicks(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now-last <= 1 {
+			return
+		}
+		last = now
+	}
+	t.Fatalf("pid %d still busy after %s", pid, timeout)
 }
