@@ -215,3 +215,9 @@ func field(out, label string) string {
 	}
 	return ""
 }
+
+// StartProcess starts a binary with arbitrary arguments (for failure cases).
+func (e *Env) StartProcess(name string, args ...string) *Process {
+	e.t.Helper()
+	return e.start(name, args...)
+}
