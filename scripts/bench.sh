@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# make bench: the benchmarks that carry the figures named in the issues.
+# Ratios are measured in one run (the machines are noisy).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== CA: SVID issuance vs raw x509.CreateCertificate (same run, interleaved)"
+go test -run='^$' -bench='SignVsRawInterleaved|SignX509SVID$|RawCreateCertificate' -benchtime=2s ./server/ca/
+echo "== Server and agent internals"
+go test -run='^$' -bench=. -benchtime=1s ./server/entrycache/ ./agent/cache/ ./attestors/unix/ ./server/datastore/sqlite/
+echo "== Real binaries: Workload API, propagation with 10k entries, bulk create, idle CPU / RSS"
+go test -run='^$' -bench='FetchX509SVID' -benchtime=5000x ./test/
+go test -run='^$' -bench='EntryToWorkload10k' -benchtime=200x ./test/
+go test -run='^$' -bench='BulkCreate10kCLI' -benchtime=3x ./test/
+go test -run='^$' -bench='Idle' -benchtime=1x ./test/
+if ls sds/*_test.go >/dev/null 2>&1; then
+  echo "== SDS"
+  go test -run='^$' -bench=. -benchtime=1x ./sds/ || true
+fi
