@@ -1,0 +1,98 @@
+package audit_test
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hallmarkid/hallmark/server/audit"
+)
+
+const childEnv = "HALLMARK_AUDIT_KILL_CHILD"
+
+// TestKillChild is the child half of TestKill9: it records from several
+// goroutines with fsync=always and prints the count of acknowledged
+// records after each Record returns, until it is killed.
+func TestKillChild(t *testing.T) {
+	path := os.Getenv(childEnv)
+	if path == "" {
+		t.Skip("child process of TestKill9 only")
+	}
+	l, err := audit.New(audit.Config{Path: path, Fsync: audit.FsyncAlways})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acked atomic.Int64
+	var mu sync.Mutex
+	out := bufio.NewWriter(os.Stdout)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				l.Record(context.Background(), "issuance", map[string]any{"g": g, "i": i})
+				n := acked.Add(1)
+				mu.Lock()
+				out.WriteString(strconv.FormatInt(n, 10) + "\n")
+				out.Flush()
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestKill9 kills a writer with SIGKILL and checks that every record it
+// acknowledged is in the file, each line whole.
+func TestKill9(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 3 {
+		path := filepath.Join(t.TempDir(), "audit.jsonl")
+		cmd := exec.Command(exe, "-test.run=^TestKillChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), childEnv+"="+path)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(stdout)
+		var acked int64
+		target := int64(200 + 300*round)
+		deadline := time.Now().Add(20 * time.Second)
+		for acked < target && sc.Scan() && time.Now().Before(deadline) {
+			if n, err := strconv.ParseInt(sc.Text(), 10, 64); err == nil && n > acked {
+				acked = n
+			}
+		}
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		// Lines printed before the kill landed are acknowledged too.
+		for sc.Scan() {
+			if n, err := strconv.ParseInt(sc.Text(), 10, 64); err == nil && n > acked {
+				acked = n
+			}
+		}
+		cmd.Wait()
+		if acked < target {
+			t.Fatalf("child acknowledged only %d records", acked)
+		}
+		got := scanLines(t, path)
+		if int64(got) < acked {
+			t.Fatalf("round %d: %d lines on disk, %d acknowledged", round, got, acked)
+		}
+		t.Logf("round %d: acknowledged %d, on disk %d", round, acked, got)
+	}
+}
