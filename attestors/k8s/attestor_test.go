@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/hcl/v2/hclsimple"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/hallmarkid/hallmark/attestors/k8s"
@@ -424,5 +425,30 @@ func TestNewConfig(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// The config decodes strictly from HCL as the agent's wiring will do it.
+func TestConfigHCL(t *testing.T) {
+	src := `
+kubelet_secure_port = 10250
+node_name_env = "NODE"
+skip_kubelet_verification = true
+max_poll_attempts = 5
+poll_retry_interval = "200ms"
+cgroup_root = "/kubelet.slice"
+`
+	var c k8s.Config
+	if err := hclsimple.Decode("agent.hcl", []byte(src), nil, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.NodeNameEnv != "NODE" || c.MaxPollAttempts != 5 || c.CgroupRoot != "/kubelet.slice" || !c.SkipKubeletVerification {
+		t.Fatalf("decoded %+v", c)
+	}
+	if _, err := k8s.New(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := hclsimple.Decode("agent.hcl", []byte(`kubelet_ca = "/x"`), nil, &c); err == nil {
+		t.Fatal("unknown key accepted")
 	}
 }
