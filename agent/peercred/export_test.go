@@ -20,3 +20,6 @@ func WithStartTime(a AuthInfo, st uint64) AuthInfo {
 
 // StartTime returns the start time recorded at handshake.
 func StartTime(a AuthInfo) uint64 { return a.startTime }
+
+// Release closes a's pidfd, as closing its connection does.
+func (a AuthInfo) Release() { a.proc.close() }

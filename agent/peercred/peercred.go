@@ -128,6 +128,11 @@ func handshake(uc *net.UnixConn) (AuthInfo, error) {
 		}
 		pidfd, pfdErr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
 	})
+	// GetsockoptInt returns 0, not -1, with an error: only a successful
+	// call opened a descriptor.
+	if ctlErr == nil && credErr == nil && pfdErr == nil && ucred.Pid <= 0 {
+		unix.Close(pidfd)
+	}
 	switch {
 	case ctlErr != nil:
 		return AuthInfo{}, fmt.Errorf("peercred: handshake: %w", ctlErr)

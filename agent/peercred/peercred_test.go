@@ -583,3 +583,40 @@ func FuzzParseStartTime(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkServerHandshake(b *testing.B) {
+	a, c, err := socketpair()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	defer c.Close()
+	creds := peercred.TransportCredentials()
+	for b.Loop() {
+		_, ai, err := creds.ServerHandshake(a)
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Release the pidfd without closing the socket, as Close would.
+		ai.(peercred.AuthInfo).Release()
+	}
+}
+
+func BenchmarkStillAlive(b *testing.B) {
+	a, c, err := socketpair()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	conn, ai, err := peercred.TransportCredentials().ServerHandshake(a)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	info := ai.(peercred.AuthInfo)
+	for b.Loop() {
+		if err := info.StillAlive(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
