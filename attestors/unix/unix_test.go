@@ -442,3 +442,34 @@ func BenchmarkAttest(b *testing.B) {
 		})
 	}
 }
+
+func TestAttestConcurrent(t *testing.T) {
+	dir := t.TempDir()
+	bin, sum := copyExecutable(t, sleepBinary(t), dir, "workload")
+	p := start(t, exec.Command(bin, "1000"))
+	a := unixattestor.New(unixattestor.Config{DiscoverWorkloadPath: true, WorkloadSizeLimit: -1})
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			for range 50 {
+				sels, err := a.Attest(context.Background(), int32(p.Process.Pid))
+				if err == nil && sels[len(sels)-1].Value != "sha256:"+sum {
+					err = fmt.Errorf("last selector %v", sels[len(sels)-1])
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := unixattestor.CachedHashes(a); n != 1 {
+		t.Errorf("%d cache entries, want 1", n)
+	}
+}
