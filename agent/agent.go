@@ -60,7 +60,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	var err error
-	if a.collector, err = newCollector(cfg); err != nil {
+	if a.collector, err = newCollector(cfg, log); err != nil {
 		return nil, fmt.Errorf("agent: node_attestor %q (%s): %w", cfg.NodeAttestor.Kind, cfg.NodeAttestor.Pos(), err)
 	}
 	if a.workload, err = newWorkloadAttestors(cfg, log); err != nil {

@@ -29,8 +29,6 @@ import (
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/attestors"
-	"github.com/hallmarkid/hallmark/attestors/jointoken"
-	"github.com/hallmarkid/hallmark/internal/hclconf"
 	"github.com/hallmarkid/hallmark/internal/uds"
 	"github.com/hallmarkid/hallmark/server/adminapi"
 	"github.com/hallmarkid/hallmark/server/ca"
@@ -115,38 +113,6 @@ func attestorTypes(vs []attestors.NodeVerifier) []string {
 		out[i] = v.Type()
 	}
 	return out
-}
-
-// verifiers builds the configured node attestors; join_token when none is
-// configured.
-func (s *Server) verifiers() ([]attestors.NodeVerifier, error) {
-	blocks := s.cfg.NodeAttestors
-	if len(blocks) == 0 {
-		blocks = []hclconf.Block{{Kind: jointoken.Type}}
-	}
-	var out []attestors.NodeVerifier
-	for _, b := range blocks {
-		v, err := s.verifier(b)
-		if err != nil {
-			return nil, fmt.Errorf("server: node_attestor %q (%s): %w", b.Kind, b.Pos(), err)
-		}
-		out = append(out, v)
-	}
-	return out, nil
-}
-
-func (s *Server) verifier(b hclconf.Block) (attestors.NodeVerifier, error) {
-	switch b.Kind {
-	case jointoken.Type:
-		if b.Body != nil {
-			if err := hclconf.DecodeBlock(b, &struct{}{}); err != nil {
-				return nil, err
-			}
-		}
-		return jointoken.NewVerifier(s.store, nil), nil
-	default:
-		return nil, errors.New("unknown node attestor kind")
-	}
 }
 
 // Ready reports whether the datastore and CA are usable.

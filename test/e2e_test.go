@@ -251,3 +251,9 @@ func TestJoinTokenSingleUse(t *testing.T) {
 		t.Fatalf("second agent with a spent token: want the invalid-token error, log:\n%s", second.Log())
 	}
 }
+
+func fetchErr(addr string) (*workloadapi.X509Context, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return workloadapi.FetchX509Context(ctx, workloadapi.WithAddr(addr))
+}
