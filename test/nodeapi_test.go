@@ -21,9 +21,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/agent/client"
 	"github.com/hallmarkid/hallmark/agent/manager"
+	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/attestors/jointoken"
 	"github.com/hallmarkid/hallmark/test/testenv"
 )

@@ -32,7 +32,9 @@ type agentOpts struct {
 }
 
 // WithAgentHCL adds lines to the agent block.
-func WithAgentHCL(lines string) AgentOption { return func(o *agentOpts) { o.extraAgent += lines + "\n" } }
+func WithAgentHCL(lines string) AgentOption {
+	return func(o *agentOpts) { o.extraAgent += lines + "\n" }
+}
 
 // WithAgentTopHCL adds top-level HCL (e.g. workload_attestor blocks).
 func WithAgentTopHCL(hcl string) AgentOption { return func(o *agentOpts) { o.extra += hcl + "\n" } }

@@ -33,7 +33,9 @@ type serverOpts struct {
 }
 
 // WithServerHCL adds lines to the server block.
-func WithServerHCL(lines string) ServerOption { return func(o *serverOpts) { o.extraServer += lines + "\n" } }
+func WithServerHCL(lines string) ServerOption {
+	return func(o *serverOpts) { o.extraServer += lines + "\n" }
+}
 
 // WithHCL adds top-level HCL (e.g. node_attestor blocks).
 func WithHCL(hcl string) ServerOption { return func(o *serverOpts) { o.extra += hcl + "\n" } }
