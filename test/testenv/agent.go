@@ -29,7 +29,11 @@ type agentOpts struct {
 	extraAgent string
 	extra      string
 	noWait     bool
+	insecure   bool
 }
+
+// InsecureBootstrap configures the agent without a trust bundle.
+func InsecureBootstrap() AgentOption { return func(o *agentOpts) { o.insecure = true } }
 
 // WithAgentHCL adds lines to the agent block.
 func WithAgentHCL(lines string) AgentOption {
@@ -54,17 +58,21 @@ func (e *Env) StartAgent(srv *Server, token string, opts ...AgentOption) *Agent 
 		e.t.Fatal(err)
 	}
 	a := &Agent{env: e, Dir: dir, SocketPath: filepath.Join(dir, "public", "api.sock"), ConfigPath: filepath.Join(dir, "agent.hcl"), token: token}
+	trust := fmt.Sprintf("trust_bundle_path = %q", srv.BundlePath())
+	if o.insecure {
+		trust = "insecure_bootstrap = true"
+	}
 	writeFile(e.t, a.ConfigPath, fmt.Sprintf(`agent {
   trust_domain      = %q
   server_address    = %q
-  trust_bundle_path = %q
+  %s
   data_dir          = %q
   socket_path       = %q
   log_level         = "debug"
   %s
 }
 %s
-`, TrustDomain, srv.Address, srv.BundlePath(), filepath.Join(dir, "data"), a.SocketPath, o.extraAgent, o.extra))
+`, TrustDomain, srv.Address, trust, filepath.Join(dir, "data"), a.SocketPath, o.extraAgent, o.extra))
 	a.start(!o.noWait)
 	return a
 }
