@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hallmarkid/hallmark/agent/peercred"
@@ -58,7 +60,23 @@ func (a *Attestor) Caller(ctx context.Context) (Caller, error) {
 	if err := info.StillAlive(); err != nil {
 		return Caller{}, fmt.Errorf("workloadattest: caller pid %d changed during attestation: %w", info.PID, err)
 	}
+	// The kernel's credentials at connect() are authoritative: a process
+	// that changed uid since (setuid, exec of a setuid binary) is refused
+	// rather than attested as either identity.
+	if want := "uid:" + strconv.FormatUint(uint64(info.UID), 10); hasOtherUID(sels, want) {
+		return Caller{}, fmt.Errorf("workloadattest: caller pid %d changed uid since it connected (was %d)", info.PID, info.UID)
+	}
 	return Caller{PID: info.PID, UID: info.UID, GID: info.GID, Selectors: sels}, nil
+}
+
+// hasOtherUID reports whether sels carry a unix uid other than want.
+func hasOtherUID(sels []registration.Selector, want string) bool {
+	for _, s := range sels {
+		if s.Type == "unix" && strings.HasPrefix(s.Value, "uid:") && s.Value != want {
+			return true
+		}
+	}
+	return false
 }
 
 // Attest runs every attestor on pid and returns the union of selectors.
