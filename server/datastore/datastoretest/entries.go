@@ -428,7 +428,7 @@ func testListSnapshot(t *testing.T, s datastore.Store) {
 		ids map[string]bool
 		rev int64
 	}
-	const writers, each = 4, 25
+	const writers, each = 4, 15
 	var (
 		wg, readers sync.WaitGroup
 		mu          sync.Mutex
@@ -458,7 +458,7 @@ func testListSnapshot(t *testing.T, s datastore.Store) {
 				mu.Lock()
 				snaps = append(snaps, snapshot{ids, rev})
 				mu.Unlock()
-				time.Sleep(time.Millisecond) // let the writers run on small machines
+				time.Sleep(2 * time.Millisecond) // let the writers run on small machines
 			}
 		})
 	}

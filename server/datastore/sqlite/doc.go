@@ -16,7 +16,10 @@
 // creation fast, and the server never queries by selector in SQL: it loads
 // entries into its in-memory cache. Uniqueness uses a SHA-256 of the
 // canonical selector key (registration.SelectorsKey) in a unique index
-// beside the SPIFFE and parent IDs, so index rows stay small.
+// beside the SPIFFE and parent IDs, so index rows stay small. An entry's
+// create event is written by a trigger in the same statement as the entry;
+// the store-wide revision is a one-row counter updated in the same
+// transaction, so revisions are gap-free and commit in order.
 //
 // It must not import server wiring, the API layer, attestors or the CA.
 package sqlite
