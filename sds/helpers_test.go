@@ -425,7 +425,6 @@ func errContains(err error, want string) bool {
 	return err != nil && strings.Contains(err.Error(), want)
 }
 
-
 // newCA returns another CA of the same trust domain (a CA rotation).
 func newCA(t testing.TB) (*ca.CA, error) {
 	return ca.New(ca.Config{TrustDomain: td, Dir: t.TempDir()})

@@ -111,7 +111,6 @@ func truncate(s string) string {
 	return s
 }
 
-
 // describe names the caller in errors and logs.
 func describe(c callerInfo) string {
 	return fmt.Sprintf("pid %d uid %d", c.PID, c.UID)
