@@ -8,7 +8,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -249,7 +251,8 @@ func openStreamOn(t testing.TB, c secretv3.SecretDiscoveryServiceClient, header 
 func (s *stream) send(req *discoveryv3.DiscoveryRequest) {
 	s.t.Helper()
 	req.TypeUrl = sds.SecretTypeURL
-	if err := s.s.Send(req); err != nil {
+	// io.EOF means the server ended the stream; its status comes from Recv.
+	if err := s.s.Send(req); err != nil && !errors.Is(err, io.EOF) {
 		s.t.Fatalf("send: %v", err)
 	}
 }
