@@ -207,7 +207,7 @@ func (st *delta) push(stream grpc.BidiStreamingServer[discoveryv3.DeltaDiscovery
 		if st.known[r.name] == v {
 			continue
 		}
-		a, err := r.anySecret()
+		a, err := st.h.anySecret(r)
 		if err != nil {
 			return false, status.Error(codes.Internal, err.Error())
 		}

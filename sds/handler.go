@@ -29,6 +29,7 @@ type Handler struct {
 	cfg     Config
 	version atomic.Uint64 // last response version, shared by all streams
 	streams atomic.Int64  // open streams
+	memo    memo
 }
 
 // New returns a Handler. A bad Config is an error, never a degraded
@@ -138,7 +139,7 @@ func (s *server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 		if !pending {
 			resp := &discoveryv3.DiscoveryResponse{VersionInfo: h.nextVersion(), TypeUrl: SecretTypeURL, Nonce: newNonce()}
 			for _, r := range res {
-				a, err := r.anySecret()
+				a, err := h.anySecret(r)
 				if err != nil {
 					return nil, status.Error(codes.Internal, err.Error())
 				}

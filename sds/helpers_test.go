@@ -432,3 +432,7 @@ func errContains(err error, want string) bool {
 func newCA(t testing.TB) (*ca.CA, error) {
 	return ca.New(ca.Config{TrustDomain: td, Dir: t.TempDir()})
 }
+
+func clientOf(cc *grpc.ClientConn) secretv3.SecretDiscoveryServiceClient {
+	return secretv3.NewSecretDiscoveryServiceClient(cc)
+}

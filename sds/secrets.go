@@ -4,11 +4,14 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/hallmarkid/hallmark/agent/cache"
 )
 
 // Protocol constants.
@@ -91,6 +94,55 @@ func (r *resource) secret() (*tlsv3.Secret, error) {
 		return &tlsv3.Secret{Name: r.name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}, nil
 	}
 	return nil, fmt.Errorf("sds: resource %q of unknown kind %d", r.name, r.kind)
+}
+
+// memoKey identifies a secret built from immutable cache objects.
+type memoKey struct {
+	name   string
+	kind   resKind
+	svid   *cache.SVID
+	bundle *cache.Bundle
+	spiffe bool
+}
+
+// maxMemo bounds the memo of built secrets; it is emptied when full.
+const maxMemo = 4096
+
+// memo holds built secrets shared by every stream that sends the same
+// cache objects under the same name, so that a rotation seen by a thousand
+// streams is PEM-encoded and marshalled once. Marshalling a message that
+// is never mutated is safe from several goroutines.
+type memo struct {
+	mu sync.Mutex // guards m
+	m  map[memoKey]*anypb.Any
+}
+
+// anySecret returns r's Secret wrapped for a response.
+func (h *Handler) anySecret(r *resource) (*anypb.Any, error) {
+	if r.certPEM != nil || r.rootPEM != nil || len(r.bundles) > 1 {
+		return r.anySecret()
+	}
+	k := memoKey{name: r.name, kind: r.kind, svid: r.svid, spiffe: r.spiffe}
+	if len(r.bundles) == 1 {
+		k.bundle = r.bundles[0]
+	}
+	h.memo.mu.Lock()
+	a := h.memo.m[k]
+	h.memo.mu.Unlock()
+	if a != nil {
+		return a, nil
+	}
+	a, err := r.anySecret()
+	if err != nil {
+		return nil, err
+	}
+	h.memo.mu.Lock()
+	if h.memo.m == nil || len(h.memo.m) >= maxMemo {
+		h.memo.m = make(map[memoKey]*anypb.Any)
+	}
+	h.memo.m[k] = a
+	h.memo.mu.Unlock()
+	return a, nil
 }
 
 // anySecret builds r's Secret wrapped for a response.

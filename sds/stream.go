@@ -193,7 +193,7 @@ func (st *sotw) push(stream grpc.BidiStreamingServer[discoveryv3.DiscoveryReques
 	sent := make(map[string]*resource, len(res))
 	order := make([]string, 0, len(res))
 	for _, r := range res {
-		a, err := r.anySecret()
+		a, err := st.h.anySecret(r)
 		if err != nil {
 			return false, status.Error(codes.Internal, err.Error())
 		}
