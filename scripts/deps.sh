@@ -8,6 +8,14 @@ command -v swtpm >/dev/null 2>&1 || need+=(swtpm)
 command -v swtpm_setup >/dev/null 2>&1 || need+=(swtpm-tools)
 command -v swtpm_localca >/dev/null 2>&1 || need+=(swtpm-tools)
 command -v tpm2_pcrextend >/dev/null 2>&1 || need+=(tpm2-tools)
+# PostgreSQL (internal/pgtest starts the cluster with pg_ctlcluster and
+# creates its own login role); Debian's package creates a "main" cluster.
+# Not needed when HALLMARK_TEST_POSTGRES names an external server.
+if [ -z "${HALLMARK_TEST_POSTGRES:-}" ]; then
+  command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
+  command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+fi
 if ! command -v go >/dev/null 2>&1; then
   echo "deps: Go is not installed (expected at /usr/local/go/bin/go)" >&2
   exit 1
