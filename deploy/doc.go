@@ -1,0 +1,13 @@
+// Package deploy holds no code: it is where the deployment material lives
+// (kubernetes/ kustomize base and overlays, istio/, systemd/, fargate/,
+// docker/), and its tests check that material against the real types and
+// parsers: every Kubernetes manifest decodes strictly into k8s.io/api
+// types, every embedded HCL configuration parses with server/config and
+// agent/config (attestor blocks with their attestor's configuration type),
+// the ECS task definition decodes strictly into the AWS SDK's
+// RegisterTaskDefinitionInput, and the systemd units and Dockerfiles carry
+// the settings the documentation promises (docs/operations.md).
+//
+// Non-test code must not import anything; the tests may import the
+// configuration packages they validate against.
+package deploy
