@@ -82,67 +82,22 @@ func idString(id spiffeid.ID) string {
 	return id.String()
 }
 
+// session is one attestation between its challenge and the answer.
+type session struct {
+	agentID   spiffeid.ID
+	ekHash    string
+	certSels  []registration.Selector
+	ak        *akKey
+	secret    []byte
+	quoteData []byte
+	renewal   bool
+}
+
 func (v *Verifier) verify(ctx context.Context, req attestors.VerifyRequest) (attestors.Result, error) {
 	if req.Challenge == nil {
 		return attestors.Result{}, errors.New("tpm: no challenge function")
 	}
-	if req.TrustDomain.IsZero() {
-		return attestors.Result{}, errors.New("tpm: no trust domain")
-	}
-	if req.Renewal && req.CurrentID.IsZero() {
-		return attestors.Result{}, errors.New("tpm: renewal without a current agent ID")
-	}
-	payload, err := DecodePayload(req.Payload)
-	if err != nil {
-		return attestors.Result{}, err
-	}
-
-	// 1. The EK: certificate chain or allow-list.
-	ek, err := parseEKPublic(payload.EKPublic)
-	if err != nil {
-		return attestors.Result{}, err
-	}
-	ekHash, err := tpmdev.PublicKeyHash(ek.key)
-	if err != nil {
-		return attestors.Result{}, err
-	}
-	agentID, err := spiffeid.FromSegments(req.TrustDomain, "agent", "tpm", ekHash)
-	if err != nil {
-		return attestors.Result{}, fmt.Errorf("tpm: agent ID: %w", err)
-	}
-	if req.Renewal && agentID != req.CurrentID {
-		return attestors.Result{}, fmt.Errorf("tpm: renewal: EK gives agent ID %s, but the agent is %s", agentID, req.CurrentID)
-	}
-	certSelectors, err := v.checkEK(payload, ek, ekHash)
-	if err != nil {
-		return attestors.Result{}, err
-	}
-
-	// 2. The AK's attributes, before anything is sealed to it.
-	ak, err := parseAKPublic(payload.AKPublic)
-	if err != nil {
-		return attestors.Result{}, err
-	}
-
-	// 3. The challenge: a credential only the TPM holding both the EK and
-	// the AK can activate, and a fresh nonce for the quote.
-	secret := make([]byte, 32)
-	nonce := make([]byte, NonceSize)
-	if _, err := rand.Read(secret); err != nil {
-		return attestors.Result{}, fmt.Errorf("tpm: random: %w", err)
-	}
-	if _, err := rand.Read(nonce); err != nil {
-		return attestors.Result{}, fmt.Errorf("tpm: random: %w", err)
-	}
-	quoteData, err := QuoteData(nonce, req.AgentKey)
-	if err != nil {
-		return attestors.Result{}, err
-	}
-	credential, encSecret, err := tpm2.CreateCredential(rand.Reader, ek.enc, ak.name, secret)
-	if err != nil {
-		return attestors.Result{}, fmt.Errorf("tpm: make credential: %w", err)
-	}
-	chal, err := Marshal(Challenge{Nonce: nonce, Credential: credential, Secret: encSecret, Bank: v.p.bank, PCRs: v.p.pcrs})
+	s, chal, err := v.begin(req)
 	if err != nil {
 		return attestors.Result{}, err
 	}
@@ -156,18 +111,85 @@ func (v *Verifier) verify(ctx context.Context, req attestors.VerifyRequest) (att
 	if v.now().After(deadline) || cctx.Err() != nil {
 		return attestors.Result{}, fmt.Errorf("tpm: challenge: answer came after the %s deadline: nonce expired", v.p.quoteTimeout)
 	}
+	return v.finish(s, raw)
+}
+
+// begin checks the payload (EK, AK) and makes the challenge.
+func (v *Verifier) begin(req attestors.VerifyRequest) (*session, []byte, error) {
+	if req.TrustDomain.IsZero() {
+		return nil, nil, errors.New("tpm: no trust domain")
+	}
+	if req.Renewal && req.CurrentID.IsZero() {
+		return nil, nil, errors.New("tpm: renewal without a current agent ID")
+	}
+	payload, err := DecodePayload(req.Payload)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	// 1. The EK: certificate chain or allow-list.
+	ek, err := parseEKPublic(payload.EKPublic)
+	if err != nil {
+		return nil, nil, err
+	}
+	s := &session{renewal: req.Renewal}
+	if s.ekHash, err = tpmdev.PublicKeyHash(ek.key); err != nil {
+		return nil, nil, err
+	}
+	if s.agentID, err = spiffeid.FromSegments(req.TrustDomain, "agent", "tpm", s.ekHash); err != nil {
+		return nil, nil, fmt.Errorf("tpm: agent ID: %w", err)
+	}
+	if req.Renewal && s.agentID != req.CurrentID {
+		return nil, nil, fmt.Errorf("tpm: renewal: EK gives agent ID %s, but the agent is %s", s.agentID, req.CurrentID)
+	}
+	if s.certSels, err = v.checkEK(payload, ek, s.ekHash); err != nil {
+		return nil, nil, err
+	}
+
+	// 2. The AK's attributes, before anything is sealed to it.
+	if s.ak, err = parseAKPublic(payload.AKPublic); err != nil {
+		return nil, nil, err
+	}
+
+	// 3. The challenge: a credential only the TPM holding both the EK and
+	// the AK can activate, and a fresh nonce for the quote, bound to this
+	// session by living only in it.
+	s.secret = make([]byte, 32)
+	nonce := make([]byte, NonceSize)
+	if _, err := rand.Read(s.secret); err != nil {
+		return nil, nil, fmt.Errorf("tpm: random: %w", err)
+	}
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, nil, fmt.Errorf("tpm: random: %w", err)
+	}
+	if s.quoteData, err = QuoteData(nonce, req.AgentKey); err != nil {
+		return nil, nil, err
+	}
+	credential, encSecret, err := tpm2.CreateCredential(rand.Reader, ek.enc, s.ak.name, s.secret)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tpm: make credential: %w", err)
+	}
+	chal, err := Marshal(Challenge{Nonce: nonce, Credential: credential, Secret: encSecret, Bank: v.p.bank, PCRs: v.p.pcrs})
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, chal, nil
+}
+
+// finish checks the answer: activation, quote, event log, policy.
+func (v *Verifier) finish(s *session, raw []byte) (attestors.Result, error) {
 	ans, err := DecodeAnswer(raw)
 	if err != nil {
 		return attestors.Result{}, err
 	}
 
 	// 4. Credential activation.
-	if subtle.ConstantTimeCompare(ans.Secret, secret) != 1 {
+	if subtle.ConstantTimeCompare(ans.Secret, s.secret) != 1 {
 		return attestors.Result{}, errors.New("tpm: credential activation failed: wrong secret (AK not on the TPM holding this EK)")
 	}
 
 	// 5. The quote.
-	pcrs, err := v.checkQuote(ak, ans, quoteData)
+	pcrs, err := v.checkQuote(s.ak, ans, s.quoteData)
 	if err != nil {
 		return attestors.Result{}, err
 	}
@@ -184,11 +206,10 @@ func (v *Verifier) verify(ctx context.Context, req attestors.VerifyRequest) (att
 	}
 
 	// 7. Policy.
-	if err := v.checkPolicy(agentID, req.Renewal, pcrs, el); err != nil {
+	if err := v.checkPolicy(s.agentID, s.renewal, pcrs, el); err != nil {
 		return attestors.Result{}, err
 	}
-
-	return v.result(agentID, ekHash, ak, pcrs, el, certSelectors), nil
+	return v.result(s.agentID, s.ekHash, s.ak, pcrs, el, s.certSels), nil
 }
 
 // checkEK accepts the EK by certificate chain or allow-list and returns
