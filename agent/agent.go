@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"time"
@@ -33,7 +34,9 @@ import (
 	"github.com/hallmarkid/hallmark/agent/workloadapi"
 	"github.com/hallmarkid/hallmark/agent/workloadattest"
 	"github.com/hallmarkid/hallmark/attestors"
+	"github.com/hallmarkid/hallmark/internal/hclconf"
 	"github.com/hallmarkid/hallmark/internal/uds"
+	"github.com/hallmarkid/hallmark/sds"
 )
 
 // Agent is a running Hallmark agent.
@@ -125,6 +128,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	wa := workloadattest.New(a.log.With("subsystem", "workload_attestor"), a.workload...)
 	workloadapi.New(workloadapi.Config{Cache: a.cache, Attestor: wa, Log: a.log.With("subsystem", "workload_api")}).Register(srv)
 	healthpb.RegisterHealthServer(srv, a.health)
+	servers := []*grpc.Server{srv}
+	listeners := []net.Listener{l}
+	extra, extraL, err := a.sds(srv, wa)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	if extra != nil {
+		servers = append(servers, extra)
+		listeners = append(listeners, extraL)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -133,8 +147,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); _ = a.mgr.Run(ctx) }()
 	go func() { defer wg.Done(); a.rotateLoop(ctx) }()
 	go func() { defer wg.Done(); a.healthLoop(ctx) }()
-	errCh := make(chan error, 1)
-	go func() { errCh <- srv.Serve(l) }()
+	errCh := make(chan error, len(servers))
+	for i := range servers {
+		go func() { errCh <- servers[i].Serve(listeners[i]) }()
+	}
 	a.log.Info("Agent ready", "workload_api_socket", a.cfg.SocketPath, "agent_id", a.currentSVID().ID.String())
 
 	select {
@@ -144,14 +160,55 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("Agent stopping")
 	cancel()
 	done := make(chan struct{})
-	go func() { srv.GracefulStop(); close(done) }()
+	go func() {
+		for _, s := range servers {
+			s.GracefulStop()
+		}
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-time.After(2 * time.Second):
-		srv.Stop()
+		for _, s := range servers {
+			s.Stop()
+		}
 	}
 	wg.Wait()
 	return err
+}
+
+// sds registers Envoy SDS on the Workload API server and, when the sds
+// block names a socket_path (Istio: /run/secrets/workload-spiffe-uds/socket),
+// returns a second server for that socket.
+func (a *Agent) sds(srv *grpc.Server, wa *workloadattest.Attestor) (*grpc.Server, net.Listener, error) {
+	var hc sds.HCLConfig
+	if a.cfg.SDS != nil {
+		if err := hclconf.DecodeBlock(*a.cfg.SDS, &hc); err != nil {
+			return nil, nil, err
+		}
+		if err := hc.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("agent: sds block (%s): %w", a.cfg.SDS.Pos(), err)
+		}
+	}
+	cfg := hc.Config()
+	cfg.Cache, cfg.Attestor, cfg.Log = a.cache, wa, a.log.With("subsystem", "sds")
+	h, err := sds.New(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: sds: %w", err)
+	}
+	h.Register(srv)
+	if hc.ExtraSocketPath == "" {
+		return nil, nil, nil
+	}
+	l, err := uds.Listen(hc.ExtraSocketPath, 0o755, 0o777)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: sds socket: %w", err)
+	}
+	extra := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()))
+	h.RegisterExtraSocket(extra)
+	healthpb.RegisterHealthServer(extra, a.health)
+	a.log.Info("Serving SDS on an extra socket", "socket_path", hc.ExtraSocketPath)
+	return extra, l, nil
 }
 
 func (a *Agent) currentSVID() *x509svid.SVID {

@@ -49,6 +49,22 @@ type Config struct {
 	// WorkloadAttestors holds one block per workload_attestor kind, in
 	// file order.
 	WorkloadAttestors []hclconf.Block
+	// SDS is the optional sds block (Envoy SDS settings), for the sds
+	// package to decode; nil when absent.
+	SDS *hclconf.Block
+	// Telemetry is the optional telemetry block (metrics and health
+	// listener), for the telemetry package to decode; nil when absent.
+	Telemetry *hclconf.Block
+}
+
+// singleBlock returns an optional unlabelled block as an hclconf.Block
+// whose body its owner decodes, or nil when absent.
+func singleBlock(blocks hcl.Blocks, typ string, top hcl.Range, diags *hcl.Diagnostics) *hclconf.Block {
+	b := hclconf.Single(blocks, typ, false, top, diags)
+	if b == nil {
+		return nil
+	}
+	return &hclconf.Block{Type: typ, Kind: typ, Body: b.Body, Range: b.DefRange}
 }
 
 // Logger returns the logger the configuration asks for, writing to LogFile
@@ -104,6 +120,8 @@ var fileSchema = &hcl.BodySchema{
 		{Type: "agent"},
 		{Type: "node_attestor", LabelNames: []string{"kind"}},
 		{Type: "workload_attestor", LabelNames: []string{"kind"}},
+		{Type: "sds"},
+		{Type: "telemetry"},
 	},
 }
 
@@ -136,6 +154,9 @@ func Parse(filename string, src []byte, opts ...Option) (*Config, error) {
 			diags = append(diags, hclconf.Errorf(agentAt, "Invalid join token", "The join token given on the command line %v.", err))
 		}
 	}
+
+	c.SDS = singleBlock(content.Blocks, "sds", top, &diags)
+	c.Telemetry = singleBlock(content.Blocks, "telemetry", top, &diags)
 
 	nodes := hclconf.Labelled(content.Blocks, "node_attestor", &diags)
 	c.WorkloadAttestors = hclconf.Labelled(content.Blocks, "workload_attestor", &diags)
