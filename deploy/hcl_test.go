@@ -15,6 +15,7 @@ import (
 	"github.com/hallmarkid/hallmark/attestors/tpm"
 	"github.com/hallmarkid/hallmark/internal/hclconf"
 	"github.com/hallmarkid/hallmark/internal/telemetry"
+	"github.com/hallmarkid/hallmark/sds"
 	"github.com/hallmarkid/hallmark/server/audit"
 	serverconfig "github.com/hallmarkid/hallmark/server/config"
 )
@@ -25,8 +26,8 @@ import (
 // replaced by spaces, so lines keep their numbers) before the rest goes
 // through the real parser.
 type ownBlocks struct {
-	Telemetry *telemetry.HCLConfig
-	Audit     *audit.HCLConfig
+	TelemetryCfg *telemetry.HCLConfig
+	AuditCfg     *audit.HCLConfig
 }
 
 func splitOwnBlocks(name string, src []byte, allowAudit bool) ([]byte, ownBlocks, error) {
@@ -39,12 +40,12 @@ func splitOwnBlocks(name string, src []byte, allowAudit bool) ([]byte, ownBlocks
 	for _, b := range file.Body.(*hclsyntax.Body).Blocks {
 		var target any
 		switch {
-		case b.Type == "telemetry" && own.Telemetry == nil:
-			own.Telemetry = &telemetry.HCLConfig{}
-			target = own.Telemetry
-		case b.Type == "audit" && allowAudit && own.Audit == nil:
-			own.Audit = &audit.HCLConfig{}
-			target = own.Audit
+		case b.Type == "telemetry" && own.TelemetryCfg == nil:
+			own.TelemetryCfg = &telemetry.HCLConfig{}
+			target = own.TelemetryCfg
+		case b.Type == "audit" && allowAudit && own.AuditCfg == nil:
+			own.AuditCfg = &audit.HCLConfig{}
+			target = own.AuditCfg
 		case b.Type == "telemetry" || b.Type == "audit":
 			return nil, own, fmt.Errorf("%s: duplicate or misplaced %s block", b.Range().String(), b.Type)
 		default:
@@ -63,13 +64,13 @@ func splitOwnBlocks(name string, src []byte, allowAudit bool) ([]byte, ownBlocks
 			}
 		}
 	}
-	if own.Telemetry != nil {
-		if err := own.Telemetry.Validate(); err != nil {
+	if own.TelemetryCfg != nil {
+		if err := own.TelemetryCfg.Validate(); err != nil {
 			return nil, own, err
 		}
 	}
-	if own.Audit != nil {
-		if _, err := own.Audit.Config(); err != nil {
+	if own.AuditCfg != nil {
+		if _, err := own.AuditCfg.Config(); err != nil {
 			return nil, own, err
 		}
 	}
@@ -120,24 +121,42 @@ type agentFile struct {
 	*agentconfig.Config
 	ownBlocks
 	PSAT k8spsat.AgentConfig // when the node attestor is k8s_psat
+	SDS  sds.HCLConfig       // the sds block, zero when absent
 }
 
 // notYetImplemented are node attestor kinds documented in deploy/ whose
 // packages do not exist yet; their blocks must be empty.
 var notYetImplemented = map[string]bool{"aws_iam": true}
 
-// parseAgentHCL parses an agent configuration like parseServerHCL.
+// parseAgentHCL parses an agent configuration with the real parser, its
+// telemetry and sds blocks with their packages' types, and every attestor
+// block with its attestor's configuration type.
 func parseAgentHCL(t *testing.T, name string, src []byte) agentFile {
 	t.Helper()
-	rest, own, err := splitOwnBlocks(name, src, false)
+	cfg, err := agentconfig.Parse(name, src)
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
-	cfg, err := agentconfig.Parse(name, rest)
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
+	var own ownBlocks
+	if cfg.Telemetry != nil {
+		own.TelemetryCfg = &telemetry.HCLConfig{}
+		if err := hclconf.DecodeBlock(*cfg.Telemetry, own.TelemetryCfg); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := own.TelemetryCfg.Validate(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
 	}
-	f := agentFile{Config: cfg, ownBlocks: own}
+	var sdsConf sds.HCLConfig
+	if cfg.SDS != nil {
+		if err := hclconf.DecodeBlock(*cfg.SDS, &sdsConf); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := sdsConf.Validate(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	f := agentFile{Config: cfg, ownBlocks: own, SDS: sdsConf}
 	b := cfg.NodeAttestor
 	var target any
 	switch b.Kind {

@@ -385,11 +385,11 @@ func checkK8sServerConfig(t *testing.T, name string, f serverFile, ms []manifest
 		t.Fatal("StatefulSet/hallmark-server missing")
 	}
 	c, vols := container(t, podSpecs([]manifest{{obj: sts}})["StatefulSet/hallmark-server"], "hallmark-server")
-	if f.Telemetry == nil || f.Audit == nil {
+	if f.TelemetryCfg == nil || f.AuditCfg == nil {
 		t.Fatalf("%s: telemetry and audit blocks are required on Kubernetes", name)
 	}
-	probePort(t, name, c, f.Telemetry.ListenAddress)
-	if !f.Audit.Stdout {
+	probePort(t, name, c, f.TelemetryCfg.ListenAddress)
+	if !f.AuditCfg.Stdout {
 		t.Errorf("%s: the audit log should go to stdout on Kubernetes", name)
 	}
 	if f.BindPort != 8081 {
@@ -430,18 +430,21 @@ func checkK8sAgentConfig(t *testing.T, name string, f agentFile, ms []manifest) 
 		t.Errorf("DaemonSet/hallmark-agent: hostPID must be true (callers' PIDs)")
 	}
 	c, vols := container(t, spec, "hallmark-agent")
-	if f.Telemetry == nil {
+	if f.TelemetryCfg == nil {
 		t.Fatalf("%s: telemetry block required on Kubernetes", name)
 	}
-	probePort(t, name, c, f.Telemetry.ListenAddress)
+	probePort(t, name, c, f.TelemetryCfg.ListenAddress)
 
-	// The Workload API socket: a file named "socket" in a hostPath
-	// directory that workloads (and Istio) mount.
-	if path.Base(f.SocketPath) != "socket" {
-		t.Errorf("%s: socket_path %s: Istio expects the file to be named socket", name, f.SocketPath)
+	// The Workload API socket, and the SDS-only socket for Istio: each in
+	// a writable hostPath directory mounted at the same path, so that
+	// workloads can mount the host directory.
+	for _, sock := range []string{f.SocketPath, f.SDS.ExtraSocketPath} {
+		if vm, v, ok := mountFor(c, vols, sock); !ok || vm.ReadOnly || v.HostPath == nil || v.HostPath.Path != vm.MountPath || vm.MountPath != path.Dir(sock) {
+			t.Errorf("%s: socket %q is not in a writable hostPath directory mounted at the same path", name, sock)
+		}
 	}
-	if vm, v, ok := mountFor(c, vols, f.SocketPath); !ok || vm.ReadOnly || v.HostPath == nil || v.HostPath.Path != vm.MountPath || vm.MountPath != path.Dir(f.SocketPath) {
-		t.Errorf("%s: socket_path %s is not in a writable hostPath directory mounted at the same path", name, f.SocketPath)
+	if path.Base(f.SDS.ExtraSocketPath) != "socket" {
+		t.Errorf("%s: sds socket_path %q: Istio expects a file named socket", name, f.SDS.ExtraSocketPath)
 	}
 	if _, v, ok := mountFor(c, vols, f.TrustBundlePath); !ok || v.ConfigMap == nil {
 		t.Errorf("%s: trust_bundle_path %s is not mounted from a ConfigMap", name, f.TrustBundlePath)
@@ -484,8 +487,8 @@ func checkK8sAgentConfig(t *testing.T, name string, f agentFile, ms []manifest) 
 	}
 	proxy, pvols := container(t, &pod.Spec, "istio-proxy")
 	pm, pv, ok := mountFor(proxy, pvols, "/run/secrets/workload-spiffe-uds/socket")
-	if !ok || pv.HostPath == nil || pv.HostPath.Path != path.Dir(f.SocketPath) || pm.Name != "workload-socket" {
-		t.Errorf("IstioOperator: istio-proxy does not mount %s at /run/secrets/workload-spiffe-uds", path.Dir(f.SocketPath))
+	if !ok || pv.HostPath == nil || pv.HostPath.Path != path.Dir(f.SDS.ExtraSocketPath) || pm.Name != "workload-socket" {
+		t.Errorf("IstioOperator: istio-proxy does not mount %s at /run/secrets/workload-spiffe-uds", path.Dir(f.SDS.ExtraSocketPath))
 	}
 	if io.Spec.MeshConfig.TrustDomain != f.TrustDomain.Name() {
 		t.Errorf("Istio trust domain %q, agent %q", io.Spec.MeshConfig.TrustDomain, f.TrustDomain.Name())

@@ -191,12 +191,12 @@ func TestSystemdUnits(t *testing.T) {
 			if tt.name == "server" {
 				f := parseServerHCL(t, tt.config, src)
 				paths = map[string]string{"data_dir": f.DataDir, "socket_path": f.SocketPath, "datastore path": f.Datastore.Path}
-				if f.Audit == nil || f.Audit.Path == "" || f.Audit.Fsync != "always" {
+				if f.AuditCfg == nil || f.AuditCfg.Path == "" || f.AuditCfg.Fsync != "always" {
 					t.Errorf("%s: want an audit file with fsync = \"always\"", tt.config)
 				} else {
-					paths["audit path"] = f.Audit.Path
+					paths["audit path"] = f.AuditCfg.Path
 				}
-				if f.Telemetry == nil || !strings.HasPrefix(f.Telemetry.ListenAddress, "127.0.0.1:") {
+				if f.TelemetryCfg == nil || !strings.HasPrefix(f.TelemetryCfg.ListenAddress, "127.0.0.1:") {
 					t.Errorf("%s: telemetry should listen on loopback", tt.config)
 				}
 			} else {
