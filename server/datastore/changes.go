@@ -1,0 +1,19 @@
+package datastore
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrEventsPruned is returned (wrapped) by EntryEventsSince of a backend
+// that prunes old events when the caller asks for changes older than it
+// still keeps: the caller fell too far behind and must reload everything
+// with ListEntries.
+var ErrEventsPruned = errors.New("datastore: entry events before this revision were pruned")
+
+// ChangeNotifier is an optional power of a backend shared by several servers.
+type ChangeNotifier interface {
+	// WatchEntryChanges calls fn with a revision whenever another (or this) server committed entry changes, and with 0 after
+	// (re)connecting, meaning "you may have missed changes: catch up". It returns when ctx is done.
+	WatchEntryChanges(ctx context.Context, fn func(rev int64)) error
+}
