@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/hallmarkid/hallmark/tpm/tpmtest"
 )
 
 // TestMain lets the test binary double as a workload: with
@@ -20,7 +22,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("HALLMARK_TEST_CHILD") == "fetch" {
 		os.Exit(childFetch())
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	tpmtest.Cleanup()
+	os.Exit(code)
 }
 
 func childFetch() int {

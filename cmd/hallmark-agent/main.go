@@ -4,6 +4,7 @@
 //	hallmark-agent run -config agent.hcl [-joinToken TOKEN]
 //	hallmark-agent api fetch x509 [-socketPath PATH] [-write DIR]
 //	hallmark-agent healthcheck [-socketPath PATH]
+//	hallmark-agent tpm ek-hash|info [-device /dev/tpmrm0|unix:PATH|tcp:HOST:PORT]
 package main
 
 import (
@@ -29,6 +30,8 @@ Commands:
   run                 run the agent (-config agent.hcl [-joinToken TOKEN])
   api fetch x509      fetch this process's X.509-SVIDs from the Workload API
   healthcheck         check that the agent is healthy
+  tpm ek-hash         print the TPM's EK public key hash (for ek_hashes allow-lists)
+  tpm info            print TPM manufacturer, firmware, EK certificate and PCR banks
 
 Run 'hallmark-agent <command> -h' for a command's flags.
 `
@@ -50,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runAgent(args[1:], stderr)
 	case len(args) >= 3 && args[0] == "api" && args[1] == "fetch" && args[2] == "x509":
 		err = fetchX509(args[3:], stdout)
+	case args[0] == "tpm":
+		err = tpmCmd(args[1:], stdout)
 	case args[0] == "healthcheck":
 		err = healthcheck(args[1:], stdout)
 	case args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help":

@@ -38,6 +38,7 @@ type AgentStore interface {
 	CreateAgent(ctx context.Context, a datastore.Agent) error
 	UpdateAgent(ctx context.Context, a datastore.Agent) error
 	GetAgent(ctx context.Context, id string) (datastore.Agent, error)
+	DeleteAgent(ctx context.Context, id string) error
 }
 
 // Auditor records security decisions. Implementations must not block long.
@@ -45,10 +46,13 @@ type Auditor interface {
 	Record(ctx context.Context, kind string, fields map[string]any)
 }
 
-// ReattestRequirer is an optional power of a verifier: when it reports true,
-// every renewal must carry fresh evidence (continuous attestation).
-type ReattestRequirer interface {
-	RequiresReattestation() bool
+// Reattester is an optional power of a verifier doing continuous
+// attestation (TPM): every renewal must carry fresh evidence, and the agent
+// SVID lives at most twice the interval so the agent renews — and proves
+// its state again — at least that often. Zero means "at every renewal"
+// with no extra bound on the SVID lifetime.
+type Reattester interface {
+	ReattestInterval() time.Duration
 }
 
 // Config configures a Server.
@@ -190,11 +194,8 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 	data := params.GetData()
 	switch {
 	case renewal && data == nil:
-		v, ok := s.verifiers[existing.AttestationType]
-		if ok {
-			if rr, ok := v.(ReattestRequirer); ok && rr.RequiresReattestation() {
-				return status.Errorf(codes.PermissionDenied, "attestor %q requires fresh evidence at every renewal", existing.AttestationType)
-			}
+		if _, ok := s.verifiers[existing.AttestationType].(Reattester); ok {
+			return status.Errorf(codes.PermissionDenied, "attestor %q requires fresh evidence at every renewal", existing.AttestationType)
 		}
 		res = attestors.Result{AgentID: current, Selectors: existing.Selectors, CanReattest: existing.CanReattest}
 	default:
@@ -220,11 +221,18 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 		for k, v := range res.Evidence {
 			audit["evidence."+k] = v
 		}
-		if err != nil {
-			return status.Errorf(codes.PermissionDenied, "attestation failed: %v", err)
+		if err == nil && renewal && res.AgentID != current {
+			err = errors.New("re-attestation yielded a different agent ID")
 		}
-		if renewal && res.AgentID != current {
-			return status.Error(codes.PermissionDenied, "re-attestation yielded a different agent ID")
+		if err != nil {
+			if renewal {
+				// Continuous attestation failed: the node no longer proves
+				// what it proved. Fail closed: evict it at once, so neither
+				// its open streams nor its current SVID get anything more.
+				s.evictAfterFailedReattestation(current, err)
+				audit["evicted"] = true
+			}
+			return status.Errorf(codes.PermissionDenied, "attestation failed: %v", err)
 		}
 	}
 	audit["agent_id"] = res.AgentID.String()
@@ -233,7 +241,13 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 		return status.Errorf(codes.Internal, "%v", err)
 	}
 
-	certs, err := s.cfg.Signer.SignX509SVID(ctx, ca.X509SVIDParams{ID: res.AgentID, PublicKey: csr.PublicKey, TTL: s.cfg.AgentSVIDTTL})
+	ttl := s.cfg.AgentSVIDTTL
+	if r, ok := s.verifiers[firstNonEmpty(data.GetType(), existing.AttestationType)].(Reattester); ok {
+		if iv := r.ReattestInterval(); iv > 0 && 2*iv < ttl {
+			ttl = 2 * iv
+		}
+	}
+	certs, err := s.cfg.Signer.SignX509SVID(ctx, ca.X509SVIDParams{ID: res.AgentID, PublicKey: csr.PublicKey, TTL: ttl})
 	if err != nil {
 		return status.Errorf(codes.Internal, "sign agent SVID: %v", err)
 	}
@@ -261,6 +275,19 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 		Selectors:   apiconv.SelectorsToProto(res.Selectors),
 		CanReattest: res.CanReattest,
 	}}})
+}
+
+func (s *Server) evictAfterFailedReattestation(id spiffeid.ID, cause error) {
+	// Not the request's context: the eviction must happen even if the
+	// agent hangs up now.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.cfg.Agents.DeleteAgent(ctx, id.String()); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		s.cfg.Log.Error("Evicting agent after failed re-attestation failed", "agent_id", id.String(), "error", err)
+		return
+	}
+	s.AgentEvicted(id.String())
+	s.cfg.Log.Warn("Agent evicted: re-attestation failed", "agent_id", id.String(), "reason", cause)
 }
 
 func (s *Server) storeAgent(ctx context.Context, rec datastore.Agent, renewal bool, existing datastore.Agent) error {
@@ -326,42 +353,65 @@ func challengeFunc(stream attestStream) attestors.ChallengeFunc {
 	}
 }
 
-// callerAgent returns the agent ID of an mTLS caller whose record exists.
+// callerAgent returns the agent ID of an mTLS caller.
 func (s *Server) callerAgent(ctx context.Context) (spiffeid.ID, error) {
+	id, _, err := s.callerCert(ctx)
+	return id, err
+}
+
+// callerCert returns the agent ID and leaf certificate of an mTLS caller.
+// A TLS connection outlives the certificate it was made with, so expiry
+// is checked here, per call.
+func (s *Server) callerCert(ctx context.Context) (spiffeid.ID, *x509.Certificate, error) {
+	id, leaf, err := s.peerCert(ctx)
+	if err != nil {
+		return spiffeid.ID{}, nil, err
+	}
+	if now := s.cfg.Clock(); now.After(leaf.NotAfter) {
+		return spiffeid.ID{}, nil, status.Errorf(codes.Unauthenticated, "agent SVID expired at %s", leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return id, leaf, nil
+}
+
+func (s *Server) peerCert(ctx context.Context) (spiffeid.ID, *x509.Certificate, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "no peer")
+		return spiffeid.ID{}, nil, status.Error(codes.Unauthenticated, "no peer")
 	}
 	tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(tlsInfo.State.VerifiedChains) == 0 || len(tlsInfo.State.VerifiedChains[0]) == 0 {
-		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "an agent SVID is required")
+		return spiffeid.ID{}, nil, status.Error(codes.Unauthenticated, "an agent SVID is required")
 	}
 	leaf := tlsInfo.State.VerifiedChains[0][0]
 	id, err := x509svid.IDFromCert(leaf)
 	if err != nil {
-		return spiffeid.ID{}, status.Errorf(codes.Unauthenticated, "client certificate: %v", err)
+		return spiffeid.ID{}, nil, status.Errorf(codes.Unauthenticated, "client certificate: %v", err)
 	}
 	if err := s.checkAgentID(id); err != nil {
-		return spiffeid.ID{}, status.Error(codes.PermissionDenied, "caller is not an agent")
+		return spiffeid.ID{}, nil, status.Error(codes.PermissionDenied, "caller is not an agent")
 	}
-	return id, nil
+	return id, leaf, nil
 }
 
 // callerRecord returns the record of the calling agent, refusing evicted
 // agents and SVIDs other than the latest one issued.
-func (s *Server) callerRecord(ctx context.Context) (datastore.Agent, error) {
-	id, err := s.callerAgent(ctx)
+func (s *Server) callerRecord(ctx context.Context) (datastore.Agent, *x509.Certificate, error) {
+	id, leaf, err := s.callerCert(ctx)
 	if err != nil {
-		return datastore.Agent{}, err
+		return datastore.Agent{}, nil, err
 	}
 	rec, err := s.cfg.Agents.GetAgent(ctx, id.String())
 	if errors.Is(err, datastore.ErrNotFound) {
-		return datastore.Agent{}, status.Errorf(codes.PermissionDenied, "agent %s is not attested (evicted?)", id)
+		return datastore.Agent{}, nil, status.Errorf(codes.PermissionDenied, "agent %s is not attested (evicted?)", id)
 	}
 	if err != nil {
-		return datastore.Agent{}, status.Errorf(codes.Unavailable, "look up agent: %v", err)
+		return datastore.Agent{}, nil, status.Errorf(codes.Unavailable, "look up agent: %v", err)
 	}
-	return rec, nil
+	if rec.SerialNumber != "" && rec.SerialNumber != leaf.SerialNumber.String() {
+		// A superseded SVID (the agent renewed, or someone holds an old key).
+		return datastore.Agent{}, nil, status.Error(codes.Unauthenticated, "agent SVID superseded by a newer one")
+	}
+	return rec, leaf, nil
 }
 
 func firstNonEmpty(a, b string) string {

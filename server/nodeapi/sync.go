@@ -22,10 +22,13 @@ const MaxBatch = 1000
 // Sync pushes the entries authorised for the calling agent: a full snapshot
 // first, then deltas whenever an entry, the agent or the bundle changes.
 func (s *Server) Sync(_ *apiv1.SyncRequest, stream apiv1.Node_SyncServer) error {
-	rec, err := s.callerRecord(stream.Context())
+	rec, leaf, err := s.callerRecord(stream.Context())
 	if err != nil {
 		return err
 	}
+	// The stream lives no longer than the SVID it was opened with.
+	expired := time.NewTimer(leaf.NotAfter.Sub(s.cfg.Clock()))
+	defer expired.Stop()
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	as := &agentStream{kick: make(chan struct{}, 1), stop: cancel}
@@ -73,6 +76,8 @@ func (s *Server) Sync(_ *apiv1.SyncRequest, stream apiv1.Node_SyncServer) error 
 				return status.Error(codes.PermissionDenied, "agent evicted")
 			}
 			return nil
+		case <-expired.C:
+			return status.Error(codes.Unauthenticated, "agent SVID expired; reconnect with a current one")
 		case <-changed:
 		case <-bundleCh:
 			bundleCh = nil
@@ -143,7 +148,7 @@ func (s *Server) ConnectedAgents() int {
 // BatchSignX509SVID signs workload SVIDs for entries authorised for the
 // caller. Only the entry's SPIFFE ID is signed, never what the CSR asks for.
 func (s *Server) BatchSignX509SVID(ctx context.Context, req *apiv1.BatchSignX509SVIDRequest) (*apiv1.BatchSignX509SVIDResponse, error) {
-	rec, err := s.callerRecord(ctx)
+	rec, _, err := s.callerRecord(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -221,3 +221,10 @@ func (e *Env) StartProcess(name string, args ...string) *Process {
 	e.t.Helper()
 	return e.start(name, args...)
 }
+
+// CLI runs one of the built binaries to completion and returns its output.
+func (e *Env) CLI(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return e.runCmd(ctx, name, args...)
+}
