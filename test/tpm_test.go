@@ -28,11 +28,11 @@ func TestTPMNodeAttestationAndContinuousReattestation(t *testing.T) {
 	env := testenv.New(t)
 	srv := env.StartServer(testenv.WithServerHCL(`agent_svid_ttl = "3s"`), testenv.WithHCL(`
 node_attestor "tpm" {
-  ek_ca_dir         = "` + ca.WriteDir(t) + `"
+  ek_ca_dir         = "`+ca.WriteDir(t)+`"
   pcrs              = [0, 16]
   pcr_policy {
     pcr    = 16
-    values = ["` + zero + `"]
+    values = ["`+zero+`"]
   }
 }`))
 
