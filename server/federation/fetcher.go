@@ -1,0 +1,597 @@
+package federation
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/hallmarkid/hallmark/server/datastore"
+)
+
+// Fetcher defaults.
+const (
+	DefaultMinRefresh     = time.Minute
+	DefaultMaxRefresh     = 24 * time.Hour
+	DefaultRefresh        = 5 * time.Minute // when a bundle has no refresh hint
+	DefaultRetryMin       = 5 * time.Second
+	DefaultRetryMax       = 5 * time.Minute
+	DefaultFetchTimeout   = 10 * time.Second
+	maxEndpointChainCerts = 16
+)
+
+// KVPrefix prefixes the datastore KV keys of federated bundles; the full
+// key is KVPrefix + trust domain name.
+const KVPrefix = "federation/bundle/"
+
+// KV persists the last accepted bundle of each federated trust domain. It
+// is the shape of server/datastore's KV: GetKV returns an error matching
+// datastore.ErrNotFound for an absent key.
+type KV interface {
+	GetKV(ctx context.Context, key string) ([]byte, error)
+	PutKV(ctx context.Context, key string, value []byte) error
+}
+
+// Relationship is one federated trust domain: where its bundle endpoint
+// is, how it authenticates, and the bundle to trust before the first fetch.
+type Relationship struct {
+	TrustDomain spiffeid.TrustDomain
+	// URL is the https:// address of the bundle endpoint.
+	URL     string
+	Profile Profile
+	// EndpointID is the SPIFFE ID the endpoint's SVID must carry
+	// (ProfileHTTPSSPIFFE only). It must be in TrustDomain.
+	EndpointID spiffeid.ID
+	// TrustBundle is the bootstrap bundle of TrustDomain, used until a
+	// bundle has been accepted and persisted. When nil, TrustBundlePath is
+	// read instead (format TrustBundleFormat: "spiffe", "pem", or "" to
+	// detect). ProfileHTTPSSPIFFE needs one unless a bundle is stored.
+	TrustBundle       *spiffebundle.Bundle
+	TrustBundlePath   string
+	TrustBundleFormat string
+}
+
+// FetcherConfig configures a Fetcher.
+type FetcherConfig struct {
+	// TrustDomain is our own; federating with it is refused.
+	TrustDomain   spiffeid.TrustDomain
+	Relationships []Relationship
+	// Store persists accepted bundles so that a restart keeps them. When
+	// nil, bundles live in memory only.
+	Store KV
+	// WebRoots verifies https_web endpoints; nil means the system roots.
+	WebRoots *x509.CertPool
+
+	// MinRefresh and MaxRefresh clamp refresh hints (defaults 1 min and 1
+	// day). DefaultRefresh applies to bundles without a hint.
+	MinRefresh, MaxRefresh, DefaultRefresh time.Duration
+	// RetryMin and RetryMax bound the doubling delay after failed fetches
+	// (defaults 5 s and 5 min, never beyond the refresh interval).
+	RetryMin, RetryMax time.Duration
+	// Timeout bounds one fetch (default 10 s).
+	Timeout time.Duration
+
+	Log *slog.Logger
+}
+
+// Status describes one relationship, for logs and the admin API.
+type Status struct {
+	TrustDomain spiffeid.TrustDomain
+	URL         string
+	Profile     Profile
+	// HasBundle reports whether a bundle is held (bootstrap, stored or
+	// fetched); Revoked whether it is empty.
+	HasBundle, Revoked bool
+	Sequence           uint64 // valid when HasSequence
+	HasSequence        bool
+	X509Authorities    int
+	LastAttempt        time.Time
+	LastSuccess        time.Time
+	LastError          string // of the last attempt; empty after a success
+	// RefreshInterval is the clamped refresh hint of the current bundle.
+	RefreshInterval time.Duration
+	NextRefresh     time.Time // set by Run
+}
+
+// Fetcher keeps the bundles of federated trust domains current.
+type Fetcher struct {
+	cfg  FetcherConfig
+	log  *slog.Logger
+	rels []*relState
+
+	mu      sync.Mutex // guards the fields that follow and every relState's bundle and status
+	changed chan struct{}
+}
+
+type relState struct {
+	rel    Relationship
+	client *http.Client
+
+	fetchMu sync.Mutex // serialises fetches of this relationship
+
+	bundle *spiffebundle.Bundle // last accepted; nil before any; guarded by Fetcher.mu
+	status Status               // guarded by Fetcher.mu
+}
+
+// NewFetcher checks cfg and loads each relationship's bundle: the stored
+// one if any, else the bootstrap bundle. Nothing is fetched until Run or
+// Refresh.
+func NewFetcher(cfg FetcherConfig) (*Fetcher, error) {
+	setDefault(&cfg.MinRefresh, DefaultMinRefresh)
+	setDefault(&cfg.MaxRefresh, DefaultMaxRefresh)
+	setDefault(&cfg.DefaultRefresh, DefaultRefresh)
+	setDefault(&cfg.RetryMin, DefaultRetryMin)
+	setDefault(&cfg.RetryMax, DefaultRetryMax)
+	setDefault(&cfg.Timeout, DefaultFetchTimeout)
+	if cfg.MinRefresh > cfg.MaxRefresh {
+		return nil, fmt.Errorf("federation: minimum refresh %v is above the maximum %v", cfg.MinRefresh, cfg.MaxRefresh)
+	}
+	f := &Fetcher{cfg: cfg, log: cfg.Log, changed: make(chan struct{})}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	seen := map[spiffeid.TrustDomain]bool{}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	defer cancel()
+	for _, rel := range cfg.Relationships {
+		if err := f.checkRelationship(rel); err != nil {
+			return nil, err
+		}
+		if seen[rel.TrustDomain] {
+			return nil, fmt.Errorf("federation: trust domain %q is configured twice", rel.TrustDomain.Name())
+		}
+		seen[rel.TrustDomain] = true
+		rs := &relState{rel: rel}
+		rs.status = Status{TrustDomain: rel.TrustDomain, URL: rel.URL, Profile: rel.Profile}
+		b, err := f.initialBundle(ctx, rel)
+		if err != nil {
+			return nil, err
+		}
+		rs.client = f.newClient(rs)
+		f.setBundle(rs, b)
+		f.rels = append(f.rels, rs)
+	}
+	return f, nil
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
+}
+
+func (f *Fetcher) checkRelationship(rel Relationship) error {
+	td := rel.TrustDomain
+	if td.IsZero() {
+		return errors.New("federation: a relationship has no trust domain")
+	}
+	if td == f.cfg.TrustDomain {
+		return fmt.Errorf("federation: cannot federate with our own trust domain %q", td.Name())
+	}
+	if err := checkURL(rel.URL); err != nil {
+		return fmt.Errorf("federation: %s: %w", td.Name(), err)
+	}
+	switch rel.Profile {
+	case ProfileHTTPSWeb:
+		if !rel.EndpointID.IsZero() {
+			return fmt.Errorf("federation: %s: an endpoint SPIFFE ID is for the https_spiffe profile only", td.Name())
+		}
+	case ProfileHTTPSSPIFFE:
+		if rel.EndpointID.IsZero() {
+			return fmt.Errorf("federation: %s: https_spiffe needs the endpoint's SPIFFE ID", td.Name())
+		}
+		if rel.EndpointID.TrustDomain() != td {
+			return fmt.Errorf("federation: %s: endpoint SPIFFE ID %q is not in trust domain %q", td.Name(), rel.EndpointID, td.Name())
+		}
+	default:
+		return fmt.Errorf("federation: %s: profile %q is not %q or %q", td.Name(), rel.Profile, ProfileHTTPSWeb, ProfileHTTPSSPIFFE)
+	}
+	return nil
+}
+
+// initialBundle returns the stored bundle of rel, or its bootstrap bundle,
+// or nil (https_web only).
+func (f *Fetcher) initialBundle(ctx context.Context, rel Relationship) (*spiffebundle.Bundle, error) {
+	td := rel.TrustDomain
+	if f.cfg.Store != nil {
+		data, err := f.cfg.Store.GetKV(ctx, KVPrefix+td.Name())
+		switch {
+		case err == nil:
+			b, err := ParseBundle(td, data)
+			if err != nil {
+				return nil, fmt.Errorf("federation: %s: stored bundle: %w", td.Name(), err)
+			}
+			f.log.Info("Loaded stored federated bundle", "trust_domain", td.Name(), "x509_authorities", len(b.X509Authorities()))
+			return b, nil
+		case !errors.Is(err, datastore.ErrNotFound):
+			return nil, fmt.Errorf("federation: %s: read stored bundle: %w", td.Name(), err)
+		}
+	}
+	b := rel.TrustBundle
+	if b == nil && rel.TrustBundlePath != "" {
+		var err error
+		if b, err = LoadBundleFile(td, rel.TrustBundlePath, rel.TrustBundleFormat); err != nil {
+			return nil, fmt.Errorf("federation: %s: %w", td.Name(), err)
+		}
+	}
+	if b != nil {
+		if b.TrustDomain() != td {
+			return nil, fmt.Errorf("federation: %s: the trust bundle is for %q", td.Name(), b.TrustDomain().Name())
+		}
+		if err := checkAuthorities(td, b.X509Authorities()); err != nil {
+			return nil, fmt.Errorf("federation: %s: trust bundle: %w", td.Name(), err)
+		}
+		return b.Clone(), nil
+	}
+	if rel.Profile == ProfileHTTPSSPIFFE {
+		return nil, fmt.Errorf("federation: %s: https_spiffe needs a trust bundle of %q to authenticate the endpoint with", td.Name(), td.Name())
+	}
+	return nil, nil
+}
+
+// Run refreshes every relationship until ctx is done: at once, then after
+// each success at the bundle's clamped refresh hint, after each failure
+// with a doubling delay.
+func (f *Fetcher) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, rs := range f.rels {
+		wg.Go(func() { f.loop(ctx, rs) })
+	}
+	wg.Wait()
+	return nil
+}
+
+func (f *Fetcher) loop(ctx context.Context, rs *relState) {
+	failures := 0
+	for {
+		err := f.refresh(ctx, rs)
+		if ctx.Err() != nil {
+			return
+		}
+		f.mu.Lock()
+		wait := f.interval(rs.bundle)
+		if err != nil {
+			failures++
+			wait = min(f.backoff(failures), wait)
+		} else {
+			failures = 0
+		}
+		rs.status.NextRefresh = time.Now().Add(wait)
+		f.mu.Unlock()
+		if err != nil {
+			f.log.Warn("Federated bundle refresh failed", "trust_domain", rs.rel.TrustDomain.Name(),
+				"url", rs.rel.URL, "error", err, "retry_in", wait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (f *Fetcher) backoff(failures int) time.Duration {
+	d := f.cfg.RetryMin
+	for i := 1; i < failures && d < f.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	return min(d, f.cfg.RetryMax)
+}
+
+// interval returns b's refresh hint clamped to [MinRefresh, MaxRefresh].
+func (f *Fetcher) interval(b *spiffebundle.Bundle) time.Duration {
+	d := f.cfg.DefaultRefresh
+	if b != nil {
+		if h, ok := b.RefreshHint(); ok {
+			d = h
+		}
+	}
+	return min(max(d, f.cfg.MinRefresh), f.cfg.MaxRefresh)
+}
+
+// Refresh fetches the bundle of td now and returns why it was rejected,
+// if it was.
+func (f *Fetcher) Refresh(ctx context.Context, td spiffeid.TrustDomain) error {
+	rs := f.rel(td)
+	if rs == nil {
+		return fmt.Errorf("federation: no relationship with trust domain %q", td.Name())
+	}
+	return f.refresh(ctx, rs)
+}
+
+func (f *Fetcher) rel(td spiffeid.TrustDomain) *relState {
+	for _, rs := range f.rels {
+		if rs.rel.TrustDomain == td {
+			return rs
+		}
+	}
+	return nil
+}
+
+func (f *Fetcher) refresh(ctx context.Context, rs *relState) error {
+	rs.fetchMu.Lock()
+	defer rs.fetchMu.Unlock()
+	td := rs.rel.TrustDomain
+	started := time.Now()
+	b, err := f.fetch(ctx, rs)
+	if err == nil {
+		err = f.accept(ctx, rs, b)
+	}
+	f.mu.Lock()
+	rs.status.LastAttempt = started
+	if err != nil {
+		rs.status.LastError = err.Error()
+	} else {
+		rs.status.LastError, rs.status.LastSuccess = "", started
+	}
+	f.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("federation: %s: %w", td.Name(), err)
+	}
+	return nil
+}
+
+// fetch downloads and parses the bundle of rs.
+func (f *Fetcher) fetch(ctx context.Context, rs *relState) (*spiffebundle.Bundle, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rs.rel.URL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("fetch bundle: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := rs.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch bundle: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetch bundle: %s answered %q, want 200", rs.rel.URL, resp.Status)
+	}
+	if resp.ContentLength > MaxBundleSize {
+		return nil, fmt.Errorf("fetch bundle: response of %d bytes is larger than the limit of %d", resp.ContentLength, MaxBundleSize)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxBundleSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("fetch bundle: read: %w", err)
+	}
+	if len(data) > MaxBundleSize {
+		return nil, fmt.Errorf("fetch bundle: response is larger than the limit of %d bytes", MaxBundleSize)
+	}
+	return ParseBundle(rs.rel.TrustDomain, data)
+}
+
+// accept installs b as rs's bundle unless it rolls the sequence back.
+func (f *Fetcher) accept(ctx context.Context, rs *relState, b *spiffebundle.Bundle) error {
+	f.mu.Lock()
+	prev := rs.bundle
+	f.mu.Unlock()
+	if err := checkSequence(prev, b); err != nil {
+		return err
+	}
+	if prev != nil && prev.Equal(b) {
+		return nil
+	}
+	if err := f.persist(ctx, rs.rel.TrustDomain, b); err != nil {
+		// Serving the newer bundle matters more; the next change retries.
+		f.log.Error("Cannot persist federated bundle", "trust_domain", rs.rel.TrustDomain.Name(), "error", err)
+	}
+	f.setBundle(rs, b)
+	return nil
+}
+
+// checkSequence returns why next may not replace prev: a lower
+// spiffe_sequence, none after one was accepted, or other keys under the
+// same sequence.
+func checkSequence(prev, next *spiffebundle.Bundle) error {
+	if prev == nil {
+		return nil
+	}
+	ps, ok := prev.SequenceNumber()
+	if !ok {
+		return nil
+	}
+	ns, ok := next.SequenceNumber()
+	switch {
+	case !ok:
+		return fmt.Errorf("bundle has no spiffe_sequence, but sequence %d was accepted before", ps)
+	case ns < ps:
+		return fmt.Errorf("spiffe_sequence rolled back from %d to %d", ps, ns)
+	case ns == ps && !sameKeys(prev, next):
+		return fmt.Errorf("bundle keys changed but spiffe_sequence stayed %d", ps)
+	}
+	return nil
+}
+
+func (f *Fetcher) persist(ctx context.Context, td spiffeid.TrustDomain, b *spiffebundle.Bundle) error {
+	if f.cfg.Store == nil {
+		return nil
+	}
+	data, err := MarshalBundle(b)
+	if err != nil {
+		return err
+	}
+	return f.cfg.Store.PutKV(ctx, KVPrefix+td.Name(), data)
+}
+
+// setBundle installs b (nil allowed) and signals a change of keys.
+func (f *Fetcher) setBundle(rs *relState, b *spiffebundle.Bundle) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	prev := rs.bundle
+	rs.bundle = b
+	st := &rs.status
+	st.HasBundle = b != nil
+	st.Revoked, st.X509Authorities, st.HasSequence, st.Sequence = false, 0, false, 0
+	if b != nil {
+		st.Revoked = b.Empty()
+		st.X509Authorities = len(b.X509Authorities())
+		st.Sequence, st.HasSequence = b.SequenceNumber()
+	}
+	st.RefreshInterval = f.interval(b)
+	if (prev == nil) == (b == nil) && (b == nil || sameKeys(prev, b)) {
+		return
+	}
+	td := rs.rel.TrustDomain.Name()
+	switch {
+	case b == nil:
+	case b.Empty():
+		f.log.Warn("Federated trust domain revoked: its bundle is empty", "trust_domain", td, "sequence", st.Sequence)
+	default:
+		f.log.Info("Federated bundle updated", "trust_domain", td, "x509_authorities", st.X509Authorities,
+			"jwt_authorities", len(b.JWTAuthorities()), "sequence", st.Sequence)
+	}
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// SetBundle replaces the bundle of a configured trust domain whatever its
+// sequence number: the operator's override, e.g. to bootstrap again after
+// a revocation. It is persisted.
+func (f *Fetcher) SetBundle(ctx context.Context, b *spiffebundle.Bundle) error {
+	rs := f.rel(b.TrustDomain())
+	if rs == nil {
+		return fmt.Errorf("federation: no relationship with trust domain %q", b.TrustDomain().Name())
+	}
+	if err := checkAuthorities(rs.rel.TrustDomain, b.X509Authorities()); err != nil {
+		return fmt.Errorf("federation: set bundle: %w", err)
+	}
+	rs.fetchMu.Lock()
+	defer rs.fetchMu.Unlock()
+	b = b.Clone()
+	if err := f.persist(ctx, rs.rel.TrustDomain, b); err != nil {
+		return fmt.Errorf("federation: set bundle: %w", err)
+	}
+	f.setBundle(rs, b)
+	return nil
+}
+
+// Changed returns a channel that is closed at the next change of any
+// federated bundle's keys; call it again after each close.
+func (f *Fetcher) Changed() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.changed
+}
+
+// Bundles returns a copy of every federated bundle held, by trust domain.
+// A revoked trust domain maps to an empty bundle; one never fetched and
+// without a bootstrap bundle is absent. Our own trust domain never appears.
+func (f *Fetcher) Bundles() map[spiffeid.TrustDomain]*spiffebundle.Bundle {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[spiffeid.TrustDomain]*spiffebundle.Bundle, len(f.rels))
+	for _, rs := range f.rels {
+		if rs.bundle != nil {
+			out[rs.rel.TrustDomain] = rs.bundle.Clone()
+		}
+	}
+	return out
+}
+
+// X509Bundles is Bundles reduced to X.509 authorities, as delivered to
+// agents and workloads.
+func (f *Fetcher) X509Bundles() map[spiffeid.TrustDomain]*x509bundle.Bundle {
+	out := map[spiffeid.TrustDomain]*x509bundle.Bundle{}
+	for td, b := range f.Bundles() {
+		out[td] = b.X509Bundle()
+	}
+	return out
+}
+
+// Status returns the state of every relationship, in configuration order.
+func (f *Fetcher) Status() []Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]Status, len(f.rels))
+	for i, rs := range f.rels {
+		out[i] = rs.status
+	}
+	return out
+}
+
+// current returns the bundle of td held now, for endpoint authentication.
+func (f *Fetcher) current(rs *relState) *spiffebundle.Bundle {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return rs.bundle
+}
+
+func (f *Fetcher) newClient(rs *relState) *http.Client {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: f.cfg.WebRoots}
+	if rs.rel.Profile == ProfileHTTPSSPIFFE {
+		tc = &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			// The chain is verified below against the foreign bundle, and
+			// the SPIFFE ID checked, instead of web PKI and a host name.
+			InsecureSkipVerify: true, //nolint:gosec
+			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+				return f.verifyEndpoint(rs, raw)
+			},
+		}
+	}
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                  http.ProxyFromEnvironment,
+			TLSClientConfig:        tc,
+			TLSHandshakeTimeout:    f.cfg.Timeout,
+			ResponseHeaderTimeout:  f.cfg.Timeout,
+			MaxResponseHeaderBytes: 64 << 10,
+			// Each fetch handshakes again, so the endpoint is checked
+			// against the bundle current at that time.
+			DisableKeepAlives: true,
+		},
+		Timeout: f.cfg.Timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse // a redirect is a non-200 answer
+		},
+	}
+}
+
+// verifyEndpoint checks an https_spiffe endpoint's certificate chain: an
+// X509-SVID of the configured ID that verifies against the bundle of its
+// trust domain held now.
+func (f *Fetcher) verifyEndpoint(rs *relState, raw [][]byte) error {
+	td, want := rs.rel.TrustDomain, rs.rel.EndpointID
+	if len(raw) == 0 || len(raw) > maxEndpointChainCerts {
+		return fmt.Errorf("federation: endpoint presented %d certificates", len(raw))
+	}
+	certs := make([]*x509.Certificate, len(raw))
+	for i, der := range raw {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("federation: endpoint certificate %d: %w", i, err)
+		}
+		certs[i] = c
+	}
+	claimed, err := x509svid.IDFromCert(certs[0])
+	if err != nil {
+		return fmt.Errorf("federation: endpoint certificate is not an X509-SVID: %w", err)
+	}
+	if claimed.TrustDomain() != td {
+		return fmt.Errorf("federation: endpoint SVID %q is in trust domain %q, want %q", claimed, claimed.TrustDomain().Name(), td.Name())
+	}
+	b := f.current(rs)
+	if b == nil || len(b.X509Authorities()) == 0 {
+		return fmt.Errorf("federation: no X.509 authorities of %q to authenticate the endpoint with (revoked or never bootstrapped)", td.Name())
+	}
+	id, _, err := x509svid.Verify(certs, b.X509Bundle())
+	if err != nil {
+		return fmt.Errorf("federation: endpoint SVID does not verify against the current bundle of %q: %w", td.Name(), err)
+	}
+	if id != want {
+		return fmt.Errorf("federation: endpoint SVID is %q, want %q", id, want)
+	}
+	return nil
+}
