@@ -35,6 +35,7 @@ import (
 	"github.com/hallmarkid/hallmark/agent/workloadattest"
 	"github.com/hallmarkid/hallmark/attestors"
 	"github.com/hallmarkid/hallmark/internal/hclconf"
+	"github.com/hallmarkid/hallmark/internal/telemetry"
 	"github.com/hallmarkid/hallmark/internal/uds"
 	"github.com/hallmarkid/hallmark/sds"
 )
@@ -50,6 +51,8 @@ type Agent struct {
 	mgr       *manager.Manager
 	state     *stateDir
 	health    *health.Server
+	metrics   *telemetry.Metrics
+	tele      telemetry.HCLConfig
 
 	mu          sync.Mutex // guards the fields that follow
 	svid        *x509svid.SVID
@@ -58,9 +61,18 @@ type Agent struct {
 
 // New builds an agent from cfg. Nothing connects or listens until Run.
 func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
-	a := &Agent{cfg: cfg, log: log, cache: cache.New(), state: &stateDir{dir: cfg.DataDir}, health: health.NewServer()}
+	a := &Agent{cfg: cfg, log: log, cache: cache.New(), state: &stateDir{dir: cfg.DataDir}, health: health.NewServer(),
+		metrics: telemetry.New(telemetry.Config{})}
 	if err := a.state.init(); err != nil {
 		return nil, err
+	}
+	if b := cfg.Telemetry; b != nil {
+		if err := hclconf.DecodeBlock(*b, &a.tele); err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		if err := a.tele.Validate(); err != nil {
+			return nil, fmt.Errorf("agent: telemetry (%s): %w", b.Pos(), err)
+		}
 	}
 	var err error
 	if a.collector, err = newCollector(cfg, log); err != nil {
@@ -126,7 +138,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	srv := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()))
 	wa := workloadattest.New(a.log.With("subsystem", "workload_attestor"), a.workload...)
-	workloadapi.New(workloadapi.Config{Cache: a.cache, Attestor: wa, Log: a.log.With("subsystem", "workload_api")}).Register(srv)
+	workloadapi.New(workloadapi.Config{Cache: a.cache, Attestor: wa, Metrics: a.metrics, Log: a.log.With("subsystem", "workload_api")}).Register(srv)
 	healthpb.RegisterHealthServer(srv, a.health)
 	servers := []*grpc.Server{srv}
 	listeners := []net.Listener{l}
@@ -150,6 +162,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	errCh := make(chan error, len(servers))
 	for i := range servers {
 		go func() { errCh <- servers[i].Serve(listeners[i]) }()
+	}
+	if a.tele.Enabled() {
+		addr, err := telemetry.Serve(ctx, a.tele.ListenAddress, a.metrics, a.Ready, a.log.With("subsystem", "telemetry"))
+		if err != nil {
+			cancel()
+			for _, s := range servers {
+				s.Stop()
+			}
+			wg.Wait()
+			return fmt.Errorf("agent: telemetry: %w", err)
+		}
+		a.log.Info("Serving metrics and health", "address", addr.String())
 	}
 	a.log.Info("Agent ready", "workload_api_socket", a.cfg.SocketPath, "agent_id", a.currentSVID().ID.String())
 
@@ -211,6 +235,19 @@ func (a *Agent) sds(srv *grpc.Server, wa *workloadattest.Attestor) (*grpc.Server
 	return extra, l, nil
 }
 
+// Ready reports whether the agent has a valid SVID (and so can mint and
+// serve); an agent whose SVID expired is not ready.
+func (a *Agent) Ready(context.Context) error {
+	s := a.currentSVID()
+	if s == nil {
+		return errors.New("no agent SVID yet")
+	}
+	if !time.Now().Before(s.Certificates[0].NotAfter) {
+		return fmt.Errorf("agent SVID expired at %s", s.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
 func (a *Agent) currentSVID() *x509svid.SVID {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -226,6 +263,7 @@ func (a *Agent) setSVID(s *x509svid.SVID, canReattest bool) error {
 	a.canReattest = canReattest
 	a.mu.Unlock()
 	a.client.SetSVID(s)
+	a.metrics.AgentSVIDRotated(s.Certificates[0].NotAfter)
 	return nil
 }
 
@@ -395,7 +433,7 @@ func (a *Agent) healthLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		st := healthpb.HealthCheckResponse_SERVING
-		if s := a.currentSVID(); s == nil || !time.Now().Before(s.Certificates[0].NotAfter) {
+		if a.Ready(ctx) != nil {
 			st = healthpb.HealthCheckResponse_NOT_SERVING
 		}
 		a.health.SetServingStatus("", st)

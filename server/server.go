@@ -29,8 +29,11 @@ import (
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/attestors"
+	"github.com/hallmarkid/hallmark/internal/hclconf"
+	"github.com/hallmarkid/hallmark/internal/telemetry"
 	"github.com/hallmarkid/hallmark/internal/uds"
 	"github.com/hallmarkid/hallmark/server/adminapi"
+	"github.com/hallmarkid/hallmark/server/audit"
 	"github.com/hallmarkid/hallmark/server/ca"
 	"github.com/hallmarkid/hallmark/server/config"
 	"github.com/hallmarkid/hallmark/server/datastore"
@@ -49,6 +52,9 @@ type Server struct {
 	node     *nodeapi.Server
 	admin    *adminapi.Server
 	serverID spiffeid.ID
+	audit    *audit.Log
+	metrics  *telemetry.Metrics
+	tele     telemetry.HCLConfig
 
 	certMu sync.Mutex // guards cert
 	cert   *tls.Certificate
@@ -89,18 +95,22 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		s.store.Close()
 		return nil, err
 	}
+	if err := s.initOps(verifiers); err != nil {
+		s.store.Close()
+		return nil, err
+	}
 	s.node, err = nodeapi.New(nodeapi.Config{
 		TrustDomain: cfg.TrustDomain, Signer: s.ca, Agents: s.store, Entries: s.entries, Verifiers: verifiers,
 		AgentSVIDTTL: cfg.AgentSVIDTTL, DefaultSVIDTTL: cfg.DefaultX509SVIDTTL,
-		Log: log.With("subsystem", "node_api"),
+		Audit: s.audit, Metrics: s.metrics, Log: log.With("subsystem", "node_api"),
 	})
 	if err != nil {
-		s.store.Close()
+		s.close()
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.admin = adminapi.New(adminapi.Config{
 		TrustDomain: cfg.TrustDomain, ServerID: s.serverID, Store: s.store, Entries: s.entries,
-		Evictor: s.node, Bundle: s.ca.Bundle, Ready: s.Ready, Log: log.With("subsystem", "admin_api"),
+		Evictor: s.node, Bundle: s.ca.Bundle, Ready: s.Ready, Audit: s.audit, Log: log.With("subsystem", "admin_api"),
 	})
 	log.Info("Server initialised", "trust_domain", cfg.TrustDomain.Name(), "entries", len(entries),
 		"datastore", cfg.Datastore.Type, "node_attestors", attestorTypes(verifiers))
@@ -113,6 +123,46 @@ func attestorTypes(vs []attestors.NodeVerifier) []string {
 		out[i] = v.Type()
 	}
 	return out
+}
+
+// initOps sets up the audit log (default <data_dir>/audit.log) and metrics.
+func (s *Server) initOps(verifiers []attestors.NodeVerifier) error {
+	ac := audit.HCLConfig{Path: filepath.Join(s.cfg.DataDir, "audit.log")}
+	if b := s.cfg.Audit; b != nil {
+		ac = audit.HCLConfig{}
+		if err := hclconf.DecodeBlock(*b, &ac); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+	}
+	cfg, err := ac.Config()
+	if err != nil {
+		return fmt.Errorf("server: audit: %w", err)
+	}
+	cfg.Log = s.log.With("subsystem", "audit")
+	if s.audit, err = audit.New(cfg); err != nil {
+		return fmt.Errorf("server: audit: %w", err)
+	}
+	if b := s.cfg.Telemetry; b != nil {
+		if err := hclconf.DecodeBlock(*b, &s.tele); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+		if err := s.tele.Validate(); err != nil {
+			return fmt.Errorf("server: telemetry (%s): %w", b.Pos(), err)
+		}
+	}
+	s.metrics = telemetry.New(telemetry.Config{Attestors: attestorTypes(verifiers)})
+	s.metrics.AuditStats(func() (uint64, uint64, uint64) {
+		st := s.audit.Stats()
+		return st.Written, st.Failed, st.Dropped
+	})
+	return nil
+}
+
+func (s *Server) close() {
+	if s.audit != nil {
+		s.audit.Close()
+	}
+	s.store.Close()
 }
 
 // Ready reports whether the datastore and CA are usable.
@@ -130,7 +180,7 @@ func (s *Server) Ready(ctx context.Context) error {
 
 // Run serves until ctx is done.
 func (s *Server) Run(ctx context.Context) error {
-	defer s.store.Close()
+	defer s.close()
 	if _, err := s.serverCert(); err != nil {
 		return err
 	}
@@ -148,15 +198,28 @@ func (s *Server) Run(ctx context.Context) error {
 		grpc.Creds(credentials.NewTLS(s.tlsConfig())),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(16<<20),
+		grpc.ChainUnaryInterceptor(audit.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor()),
 	)
 	apiv1.RegisterNodeServer(nodeSrv, s.node)
-	adminSrv := grpc.NewServer(grpc.MaxRecvMsgSize(256 << 20))
+	adminSrv := grpc.NewServer(grpc.MaxRecvMsgSize(256<<20),
+		grpc.ChainUnaryInterceptor(audit.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor()))
 	apiv1.RegisterAdminServer(adminSrv, s.admin)
 
 	errCh := make(chan error, 2)
 	go func() { errCh <- nodeSrv.Serve(tcp) }()
 	go func() { errCh <- adminSrv.Serve(adminL) }()
 	go s.housekeeping(ctx)
+	if s.tele.Enabled() {
+		addr, err := telemetry.Serve(ctx, s.tele.ListenAddress, s.metrics, s.Ready, s.log.With("subsystem", "telemetry"))
+		if err != nil {
+			nodeSrv.Stop()
+			adminSrv.Stop()
+			return fmt.Errorf("server: telemetry: %w", err)
+		}
+		s.log.Info("Serving metrics and health", "address", addr.String())
+	}
 	s.log.Info("Server ready", "address", tcp.Addr().String(), "admin_socket", s.cfg.SocketPath)
 
 	select {
@@ -184,9 +247,12 @@ func (s *Server) housekeeping(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
+		changed := s.entries.Changed()
+		s.metrics.SetEntries(s.entries.Len())
 		select {
 		case <-ctx.Done():
 			return
+		case <-changed:
 		case <-t.C:
 			if err := s.store.PruneJoinTokens(ctx, time.Now()); err != nil {
 				s.log.Warn("Pruning join tokens failed", "error", err)

@@ -57,16 +57,6 @@ type Config struct {
 	Telemetry *hclconf.Block
 }
 
-// singleBlock returns an optional unlabelled block as an hclconf.Block
-// whose body its owner decodes, or nil when absent.
-func singleBlock(blocks hcl.Blocks, typ string, top hcl.Range, diags *hcl.Diagnostics) *hclconf.Block {
-	b := hclconf.Single(blocks, typ, false, top, diags)
-	if b == nil {
-		return nil
-	}
-	return &hclconf.Block{Type: typ, Kind: typ, Body: b.Body, Range: b.DefRange}
-}
-
 // Logger returns the logger the configuration asks for, writing to LogFile
 // or, when that is empty, to fallback. Close the Closer at shutdown.
 func (c *Config) Logger(fallback io.Writer) (*slog.Logger, io.Closer, error) {
@@ -155,8 +145,8 @@ func Parse(filename string, src []byte, opts ...Option) (*Config, error) {
 		}
 	}
 
-	c.SDS = singleBlock(content.Blocks, "sds", top, &diags)
-	c.Telemetry = singleBlock(content.Blocks, "telemetry", top, &diags)
+	c.SDS = hclconf.Optional(content.Blocks, "sds", top, &diags)
+	c.Telemetry = hclconf.Optional(content.Blocks, "telemetry", top, &diags)
 
 	nodes := hclconf.Labelled(content.Blocks, "node_attestor", &diags)
 	c.WorkloadAttestors = hclconf.Labelled(content.Blocks, "workload_attestor", &diags)

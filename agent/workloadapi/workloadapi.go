@@ -28,10 +28,17 @@ type CallerAttestor interface {
 	Caller(ctx context.Context) (workloadattest.Caller, error)
 }
 
+// Metrics counts open streams; *telemetry.Metrics satisfies it.
+type Metrics interface {
+	StreamOpened(kind string) (closed func())
+}
+
 // Config configures the handler.
 type Config struct {
 	Cache    *cache.Cache
 	Attestor CallerAttestor
+	// Metrics may be nil.
+	Metrics Metrics
 	// PendingWait bounds how long a caller whose entries have no SVID yet
 	// waits before PermissionDenied (default 10s).
 	PendingWait time.Duration
@@ -84,6 +91,9 @@ func (h *Handler) caller(ctx context.Context) (workloadattest.Caller, error) {
 // FetchX509SVID streams the caller's X.509-SVIDs.
 func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
 	ctx := stream.Context()
+	if h.cfg.Metrics != nil {
+		defer h.cfg.Metrics.StreamOpened("workload_api")()
+	}
 	c, err := h.caller(ctx)
 	if err != nil {
 		return err

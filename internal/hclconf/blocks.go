@@ -64,3 +64,14 @@ func validKind(s string) bool {
 func linePos(r hcl.Range) string {
 	return fmt.Sprintf("%s:%d", r.Filename, r.Start.Line)
 }
+
+// Optional returns an optional unlabelled block as a Block whose body its
+// owner decodes later with DecodeBlock, or nil when absent; a duplicate is
+// a diagnostic.
+func Optional(blocks hcl.Blocks, typ string, top hcl.Range, diags *hcl.Diagnostics) *Block {
+	b := Single(blocks, typ, false, top, diags)
+	if b == nil {
+		return nil
+	}
+	return &Block{Type: typ, Kind: typ, Body: b.Body, Range: b.DefRange}
+}

@@ -70,6 +70,15 @@ type Config struct {
 	// NodeAttestors holds one block per node_attestor kind, in file order,
 	// for each verifier to decode with hclconf.DecodeBlock.
 	NodeAttestors []hclconf.Block
+
+	// Optional blocks whose bodies their owners decode strictly; nil when
+	// absent: audit (audit log), telemetry (metrics and health listener),
+	// federation (bundle endpoint and federated trust domains) and
+	// upstream_authority "disk" (the CA becomes an intermediate).
+	Audit             *hclconf.Block
+	Telemetry         *hclconf.Block
+	Federation        *hclconf.Block
+	UpstreamAuthority *hclconf.Block
 }
 
 // Datastore says where registration data is kept.
@@ -128,6 +137,10 @@ var fileSchema = &hcl.BodySchema{
 		{Type: "server"},
 		{Type: "datastore"},
 		{Type: "node_attestor", LabelNames: []string{"kind"}},
+		{Type: "audit"},
+		{Type: "telemetry"},
+		{Type: "federation"},
+		{Type: "upstream_authority", LabelNames: []string{"kind"}},
 	},
 }
 
@@ -150,6 +163,15 @@ func Parse(filename string, src []byte) (*Config, error) {
 	b := hclconf.Single(content.Blocks, "datastore", false, top, &diags)
 	diags = append(diags, c.datastore(b)...)
 	c.NodeAttestors = hclconf.Labelled(content.Blocks, "node_attestor", &diags)
+	c.Audit = hclconf.Optional(content.Blocks, "audit", top, &diags)
+	c.Telemetry = hclconf.Optional(content.Blocks, "telemetry", top, &diags)
+	c.Federation = hclconf.Optional(content.Blocks, "federation", top, &diags)
+	if ups := hclconf.Labelled(content.Blocks, "upstream_authority", &diags); len(ups) > 1 {
+		diags = append(diags, hclconf.Errorf(ups[1].Range, "Duplicate upstream_authority block",
+			"At most one upstream_authority is allowed; %q was already given at %s.", ups[0].Kind, ups[0].Pos()))
+	} else if len(ups) == 1 {
+		c.UpstreamAuthority = &ups[0]
+	}
 
 	if err := hclconf.DiagError(errPrefix, diags); err != nil {
 		return nil, err

@@ -46,6 +46,19 @@ type Auditor interface {
 	Record(ctx context.Context, kind string, fields map[string]any)
 }
 
+// Metrics receives counts and latencies; *telemetry.Metrics satisfies it.
+type Metrics interface {
+	Attestation(attestor, result string)
+	SVIDIssued(kind string, took time.Duration)
+	ObservePropagation(lag time.Duration)
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) Attestation(string, string)       {}
+func (nopMetrics) SVIDIssued(string, time.Duration) {}
+func (nopMetrics) ObservePropagation(time.Duration) {}
+
 // Reattester is an optional power of a verifier doing continuous
 // attestation (TPM): every renewal must carry fresh evidence, and the agent
 // SVID lives at most twice the interval so the agent renews — and proves
@@ -69,6 +82,7 @@ type Config struct {
 	// BundleChanged, when set, returns a channel closed at the next bundle change.
 	BundleChanged func() <-chan struct{}
 	Audit         Auditor
+	Metrics       Metrics
 	Log           *slog.Logger
 	Clock         func() time.Time
 }
@@ -104,6 +118,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Audit == nil {
 		cfg.Audit = nopAudit{}
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = nopMetrics{}
 	}
 	s := &Server{cfg: cfg, verifiers: make(map[string]attestors.NodeVerifier), streams: make(map[string]map[*agentStream]struct{})}
 	for _, v := range cfg.Verifiers {
@@ -164,6 +181,8 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 			audit["result"] = "accepted"
 			log.Info("Agent attested", "attestor", audit["attestor"], "agent_id", audit["agent_id"])
 		}
+		attestor, _ := audit["attestor"].(string)
+		s.cfg.Metrics.Attestation(attestor, audit["result"].(string))
 		s.cfg.Audit.Record(ctx, "attestation", audit)
 	}()
 
@@ -247,10 +266,12 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 			ttl = 2 * iv
 		}
 	}
+	signStart := time.Now()
 	certs, err := s.cfg.Signer.SignX509SVID(ctx, ca.X509SVIDParams{ID: res.AgentID, PublicKey: csr.PublicKey, TTL: ttl})
 	if err != nil {
 		return status.Errorf(codes.Internal, "sign agent SVID: %v", err)
 	}
+	s.cfg.Metrics.SVIDIssued("agent", time.Since(signStart))
 	leaf := certs[0]
 	now := s.cfg.Clock()
 	rec := datastore.Agent{

@@ -47,9 +47,17 @@ func (s *Server) Sync(_ *apiv1.SyncRequest, stream apiv1.Node_SyncServer) error 
 		}
 		authorized, rev := s.cfg.Entries.Authorized(agentID, rec.Selectors)
 		resp := &apiv1.SyncResponse{Full: first, Revision: rev}
+		now := s.cfg.Clock()
 		for id, e := range authorized {
 			if r, ok := sent[id]; ok && r == e.Revision {
 				continue
+			}
+			if !first {
+				// Commit → push to this agent; the entry's creation time
+				// stands in for its last change.
+				if lag := now.Sub(e.CreatedAt); lag >= 0 && lag < time.Minute {
+					s.cfg.Metrics.ObservePropagation(lag)
+				}
 			}
 			sent[id] = e.Revision
 			resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(e))
@@ -189,9 +197,11 @@ func (s *Server) signEntry(ctx context.Context, e registration.Entry, csrDER []b
 	if ttl == 0 {
 		ttl = s.cfg.DefaultSVIDTTL
 	}
+	start := time.Now()
 	certs, err := s.cfg.Signer.SignX509SVID(ctx, ca.X509SVIDParams{ID: e.SPIFFEID, PublicKey: csr.PublicKey, TTL: ttl, DNSNames: e.DNSNames})
 	if err != nil {
 		return nil, "", err
 	}
+	s.cfg.Metrics.SVIDIssued("workload", time.Since(start))
 	return svidProto(e.SPIFFEID, certs), certs[0].SerialNumber.String(), nil
 }
