@@ -1,0 +1,4 @@
+package federation
+
+// CheckSequence exposes checkSequence to the fuzz target.
+var CheckSequence = checkSequence
