@@ -1,6 +1,7 @@
 package federation_test
 
 import (
+	"context"
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
@@ -242,5 +243,31 @@ func TestEndpointDocumentShape(t *testing.T) {
 	var keys []map[string]any
 	if err := json.Unmarshal(doc["keys"], &keys); err != nil || len(keys) != 1 || keys[0]["use"] != "x509-svid" {
 		t.Errorf("keys %s", doc["keys"])
+	}
+}
+
+func TestEndpointListenAndServe(t *testing.T) {
+	t.Parallel()
+	ca := newCA(t, "a.test")
+	src := &source{}
+	src.set(1, ca.cert)
+	svid := ca.svid(t, "spiffe://a.test/hallmark/server")
+	mk := func(addr string) *federation.Endpoint {
+		e, err := federation.NewEndpoint(federation.EndpointConfig{Address: addr, Profile: federation.ProfileHTTPSSPIFFE,
+			GetCertificate: func() (*tls.Certificate, error) { return svid, nil }, Bundle: src.get})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	if err := mk("127.0.0.1:-1").ListenAndServe(t.Context()); err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Fatalf("bad address: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- mk("127.0.0.1:0").ListenAndServe(ctx) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("shutdown: %v", err)
 	}
 }
