@@ -346,3 +346,23 @@ func TestWatchStopsOnClose(t *testing.T) {
 		t.Fatal("WatchEntryChanges still running after Close")
 	}
 }
+
+// TestWatchIdleCheck: a quiet listener checks its connection and keeps
+// it; it neither reconnects (no extra 0) nor misses what comes later.
+func TestWatchIdleCheck(t *testing.T) {
+	t.Cleanup(postgres.SetWatchIdle(20 * time.Millisecond)) // runs after the watcher stopped
+	a, b, _ := twoServers(t)
+	w := watch(t, b)
+	if got := w.next(t); got != 0 {
+		t.Fatalf("first report = %d, want 0", got)
+	}
+	select {
+	case rev := <-w.revs:
+		t.Fatalf("report %d while nothing changed (reconnected?)", rev)
+	case <-time.After(300 * time.Millisecond): // 15 idle checks
+	}
+	e := createOne(t, a, entry("/late"))
+	if got := w.next(t); got != e.Revision {
+		t.Errorf("report %d, want %d", got, e.Revision)
+	}
+}

@@ -11,12 +11,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
+// watchIdle is how long the listener waits for a notification before it
+// checks that its connection is still alive (a variable for tests).
+var watchIdle = 30 * time.Second
+
 // Timings of WatchEntryChanges.
 const (
-	// watchIdle is how long the listener waits for a notification before it
-	// checks that its connection is still alive.
-	watchIdle = 30 * time.Second
-	// watchPing bounds that check.
+	// watchPing bounds the liveness check.
 	watchPing = 5 * time.Second
 	// Reconnection backoff doubles from watchBackoffMin up to
 	// watchBackoffMax and starts again after a successful LISTEN.
