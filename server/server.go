@@ -39,6 +39,7 @@ import (
 	"github.com/hallmarkid/hallmark/server/datastore"
 	"github.com/hallmarkid/hallmark/server/datastore/sqlite"
 	"github.com/hallmarkid/hallmark/server/entrycache"
+	"github.com/hallmarkid/hallmark/server/federation"
 	"github.com/hallmarkid/hallmark/server/nodeapi"
 )
 
@@ -55,6 +56,8 @@ type Server struct {
 	audit    *audit.Log
 	metrics  *telemetry.Metrics
 	tele     telemetry.HCLConfig
+	fed      *federation.Fetcher  // nil without federated trust domains
+	fedEP    *federation.Endpoint // nil without a bundle endpoint
 
 	certMu sync.Mutex // guards cert
 	cert   *tls.Certificate
@@ -97,6 +100,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	}
 	if err := s.initOps(verifiers); err != nil {
 		s.store.Close()
+		return nil, err
+	}
+	if err := s.initFederation(); err != nil {
+		s.close()
 		return nil, err
 	}
 	s.node, err = nodeapi.New(nodeapi.Config{
@@ -158,6 +165,37 @@ func (s *Server) initOps(verifiers []attestors.NodeVerifier) error {
 	return nil
 }
 
+// initFederation builds the bundle endpoint and the federated bundle
+// fetcher from the federation block.
+func (s *Server) initFederation() error {
+	if s.cfg.Federation == nil {
+		return nil
+	}
+	fs, diags := federation.ParseHCL(s.cfg.Federation.Body, s.cfg.TrustDomain)
+	if err := hclconf.DiagError("config", diags); err != nil {
+		return err
+	}
+	flog := s.log.With("subsystem", "federation")
+	var err error
+	if len(fs.Relationships) > 0 {
+		s.fed, err = federation.NewFetcher(federation.FetcherConfig{
+			TrustDomain: s.cfg.TrustDomain, Relationships: fs.Relationships, Store: s.store, Log: flog,
+		})
+		if err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+	}
+	if fs.Endpoint != nil {
+		ec := fs.Endpoint.Config()
+		ec.TrustDomain, ec.GetCertificate, ec.Log = s.cfg.TrustDomain, s.serverCert, s.log.With("subsystem", "bundle_endpoint")
+		ec.Bundle = federation.NewSequencer(s.store, flog).Source(s.ca.Bundle, nil)
+		if s.fedEP, err = federation.NewEndpoint(ec); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+	}
+	return nil
+}
+
 func (s *Server) close() {
 	if s.audit != nil {
 		s.audit.Close()
@@ -207,9 +245,19 @@ func (s *Server) Run(ctx context.Context) error {
 		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor()))
 	apiv1.RegisterAdminServer(adminSrv, s.admin)
 
-	errCh := make(chan error, 2)
+	errCh := make(chan error, 3)
 	go func() { errCh <- nodeSrv.Serve(tcp) }()
 	go func() { errCh <- adminSrv.Serve(adminL) }()
+	if s.fed != nil {
+		go func() { _ = s.fed.Run(ctx) }()
+	}
+	if s.fedEP != nil {
+		go func() {
+			if err := s.fedEP.ListenAndServe(ctx); err != nil {
+				errCh <- fmt.Errorf("bundle endpoint: %w", err)
+			}
+		}()
+	}
 	go s.housekeeping(ctx)
 	if s.tele.Enabled() {
 		addr, err := telemetry.Serve(ctx, s.tele.ListenAddress, s.metrics, s.Ready, s.log.With("subsystem", "telemetry"))
