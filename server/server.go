@@ -32,11 +32,13 @@ import (
 	"github.com/hallmarkid/hallmark/internal/hclconf"
 	"github.com/hallmarkid/hallmark/internal/telemetry"
 	"github.com/hallmarkid/hallmark/internal/uds"
+	"github.com/hallmarkid/hallmark/registration"
 	"github.com/hallmarkid/hallmark/server/adminapi"
 	"github.com/hallmarkid/hallmark/server/audit"
 	"github.com/hallmarkid/hallmark/server/ca"
 	"github.com/hallmarkid/hallmark/server/config"
 	"github.com/hallmarkid/hallmark/server/datastore"
+	"github.com/hallmarkid/hallmark/server/datastore/postgres"
 	"github.com/hallmarkid/hallmark/server/datastore/sqlite"
 	"github.com/hallmarkid/hallmark/server/entrycache"
 	"github.com/hallmarkid/hallmark/server/federation"
@@ -56,8 +58,11 @@ type Server struct {
 	audit    *audit.Log
 	metrics  *telemetry.Metrics
 	tele     telemetry.HCLConfig
-	fed      *federation.Fetcher  // nil without federated trust domains
-	fedEP    *federation.Endpoint // nil without a bundle endpoint
+	// cursor is the store revision the cache has caught up to through the
+	// change feed; only the catch-up goroutine touches it after New.
+	cursor int64
+	fed    *federation.Fetcher  // nil without federated trust domains
+	fedEP  *federation.Endpoint // nil without a bundle endpoint
 
 	certMu sync.Mutex // guards cert
 	cert   *tls.Certificate
@@ -71,6 +76,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	switch cfg.Datastore.Type {
 	case config.DatastoreSQLite:
 		s.store, err = sqlite.Open(ctx, cfg.Datastore.Path, log.With("subsystem", "datastore"))
+	case config.DatastorePostgres:
+		s.store, err = postgres.Open(ctx, cfg.Datastore.ConnectionString, log.With("subsystem", "datastore"))
 	default:
 		err = fmt.Errorf("datastore type %q is not supported by this build", cfg.Datastore.Type)
 	}
@@ -92,6 +99,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		return nil, fmt.Errorf("server: load entries: %w", err)
 	}
 	s.entries.Reset(entries, rev)
+	s.cursor = rev
 
 	verifiers, err := s.verifiers()
 	if err != nil {
@@ -259,6 +267,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 	}
 	go s.housekeeping(ctx)
+	if n, ok := s.store.(datastore.ChangeNotifier); ok {
+		go s.followChanges(ctx, n)
+	}
 	if s.tele.Enabled() {
 		addr, err := telemetry.Serve(ctx, s.tele.ListenAddress, s.metrics, s.Ready, s.log.With("subsystem", "telemetry"))
 		if err != nil {
@@ -288,6 +299,91 @@ func (s *Server) Run(ctx context.Context) error {
 		adminSrv.Stop()
 	}
 	return err
+}
+
+// followChanges keeps the entry cache current with changes committed by
+// other servers sharing the database: every notification (0 after a
+// reconnect: "you may have missed some") triggers a catch-up from the
+// last revision seen, coalesced so a burst costs one pass.
+func (s *Server) followChanges(ctx context.Context, n datastore.ChangeNotifier) {
+	kick := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-kick:
+			}
+			if err := s.catchUp(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("Catching up with entry changes failed; retrying", "error", err)
+				time.Sleep(time.Second)
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	backoff := time.Second
+	for ctx.Err() == nil {
+		err := n.WatchEntryChanges(ctx, func(int64) {
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("Entry change feed stopped; restarting", "error", err)
+		time.Sleep(backoff)
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// maxEventsByLookup bounds the events applied one lookup at a time; a
+// larger gap reloads all entries instead (the cache diffs by revision, so
+// agents still receive only what changed).
+const maxEventsByLookup = 256
+
+func (s *Server) catchUp(ctx context.Context) error {
+	events, err := s.store.EntryEventsSince(ctx, s.cursor)
+	if errors.Is(err, datastore.ErrEventsPruned) || (err == nil && len(events) > maxEventsByLookup) {
+		entries, rev, err := s.store.ListEntries(ctx)
+		if err != nil {
+			return err
+		}
+		s.entries.Reset(entries, rev)
+		s.cursor = rev
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	var upserts []registration.Entry
+	var deleted []string
+	for _, ev := range events {
+		if ev.Deleted {
+			deleted = append(deleted, ev.EntryID)
+			continue
+		}
+		e, err := s.store.GetEntry(ctx, ev.EntryID)
+		if errors.Is(err, datastore.ErrNotFound) {
+			deleted = append(deleted, ev.EntryID) // deleted by a later event
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		upserts = append(upserts, e)
+	}
+	rev := events[len(events)-1].Revision
+	s.entries.Apply(upserts, deleted, rev)
+	s.cursor = rev
+	return nil
 }
 
 // housekeeping prunes expired join tokens and renews the server certificate.

@@ -30,7 +30,12 @@ type agentOpts struct {
 	extra      string
 	noWait     bool
 	insecure   bool
+	serverAddr string
 }
+
+// WithServerAddress points the agent at addr (e.g. a load balancer)
+// instead of the server's own address.
+func WithServerAddress(addr string) AgentOption { return func(o *agentOpts) { o.serverAddr = addr } }
 
 // InsecureBootstrap configures the agent without a trust bundle.
 func InsecureBootstrap() AgentOption { return func(o *agentOpts) { o.insecure = true } }
@@ -59,6 +64,10 @@ func (e *Env) StartAgent(srv *Server, token string, opts ...AgentOption) *Agent 
 	}
 	a := &Agent{env: e, Dir: dir, SocketPath: filepath.Join(dir, "public", "api.sock"), ConfigPath: filepath.Join(dir, "agent.hcl"), token: token}
 	trust := fmt.Sprintf("trust_bundle_path = %q", srv.BundlePath())
+	addr := srv.Address
+	if o.serverAddr != "" {
+		addr = o.serverAddr
+	}
 	if o.insecure {
 		trust = "insecure_bootstrap = true"
 	}
@@ -72,7 +81,7 @@ func (e *Env) StartAgent(srv *Server, token string, opts ...AgentOption) *Agent 
   %s
 }
 %s
-`, TrustDomain, srv.Address, trust, filepath.Join(dir, "data"), a.SocketPath, o.extraAgent, o.extra))
+`, TrustDomain, addr, trust, filepath.Join(dir, "data"), a.SocketPath, o.extraAgent, o.extra))
 	a.start(!o.noWait)
 	return a
 }

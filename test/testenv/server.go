@@ -30,7 +30,12 @@ type ServerOption func(*serverOpts)
 type serverOpts struct {
 	extraServer string // extra lines in the server block
 	extra       string // extra top-level HCL
+	caFrom      *Server
 }
+
+// WithCAFrom starts the server with a copy of other's CA key and
+// certificate (HA servers share one CA).
+func WithCAFrom(other *Server) ServerOption { return func(o *serverOpts) { o.caFrom = other } }
 
 // WithServerHCL adds lines to the server block.
 func WithServerHCL(lines string) ServerOption {
@@ -66,6 +71,28 @@ func (e *Env) StartServer(opts ...ServerOption) *Server {
 }
 %s
 `, TrustDomain, port, filepath.Join(dir, "data"), s.SocketPath, o.extraServer, o.extra))
+	if o.caFrom != nil {
+		src, dst := filepath.Join(o.caFrom.Dir, "data", "ca"), filepath.Join(dir, "data", "ca")
+		if err := os.MkdirAll(dst, 0o700); err != nil {
+			e.t.Fatal(err)
+		}
+		ents, err := os.ReadDir(src)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, ent := range ents {
+			b, err := os.ReadFile(filepath.Join(src, ent.Name()))
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dst, ent.Name()), b, 0o600); err != nil {
+				e.t.Fatal(err)
+			}
+		}
+		if err := os.Chmod(filepath.Join(dir, "data"), 0o700); err != nil {
+			e.t.Fatal(err)
+		}
+	}
 	s.Start()
 	return s
 }
