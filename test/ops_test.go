@@ -75,10 +75,10 @@ func TestAuditLogAndMetrics(t *testing.T) {
 	agMetrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	srv := env.StartServer(testenv.WithHCL(`
 audit {
-  path  = "`+auditPath+`"
+  path  = "` + auditPath + `"
   fsync = "always"
 }
-telemetry { listen_address = "`+srvMetrics+`" }`))
+telemetry { listen_address = "` + srvMetrics + `" }`))
 	tok := srv.Token()
 	ag := env.StartAgent(srv, tok, testenv.WithAgentTopHCL(`telemetry { listen_address = "`+agMetrics+`" }`))
 	const want = "spiffe://example.org/audited"
