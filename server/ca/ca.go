@@ -9,8 +9,11 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/url"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,10 +22,8 @@ import (
 	"github.com/hallmarkid/hallmark/registration"
 )
 
-// DefaultTTL is the lifetime of a newly created root when Config.TTL is 0.
-// It is a week, not a year, so that a leaked key ages out; until rotation
-// exists, an operator must replace an expiring root by hand (New warns when
-// 1/6 of the lifetime remains).
+// DefaultTTL is the lifetime of a newly created authority when Config.TTL
+// is 0. Run replaces the active authority well before it expires.
 const DefaultTTL = 7 * 24 * time.Hour
 
 // Backdate is how far before "now" certificates start being valid, to
@@ -35,42 +36,71 @@ const Organization = "Hallmark"
 // maxCNLen is the X.520 upper bound on a commonName.
 const maxCNLen = 64
 
+// sharedTimeout bounds one read or write of the shared state.
+const sharedTimeout = 10 * time.Second
+
 // Config configures a CA.
 type Config struct {
-	// TrustDomain is the trust domain the CA is the root of. Required.
+	// TrustDomain is the trust domain the CA is the authority of. Required.
 	TrustDomain spiffeid.TrustDomain
-	// KeyType of a newly created root: KeyTypeECP256 (default when empty),
-	// KeyTypeECP384 or KeyTypeRSA2048. A persisted root keeps its own type.
+	// KeyType of newly created authorities: KeyTypeECP256 (default when
+	// empty), KeyTypeECP384 or KeyTypeRSA2048. A persisted authority keeps
+	// its own type; the next one made by rotation has the configured type.
 	KeyType string
-	// TTL is the lifetime of a newly created root; 0 means DefaultTTL.
+	// TTL is the lifetime of a newly created authority; 0 means DefaultTTL.
+	// With an upstream CA, an intermediate never outlives the upstream.
 	TTL time.Duration
-	// Dir holds the persisted key and certificate; created with mode 0700.
+	// Dir holds the persisted authorities; created with mode 0700.
 	Dir string
 	// Clock returns the current time; nil means time.Now.
 	Clock func() time.Time
-	// Log receives warnings about the root; nil discards them.
+	// Log receives rotation events and warnings; nil discards them.
 	Log *slog.Logger
+
+	// UpstreamCertPath and UpstreamKeyPath, when set, name an existing CA
+	// (PEM; the certificate file may continue with its intermediates and
+	// root) whose key signs the server's authorities, which are then
+	// intermediates; Bundle is then the upstream trust anchors.
+	UpstreamCertPath, UpstreamKeyPath string
+	// UpstreamBundlePath optionally names the upstream trust anchors (PEM);
+	// when empty, the self-signed certificates of UpstreamCertPath are.
+	UpstreamBundlePath string
+
+	// Shared, when set, is where servers sharing one database agree on the
+	// authority set (see the package documentation for the trade-off: the
+	// private keys are stored there). SharedNotFound is the error GetKV
+	// returns (errors.Is) for an absent key, e.g. datastore.ErrNotFound.
+	Shared         KVStore
+	SharedNotFound error
 }
 
-// authority is one signing key and its certificate. It is immutable.
-type authority struct {
-	signer crypto.Signer
-	cert   *x509.Certificate
-	bundle []*x509.Certificate
-}
-
-// CA signs X.509-SVIDs for one trust domain. It is safe for concurrent use.
+// CA signs X.509-SVIDs for one trust domain and rotates its authorities.
+// It is safe for concurrent use.
 type CA struct {
-	td    spiffeid.TrustDomain
-	clock func() time.Time
-	log   *slog.Logger
-	cur   atomic.Pointer[authority] // swapped as a whole, never mutated
+	td       spiffeid.TrustDomain
+	keyType  string
+	ttl      time.Duration
+	dir      string
+	clock    func() time.Time
+	log      *slog.Logger
+	up       *upstream // nil: self-signed roots
+	shared   KVStore
+	notFound error
+
+	cur atomic.Pointer[snapshot] // swapped as a whole, never mutated
+
+	mu             sync.Mutex // serialises state changes; guards the field that follows
+	warnedUpstream bool
+
+	chMu    sync.Mutex // guards changed
+	changed chan struct{}
 }
 
-// New loads the CA persisted in cfg.Dir, or creates and persists a new
-// self-signed root when the directory holds neither file. A restart keeps
-// the same key and certificate. Corrupt, half-present or mismatched files
-// are reported as errors and never overwritten.
+// New loads the CA persisted in cfg.Dir (and, with cfg.Shared, the state
+// the servers share, which wins), or creates and persists a new authority
+// when there is none. A restart keeps the same authorities and roles.
+// Corrupt, half-present or mismatched files are reported as errors and
+// never overwritten. New does not rotate: Run does.
 func New(cfg Config) (*CA, error) {
 	if cfg.TrustDomain.IsZero() {
 		return nil, errors.New("ca: TrustDomain is required")
@@ -95,106 +125,199 @@ func New(cfg Config) (*CA, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	ca := &CA{td: cfg.TrustDomain, clock: cfg.Clock, log: cfg.Log}
-
+	if cfg.Shared != nil && cfg.SharedNotFound == nil {
+		return nil, errors.New("ca: SharedNotFound is required with Shared")
+	}
+	if (cfg.UpstreamCertPath == "") != (cfg.UpstreamKeyPath == "") || (cfg.UpstreamBundlePath != "" && cfg.UpstreamCertPath == "") {
+		return nil, errors.New("ca: upstream: both the certificate and the key file are required")
+	}
+	ca := &CA{
+		td: cfg.TrustDomain, keyType: cfg.KeyType, ttl: cfg.TTL, dir: cfg.Dir, clock: cfg.Clock, log: cfg.Log,
+		shared: cfg.Shared, notFound: cfg.SharedNotFound, changed: make(chan struct{}),
+	}
 	if err := prepareDir(cfg.Dir); err != nil {
 		return nil, err
 	}
-	st, err := load(cfg.Dir, cfg.TrustDomain)
-	switch {
-	case errors.Is(err, errNoCA):
-		st, err = create(cfg)
+	now := ca.clock()
+	if cfg.UpstreamCertPath != "" {
+		up, err := loadUpstream(cfg.UpstreamCertPath, cfg.UpstreamKeyPath, cfg.UpstreamBundlePath, now)
 		if err != nil {
 			return nil, err
 		}
-		cfg.Log.Info("created new CA root", "trust_domain", cfg.TrustDomain.Name(), "key_type", cfg.KeyType,
-			"serial", st.cert.SerialNumber.Text(16), "not_after", st.cert.NotAfter, "dir", cfg.Dir)
-	case err != nil:
-		return nil, err
-	default:
-		kt, _ := keyTypeOf(st.signer) // validated by load
-		if kt != cfg.KeyType {
-			cfg.Log.Warn("persisted CA key type differs from configuration; keeping the persisted key",
-				"persisted", kt, "configured", cfg.KeyType, "dir", cfg.Dir)
-		}
-		cfg.Log.Info("loaded CA root", "trust_domain", cfg.TrustDomain.Name(), "key_type", kt,
-			"serial", st.cert.SerialNumber.Text(16), "not_after", st.cert.NotAfter)
+		ca.up = up
+		ca.log.Info("using upstream CA", "subject", up.cert.Subject.String(), "not_after", up.cert.NotAfter,
+			"trust_anchors", len(up.roots))
 	}
-	ca.warnExpiry(st.cert)
-	ca.cur.Store(&authority{signer: st.signer, cert: st.cert, bundle: []*x509.Certificate{st.cert}})
+
+	local, legacy, err := ca.loadLocal(now)
+	if err != nil {
+		return nil, err
+	}
+	base := local
+	sharedMissing := false
+	if ca.shared != nil {
+		ds, _, err := ca.readShared(context.Background())
+		switch {
+		case errors.Is(err, errSharedMissing):
+			sharedMissing = true
+		case err != nil && local == nil:
+			return nil, err
+		case err != nil:
+			ca.log.Warn("shared CA state unreadable; starting from the local copy", "error", err)
+		default:
+			base = ds
+		}
+	}
+
+	var s *snapshot
+	dirty := false
+	if base == nil {
+		a, err := mint(ca.td, ca.keyType, ca.ttl, ca.up, now)
+		if err != nil {
+			return nil, err
+		}
+		a.activatedAt = now
+		s = ca.build(1, a, nil, nil, 0, "", now)
+		if ca.shared == nil && ca.up == nil {
+			// The single-root layout of earlier versions: key and
+			// certificate files, until the first rotation.
+			if err := save(ca.dir, a.signer, a.cert); err != nil {
+				return nil, err
+			}
+		} else {
+			dirty = true
+		}
+		ca.log.Info("created new CA authority", "trust_domain", ca.td.Name(), "key_type", ca.keyType,
+			"id", a.id, "intermediate", !a.root, "not_after", a.cert.NotAfter, "dir", ca.dir)
+	} else {
+		var d bool
+		s, d, err = ca.fromState(base, nil, now)
+		if err != nil {
+			return nil, err
+		}
+		dirty = d || sharedMissing
+		kt, _ := keyTypeOf(s.active.signer)
+		if kt != ca.keyType {
+			ca.log.Warn("persisted CA key type differs from configuration; keeping the persisted key until the next rotation",
+				"persisted", kt, "configured", ca.keyType, "dir", ca.dir)
+		}
+		ca.log.Info("loaded CA authorities", "trust_domain", ca.td.Name(), "key_type", kt, "active", s.active.id,
+			"serial", s.active.cert.SerialNumber.Text(16), "not_after", s.active.cert.NotAfter,
+			"authorities", len(s.all()), "legacy_layout", legacy, "shared", ca.shared != nil)
+	}
+	if base != nil && base != local && local != nil {
+		// Authorities this server signed with survive adoption of the
+		// shared state, so that what they signed keeps verifying.
+		var had []*authority
+		for _, e := range local.entries {
+			if !e.foreign {
+				had = append(had, e.a)
+			}
+		}
+		if k := ca.keepSigned(s, had, now); k != s {
+			s, dirty = k, true
+		}
+	}
+	switch {
+	case dirty:
+		s.version++
+		if err := ca.persist(context.Background(), s); err != nil {
+			return nil, err
+		}
+	case base != local:
+		// Adopted the shared state as it is: keep a local copy.
+		data, err := encodeState(ca.td, s)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeStateFile(ca.dir, data); err != nil {
+			return nil, err
+		}
+	}
+	ca.cur.Store(s)
+	if ca.shared != nil && sharedMissing {
+		// Another server may have written at the same moment: converge on
+		// whatever the store holds now.
+		ca.mu.Lock()
+		err := ca.syncShared(context.Background(), now)
+		ca.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+	}
+	ca.warnExpiry(ca.cur.Load().active.cert)
 	return ca, nil
 }
 
-// create makes a new self-signed root and persists it.
-func create(cfg Config) (*stored, error) {
-	signer, err := generateKey(cfg.KeyType)
-	if err != nil {
-		return nil, fmt.Errorf("ca: generate key: %w", err)
+// loadLocal reads the state in Dir: the state file, else the single-root
+// layout of earlier versions, else nothing (nil, no error).
+func (ca *CA) loadLocal(now time.Time) (ds *decodedState, legacy bool, err error) {
+	data, err := readStateFile(ca.dir)
+	switch {
+	case err == nil:
+		ds, err := decodeState(data, ca.td, ca.up)
+		if err != nil {
+			return nil, false, fmt.Errorf("ca: state file %s/%s: %w", ca.dir, StateFileName, err)
+		}
+		return ds, false, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, false, err
 	}
-	skid, err := subjectKeyID(signer.Public())
-	if err != nil {
-		return nil, fmt.Errorf("ca: subject key ID: %w", err)
+	st, err := load(ca.dir, ca.td)
+	switch {
+	case errors.Is(err, errNoCA):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, err
 	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, err
-	}
-	now := cfg.Clock()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject: pkix.Name{
-			Organization: []string{Organization},
-			CommonName:   "Hallmark CA " + cfg.TrustDomain.Name(),
-		},
-		NotBefore:             now.Add(-Backdate),
-		NotAfter:              now.Add(cfg.TTL),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		SubjectKeyId:          skid,
-		URIs:                  []*url.URL{cfg.TrustDomain.ID().URL()},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, signer.Public(), signer)
-	if err != nil {
-		return nil, fmt.Errorf("ca: create root certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("ca: parse root certificate: %w", err)
-	}
-	if err := save(cfg.Dir, signer, cert); err != nil {
-		return nil, err
-	}
-	return &stored{signer: signer, cert: cert}, nil
+	a := &authority{id: authorityID(st.cert), signer: st.signer, cert: st.cert, root: true,
+		publishedAt: st.cert.NotBefore, activatedAt: st.cert.NotBefore}
+	return &decodedState{entries: []stateEntry{{a: a, status: statusActive}}}, true, nil
 }
 
-// warnExpiry logs when the root is expired, not yet valid, or within 1/6
-// of its lifetime from expiry.
+// warnExpiry logs when the active authority is expired, not yet valid, or
+// within 1/6 of its lifetime from expiry.
 func (ca *CA) warnExpiry(cert *x509.Certificate) {
 	now := ca.clock()
 	lifetime := cert.NotAfter.Sub(cert.NotBefore)
 	left := cert.NotAfter.Sub(now)
 	switch {
 	case !now.Before(cert.NotAfter):
-		ca.log.Warn("CA root has expired; no SVIDs can be signed until it is replaced (rotation is not implemented yet)",
+		ca.log.Warn("CA authority has expired; no SVIDs can be signed until Run replaces it",
 			"not_after", cert.NotAfter)
 	case now.Before(cert.NotBefore):
-		ca.log.Warn("CA root is not valid yet; check the clock", "not_before", cert.NotBefore, "now", now)
+		ca.log.Warn("CA authority is not valid yet; check the clock", "not_before", cert.NotBefore, "now", now)
 	case left < lifetime/6:
-		ca.log.Warn("CA root expires soon (rotation is not implemented yet)", "not_after", cert.NotAfter, "remaining", left)
+		ca.log.Warn("CA authority expires soon; Run rotates it", "not_after", cert.NotAfter, "remaining", left)
 	}
 }
 
-// Bundle returns the trust anchors of the trust domain (today the one
-// root). The slice is a fresh copy; the certificates must not be modified.
+// Bundle returns the trust anchors of the trust domain: the CA's own roots
+// (active, prepared and not-yet-expired old ones), or with an upstream CA
+// its roots. The slice is a fresh copy; the certificates must not be
+// modified.
 func (ca *CA) Bundle() []*x509.Certificate {
-	b := ca.cur.Load().bundle
-	return append([]*x509.Certificate(nil), b...)
+	return slices.Clone(ca.cur.Load().bundle)
 }
 
-// Certificate returns the CA certificate that signs SVIDs.
+// BundleChanged returns a channel that is closed at the next change of
+// Bundle's contents.
+func (ca *CA) BundleChanged() <-chan struct{} {
+	ca.chMu.Lock()
+	defer ca.chMu.Unlock()
+	return ca.changed
+}
+
+// BundleSequence returns a number that grows whenever Bundle's contents
+// change; it survives restarts (and is shared through Config.Shared).
+func (ca *CA) BundleSequence() uint64 {
+	return ca.cur.Load().seq
+}
+
+// Certificate returns the CA certificate that signs SVIDs now (the
+// server's intermediate when there is an upstream CA).
 func (ca *CA) Certificate() *x509.Certificate {
-	return ca.cur.Load().cert
+	return ca.cur.Load().active.cert
 }
 
 // X509SVIDParams describes one X.509-SVID to sign. The caller has already
@@ -213,8 +336,10 @@ type X509SVIDParams struct {
 	DNSNames []string
 }
 
-// SignX509SVID signs a leaf certificate for p and returns the chain, leaf
-// first (today just the leaf; intermediates will follow it).
+// SignX509SVID signs a leaf certificate for p with the active authority
+// and returns the chain, leaf first: just the leaf under a self-signed
+// root; the leaf, the server's intermediate and the upstream's
+// intermediates (not its root) with an upstream CA.
 func (ca *CA) SignX509SVID(ctx context.Context, p X509SVIDParams) ([]*x509.Certificate, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("ca: sign X.509-SVID: %w", err)
@@ -246,7 +371,7 @@ func (ca *CA) SignX509SVID(ctx context.Context, p X509SVIDParams) ([]*x509.Certi
 		}
 	}
 
-	a := ca.cur.Load()
+	a := ca.cur.Load().active
 	now := ca.clock()
 	if now.Before(a.cert.NotBefore) {
 		return nil, fmt.Errorf("ca: sign X.509-SVID: CA certificate is not valid until %s (clock skew?)", a.cert.NotBefore.UTC().Format(time.RFC3339))
@@ -300,5 +425,9 @@ func (ca *CA) SignX509SVID(ctx context.Context, p X509SVIDParams) ([]*x509.Certi
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign X.509-SVID: parse issued certificate: %w", err)
 	}
-	return []*x509.Certificate{leaf}, nil
+	if len(a.chain) == 0 {
+		return []*x509.Certificate{leaf}, nil
+	}
+	out := make([]*x509.Certificate, 0, 1+len(a.chain))
+	return append(append(out, leaf), a.chain...), nil
 }

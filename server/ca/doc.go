@@ -1,12 +1,47 @@
-// Package ca owns the server's X.509 certificate authority: the self-signed
-// root of the trust domain, its persistence on disk (PKCS#8 key, PEM
-// certificate, written atomically), the signing of X.509-SVIDs for SPIFFE IDs
-// the caller has already authorised, and the parsing of untrusted CSRs.
+// Package ca owns the server's X.509 certificate authority: the authorities
+// of the trust domain (self-signed roots, or intermediates of an upstream CA
+// read from disk), their rotation, their persistence (Dir, written
+// atomically, keys 0600; optionally shared with other servers through a KV
+// store), the signing of X.509-SVIDs for SPIFFE IDs the caller has already
+// authorised, and the parsing of untrusted CSRs.
 //
 // The CA never takes identity from a CSR: only its public key is used, and
 // the leaf carries exactly the SPIFFE ID passed in X509SVIDParams.
 //
+// # Rotation
+//
+// The CA holds an active authority (it signs), at most one prepared next
+// authority, and old ones. Run (through Rotate) prepares the next authority
+// at 1/2 of the active lifetime and publishes it in Bundle at once, so
+// agents and workloads trust it before anything is signed with it; it
+// activates it at 5/6 of the active lifetime, and never sooner than 1/12 of
+// that lifetime after publishing it (unless the active one expires first);
+// old authorities stay in Bundle until they expire and are then pruned.
+// Leaves never outlive their issuer. The schedule is a function of the
+// lifetimes only, so short TTLs rotate quickly. BundleChanged and
+// BundleSequence let the Node API push each change.
+//
+// With an upstream CA, every authority is an intermediate (CA, path length
+// 0, URI SAN of the trust domain, NotAfter no later than the upstream's),
+// SVID chains carry it and the upstream's intermediates, and Bundle is the
+// upstream trust anchors: rotation then rarely changes the bundle.
+//
+// # Several servers
+//
+// With Config.Shared, the whole authority state — private keys included —
+// is one versioned document under SharedStateKey in the database the
+// servers share. That makes every server able to sign with the same
+// authority and keeps bundles identical, at a price: whoever can read that
+// row (database administrators, backups) holds the CA keys, so the
+// database must be protected like the CA itself. Per-server authorities
+// would avoid that but multiply the trust anchors; we chose one key set.
+// The KV store has no compare-and-swap, so agreement is by convergence:
+// each server re-reads the document before every rotation step and on
+// every poll, adopts it when it differs, and writes its own change back.
+// When two servers prepare at once, the last write wins and the other
+// drops its unused candidate on its next read; an authority a server has
+// signed with is never dropped before it expires (it is merged back as
+// old), so nothing it issued stops verifying.
+//
 // It must not import the datastore, the API layer, attestors, or agent/.
-// Rotation of the root is not implemented yet: New warns when the persisted
-// root is expired or within 1/6 of its lifetime of expiry.
 package ca
