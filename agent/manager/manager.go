@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/hallmarkid/hallmark/agent/cache"
+	"github.com/hallmarkid/hallmark/agent/client"
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/internal/apiconv"
 	"github.com/hallmarkid/hallmark/internal/x509util"
@@ -52,6 +53,9 @@ type Config struct {
 	OnEvicted func(error)
 	Log       *slog.Logger
 	Clock     func() time.Time
+
+	// JWT, when set, receives the JWT bundle pushed by the server.
+	JWT *cache.JWTStore
 }
 
 // Manager runs the sync and mint loops.
@@ -140,6 +144,13 @@ func (m *Manager) syncOnce(ctx context.Context) error {
 				if m.cfg.OnBundle != nil {
 					m.cfg.OnBundle(certs)
 				}
+			}
+		}
+		if jb := msg.GetJwtBundle(); jb != nil && m.cfg.JWT != nil {
+			if b, err := client.ParseJWTBundle(m.cfg.TrustDomain, jb); err != nil {
+				m.cfg.Log.Error("Ignoring malformed JWT bundle from server", "error", err)
+			} else {
+				m.cfg.JWT.SetBundle(b)
 			}
 		}
 		if msg.GetFull() || len(msg.GetUpserts()) > 0 || len(msg.GetDeletedIds()) > 0 {

@@ -397,11 +397,14 @@ type SyncResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// full is set on the first message of a stream: upserts then holds every
 	// authorised entry and the agent must drop entries it does not list.
-	Full          bool     `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
-	Upserts       []*Entry `protobuf:"bytes,2,rep,name=upserts,proto3" json:"upserts,omitempty"`
-	DeletedIds    []string `protobuf:"bytes,3,rep,name=deleted_ids,json=deletedIds,proto3" json:"deleted_ids,omitempty"`
-	Bundle        *Bundle  `protobuf:"bytes,4,opt,name=bundle,proto3" json:"bundle,omitempty"` // set when the bundle changed (always on the first message)
-	Revision      int64    `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
+	Full       bool     `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
+	Upserts    []*Entry `protobuf:"bytes,2,rep,name=upserts,proto3" json:"upserts,omitempty"`
+	DeletedIds []string `protobuf:"bytes,3,rep,name=deleted_ids,json=deletedIds,proto3" json:"deleted_ids,omitempty"`
+	Bundle     *Bundle  `protobuf:"bytes,4,opt,name=bundle,proto3" json:"bundle,omitempty"` // set when the bundle changed (always on the first message)
+	Revision   int64    `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
+	// jwt_bundle is set when the JWT signing keys changed (always on the
+	// first message when the server issues JWT-SVIDs).
+	JwtBundle     *JWTBundle `protobuf:"bytes,6,opt,name=jwt_bundle,json=jwtBundle,proto3" json:"jwt_bundle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -471,6 +474,119 @@ func (x *SyncResponse) GetRevision() int64 {
 	return 0
 }
 
+func (x *SyncResponse) GetJwtBundle() *JWTBundle {
+	if x != nil {
+		return x.JwtBundle
+	}
+	return nil
+}
+
+// JWTKey is a public key that signs JWT-SVIDs.
+type JWTKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	PublicKey     []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`  // PKIX, DER
+	ExpiresAt     int64                  `protobuf:"varint,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"` // unix seconds; 0 = no expiry
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JWTKey) Reset() {
+	*x = JWTKey{}
+	mi := &file_api_v1_node_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JWTKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JWTKey) ProtoMessage() {}
+
+func (x *JWTKey) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_node_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
+func (*JWTKey) Descriptor() ([]byte, []int) {
+	return file_api_v1_node_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *JWTKey) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *JWTKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *JWTKey) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
+// JWTBundle is the trust domain's JWT signing keys.
+type JWTBundle struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*JWTKey              `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JWTBundle) Reset() {
+	*x = JWTBundle{}
+	mi := &file_api_v1_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JWTBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JWTBundle) ProtoMessage() {}
+
+func (x *JWTBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JWTBundle.ProtoReflect.Descriptor instead.
+func (*JWTBundle) Descriptor() ([]byte, []int) {
+	return file_api_v1_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *JWTBundle) GetKeys() []*JWTKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
 type SVIDRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	EntryId       string                 `protobuf:"bytes,1,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
@@ -481,7 +597,7 @@ type SVIDRequest struct {
 
 func (x *SVIDRequest) Reset() {
 	*x = SVIDRequest{}
-	mi := &file_api_v1_node_proto_msgTypes[7]
+	mi := &file_api_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +609,7 @@ func (x *SVIDRequest) String() string {
 func (*SVIDRequest) ProtoMessage() {}
 
 func (x *SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_node_proto_msgTypes[7]
+	mi := &file_api_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +622,7 @@ func (x *SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SVIDRequest.ProtoReflect.Descriptor instead.
 func (*SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_api_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SVIDRequest) GetEntryId() string {
@@ -532,7 +648,7 @@ type BatchSignX509SVIDRequest struct {
 
 func (x *BatchSignX509SVIDRequest) Reset() {
 	*x = BatchSignX509SVIDRequest{}
-	mi := &file_api_v1_node_proto_msgTypes[8]
+	mi := &file_api_v1_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +660,7 @@ func (x *BatchSignX509SVIDRequest) String() string {
 func (*BatchSignX509SVIDRequest) ProtoMessage() {}
 
 func (x *BatchSignX509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_node_proto_msgTypes[8]
+	mi := &file_api_v1_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +673,7 @@ func (x *BatchSignX509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchSignX509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*BatchSignX509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_api_v1_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BatchSignX509SVIDRequest) GetRequests() []*SVIDRequest {
@@ -578,7 +694,7 @@ type SVIDResult struct {
 
 func (x *SVIDResult) Reset() {
 	*x = SVIDResult{}
-	mi := &file_api_v1_node_proto_msgTypes[9]
+	mi := &file_api_v1_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +706,7 @@ func (x *SVIDResult) String() string {
 func (*SVIDResult) ProtoMessage() {}
 
 func (x *SVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_node_proto_msgTypes[9]
+	mi := &file_api_v1_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +719,7 @@ func (x *SVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SVIDResult.ProtoReflect.Descriptor instead.
 func (*SVIDResult) Descriptor() ([]byte, []int) {
-	return file_api_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_api_v1_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SVIDResult) GetEntryId() string {
@@ -636,7 +752,7 @@ type BatchSignX509SVIDResponse struct {
 
 func (x *BatchSignX509SVIDResponse) Reset() {
 	*x = BatchSignX509SVIDResponse{}
-	mi := &file_api_v1_node_proto_msgTypes[10]
+	mi := &file_api_v1_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +764,7 @@ func (x *BatchSignX509SVIDResponse) String() string {
 func (*BatchSignX509SVIDResponse) ProtoMessage() {}
 
 func (x *BatchSignX509SVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_node_proto_msgTypes[10]
+	mi := &file_api_v1_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,12 +777,176 @@ func (x *BatchSignX509SVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchSignX509SVIDResponse.ProtoReflect.Descriptor instead.
 func (*BatchSignX509SVIDResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_api_v1_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BatchSignX509SVIDResponse) GetResults() []*SVIDResult {
 	if x != nil {
 		return x.Results
+	}
+	return nil
+}
+
+type NewJWTSVIDRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EntryId       string                 `protobuf:"bytes,1,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
+	Audience      []string               `protobuf:"bytes,2,rep,name=audience,proto3" json:"audience,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NewJWTSVIDRequest) Reset() {
+	*x = NewJWTSVIDRequest{}
+	mi := &file_api_v1_node_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NewJWTSVIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NewJWTSVIDRequest) ProtoMessage() {}
+
+func (x *NewJWTSVIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_node_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NewJWTSVIDRequest.ProtoReflect.Descriptor instead.
+func (*NewJWTSVIDRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_node_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *NewJWTSVIDRequest) GetEntryId() string {
+	if x != nil {
+		return x.EntryId
+	}
+	return ""
+}
+
+func (x *NewJWTSVIDRequest) GetAudience() []string {
+	if x != nil {
+		return x.Audience
+	}
+	return nil
+}
+
+type JWTSVID struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	ExpiresAt     int64                  `protobuf:"varint,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"` // unix seconds
+	IssuedAt      int64                  `protobuf:"varint,4,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`    // unix seconds
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JWTSVID) Reset() {
+	*x = JWTSVID{}
+	mi := &file_api_v1_node_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JWTSVID) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JWTSVID) ProtoMessage() {}
+
+func (x *JWTSVID) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_node_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JWTSVID.ProtoReflect.Descriptor instead.
+func (*JWTSVID) Descriptor() ([]byte, []int) {
+	return file_api_v1_node_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *JWTSVID) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JWTSVID) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *JWTSVID) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
+func (x *JWTSVID) GetIssuedAt() int64 {
+	if x != nil {
+		return x.IssuedAt
+	}
+	return 0
+}
+
+type NewJWTSVIDResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Svid          *JWTSVID               `protobuf:"bytes,1,opt,name=svid,proto3" json:"svid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NewJWTSVIDResponse) Reset() {
+	*x = NewJWTSVIDResponse{}
+	mi := &file_api_v1_node_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NewJWTSVIDResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NewJWTSVIDResponse) ProtoMessage() {}
+
+func (x *NewJWTSVIDResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_node_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NewJWTSVIDResponse.ProtoReflect.Descriptor instead.
+func (*NewJWTSVIDResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_node_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *NewJWTSVIDResponse) GetSvid() *JWTSVID {
+	if x != nil {
+		return x.Svid
 	}
 	return nil
 }
@@ -695,14 +975,24 @@ const file_api_v1_node_proto_rawDesc = "" +
 	"\tchallenge\x18\x01 \x01(\fH\x00R\tchallenge\x123\n" +
 	"\x06result\x18\x02 \x01(\v2\x19.hallmark.v1.AttestResultH\x00R\x06resultB\x06\n" +
 	"\x04step\"\r\n" +
-	"\vSyncRequest\"\xba\x01\n" +
+	"\vSyncRequest\"\xf1\x01\n" +
 	"\fSyncResponse\x12\x12\n" +
 	"\x04full\x18\x01 \x01(\bR\x04full\x12,\n" +
 	"\aupserts\x18\x02 \x03(\v2\x12.hallmark.v1.EntryR\aupserts\x12\x1f\n" +
 	"\vdeleted_ids\x18\x03 \x03(\tR\n" +
 	"deletedIds\x12+\n" +
 	"\x06bundle\x18\x04 \x01(\v2\x13.hallmark.v1.BundleR\x06bundle\x12\x1a\n" +
-	"\brevision\x18\x05 \x01(\x03R\brevision\":\n" +
+	"\brevision\x18\x05 \x01(\x03R\brevision\x125\n" +
+	"\n" +
+	"jwt_bundle\x18\x06 \x01(\v2\x16.hallmark.v1.JWTBundleR\tjwtBundle\"]\n" +
+	"\x06JWTKey\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\x03R\texpiresAt\"4\n" +
+	"\tJWTBundle\x12'\n" +
+	"\x04keys\x18\x01 \x03(\v2\x13.hallmark.v1.JWTKeyR\x04keys\":\n" +
 	"\vSVIDRequest\x12\x19\n" +
 	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\"P\n" +
@@ -714,13 +1004,26 @@ const file_api_v1_node_proto_rawDesc = "" +
 	"\x04svid\x18\x02 \x01(\v2\x15.hallmark.v1.X509SVIDR\x04svid\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\"N\n" +
 	"\x19BatchSignX509SVIDResponse\x121\n" +
-	"\aresults\x18\x01 \x03(\v2\x17.hallmark.v1.SVIDResultR\aresults2\xbb\x02\n" +
+	"\aresults\x18\x01 \x03(\v2\x17.hallmark.v1.SVIDResultR\aresults\"J\n" +
+	"\x11NewJWTSVIDRequest\x12\x19\n" +
+	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x1a\n" +
+	"\baudience\x18\x02 \x03(\tR\baudience\"x\n" +
+	"\aJWTSVID\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\x03R\texpiresAt\x12\x1b\n" +
+	"\tissued_at\x18\x04 \x01(\x03R\bissuedAt\">\n" +
+	"\x12NewJWTSVIDResponse\x12(\n" +
+	"\x04svid\x18\x01 \x01(\v2\x14.hallmark.v1.JWTSVIDR\x04svid2\x8a\x03\n" +
 	"\x04Node\x12E\n" +
 	"\x06Attest\x12\x1a.hallmark.v1.AttestRequest\x1a\x1b.hallmark.v1.AttestResponse(\x010\x01\x12I\n" +
 	"\n" +
 	"RenewAgent\x12\x1a.hallmark.v1.AttestRequest\x1a\x1b.hallmark.v1.AttestResponse(\x010\x01\x12=\n" +
 	"\x04Sync\x12\x18.hallmark.v1.SyncRequest\x1a\x19.hallmark.v1.SyncResponse0\x01\x12b\n" +
-	"\x11BatchSignX509SVID\x12%.hallmark.v1.BatchSignX509SVIDRequest\x1a&.hallmark.v1.BatchSignX509SVIDResponseB-Z+github.com/hallmarkid/hallmark/api/v1;apiv1b\x06proto3"
+	"\x11BatchSignX509SVID\x12%.hallmark.v1.BatchSignX509SVIDRequest\x1a&.hallmark.v1.BatchSignX509SVIDResponse\x12M\n" +
+	"\n" +
+	"NewJWTSVID\x12\x1e.hallmark.v1.NewJWTSVIDRequest\x1a\x1f.hallmark.v1.NewJWTSVIDResponseB-Z+github.com/hallmarkid/hallmark/api/v1;apiv1b\x06proto3"
 
 var (
 	file_api_v1_node_proto_rawDescOnce sync.Once
@@ -734,7 +1037,7 @@ func file_api_v1_node_proto_rawDescGZIP() []byte {
 	return file_api_v1_node_proto_rawDescData
 }
 
-var file_api_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_api_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_api_v1_node_proto_goTypes = []any{
 	(*AttestationData)(nil),           // 0: hallmark.v1.AttestationData
 	(*AttestParams)(nil),              // 1: hallmark.v1.AttestParams
@@ -743,40 +1046,50 @@ var file_api_v1_node_proto_goTypes = []any{
 	(*AttestResponse)(nil),            // 4: hallmark.v1.AttestResponse
 	(*SyncRequest)(nil),               // 5: hallmark.v1.SyncRequest
 	(*SyncResponse)(nil),              // 6: hallmark.v1.SyncResponse
-	(*SVIDRequest)(nil),               // 7: hallmark.v1.SVIDRequest
-	(*BatchSignX509SVIDRequest)(nil),  // 8: hallmark.v1.BatchSignX509SVIDRequest
-	(*SVIDResult)(nil),                // 9: hallmark.v1.SVIDResult
-	(*BatchSignX509SVIDResponse)(nil), // 10: hallmark.v1.BatchSignX509SVIDResponse
-	(*X509SVID)(nil),                  // 11: hallmark.v1.X509SVID
-	(*Bundle)(nil),                    // 12: hallmark.v1.Bundle
-	(*Selector)(nil),                  // 13: hallmark.v1.Selector
-	(*Entry)(nil),                     // 14: hallmark.v1.Entry
+	(*JWTKey)(nil),                    // 7: hallmark.v1.JWTKey
+	(*JWTBundle)(nil),                 // 8: hallmark.v1.JWTBundle
+	(*SVIDRequest)(nil),               // 9: hallmark.v1.SVIDRequest
+	(*BatchSignX509SVIDRequest)(nil),  // 10: hallmark.v1.BatchSignX509SVIDRequest
+	(*SVIDResult)(nil),                // 11: hallmark.v1.SVIDResult
+	(*BatchSignX509SVIDResponse)(nil), // 12: hallmark.v1.BatchSignX509SVIDResponse
+	(*NewJWTSVIDRequest)(nil),         // 13: hallmark.v1.NewJWTSVIDRequest
+	(*JWTSVID)(nil),                   // 14: hallmark.v1.JWTSVID
+	(*NewJWTSVIDResponse)(nil),        // 15: hallmark.v1.NewJWTSVIDResponse
+	(*X509SVID)(nil),                  // 16: hallmark.v1.X509SVID
+	(*Bundle)(nil),                    // 17: hallmark.v1.Bundle
+	(*Selector)(nil),                  // 18: hallmark.v1.Selector
+	(*Entry)(nil),                     // 19: hallmark.v1.Entry
 }
 var file_api_v1_node_proto_depIdxs = []int32{
 	0,  // 0: hallmark.v1.AttestParams.data:type_name -> hallmark.v1.AttestationData
 	1,  // 1: hallmark.v1.AttestRequest.params:type_name -> hallmark.v1.AttestParams
-	11, // 2: hallmark.v1.AttestResult.svid:type_name -> hallmark.v1.X509SVID
-	12, // 3: hallmark.v1.AttestResult.bundle:type_name -> hallmark.v1.Bundle
-	13, // 4: hallmark.v1.AttestResult.selectors:type_name -> hallmark.v1.Selector
+	16, // 2: hallmark.v1.AttestResult.svid:type_name -> hallmark.v1.X509SVID
+	17, // 3: hallmark.v1.AttestResult.bundle:type_name -> hallmark.v1.Bundle
+	18, // 4: hallmark.v1.AttestResult.selectors:type_name -> hallmark.v1.Selector
 	3,  // 5: hallmark.v1.AttestResponse.result:type_name -> hallmark.v1.AttestResult
-	14, // 6: hallmark.v1.SyncResponse.upserts:type_name -> hallmark.v1.Entry
-	12, // 7: hallmark.v1.SyncResponse.bundle:type_name -> hallmark.v1.Bundle
-	7,  // 8: hallmark.v1.BatchSignX509SVIDRequest.requests:type_name -> hallmark.v1.SVIDRequest
-	11, // 9: hallmark.v1.SVIDResult.svid:type_name -> hallmark.v1.X509SVID
-	9,  // 10: hallmark.v1.BatchSignX509SVIDResponse.results:type_name -> hallmark.v1.SVIDResult
-	2,  // 11: hallmark.v1.Node.Attest:input_type -> hallmark.v1.AttestRequest
-	2,  // 12: hallmark.v1.Node.RenewAgent:input_type -> hallmark.v1.AttestRequest
-	5,  // 13: hallmark.v1.Node.Sync:input_type -> hallmark.v1.SyncRequest
-	8,  // 14: hallmark.v1.Node.BatchSignX509SVID:input_type -> hallmark.v1.BatchSignX509SVIDRequest
-	4,  // 15: hallmark.v1.Node.Attest:output_type -> hallmark.v1.AttestResponse
-	4,  // 16: hallmark.v1.Node.RenewAgent:output_type -> hallmark.v1.AttestResponse
-	6,  // 17: hallmark.v1.Node.Sync:output_type -> hallmark.v1.SyncResponse
-	10, // 18: hallmark.v1.Node.BatchSignX509SVID:output_type -> hallmark.v1.BatchSignX509SVIDResponse
-	15, // [15:19] is the sub-list for method output_type
-	11, // [11:15] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	19, // 6: hallmark.v1.SyncResponse.upserts:type_name -> hallmark.v1.Entry
+	17, // 7: hallmark.v1.SyncResponse.bundle:type_name -> hallmark.v1.Bundle
+	8,  // 8: hallmark.v1.SyncResponse.jwt_bundle:type_name -> hallmark.v1.JWTBundle
+	7,  // 9: hallmark.v1.JWTBundle.keys:type_name -> hallmark.v1.JWTKey
+	9,  // 10: hallmark.v1.BatchSignX509SVIDRequest.requests:type_name -> hallmark.v1.SVIDRequest
+	16, // 11: hallmark.v1.SVIDResult.svid:type_name -> hallmark.v1.X509SVID
+	11, // 12: hallmark.v1.BatchSignX509SVIDResponse.results:type_name -> hallmark.v1.SVIDResult
+	14, // 13: hallmark.v1.NewJWTSVIDResponse.svid:type_name -> hallmark.v1.JWTSVID
+	2,  // 14: hallmark.v1.Node.Attest:input_type -> hallmark.v1.AttestRequest
+	2,  // 15: hallmark.v1.Node.RenewAgent:input_type -> hallmark.v1.AttestRequest
+	5,  // 16: hallmark.v1.Node.Sync:input_type -> hallmark.v1.SyncRequest
+	10, // 17: hallmark.v1.Node.BatchSignX509SVID:input_type -> hallmark.v1.BatchSignX509SVIDRequest
+	13, // 18: hallmark.v1.Node.NewJWTSVID:input_type -> hallmark.v1.NewJWTSVIDRequest
+	4,  // 19: hallmark.v1.Node.Attest:output_type -> hallmark.v1.AttestResponse
+	4,  // 20: hallmark.v1.Node.RenewAgent:output_type -> hallmark.v1.AttestResponse
+	6,  // 21: hallmark.v1.Node.Sync:output_type -> hallmark.v1.SyncResponse
+	12, // 22: hallmark.v1.Node.BatchSignX509SVID:output_type -> hallmark.v1.BatchSignX509SVIDResponse
+	15, // 23: hallmark.v1.Node.NewJWTSVID:output_type -> hallmark.v1.NewJWTSVIDResponse
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_node_proto_init() }
@@ -799,7 +1112,7 @@ func file_api_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_node_proto_rawDesc), len(file_api_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ const (
 	Node_RenewAgent_FullMethodName        = "/hallmark.v1.Node/RenewAgent"
 	Node_Sync_FullMethodName              = "/hallmark.v1.Node/Sync"
 	Node_BatchSignX509SVID_FullMethodName = "/hallmark.v1.Node/BatchSignX509SVID"
+	Node_NewJWTSVID_FullMethodName        = "/hallmark.v1.Node/NewJWTSVID"
 )
 
 // NodeClient is the client API for Node service.
@@ -45,6 +46,9 @@ type NodeClient interface {
 	Sync(ctx context.Context, in *SyncRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SyncResponse], error)
 	// BatchSignX509SVID signs workload SVIDs for entries authorised for the agent.
 	BatchSignX509SVID(ctx context.Context, in *BatchSignX509SVIDRequest, opts ...grpc.CallOption) (*BatchSignX509SVIDResponse, error)
+	// NewJWTSVID signs a JWT-SVID for an entry authorised for the agent, for
+	// the given audience. The server holds the signing keys.
+	NewJWTSVID(ctx context.Context, in *NewJWTSVIDRequest, opts ...grpc.CallOption) (*NewJWTSVIDResponse, error)
 }
 
 type nodeClient struct {
@@ -110,6 +114,16 @@ func (c *nodeClient) BatchSignX509SVID(ctx context.Context, in *BatchSignX509SVI
 	return out, nil
 }
 
+func (c *nodeClient) NewJWTSVID(ctx context.Context, in *NewJWTSVIDRequest, opts ...grpc.CallOption) (*NewJWTSVIDResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NewJWTSVIDResponse)
+	err := c.cc.Invoke(ctx, Node_NewJWTSVID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
@@ -130,6 +144,9 @@ type NodeServer interface {
 	Sync(*SyncRequest, grpc.ServerStreamingServer[SyncResponse]) error
 	// BatchSignX509SVID signs workload SVIDs for entries authorised for the agent.
 	BatchSignX509SVID(context.Context, *BatchSignX509SVIDRequest) (*BatchSignX509SVIDResponse, error)
+	// NewJWTSVID signs a JWT-SVID for an entry authorised for the agent, for
+	// the given audience. The server holds the signing keys.
+	NewJWTSVID(context.Context, *NewJWTSVIDRequest) (*NewJWTSVIDResponse, error)
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -151,6 +168,9 @@ func (UnimplementedNodeServer) Sync(*SyncRequest, grpc.ServerStreamingServer[Syn
 }
 func (UnimplementedNodeServer) BatchSignX509SVID(context.Context, *BatchSignX509SVIDRequest) (*BatchSignX509SVIDResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BatchSignX509SVID not implemented")
+}
+func (UnimplementedNodeServer) NewJWTSVID(context.Context, *NewJWTSVIDRequest) (*NewJWTSVIDResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NewJWTSVID not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -216,6 +236,24 @@ func _Node_BatchSignX509SVID_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_NewJWTSVID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NewJWTSVIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).NewJWTSVID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_NewJWTSVID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).NewJWTSVID(ctx, req.(*NewJWTSVIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -226,6 +264,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BatchSignX509SVID",
 			Handler:    _Node_BatchSignX509SVID_Handler,
+		},
+		{
+			MethodName: "NewJWTSVID",
+			Handler:    _Node_NewJWTSVID_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -85,6 +85,10 @@ type Config struct {
 	Metrics       Metrics
 	Log           *slog.Logger
 	Clock         func() time.Time
+
+	// JWTSigner, when set, signs JWT-SVIDs (NewJWTSVID) and its keys are
+	// pushed to agents in Sync. Without it NewJWTSVID is Unimplemented.
+	JWTSigner JWTSigner
 }
 
 // Server implements apiv1.NodeServer.

@@ -39,6 +39,7 @@ func (s *Server) Sync(_ *apiv1.SyncRequest, stream apiv1.Node_SyncServer) error 
 	sent := make(map[string]int64) // entry ID → revision sent
 	first := true
 	var bundleCh <-chan struct{}
+	jwtCh := s.jwtChanged()
 	for {
 		changed := s.cfg.Entries.Changed()
 		sendBundle := first
@@ -70,6 +71,7 @@ func (s *Server) Sync(_ *apiv1.SyncRequest, stream apiv1.Node_SyncServer) error 
 		}
 		if sendBundle {
 			resp.Bundle = s.bundleProto()
+			resp.JwtBundle = s.jwtBundleProto()
 		}
 		if first || len(resp.Upserts) > 0 || len(resp.DeletedIds) > 0 || resp.Bundle != nil {
 			if err := stream.Send(resp); err != nil {
@@ -91,6 +93,12 @@ func (s *Server) Sync(_ *apiv1.SyncRequest, stream apiv1.Node_SyncServer) error 
 			bundleCh = nil
 			first = false
 			if err := stream.Send(&apiv1.SyncResponse{Bundle: s.bundleProto(), Revision: rev}); err != nil {
+				return err
+			}
+		case <-jwtCh:
+			jwtCh = s.jwtChanged()
+			first = false
+			if err := stream.Send(&apiv1.SyncResponse{JwtBundle: s.jwtBundleProto(), Revision: rev}); err != nil {
 				return err
 			}
 		case <-as.kick:
