@@ -10,3 +10,9 @@ func DecodeState(data []byte, td spiffeid.TrustDomain) error {
 	_, err := decodeState(data, td, nil)
 	return err
 }
+
+// ParseCertsPEM exposes the parser of upstream certificate and bundle files.
+func ParseCertsPEM(data []byte) (int, error) {
+	certs, err := parseCertsPEM(data)
+	return len(certs), err
+}

@@ -144,11 +144,11 @@ func parseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 		}
 		certs = append(certs, c)
 	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("unexpected data after the PEM blocks")
-	}
 	if len(certs) == 0 {
 		return nil, errors.New("no PEM certificate found")
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
+		return nil, errors.New("unexpected data after the PEM blocks")
 	}
 	return certs, nil
 }
