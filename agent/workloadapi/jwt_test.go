@@ -517,3 +517,45 @@ func containsAud(auds []string, a string) bool {
 	}
 	return false
 }
+
+// BenchmarkFetchJWTSVIDCached is a stock client's FetchJWTSVID served from
+// the agent's token cache (attestation included, no server call).
+func BenchmarkFetchJWTSVIDCached(b *testing.B) {
+	f := newJWTFixture(b)
+	f.add("w", 1, me())
+	ctx := context.Background()
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr(f.addr))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	for b.Loop() {
+		if _, err := client.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "svc"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if n := f.minter.calls.Load(); n != 1 {
+		b.Fatalf("%d server calls, want 1", n)
+	}
+}
+
+// BenchmarkValidateJWTSVID is a stock client's ValidateJWTSVID round trip.
+func BenchmarkValidateJWTSVID(b *testing.B) {
+	f := newJWTFixture(b)
+	f.add("w", 1, me())
+	ctx := context.Background()
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr(f.addr))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	s, err := client.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "svc"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := client.ValidateJWTSVID(ctx, s.Marshal(), "svc"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
