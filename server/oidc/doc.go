@@ -1,0 +1,10 @@
+// Package oidc serves the trust domain's JWT signing keys the way OIDC
+// relying parties (AWS IAM OIDC providers, GCP workload identity
+// federation, Vault's JWT auth) expect them: an OpenID discovery document
+// at <issuer>/.well-known/openid-configuration and a JWKS at
+// <issuer>/keys. Tokens must then carry the same issuer in "iss"
+// (jwtsigner.Config.Issuer).
+//
+// It only publishes public keys; it must not import the signer's private
+// key material, the datastore or the API layer.
+package oidc
