@@ -94,8 +94,8 @@ func (ca *CA) nextWake() time.Duration {
 }
 
 // canPrepare reports whether a successor of active could outlive it: with
-// an upstream CA that expires no later than active, it cannot (and a
-// warning says so, once).
+// an upstream CA that expires no later than active, it cannot (Rotate then
+// warns once).
 func (ca *CA) canPrepare(active *authority) bool {
 	if ca.up == nil || ca.up.cert.NotAfter.After(active.cert.NotAfter) {
 		return true
