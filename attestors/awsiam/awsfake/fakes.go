@@ -114,7 +114,7 @@ type STS struct {
 	URL string
 	// Reply, when set, replaces the answer to a correctly signed request,
 	// to test the handling of odd STS answers.
-	Reply func(id Identity) (status int, body string)
+	Reply func(id Identity) (status int, header http.Header, body string)
 	// Now is the fake's clock (default time.Now).
 	Now func() time.Time
 
@@ -209,7 +209,10 @@ func (s *STS) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	id := ids[akid]
 	if s.Reply != nil {
-		st, b := s.Reply(id)
+		st, h, b := s.Reply(id)
+		for k, v := range h {
+			w.Header()[k] = v
+		}
 		w.Header().Set("Content-Type", "text/xml")
 		w.WriteHeader(st)
 		io.WriteString(w, b)
