@@ -3,9 +3,18 @@ package test
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -115,6 +124,103 @@ func TestCARotationMTLS(t *testing.T) {
 	if maxBundle < 2 {
 		t.Fatalf("the bundle never held more than %d authority: the next one was not published ahead", maxBundle)
 	}
+}
+
+// TestUpstreamCAMTLS runs the server under an upstream CA read from disk:
+// workloads receive [leaf, intermediate] chains, their bundle is the
+// upstream root alone, and mTLS keeps working while the intermediate
+// rotates.
+//
+// Both tests use a 20 s CA lifetime: a leaf signed just before an
+// activation lives at most 1/6 of it and the agent renews it at half that,
+// so the renewal margin is ~1/12 of the CA lifetime (1.8 s here; 14 h with
+// the default week). Shorter lifetimes make the test depend on how busy
+// the machine is.
+func TestUpstreamCAMTLS(t *testing.T) {
+	env := testenv.New(t)
+	root, certPath, keyPath := writeUpstream(t, env.Dir)
+	srv := env.StartServer(testenv.WithServerHCL(`ca_ttl = "20s"
+  default_x509_svid_ttl = "6s"
+  agent_svid_ttl = "8s"`), testenv.WithHCL(fmt.Sprintf(`upstream_authority "disk" {
+  cert_file_path = %q
+  key_file_path  = %q
+}`, certPath, keyPath)))
+	ag := env.StartAgent(srv, srv.Token())
+	idA := spiffeid.RequireFromString("spiffe://example.org/upstream/a")
+	idB := spiffeid.RequireFromString("spiffe://example.org/upstream/b")
+	for _, id := range []spiffeid.ID{idA, idB} {
+		srv.CreateEntry(id.String(), ag.ID(), "-selector", uidSelector())
+		waitForSVID(t, ag.Addr(), id.String())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srcA := pickSource(t, ctx, ag.Addr(), idA)
+	srcB := pickSource(t, ctx, ag.Addr(), idB)
+	lnB := echoServer(t, ctx, srcB, idA)
+
+	intermediates := map[string]bool{}
+	deadline := time.Now().Add(45 * time.Second)
+	exchanges := 0
+	for len(intermediates) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("saw %d intermediates in 45 s, want a rotation", len(intermediates))
+		}
+		if err := exchange(ctx, srcA, idB, lnB); err != nil {
+			t.Fatalf("mTLS exchange %d failed: %v", exchanges, err)
+		}
+		exchanges++
+		s, err := srcA.GetX509SVID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(s.Certificates) != 2 || s.Certificates[1].CheckSignatureFrom(root) != nil {
+			t.Fatalf("SVID chain has %d certificates, want [leaf, intermediate signed by the upstream]", len(s.Certificates))
+		}
+		intermediates[hex.EncodeToString(s.Certificates[1].SubjectKeyId)] = true
+		b, err := srcA.GetX509BundleForTrustDomain(idA.TrustDomain())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if auths := b.X509Authorities(); len(auths) != 1 || !auths[0].Equal(root) {
+			t.Fatalf("bundle holds %d authorities, want the upstream root only", len(auths))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%d intermediates, %d exchanges", len(intermediates), exchanges)
+}
+
+// writeUpstream makes a P-256 root CA and writes its certificate and key
+// (mode 0600) into dir.
+func writeUpstream(t *testing.T, dir string) (root *x509.Certificate, certPath, keyPath string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{Organization: []string{"Corp"}, CommonName: "Corp Root CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root, err = x509.ParseCertificate(der); err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath = filepath.Join(dir, "upstream.crt"), filepath.Join(dir, "upstream.key")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return root, certPath, keyPath
 }
 
 // pickSource returns an X509Source that serves the SVID for id.
