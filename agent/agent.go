@@ -48,6 +48,7 @@ type Agent struct {
 	workload  []attestors.WorkloadAttestor
 	client    *client.Client
 	cache     *cache.Cache
+	jwt       *cache.JWTStore
 	mgr       *manager.Manager
 	state     *stateDir
 	health    *health.Server
@@ -61,7 +62,7 @@ type Agent struct {
 
 // New builds an agent from cfg. Nothing connects or listens until Run.
 func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
-	a := &Agent{cfg: cfg, log: log, cache: cache.New(), state: &stateDir{dir: cfg.DataDir}, health: health.NewServer(),
+	a := &Agent{cfg: cfg, log: log, cache: cache.New(), jwt: cache.NewJWTStore(), state: &stateDir{dir: cfg.DataDir}, health: health.NewServer(),
 		metrics: telemetry.New(telemetry.Config{})}
 	if err := a.state.init(); err != nil {
 		return nil, err
@@ -92,7 +93,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a.mgr = manager.New(manager.Config{
-		Server: a.client, Cache: a.cache, TrustDomain: cfg.TrustDomain,
+		Server: a.client, Cache: a.cache, TrustDomain: cfg.TrustDomain, JWT: a.jwt,
 		OnBundle: func(certs []*x509.Certificate) {
 			if err := a.state.saveBundle(certs); err != nil {
 				log.Warn("Persisting the trust bundle failed", "error", err)
@@ -138,7 +139,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	srv := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()))
 	wa := workloadattest.New(a.log.With("subsystem", "workload_attestor"), a.workload...)
-	workloadapi.New(workloadapi.Config{Cache: a.cache, Attestor: wa, Metrics: a.metrics, Log: a.log.With("subsystem", "workload_api")}).Register(srv)
+	wh, err := workloadapi.New(workloadapi.Config{Cache: a.cache, Attestor: wa, Metrics: a.metrics, Log: a.log.With("subsystem", "workload_api")}).
+		WithJWT(workloadapi.JWTConfig{Store: a.jwt, Minter: a.client})
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("agent: %w", err)
+	}
+	wh.Register(srv)
 	healthpb.RegisterHealthServer(srv, a.health)
 	servers := []*grpc.Server{srv}
 	listeners := []net.Listener{l}

@@ -42,6 +42,7 @@ import (
 	"github.com/hallmarkid/hallmark/server/datastore/sqlite"
 	"github.com/hallmarkid/hallmark/server/entrycache"
 	"github.com/hallmarkid/hallmark/server/federation"
+	"github.com/hallmarkid/hallmark/server/jwtsigner"
 	"github.com/hallmarkid/hallmark/server/nodeapi"
 )
 
@@ -56,6 +57,7 @@ type Server struct {
 	admin    *adminapi.Server
 	serverID spiffeid.ID
 	audit    *audit.Log
+	jwt      *jwtsigner.Signer
 	metrics  *telemetry.Metrics
 	tele     telemetry.HCLConfig
 	// cursor is the store revision the cache has caught up to through the
@@ -84,13 +86,33 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	if err != nil {
 		return nil, fmt.Errorf("server: open datastore: %w", err)
 	}
-	s.ca, err = ca.New(ca.Config{
+	caCfg := ca.Config{
 		TrustDomain: cfg.TrustDomain, KeyType: string(cfg.CAKeyType), TTL: cfg.CATTL,
 		Dir: filepath.Join(cfg.DataDir, "ca"), Log: log.With("subsystem", "ca"),
-	})
+	}
+	if b := cfg.UpstreamAuthority; b != nil {
+		up, err := ca.DecodeUpstreamHCL(*b)
+		if err != nil {
+			s.store.Close()
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		up.Apply(&caCfg)
+	}
+	if cfg.Datastore.Type == config.DatastorePostgres {
+		// Servers sharing one database agree on the CA authorities.
+		caCfg.Shared, caCfg.SharedNotFound = s.store, datastore.ErrNotFound
+	}
+	s.ca, err = ca.New(caCfg)
 	if err != nil {
 		s.store.Close()
 		return nil, fmt.Errorf("server: CA: %w", err)
+	}
+	s.jwt, err = jwtsigner.New(jwtsigner.Config{
+		TrustDomain: cfg.TrustDomain, Dir: filepath.Join(cfg.DataDir, "jwt"), Log: log.With("subsystem", "jwt"),
+	})
+	if err != nil {
+		s.store.Close()
+		return nil, fmt.Errorf("server: JWT signer: %w", err)
 	}
 	s.entries = entrycache.New(s.serverID)
 	entries, rev, err := s.store.ListEntries(ctx)
@@ -118,6 +140,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		TrustDomain: cfg.TrustDomain, Signer: s.ca, Agents: s.store, Entries: s.entries, Verifiers: verifiers,
 		AgentSVIDTTL: cfg.AgentSVIDTTL, DefaultSVIDTTL: cfg.DefaultX509SVIDTTL,
 		Audit: s.audit, Metrics: s.metrics, Log: log.With("subsystem", "node_api"),
+		JWTSigner: s.jwt, BundleChanged: s.ca.BundleChanged,
 	})
 	if err != nil {
 		s.close()
@@ -196,7 +219,8 @@ func (s *Server) initFederation() error {
 	if fs.Endpoint != nil {
 		ec := fs.Endpoint.Config()
 		ec.TrustDomain, ec.GetCertificate, ec.Log = s.cfg.TrustDomain, s.serverCert, s.log.With("subsystem", "bundle_endpoint")
-		ec.Bundle = federation.NewSequencer(s.store, flog).Source(s.ca.Bundle, nil)
+		ec.Bundle = federation.NewSequencer(s.store, flog).Source(s.ca.Bundle, s.jwt.JWTAuthorities)
+		ec.JWTAuthorities = s.jwt.JWTAuthorities
 		if s.fedEP, err = federation.NewEndpoint(ec); err != nil {
 			return fmt.Errorf("server: %w", err)
 		}
@@ -267,6 +291,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 	}
 	go s.housekeeping(ctx)
+	go s.ca.Run(ctx)
 	if n, ok := s.store.(datastore.ChangeNotifier); ok {
 		go s.followChanges(ctx, n)
 	}
