@@ -7,6 +7,7 @@ import (
 
 	"github.com/hallmarkid/hallmark/agent/config"
 	"github.com/hallmarkid/hallmark/attestors"
+	"github.com/hallmarkid/hallmark/attestors/awsiam"
 	"github.com/hallmarkid/hallmark/attestors/awsiid"
 	"github.com/hallmarkid/hallmark/attestors/awsnitro"
 	"github.com/hallmarkid/hallmark/attestors/jointoken"
@@ -49,6 +50,12 @@ func newCollector(cfg *config.Config, log *slog.Logger) (attestors.NodeCollector
 			return nil, err
 		}
 		return awsnitro.NewCollector(c, log)
+	case awsiam.Type:
+		var c awsiam.AgentConfig
+		if err := hclconf.DecodeBlock(b, &c); err != nil {
+			return nil, err
+		}
+		return awsiam.NewCollector(c, log)
 	case k8spsat.Type:
 		var c k8spsat.AgentConfig
 		if err := hclconf.DecodeBlock(b, &c); err != nil {
@@ -58,7 +65,7 @@ func newCollector(cfg *config.Config, log *slog.Logger) (attestors.NodeCollector
 	case "":
 		return nil, errors.New("no node attestor configured (set join_token or add a node_attestor block)")
 	default:
-		return nil, errors.New("unknown node attestor kind (known: join_token, tpm, aws_iid, aws_nitro, k8s_psat)")
+		return nil, errors.New("unknown node attestor kind (known: join_token, tpm, aws_iid, aws_nitro, aws_iam, k8s_psat)")
 	}
 }
 

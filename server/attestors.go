@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/hallmarkid/hallmark/attestors"
+	"github.com/hallmarkid/hallmark/attestors/awsiam"
 	"github.com/hallmarkid/hallmark/attestors/awsiid"
 	"github.com/hallmarkid/hallmark/attestors/awsnitro"
 	"github.com/hallmarkid/hallmark/attestors/jointoken"
@@ -59,6 +60,12 @@ func (s *Server) verifier(b hclconf.Block) (attestors.NodeVerifier, error) {
 			return nil, err
 		}
 		return awsnitro.NewVerifier(cfg, log)
+	case awsiam.Type:
+		var cfg awsiam.ServerConfig
+		if err := hclconf.DecodeBlock(b, &cfg); err != nil {
+			return nil, err
+		}
+		return awsiam.NewVerifier(cfg, log)
 	case k8spsat.Type:
 		var cfg k8spsat.ServerConfig
 		if err := hclconf.DecodeBlock(b, &cfg); err != nil {
@@ -67,6 +74,6 @@ func (s *Server) verifier(b hclconf.Block) (attestors.NodeVerifier, error) {
 		cfg.Log = log
 		return k8spsat.NewVerifier(cfg)
 	default:
-		return nil, errors.New("unknown node attestor kind (known: join_token, tpm, aws_iid, aws_nitro, k8s_psat)")
+		return nil, errors.New("unknown node attestor kind (known: join_token, tpm, aws_iid, aws_nitro, aws_iam, k8s_psat)")
 	}
 }
