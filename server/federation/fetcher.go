@@ -102,6 +102,9 @@ type Status struct {
 	// RefreshInterval is the clamped refresh hint of the current bundle.
 	RefreshInterval time.Duration
 	NextRefresh     time.Time // set by Run
+	// Static reports a bundle set by an operator (SetBundle) for a trust
+	// domain without a relationship: it is never fetched.
+	Static bool
 }
 
 // Fetcher keeps the bundles of federated trust domains current.
@@ -110,8 +113,11 @@ type Fetcher struct {
 	log  *slog.Logger
 	rels []*relState
 
+	staticMu sync.Mutex // serialises changes of static bundles and their index in Store
+
 	mu      sync.Mutex // guards the fields that follow and every relState's bundle and status
 	changed chan struct{}
+	static  map[spiffeid.TrustDomain]staticBundle
 }
 
 type relState struct {
@@ -137,7 +143,7 @@ func NewFetcher(cfg FetcherConfig) (*Fetcher, error) {
 	if cfg.MinRefresh > cfg.MaxRefresh {
 		return nil, fmt.Errorf("federation: minimum refresh %v is above the maximum %v", cfg.MinRefresh, cfg.MaxRefresh)
 	}
-	f := &Fetcher{cfg: cfg, log: cfg.Log, changed: make(chan struct{})}
+	f := &Fetcher{cfg: cfg, log: cfg.Log, changed: make(chan struct{}), static: map[spiffeid.TrustDomain]staticBundle{}}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
@@ -161,6 +167,9 @@ func NewFetcher(cfg FetcherConfig) (*Fetcher, error) {
 		rs.client = f.newClient(rs)
 		f.setBundle(rs, b)
 		f.rels = append(f.rels, rs)
+	}
+	if err := f.loadStatic(ctx); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -307,7 +316,10 @@ func (f *Fetcher) interval(b *spiffebundle.Bundle) time.Duration {
 func (f *Fetcher) Refresh(ctx context.Context, td spiffeid.TrustDomain) error {
 	rs := f.rel(td)
 	if rs == nil {
-		return fmt.Errorf("federation: no relationship with trust domain %q", td.Name())
+		if f.hasStatic(td) {
+			return fmt.Errorf("federation: the bundle of %q was set by an operator and has no endpoint to fetch from", td.Name())
+		}
+		return fmt.Errorf("federation: %q: %w", td.Name(), ErrUnknownTrustDomain)
 	}
 	return f.refresh(ctx, rs)
 }
@@ -452,17 +464,27 @@ func (f *Fetcher) setBundle(rs *relState, b *spiffebundle.Bundle) {
 		f.log.Info("Federated bundle updated", "trust_domain", td, "x509_authorities", st.X509Authorities,
 			"jwt_authorities", len(b.JWTAuthorities()), "sequence", st.Sequence)
 	}
+	f.signalLocked()
+}
+
+// signalLocked wakes the waiters of Changed; f.mu must be held.
+func (f *Fetcher) signalLocked() {
 	close(f.changed)
 	f.changed = make(chan struct{})
 }
 
 // SetBundle replaces the bundle of a configured trust domain whatever its
 // sequence number: the operator's override, e.g. to bootstrap again after
-// a revocation. It is persisted.
+// a revocation. For a trust domain without a relationship it sets a static
+// bundle (see DeleteBundle). Either is persisted. Our own trust domain is
+// refused.
 func (f *Fetcher) SetBundle(ctx context.Context, b *spiffebundle.Bundle) error {
+	if b.TrustDomain() == f.cfg.TrustDomain {
+		return fmt.Errorf("federation: set bundle: %q is our own trust domain", b.TrustDomain().Name())
+	}
 	rs := f.rel(b.TrustDomain())
 	if rs == nil {
-		return fmt.Errorf("federation: no relationship with trust domain %q", b.TrustDomain().Name())
+		return f.setStatic(ctx, b)
 	}
 	if err := checkAuthorities(rs.rel.TrustDomain, b.X509Authorities()); err != nil {
 		return fmt.Errorf("federation: set bundle: %w", err)
@@ -487,7 +509,8 @@ func (f *Fetcher) Changed() <-chan struct{} {
 
 // Bundles returns a copy of every federated bundle held, by trust domain.
 // A revoked trust domain maps to an empty bundle; one never fetched and
-// without a bootstrap bundle is absent. Our own trust domain never appears.
+// without a bootstrap bundle is absent. Static bundles are included. Our
+// own trust domain never appears.
 func (f *Fetcher) Bundles() map[spiffeid.TrustDomain]*spiffebundle.Bundle {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -496,6 +519,9 @@ func (f *Fetcher) Bundles() map[spiffeid.TrustDomain]*spiffebundle.Bundle {
 		if rs.bundle != nil {
 			out[rs.rel.TrustDomain] = rs.bundle.Clone()
 		}
+	}
+	for td, sb := range f.static {
+		out[td] = sb.bundle.Clone()
 	}
 	return out
 }
@@ -510,15 +536,16 @@ func (f *Fetcher) X509Bundles() map[spiffeid.TrustDomain]*x509bundle.Bundle {
 	return out
 }
 
-// Status returns the state of every relationship, in configuration order.
+// Status returns the state of every relationship, in configuration order,
+// then of every static bundle, by trust domain name.
 func (f *Fetcher) Status() []Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]Status, len(f.rels))
+	out := make([]Status, len(f.rels), len(f.rels)+len(f.static))
 	for i, rs := range f.rels {
 		out[i] = rs.status
 	}
-	return out
+	return append(out, f.staticStatusLocked()...)
 }
 
 // current returns the bundle of td held now, for endpoint authentication.
