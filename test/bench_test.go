@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,6 +66,9 @@ func BenchmarkFetchX509SVID(b *testing.B) {
 	testenv.WaitFor(b, 10*time.Second, "first SVID", func() bool { _, err := client.FetchX509SVID(ctx); return err == nil })
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
+	a0, _ := testenv.CPUTicks(ag.PID())
+	var ru0, ru1 syscall.Rusage
+	syscall.Getrusage(0, &ru0)
 	start := time.Now()
 	for range b.N {
 		t0 := time.Now()
@@ -74,6 +78,10 @@ func BenchmarkFetchX509SVID(b *testing.B) {
 		lat = append(lat, time.Since(t0))
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "fetches/s")
+	a1, _ := testenv.CPUTicks(ag.PID())
+	syscall.Getrusage(0, &ru1)
+	b.ReportMetric(float64(a1-a0)*10000/float64(b.N), "agent-cpu-us/op")
+	b.ReportMetric(float64((ru1.Utime.Nano()+ru1.Stime.Nano())-(ru0.Utime.Nano()+ru0.Stime.Nano()))/1000/float64(b.N), "client-cpu-us/op")
 	b.ReportMetric(float64(percentile(lat, 0.5).Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99-ms")
 }

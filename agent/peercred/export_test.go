@@ -12,13 +12,7 @@ func ForceFallback(t testing.TB) {
 	t.Cleanup(func() { forceFallback.Store(false) })
 }
 
-// WithStartTime returns a copy of a whose recorded start time is st.
-func WithStartTime(a AuthInfo, st uint64) AuthInfo {
-	a.startTime = st
-	return a
-}
-
-// StartTime returns the start time recorded at handshake.
+// StartTime is the start time the handshake recorded.
 func StartTime(a AuthInfo) uint64 { return a.startTime }
 
 // Release closes a's pidfd, as closing its connection does.

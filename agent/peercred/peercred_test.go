@@ -185,10 +185,10 @@ func TestCallerIsSelf(t *testing.T) {
 		if r.aliveErr != nil {
 			t.Errorf("StillAlive() = %v", r.aliveErr)
 		}
-		// A process at the same PID with another start time is not the caller.
-		forged := peercred.WithStartTime(r.info, peercred.StartTime(r.info)+1)
-		if err := forged.StillAlive(); err == nil || !strings.Contains(err.Error(), "reused") {
-			t.Errorf("StillAlive() with another start time = %v, want pid reused", err)
+		// The handshake recorded the caller's start time (PID reuse at
+		// handshake is refused against it; see the fallback tests).
+		if peercred.StartTime(r.info) == 0 {
+			t.Error("handshake recorded no start time")
 		}
 	})
 }

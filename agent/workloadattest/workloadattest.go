@@ -51,8 +51,6 @@ func (a *Attestor) Caller(ctx context.Context) (Caller, error) {
 	if !ok {
 		return Caller{}, ErrNoCredentials
 	}
-	ctx, cancel := context.WithTimeout(ctx, a.timeout)
-	defer cancel()
 	sels, err := a.Attest(ctx, info.PID)
 	if err != nil {
 		return Caller{}, err
@@ -80,11 +78,24 @@ func hasOtherUID(sels []registration.Selector, want string) bool {
 }
 
 // Attest runs every attestor on pid and returns the union of selectors.
-// Any attestor error fails the whole attestation (fail closed).
+// Any attestor error fails the whole attestation (fail closed). Attestors
+// that may wait (on a kubelet, say) run under the attestation deadline;
+// those that only read local kernel state run without one, which saves a
+// timer per Workload API call.
 func (a *Attestor) Attest(ctx context.Context, pid int32) ([]registration.Selector, error) {
 	var out []registration.Selector
+	bounded := ctx
 	for _, w := range a.attestors {
-		sels, err := w.Attest(ctx, pid)
+		wctx := ctx
+		if l, ok := w.(localAttestor); !ok || !l.Local() {
+			if bounded == ctx {
+				var cancel context.CancelFunc
+				bounded, cancel = context.WithTimeout(ctx, a.timeout)
+				defer cancel()
+			}
+			wctx = bounded
+		}
+		sels, err := w.Attest(wctx, pid)
 		if err != nil {
 			return nil, fmt.Errorf("workloadattest: %s: %w", w.Name(), err)
 		}
@@ -92,3 +103,7 @@ func (a *Attestor) Attest(ctx context.Context, pid int32) ([]registration.Select
 	}
 	return out, nil
 }
+
+// localAttestor is implemented by attestors that only read local kernel
+// state and never block (unix); Local reports whether that holds.
+type localAttestor interface{ Local() bool }

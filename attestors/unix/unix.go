@@ -85,6 +85,10 @@ func New(cfg Config) *Attestor {
 // Name returns "unix".
 func (a *Attestor) Name() string { return Name }
 
+// Local reports that the attestor only reads /proc and never blocks, so the
+// agent runs it without a per-call deadline.
+func (a *Attestor) Local() bool { return true }
+
 // Attest returns the selectors of process pid. A process that does not
 // exist, or whose status cannot be read and parsed, is an error.
 func (a *Attestor) Attest(ctx context.Context, pid int32) ([]registration.Selector, error) {
