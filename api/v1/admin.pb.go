@@ -749,6 +749,590 @@ func (x *HealthResponse) GetDetail() string {
 	return ""
 }
 
+// BundleDocument is the bundle of a foreign trust domain, as a SPIFFE bundle document.
+type BundleDocument struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	// SPIFFE bundle document (JSON): x509-svid and jwt-svid keys,
+	// spiffe_sequence, spiffe_refresh_hint. Empty "keys": revoked.
+	Document      []byte `protobuf:"bytes,2,opt,name=document,proto3" json:"document,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BundleDocument) Reset() {
+	*x = BundleDocument{}
+	mi := &file_api_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BundleDocument) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BundleDocument) ProtoMessage() {}
+
+func (x *BundleDocument) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BundleDocument.ProtoReflect.Descriptor instead.
+func (*BundleDocument) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *BundleDocument) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *BundleDocument) GetDocument() []byte {
+	if x != nil {
+		return x.Document
+	}
+	return nil
+}
+
+type ListFederatedBundlesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"` // optional: only this one (NotFound if absent)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederatedBundlesRequest) Reset() {
+	*x = ListFederatedBundlesRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederatedBundlesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederatedBundlesRequest) ProtoMessage() {}
+
+func (x *ListFederatedBundlesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederatedBundlesRequest.ProtoReflect.Descriptor instead.
+func (*ListFederatedBundlesRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListFederatedBundlesRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+type ListFederatedBundlesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bundles       []*BundleDocument      `protobuf:"bytes,1,rep,name=bundles,proto3" json:"bundles,omitempty"` // by trust domain name
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederatedBundlesResponse) Reset() {
+	*x = ListFederatedBundlesResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederatedBundlesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederatedBundlesResponse) ProtoMessage() {}
+
+func (x *ListFederatedBundlesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederatedBundlesResponse.ProtoReflect.Descriptor instead.
+func (*ListFederatedBundlesResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListFederatedBundlesResponse) GetBundles() []*BundleDocument {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
+type SetFederatedBundleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bundle        *BundleDocument        `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFederatedBundleRequest) Reset() {
+	*x = SetFederatedBundleRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFederatedBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFederatedBundleRequest) ProtoMessage() {}
+
+func (x *SetFederatedBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFederatedBundleRequest.ProtoReflect.Descriptor instead.
+func (*SetFederatedBundleRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SetFederatedBundleRequest) GetBundle() *BundleDocument {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+type SetFederatedBundleResponse struct {
+	state         protoimpl.MessageState  `protogen:"open.v1"`
+	Relationship  *FederationRelationship `protobuf:"bytes,1,opt,name=relationship,proto3" json:"relationship,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFederatedBundleResponse) Reset() {
+	*x = SetFederatedBundleResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFederatedBundleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFederatedBundleResponse) ProtoMessage() {}
+
+func (x *SetFederatedBundleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFederatedBundleResponse.ProtoReflect.Descriptor instead.
+func (*SetFederatedBundleResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SetFederatedBundleResponse) GetRelationship() *FederationRelationship {
+	if x != nil {
+		return x.Relationship
+	}
+	return nil
+}
+
+type DeleteFederatedBundleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederatedBundleRequest) Reset() {
+	*x = DeleteFederatedBundleRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederatedBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederatedBundleRequest) ProtoMessage() {}
+
+func (x *DeleteFederatedBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederatedBundleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteFederatedBundleRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DeleteFederatedBundleRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+type DeleteFederatedBundleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederatedBundleResponse) Reset() {
+	*x = DeleteFederatedBundleResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederatedBundleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederatedBundleResponse) ProtoMessage() {}
+
+func (x *DeleteFederatedBundleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederatedBundleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteFederatedBundleResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+type ListFederationRelationshipsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederationRelationshipsRequest) Reset() {
+	*x = ListFederationRelationshipsRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederationRelationshipsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederationRelationshipsRequest) ProtoMessage() {}
+
+func (x *ListFederationRelationshipsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederationRelationshipsRequest.ProtoReflect.Descriptor instead.
+func (*ListFederationRelationshipsRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+type ListFederationRelationshipsResponse struct {
+	state         protoimpl.MessageState    `protogen:"open.v1"`
+	Relationships []*FederationRelationship `protobuf:"bytes,1,rep,name=relationships,proto3" json:"relationships,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederationRelationshipsResponse) Reset() {
+	*x = ListFederationRelationshipsResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederationRelationshipsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederationRelationshipsResponse) ProtoMessage() {}
+
+func (x *ListFederationRelationshipsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederationRelationshipsResponse.ProtoReflect.Descriptor instead.
+func (*ListFederationRelationshipsResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListFederationRelationshipsResponse) GetRelationships() []*FederationRelationship {
+	if x != nil {
+		return x.Relationships
+	}
+	return nil
+}
+
+type RefreshFederatedBundleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshFederatedBundleRequest) Reset() {
+	*x = RefreshFederatedBundleRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshFederatedBundleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshFederatedBundleRequest) ProtoMessage() {}
+
+func (x *RefreshFederatedBundleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshFederatedBundleRequest.ProtoReflect.Descriptor instead.
+func (*RefreshFederatedBundleRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RefreshFederatedBundleRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+// FederationRelationship is the state of one federated trust domain.
+type FederationRelationship struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain            string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	BundleEndpointUrl      string                 `protobuf:"bytes,2,opt,name=bundle_endpoint_url,json=bundleEndpointUrl,proto3" json:"bundle_endpoint_url,omitempty"`             // empty when static
+	BundleEndpointProfile  string                 `protobuf:"bytes,3,opt,name=bundle_endpoint_profile,json=bundleEndpointProfile,proto3" json:"bundle_endpoint_profile,omitempty"` // https_web, https_spiffe; empty when static
+	Static                 bool                   `protobuf:"varint,4,opt,name=static,proto3" json:"static,omitempty"`                                                             // set by an operator, never fetched
+	HasBundle              bool                   `protobuf:"varint,5,opt,name=has_bundle,json=hasBundle,proto3" json:"has_bundle,omitempty"`
+	Revoked                bool                   `protobuf:"varint,6,opt,name=revoked,proto3" json:"revoked,omitempty"` // the bundle is empty
+	HasSequence            bool                   `protobuf:"varint,7,opt,name=has_sequence,json=hasSequence,proto3" json:"has_sequence,omitempty"`
+	Sequence               uint64                 `protobuf:"varint,8,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	X509Authorities        int32                  `protobuf:"varint,9,opt,name=x509_authorities,json=x509Authorities,proto3" json:"x509_authorities,omitempty"`
+	LastAttempt            int64                  `protobuf:"varint,10,opt,name=last_attempt,json=lastAttempt,proto3" json:"last_attempt,omitempty"` // unix seconds; 0: never
+	LastSuccess            int64                  `protobuf:"varint,11,opt,name=last_success,json=lastSuccess,proto3" json:"last_success,omitempty"` // unix seconds; 0: never (or static, loaded at start)
+	LastError              string                 `protobuf:"bytes,12,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`        // of the last attempt
+	RefreshIntervalSeconds int64                  `protobuf:"varint,13,opt,name=refresh_interval_seconds,json=refreshIntervalSeconds,proto3" json:"refresh_interval_seconds,omitempty"`
+	NextRefresh            int64                  `protobuf:"varint,14,opt,name=next_refresh,json=nextRefresh,proto3" json:"next_refresh,omitempty"` // unix seconds; 0: not scheduled
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *FederationRelationship) Reset() {
+	*x = FederationRelationship{}
+	mi := &file_api_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederationRelationship) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederationRelationship) ProtoMessage() {}
+
+func (x *FederationRelationship) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederationRelationship.ProtoReflect.Descriptor instead.
+func (*FederationRelationship) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *FederationRelationship) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *FederationRelationship) GetBundleEndpointUrl() string {
+	if x != nil {
+		return x.BundleEndpointUrl
+	}
+	return ""
+}
+
+func (x *FederationRelationship) GetBundleEndpointProfile() string {
+	if x != nil {
+		return x.BundleEndpointProfile
+	}
+	return ""
+}
+
+func (x *FederationRelationship) GetStatic() bool {
+	if x != nil {
+		return x.Static
+	}
+	return false
+}
+
+func (x *FederationRelationship) GetHasBundle() bool {
+	if x != nil {
+		return x.HasBundle
+	}
+	return false
+}
+
+func (x *FederationRelationship) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *FederationRelationship) GetHasSequence() bool {
+	if x != nil {
+		return x.HasSequence
+	}
+	return false
+}
+
+func (x *FederationRelationship) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *FederationRelationship) GetX509Authorities() int32 {
+	if x != nil {
+		return x.X509Authorities
+	}
+	return 0
+}
+
+func (x *FederationRelationship) GetLastAttempt() int64 {
+	if x != nil {
+		return x.LastAttempt
+	}
+	return 0
+}
+
+func (x *FederationRelationship) GetLastSuccess() int64 {
+	if x != nil {
+		return x.LastSuccess
+	}
+	return 0
+}
+
+func (x *FederationRelationship) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *FederationRelationship) GetRefreshIntervalSeconds() int64 {
+	if x != nil {
+		return x.RefreshIntervalSeconds
+	}
+	return 0
+}
+
+func (x *FederationRelationship) GetNextRefresh() int64 {
+	if x != nil {
+		return x.NextRefresh
+	}
+	return 0
+}
+
 var File_api_v1_admin_proto protoreflect.FileDescriptor
 
 const file_api_v1_admin_proto_rawDesc = "" +
@@ -790,7 +1374,44 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\rHealthRequest\">\n" +
 	"\x0eHealthResponse\x12\x14\n" +
 	"\x05ready\x18\x01 \x01(\bR\x05ready\x12\x16\n" +
-	"\x06detail\x18\x02 \x01(\tR\x06detail2\x89\x05\n" +
+	"\x06detail\x18\x02 \x01(\tR\x06detail\"O\n" +
+	"\x0eBundleDocument\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x1a\n" +
+	"\bdocument\x18\x02 \x01(\fR\bdocument\"@\n" +
+	"\x1bListFederatedBundlesRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"U\n" +
+	"\x1cListFederatedBundlesResponse\x125\n" +
+	"\abundles\x18\x01 \x03(\v2\x1b.hallmark.v1.BundleDocumentR\abundles\"P\n" +
+	"\x19SetFederatedBundleRequest\x123\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x1b.hallmark.v1.BundleDocumentR\x06bundle\"e\n" +
+	"\x1aSetFederatedBundleResponse\x12G\n" +
+	"\frelationship\x18\x01 \x01(\v2#.hallmark.v1.FederationRelationshipR\frelationship\"A\n" +
+	"\x1cDeleteFederatedBundleRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"\x1f\n" +
+	"\x1dDeleteFederatedBundleResponse\"$\n" +
+	"\"ListFederationRelationshipsRequest\"p\n" +
+	"#ListFederationRelationshipsResponse\x12I\n" +
+	"\rrelationships\x18\x01 \x03(\v2#.hallmark.v1.FederationRelationshipR\rrelationships\"B\n" +
+	"\x1dRefreshFederatedBundleRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"\xa0\x04\n" +
+	"\x16FederationRelationship\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12.\n" +
+	"\x13bundle_endpoint_url\x18\x02 \x01(\tR\x11bundleEndpointUrl\x126\n" +
+	"\x17bundle_endpoint_profile\x18\x03 \x01(\tR\x15bundleEndpointProfile\x12\x16\n" +
+	"\x06static\x18\x04 \x01(\bR\x06static\x12\x1d\n" +
+	"\n" +
+	"has_bundle\x18\x05 \x01(\bR\thasBundle\x12\x18\n" +
+	"\arevoked\x18\x06 \x01(\bR\arevoked\x12!\n" +
+	"\fhas_sequence\x18\a \x01(\bR\vhasSequence\x12\x1a\n" +
+	"\bsequence\x18\b \x01(\x04R\bsequence\x12)\n" +
+	"\x10x509_authorities\x18\t \x01(\x05R\x0fx509Authorities\x12!\n" +
+	"\flast_attempt\x18\n" +
+	" \x01(\x03R\vlastAttempt\x12!\n" +
+	"\flast_success\x18\v \x01(\x03R\vlastSuccess\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\f \x01(\tR\tlastError\x128\n" +
+	"\x18refresh_interval_seconds\x18\r \x01(\x03R\x16refreshIntervalSeconds\x12!\n" +
+	"\fnext_refresh\x18\x0e \x01(\x03R\vnextRefresh2\xbb\t\n" +
 	"\x05Admin\x12V\n" +
 	"\rCreateEntries\x12!.hallmark.v1.CreateEntriesRequest\x1a\".hallmark.v1.CreateEntriesResponse\x12P\n" +
 	"\vListEntries\x12\x1f.hallmark.v1.ListEntriesRequest\x1a .hallmark.v1.ListEntriesResponse\x12P\n" +
@@ -801,7 +1422,12 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"EvictAgent\x12\x1e.hallmark.v1.EvictAgentRequest\x1a\x1f.hallmark.v1.EvictAgentResponse\x12?\n" +
 	"\tGetBundle\x12\x1d.hallmark.v1.GetBundleRequest\x1a\x13.hallmark.v1.Bundle\x12A\n" +
-	"\x06Health\x12\x1a.hallmark.v1.HealthRequest\x1a\x1b.hallmark.v1.HealthResponseB-Z+github.com/hallmarkid/hallmark/api/v1;apiv1b\x06proto3"
+	"\x06Health\x12\x1a.hallmark.v1.HealthRequest\x1a\x1b.hallmark.v1.HealthResponse\x12k\n" +
+	"\x14ListFederatedBundles\x12(.hallmark.v1.ListFederatedBundlesRequest\x1a).hallmark.v1.ListFederatedBundlesResponse\x12e\n" +
+	"\x12SetFederatedBundle\x12&.hallmark.v1.SetFederatedBundleRequest\x1a'.hallmark.v1.SetFederatedBundleResponse\x12n\n" +
+	"\x15DeleteFederatedBundle\x12).hallmark.v1.DeleteFederatedBundleRequest\x1a*.hallmark.v1.DeleteFederatedBundleResponse\x12\x80\x01\n" +
+	"\x1bListFederationRelationships\x12/.hallmark.v1.ListFederationRelationshipsRequest\x1a0.hallmark.v1.ListFederationRelationshipsResponse\x12i\n" +
+	"\x16RefreshFederatedBundle\x12*.hallmark.v1.RefreshFederatedBundleRequest\x1a#.hallmark.v1.FederationRelationshipB-Z+github.com/hallmarkid/hallmark/api/v1;apiv1b\x06proto3"
 
 var (
 	file_api_v1_admin_proto_rawDescOnce sync.Once
@@ -815,58 +1441,83 @@ func file_api_v1_admin_proto_rawDescGZIP() []byte {
 	return file_api_v1_admin_proto_rawDescData
 }
 
-var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_api_v1_admin_proto_goTypes = []any{
-	(*CreateEntriesRequest)(nil),      // 0: hallmark.v1.CreateEntriesRequest
-	(*EntryResult)(nil),               // 1: hallmark.v1.EntryResult
-	(*CreateEntriesResponse)(nil),     // 2: hallmark.v1.CreateEntriesResponse
-	(*ListEntriesRequest)(nil),        // 3: hallmark.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),       // 4: hallmark.v1.ListEntriesResponse
-	(*DeleteEntryRequest)(nil),        // 5: hallmark.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),       // 6: hallmark.v1.DeleteEntryResponse
-	(*GenerateJoinTokenRequest)(nil),  // 7: hallmark.v1.GenerateJoinTokenRequest
-	(*GenerateJoinTokenResponse)(nil), // 8: hallmark.v1.GenerateJoinTokenResponse
-	(*ListAgentsRequest)(nil),         // 9: hallmark.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),        // 10: hallmark.v1.ListAgentsResponse
-	(*EvictAgentRequest)(nil),         // 11: hallmark.v1.EvictAgentRequest
-	(*EvictAgentResponse)(nil),        // 12: hallmark.v1.EvictAgentResponse
-	(*GetBundleRequest)(nil),          // 13: hallmark.v1.GetBundleRequest
-	(*HealthRequest)(nil),             // 14: hallmark.v1.HealthRequest
-	(*HealthResponse)(nil),            // 15: hallmark.v1.HealthResponse
-	(*Entry)(nil),                     // 16: hallmark.v1.Entry
-	(*Selector)(nil),                  // 17: hallmark.v1.Selector
-	(*Agent)(nil),                     // 18: hallmark.v1.Agent
-	(*Bundle)(nil),                    // 19: hallmark.v1.Bundle
+	(*CreateEntriesRequest)(nil),                // 0: hallmark.v1.CreateEntriesRequest
+	(*EntryResult)(nil),                         // 1: hallmark.v1.EntryResult
+	(*CreateEntriesResponse)(nil),               // 2: hallmark.v1.CreateEntriesResponse
+	(*ListEntriesRequest)(nil),                  // 3: hallmark.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),                 // 4: hallmark.v1.ListEntriesResponse
+	(*DeleteEntryRequest)(nil),                  // 5: hallmark.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),                 // 6: hallmark.v1.DeleteEntryResponse
+	(*GenerateJoinTokenRequest)(nil),            // 7: hallmark.v1.GenerateJoinTokenRequest
+	(*GenerateJoinTokenResponse)(nil),           // 8: hallmark.v1.GenerateJoinTokenResponse
+	(*ListAgentsRequest)(nil),                   // 9: hallmark.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),                  // 10: hallmark.v1.ListAgentsResponse
+	(*EvictAgentRequest)(nil),                   // 11: hallmark.v1.EvictAgentRequest
+	(*EvictAgentResponse)(nil),                  // 12: hallmark.v1.EvictAgentResponse
+	(*GetBundleRequest)(nil),                    // 13: hallmark.v1.GetBundleRequest
+	(*HealthRequest)(nil),                       // 14: hallmark.v1.HealthRequest
+	(*HealthResponse)(nil),                      // 15: hallmark.v1.HealthResponse
+	(*BundleDocument)(nil),                      // 16: hallmark.v1.BundleDocument
+	(*ListFederatedBundlesRequest)(nil),         // 17: hallmark.v1.ListFederatedBundlesRequest
+	(*ListFederatedBundlesResponse)(nil),        // 18: hallmark.v1.ListFederatedBundlesResponse
+	(*SetFederatedBundleRequest)(nil),           // 19: hallmark.v1.SetFederatedBundleRequest
+	(*SetFederatedBundleResponse)(nil),          // 20: hallmark.v1.SetFederatedBundleResponse
+	(*DeleteFederatedBundleRequest)(nil),        // 21: hallmark.v1.DeleteFederatedBundleRequest
+	(*DeleteFederatedBundleResponse)(nil),       // 22: hallmark.v1.DeleteFederatedBundleResponse
+	(*ListFederationRelationshipsRequest)(nil),  // 23: hallmark.v1.ListFederationRelationshipsRequest
+	(*ListFederationRelationshipsResponse)(nil), // 24: hallmark.v1.ListFederationRelationshipsResponse
+	(*RefreshFederatedBundleRequest)(nil),       // 25: hallmark.v1.RefreshFederatedBundleRequest
+	(*FederationRelationship)(nil),              // 26: hallmark.v1.FederationRelationship
+	(*Entry)(nil),                               // 27: hallmark.v1.Entry
+	(*Selector)(nil),                            // 28: hallmark.v1.Selector
+	(*Agent)(nil),                               // 29: hallmark.v1.Agent
+	(*Bundle)(nil),                              // 30: hallmark.v1.Bundle
 }
 var file_api_v1_admin_proto_depIdxs = []int32{
-	16, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
-	16, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
+	27, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
+	27, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
 	1,  // 2: hallmark.v1.CreateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
-	17, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
-	16, // 4: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
-	16, // 5: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
-	18, // 6: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
-	0,  // 7: hallmark.v1.Admin.CreateEntries:input_type -> hallmark.v1.CreateEntriesRequest
-	3,  // 8: hallmark.v1.Admin.ListEntries:input_type -> hallmark.v1.ListEntriesRequest
-	5,  // 9: hallmark.v1.Admin.DeleteEntry:input_type -> hallmark.v1.DeleteEntryRequest
-	7,  // 10: hallmark.v1.Admin.GenerateJoinToken:input_type -> hallmark.v1.GenerateJoinTokenRequest
-	9,  // 11: hallmark.v1.Admin.ListAgents:input_type -> hallmark.v1.ListAgentsRequest
-	11, // 12: hallmark.v1.Admin.EvictAgent:input_type -> hallmark.v1.EvictAgentRequest
-	13, // 13: hallmark.v1.Admin.GetBundle:input_type -> hallmark.v1.GetBundleRequest
-	14, // 14: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
-	2,  // 15: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
-	4,  // 16: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
-	6,  // 17: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
-	8,  // 18: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
-	10, // 19: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
-	12, // 20: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
-	19, // 21: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
-	15, // 22: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
-	15, // [15:23] is the sub-list for method output_type
-	7,  // [7:15] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	28, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
+	27, // 4: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
+	27, // 5: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
+	29, // 6: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
+	16, // 7: hallmark.v1.ListFederatedBundlesResponse.bundles:type_name -> hallmark.v1.BundleDocument
+	16, // 8: hallmark.v1.SetFederatedBundleRequest.bundle:type_name -> hallmark.v1.BundleDocument
+	26, // 9: hallmark.v1.SetFederatedBundleResponse.relationship:type_name -> hallmark.v1.FederationRelationship
+	26, // 10: hallmark.v1.ListFederationRelationshipsResponse.relationships:type_name -> hallmark.v1.FederationRelationship
+	0,  // 11: hallmark.v1.Admin.CreateEntries:input_type -> hallmark.v1.CreateEntriesRequest
+	3,  // 12: hallmark.v1.Admin.ListEntries:input_type -> hallmark.v1.ListEntriesRequest
+	5,  // 13: hallmark.v1.Admin.DeleteEntry:input_type -> hallmark.v1.DeleteEntryRequest
+	7,  // 14: hallmark.v1.Admin.GenerateJoinToken:input_type -> hallmark.v1.GenerateJoinTokenRequest
+	9,  // 15: hallmark.v1.Admin.ListAgents:input_type -> hallmark.v1.ListAgentsRequest
+	11, // 16: hallmark.v1.Admin.EvictAgent:input_type -> hallmark.v1.EvictAgentRequest
+	13, // 17: hallmark.v1.Admin.GetBundle:input_type -> hallmark.v1.GetBundleRequest
+	14, // 18: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
+	17, // 19: hallmark.v1.Admin.ListFederatedBundles:input_type -> hallmark.v1.ListFederatedBundlesRequest
+	19, // 20: hallmark.v1.Admin.SetFederatedBundle:input_type -> hallmark.v1.SetFederatedBundleRequest
+	21, // 21: hallmark.v1.Admin.DeleteFederatedBundle:input_type -> hallmark.v1.DeleteFederatedBundleRequest
+	23, // 22: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
+	25, // 23: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
+	2,  // 24: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
+	4,  // 25: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
+	6,  // 26: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
+	8,  // 27: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
+	10, // 28: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
+	12, // 29: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
+	30, // 30: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
+	15, // 31: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
+	18, // 32: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
+	20, // 33: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
+	22, // 34: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
+	24, // 35: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
+	26, // 36: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
+	24, // [24:37] is the sub-list for method output_type
+	11, // [11:24] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_admin_proto_init() }
@@ -881,7 +1532,7 @@ func file_api_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_admin_proto_rawDesc), len(file_api_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,14 +19,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_CreateEntries_FullMethodName     = "/hallmark.v1.Admin/CreateEntries"
-	Admin_ListEntries_FullMethodName       = "/hallmark.v1.Admin/ListEntries"
-	Admin_DeleteEntry_FullMethodName       = "/hallmark.v1.Admin/DeleteEntry"
-	Admin_GenerateJoinToken_FullMethodName = "/hallmark.v1.Admin/GenerateJoinToken"
-	Admin_ListAgents_FullMethodName        = "/hallmark.v1.Admin/ListAgents"
-	Admin_EvictAgent_FullMethodName        = "/hallmark.v1.Admin/EvictAgent"
-	Admin_GetBundle_FullMethodName         = "/hallmark.v1.Admin/GetBundle"
-	Admin_Health_FullMethodName            = "/hallmark.v1.Admin/Health"
+	Admin_CreateEntries_FullMethodName               = "/hallmark.v1.Admin/CreateEntries"
+	Admin_ListEntries_FullMethodName                 = "/hallmark.v1.Admin/ListEntries"
+	Admin_DeleteEntry_FullMethodName                 = "/hallmark.v1.Admin/DeleteEntry"
+	Admin_GenerateJoinToken_FullMethodName           = "/hallmark.v1.Admin/GenerateJoinToken"
+	Admin_ListAgents_FullMethodName                  = "/hallmark.v1.Admin/ListAgents"
+	Admin_EvictAgent_FullMethodName                  = "/hallmark.v1.Admin/EvictAgent"
+	Admin_GetBundle_FullMethodName                   = "/hallmark.v1.Admin/GetBundle"
+	Admin_Health_FullMethodName                      = "/hallmark.v1.Admin/Health"
+	Admin_ListFederatedBundles_FullMethodName        = "/hallmark.v1.Admin/ListFederatedBundles"
+	Admin_SetFederatedBundle_FullMethodName          = "/hallmark.v1.Admin/SetFederatedBundle"
+	Admin_DeleteFederatedBundle_FullMethodName       = "/hallmark.v1.Admin/DeleteFederatedBundle"
+	Admin_ListFederationRelationships_FullMethodName = "/hallmark.v1.Admin/ListFederationRelationships"
+	Admin_RefreshFederatedBundle_FullMethodName      = "/hallmark.v1.Admin/RefreshFederatedBundle"
 )
 
 // AdminClient is the client API for Admin service.
@@ -43,6 +48,18 @@ type AdminClient interface {
 	EvictAgent(ctx context.Context, in *EvictAgentRequest, opts ...grpc.CallOption) (*EvictAgentResponse, error)
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*Bundle, error)
 	Health(ctx context.Context, in *HealthRequest, opts ...grpc.CallOption) (*HealthResponse, error)
+	// Federation. Trust domains are names ("other.org") or IDs
+	// ("spiffe://other.org"); our own is always refused.
+	ListFederatedBundles(ctx context.Context, in *ListFederatedBundlesRequest, opts ...grpc.CallOption) (*ListFederatedBundlesResponse, error)
+	// SetFederatedBundle replaces the bundle of a federates_with trust domain
+	// (ignoring spiffe_sequence), or sets a static one for any other.
+	SetFederatedBundle(ctx context.Context, in *SetFederatedBundleRequest, opts ...grpc.CallOption) (*SetFederatedBundleResponse, error)
+	// DeleteFederatedBundle removes a static bundle.
+	DeleteFederatedBundle(ctx context.Context, in *DeleteFederatedBundleRequest, opts ...grpc.CallOption) (*DeleteFederatedBundleResponse, error)
+	ListFederationRelationships(ctx context.Context, in *ListFederationRelationshipsRequest, opts ...grpc.CallOption) (*ListFederationRelationshipsResponse, error)
+	// RefreshFederatedBundle fetches a relationship's bundle now; a rejected
+	// bundle is an Unavailable error naming the reason.
+	RefreshFederatedBundle(ctx context.Context, in *RefreshFederatedBundleRequest, opts ...grpc.CallOption) (*FederationRelationship, error)
 }
 
 type adminClient struct {
@@ -133,6 +150,56 @@ func (c *adminClient) Health(ctx context.Context, in *HealthRequest, opts ...grp
 	return out, nil
 }
 
+func (c *adminClient) ListFederatedBundles(ctx context.Context, in *ListFederatedBundlesRequest, opts ...grpc.CallOption) (*ListFederatedBundlesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFederatedBundlesResponse)
+	err := c.cc.Invoke(ctx, Admin_ListFederatedBundles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SetFederatedBundle(ctx context.Context, in *SetFederatedBundleRequest, opts ...grpc.CallOption) (*SetFederatedBundleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetFederatedBundleResponse)
+	err := c.cc.Invoke(ctx, Admin_SetFederatedBundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) DeleteFederatedBundle(ctx context.Context, in *DeleteFederatedBundleRequest, opts ...grpc.CallOption) (*DeleteFederatedBundleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteFederatedBundleResponse)
+	err := c.cc.Invoke(ctx, Admin_DeleteFederatedBundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListFederationRelationships(ctx context.Context, in *ListFederationRelationshipsRequest, opts ...grpc.CallOption) (*ListFederationRelationshipsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFederationRelationshipsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListFederationRelationships_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RefreshFederatedBundle(ctx context.Context, in *RefreshFederatedBundleRequest, opts ...grpc.CallOption) (*FederationRelationship, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FederationRelationship)
+	err := c.cc.Invoke(ctx, Admin_RefreshFederatedBundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -147,6 +214,18 @@ type AdminServer interface {
 	EvictAgent(context.Context, *EvictAgentRequest) (*EvictAgentResponse, error)
 	GetBundle(context.Context, *GetBundleRequest) (*Bundle, error)
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
+	// Federation. Trust domains are names ("other.org") or IDs
+	// ("spiffe://other.org"); our own is always refused.
+	ListFederatedBundles(context.Context, *ListFederatedBundlesRequest) (*ListFederatedBundlesResponse, error)
+	// SetFederatedBundle replaces the bundle of a federates_with trust domain
+	// (ignoring spiffe_sequence), or sets a static one for any other.
+	SetFederatedBundle(context.Context, *SetFederatedBundleRequest) (*SetFederatedBundleResponse, error)
+	// DeleteFederatedBundle removes a static bundle.
+	DeleteFederatedBundle(context.Context, *DeleteFederatedBundleRequest) (*DeleteFederatedBundleResponse, error)
+	ListFederationRelationships(context.Context, *ListFederationRelationshipsRequest) (*ListFederationRelationshipsResponse, error)
+	// RefreshFederatedBundle fetches a relationship's bundle now; a rejected
+	// bundle is an Unavailable error naming the reason.
+	RefreshFederatedBundle(context.Context, *RefreshFederatedBundleRequest) (*FederationRelationship, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -180,6 +259,21 @@ func (UnimplementedAdminServer) GetBundle(context.Context, *GetBundleRequest) (*
 }
 func (UnimplementedAdminServer) Health(context.Context, *HealthRequest) (*HealthResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Health not implemented")
+}
+func (UnimplementedAdminServer) ListFederatedBundles(context.Context, *ListFederatedBundlesRequest) (*ListFederatedBundlesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFederatedBundles not implemented")
+}
+func (UnimplementedAdminServer) SetFederatedBundle(context.Context, *SetFederatedBundleRequest) (*SetFederatedBundleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetFederatedBundle not implemented")
+}
+func (UnimplementedAdminServer) DeleteFederatedBundle(context.Context, *DeleteFederatedBundleRequest) (*DeleteFederatedBundleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteFederatedBundle not implemented")
+}
+func (UnimplementedAdminServer) ListFederationRelationships(context.Context, *ListFederationRelationshipsRequest) (*ListFederationRelationshipsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFederationRelationships not implemented")
+}
+func (UnimplementedAdminServer) RefreshFederatedBundle(context.Context, *RefreshFederatedBundleRequest) (*FederationRelationship, error) {
+	return nil, status.Error(codes.Unimplemented, "method RefreshFederatedBundle not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -346,6 +440,96 @@ func _Admin_Health_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ListFederatedBundles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFederatedBundlesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListFederatedBundles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListFederatedBundles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListFederatedBundles(ctx, req.(*ListFederatedBundlesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SetFederatedBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetFederatedBundleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetFederatedBundle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetFederatedBundle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetFederatedBundle(ctx, req.(*SetFederatedBundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_DeleteFederatedBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteFederatedBundleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DeleteFederatedBundle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DeleteFederatedBundle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DeleteFederatedBundle(ctx, req.(*DeleteFederatedBundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListFederationRelationships_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFederationRelationshipsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListFederationRelationships(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListFederationRelationships_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListFederationRelationships(ctx, req.(*ListFederationRelationshipsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RefreshFederatedBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RefreshFederatedBundleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RefreshFederatedBundle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RefreshFederatedBundle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RefreshFederatedBundle(ctx, req.(*RefreshFederatedBundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -384,6 +568,26 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Health",
 			Handler:    _Admin_Health_Handler,
+		},
+		{
+			MethodName: "ListFederatedBundles",
+			Handler:    _Admin_ListFederatedBundles_Handler,
+		},
+		{
+			MethodName: "SetFederatedBundle",
+			Handler:    _Admin_SetFederatedBundle_Handler,
+		},
+		{
+			MethodName: "DeleteFederatedBundle",
+			Handler:    _Admin_DeleteFederatedBundle_Handler,
+		},
+		{
+			MethodName: "ListFederationRelationships",
+			Handler:    _Admin_ListFederationRelationships_Handler,
+		},
+		{
+			MethodName: "RefreshFederatedBundle",
+			Handler:    _Admin_RefreshFederatedBundle_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

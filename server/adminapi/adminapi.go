@@ -1,8 +1,9 @@
 // Package adminapi serves the operator-facing Admin gRPC API on the server's
-// owner-only unix socket: entries, join tokens, agents and the bundle.
+// owner-only unix socket: entries, join tokens, agents, the bundle, and
+// federation (federated bundles and the fetcher's relationships).
 //
 // It declares the small store interface it needs and must not import
-// datastore backends or cmd/.
+// datastore backends, the server wiring or cmd/.
 package adminapi
 
 import (
@@ -11,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -24,6 +26,7 @@ import (
 	"github.com/hallmarkid/hallmark/registration"
 	"github.com/hallmarkid/hallmark/server/datastore"
 	"github.com/hallmarkid/hallmark/server/entrycache"
+	"github.com/hallmarkid/hallmark/server/federation"
 )
 
 // Store is the part of the datastore the admin API needs.
@@ -48,12 +51,16 @@ type Auditor interface {
 
 // Config configures the admin API.
 type Config struct {
-	TrustDomain     spiffeid.TrustDomain
-	ServerID        spiffeid.ID
-	Store           Store
-	Entries         *entrycache.Cache
-	Evictor         Evictor
-	Bundle          func() []*x509.Certificate
+	TrustDomain spiffeid.TrustDomain
+	ServerID    spiffeid.ID
+	Store       Store
+	Entries     *entrycache.Cache
+	Evictor     Evictor
+	Bundle      func() []*x509.Certificate
+	// Federation holds the federated bundles; nil when the server has no
+	// federation relationships (listing then shows none, changes are
+	// refused).
+	Federation      *federation.Fetcher
 	Ready           func(ctx context.Context) error
 	DefaultTokenTTL time.Duration
 	Audit           Auditor
@@ -106,6 +113,9 @@ func (s *Server) CreateEntries(ctx context.Context, req *apiv1.CreateEntriesRequ
 		}
 		if err == nil && e.SPIFFEID == s.cfg.ServerID {
 			err = errors.New("the server's own SPIFFE ID cannot be registered")
+		}
+		if err == nil && slices.Contains(e.FederatesWith, s.cfg.TrustDomain) {
+			err = fmt.Errorf("federates with %q: that is this server's own trust domain", s.cfg.TrustDomain.Name())
 		}
 		if err != nil {
 			results[i] = &apiv1.EntryResult{Entry: p, Error: err.Error()}
