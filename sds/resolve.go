@@ -13,6 +13,7 @@ import (
 
 	"github.com/hallmarkid/hallmark/agent/cache"
 	"github.com/hallmarkid/hallmark/agent/workloadattest"
+	"github.com/hallmarkid/hallmark/registration"
 )
 
 // callerInfo is an attested caller.
@@ -112,6 +113,19 @@ type view struct {
 	ids     []cache.Identity // unexpired, sorted as the Workload API sorts them
 	pending bool             // a matching entry has no usable SVID yet
 	bundle  *cache.Bundle
+	// federated holds the bundles of the trust domains the caller's
+	// entries federate with, by trust domain name.
+	federated []*cache.Bundle
+}
+
+// federatedBundle returns the caller's federated bundle of td, or nil.
+func (v *view) federatedBundle(td spiffeid.TrustDomain) *cache.Bundle {
+	for _, b := range v.federated {
+		if b.TrustDomain == td {
+			return b
+		}
+	}
+	return nil
 }
 
 func (v *view) entitled() bool { return len(v.ids) > 0 || v.pending }
@@ -133,7 +147,21 @@ func (h *Handler) view(c callerInfo) view {
 		}
 		return live[i].Entry.ID < live[j].Entry.ID
 	})
-	return view{ids: live, pending: pending, bundle: h.cfg.Cache.Bundle()}
+	v := view{ids: live, pending: pending, bundle: h.cfg.Cache.Bundle()}
+	// The federated trust domains are those of every matching entry, with
+	// or without an SVID yet; the identities found are all of them unless
+	// something is pending.
+	var entries []registration.Entry
+	if pending {
+		entries = h.cfg.Cache.MatchEntries(c.Selectors)
+	} else {
+		entries = make([]registration.Entry, len(ids))
+		for i, id := range ids {
+			entries[i] = id.Entry
+		}
+	}
+	v.federated = h.cfg.Cache.FederatedFor(entries)
+	return v
 }
 
 // errNotEntitled is the answer for any SVID name the caller may not have,
@@ -167,6 +195,10 @@ func (h *Handler) resolve(c callerInfo, refs []ref, wildcard, spiffe bool, prev 
 		}
 		out = append(out, &resource{name: v.bundle.TrustDomain.IDString(), kind: resValidation,
 			bundles: []*cache.Bundle{v.bundle}, spiffe: spiffe})
+		for _, b := range v.federated {
+			out = append(out, &resource{name: b.TrustDomain.IDString(), kind: resValidation,
+				bundles: []*cache.Bundle{b}, spiffe: spiffe})
+		}
 	}
 	for _, r := range refs {
 		res, p, err := h.resolveOne(c, &v, r, spiffe, prev)
@@ -212,11 +244,18 @@ func (h *Handler) resolveOne(c callerInfo, v *view, r ref, spiffe bool, prev map
 		if v.bundle == nil {
 			return nil, true, nil
 		}
-		if r.kind == refBundle && r.td != v.bundle.TrustDomain {
-			// Federated bundles are not held by the agent's cache yet.
-			return nil, false, status.Errorf(codes.NotFound, "sds: no bundle for trust domain %q", r.td.Name())
-		}
 		bundles := []*cache.Bundle{v.bundle}
+		switch {
+		case r.kind == refAllBundles:
+			bundles = append(bundles, v.federated...)
+		case r.kind == refBundle && r.td != v.bundle.TrustDomain:
+			// Only trust domains the caller's entries federate with.
+			b := v.federatedBundle(r.td)
+			if b == nil {
+				return nil, false, status.Errorf(codes.NotFound, "sds: no bundle for trust domain %q", r.td.Name())
+			}
+			bundles = []*cache.Bundle{b}
+		}
 		if !spiffe && len(bundles) > 1 {
 			return nil, false, status.Errorf(codes.FailedPrecondition,
 				"sds: %q holds several trust domains and needs the SPIFFE certificate validator (Envoy >= 1.18); "+

@@ -136,11 +136,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		s.close()
 		return nil, err
 	}
+	var fed nodeapi.FederationSource // a nil interface, never a typed nil *federation.Fetcher
+	if s.fed != nil {
+		fed = s.fed
+	}
 	s.node, err = nodeapi.New(nodeapi.Config{
 		TrustDomain: cfg.TrustDomain, Signer: s.ca, Agents: s.store, Entries: s.entries, Verifiers: verifiers,
 		AgentSVIDTTL: cfg.AgentSVIDTTL, DefaultSVIDTTL: cfg.DefaultX509SVIDTTL,
 		Audit: s.audit, Metrics: s.metrics, Log: log.With("subsystem", "node_api"),
-		JWTSigner: s.jwt, BundleChanged: s.ca.BundleChanged,
+		JWTSigner: s.jwt, BundleChanged: s.ca.BundleChanged, Federation: fed,
 	})
 	if err != nil {
 		s.close()

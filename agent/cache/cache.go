@@ -1,6 +1,6 @@
 // Package cache holds the agent's view of what it may hand out: the
-// registration entries the server pushed, the SVIDs minted for them and the
-// trust bundle. Readers match a caller's selectors against it and are told
+// registration entries the server pushed, the SVIDs minted for them, the
+// trust bundle and the federated trust domains' bundles. Readers match a caller's selectors against it and are told
 // of every change so they can push updates.
 //
 // It must not import the Workload API, SDS or server packages.
@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/hallmarkid/hallmark/registration"
@@ -36,11 +37,17 @@ type Identity struct {
 	SVID  *SVID
 }
 
-// Bundle is the trust domain's X.509 authorities.
+// Bundle is a trust domain's X.509 authorities (and, for federated trust
+// domains, its JWT authorities). A Bundle is never modified once stored:
+// replace it.
 type Bundle struct {
 	TrustDomain spiffeid.TrustDomain
 	Certs       []*x509.Certificate
 	DER         []byte // concatenated
+	// JWT holds a federated trust domain's JWT authorities; nil when it
+	// publishes none, and always nil for the own trust domain (whose keys
+	// live in the JWTStore).
+	JWT *jwtbundle.Bundle
 }
 
 // Cache is safe for concurrent use.
@@ -50,8 +57,10 @@ type Cache struct {
 	svids   map[string]*SVID
 	index   map[registration.Selector]map[string]struct{}
 	bundle  *Bundle
-	changed chan struct{}
-	gen     uint64
+	// federated holds other trust domains' bundles, never the own one.
+	federated map[spiffeid.TrustDomain]*Bundle
+	changed   chan struct{}
+	gen       uint64
 }
 
 // New returns an empty cache.

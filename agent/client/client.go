@@ -241,13 +241,17 @@ func runAttest(ctx context.Context, stream attestClient, collector attestors.Nod
 	}
 }
 
-// Sync opens the entry push stream.
-func (c *Client) Sync(ctx context.Context) (grpc.ServerStreamingClient[apiv1.SyncResponse], error) {
+// Sync opens the entry push stream. A nil or empty req asks for a full
+// snapshot; see apiv1.SyncRequest for resuming.
+func (c *Client) Sync(ctx context.Context, req *apiv1.SyncRequest) (grpc.ServerStreamingClient[apiv1.SyncResponse], error) {
 	node, err := c.node()
 	if err != nil {
 		return nil, err
 	}
-	return node.Sync(ctx, &apiv1.SyncRequest{})
+	if req == nil {
+		req = &apiv1.SyncRequest{}
+	}
+	return node.Sync(ctx, req)
 }
 
 // BatchSign signs workload CSRs.

@@ -1,5 +1,6 @@
 // Package manager keeps the agent's cache current: it holds the push
-// stream of entries from the server (reconnecting with backoff), mints
+// stream of entries and bundles from the server (reconnecting with backoff,
+// and resuming with only what changed since its last stream), mints
 // workload SVIDs in batches (the agent generates keys, the server signs
 // CSRs) and rotates them at half-life.
 //
@@ -35,7 +36,7 @@ import (
 
 // Server is the part of the server connection the manager needs.
 type Server interface {
-	Sync(ctx context.Context) (grpc.ServerStreamingClient[apiv1.SyncResponse], error)
+	Sync(ctx context.Context, req *apiv1.SyncRequest) (grpc.ServerStreamingClient[apiv1.SyncResponse], error)
 	BatchSign(ctx context.Context, reqs []*apiv1.SVIDRequest) ([]*apiv1.SVIDResult, error)
 	SetBundle(certs []*x509.Certificate)
 }
@@ -66,7 +67,15 @@ type Manager struct {
 	// holdOff maps entry IDs whose signing failed to when to try again;
 	// only the mint loop touches it.
 	holdOff map[string]time.Time
+	// revision is the revision the cache's entries are current to, 0
+	// before the first snapshot was applied; only the sync loop writes it.
+	revision atomic.Int64
 }
+
+// MaxResumeEntries is the most entries the manager lists when it resumes
+// a stream; beyond it, it asks for a full snapshot (the list would be
+// larger than the snapshot is worth avoiding).
+const MaxResumeEntries = 50000
 
 // New returns a manager.
 func New(cfg Config) *Manager {
@@ -119,54 +128,119 @@ func jitter(d time.Duration) time.Duration {
 	return d/2 + time.Duration(float64(d/2)*float64(b[0])/math.MaxUint8)
 }
 
+// Revision returns the revision the cached entries are current to (0
+// before the first snapshot).
+func (m *Manager) Revision() int64 { return m.revision.Load() }
+
+// syncRequest asks for a full snapshot the first time and, once the cache
+// holds a snapshot, resumes from its revision so that the server sends
+// only what changed: unchanged entries keep their SVIDs either way.
+func (m *Manager) syncRequest() *apiv1.SyncRequest {
+	rev := m.revision.Load()
+	if rev <= 0 {
+		return &apiv1.SyncRequest{}
+	}
+	ids := m.cfg.Cache.EntryIDs()
+	if len(ids) > MaxResumeEntries {
+		return &apiv1.SyncRequest{}
+	}
+	return &apiv1.SyncRequest{SinceRevision: rev, HeldEntryIds: ids}
+}
+
 func (m *Manager) syncOnce(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := m.cfg.Server.Sync(ctx)
+	req := m.syncRequest()
+	stream, err := m.cfg.Server.Sync(ctx, req)
 	if err != nil {
 		return err
 	}
-	for {
+	for first := true; ; first = false {
 		msg, err := stream.Recv()
 		if err != nil {
 			return err
 		}
+		if first && !msg.GetFull() && !msg.GetResumed() {
+			// Every first message is a snapshot or a resumption; anything
+			// else leaves the cache in an unknown state.
+			return errors.New("manager: first sync message is neither a snapshot nor a resumption")
+		}
 		if !m.connected.Swap(true) {
-			m.cfg.Log.Info("Entry stream from server established")
+			m.cfg.Log.Info("Entry stream from server established", "resumed", msg.GetResumed(),
+				"since_revision", req.GetSinceRevision(), "upserts", len(msg.GetUpserts()), "deleted", len(msg.GetDeletedIds()))
 		}
-		if b := msg.GetBundle(); b != nil {
-			certs, err := x509util.ParseChain(b.GetX509Authorities())
-			if err != nil {
-				m.cfg.Log.Error("Ignoring malformed bundle from server", "error", err)
-			} else {
-				m.cfg.Server.SetBundle(certs)
-				m.cfg.Cache.SetBundle(&cache.Bundle{TrustDomain: m.cfg.TrustDomain, Certs: certs, DER: x509util.ConcatDER(certs)})
-				if m.cfg.OnBundle != nil {
-					m.cfg.OnBundle(certs)
-				}
+		m.apply(msg)
+	}
+}
+
+// apply applies one sync message to the cache.
+func (m *Manager) apply(msg *apiv1.SyncResponse) {
+	if b := msg.GetBundle(); b != nil {
+		certs, err := x509util.ParseChain(b.GetX509Authorities())
+		if err != nil {
+			m.cfg.Log.Error("Ignoring malformed bundle from server", "error", err)
+		} else {
+			m.cfg.Server.SetBundle(certs)
+			m.cfg.Cache.SetBundle(&cache.Bundle{TrustDomain: m.cfg.TrustDomain, Certs: certs, DER: x509util.ConcatDER(certs)})
+			if m.cfg.OnBundle != nil {
+				m.cfg.OnBundle(certs)
 			}
-		}
-		if jb := msg.GetJwtBundle(); jb != nil && m.cfg.JWT != nil {
-			if b, err := client.ParseJWTBundle(m.cfg.TrustDomain, jb); err != nil {
-				m.cfg.Log.Error("Ignoring malformed JWT bundle from server", "error", err)
-			} else {
-				m.cfg.JWT.SetBundle(b)
-			}
-		}
-		if msg.GetFull() || len(msg.GetUpserts()) > 0 || len(msg.GetDeletedIds()) > 0 {
-			upserts := make([]registration.Entry, 0, len(msg.GetUpserts()))
-			for _, p := range msg.GetUpserts() {
-				e, err := apiconv.EntryFromProto(p)
-				if err != nil {
-					m.cfg.Log.Error("Ignoring malformed entry from server", "entry_id", p.GetId(), "error", err)
-					continue
-				}
-				upserts = append(upserts, e)
-			}
-			m.cfg.Cache.UpdateEntries(msg.GetFull(), upserts, msg.GetDeletedIds())
-			m.KickMint()
 		}
 	}
+	if jb := msg.GetJwtBundle(); jb != nil && m.cfg.JWT != nil {
+		if b, err := client.ParseJWTBundle(m.cfg.TrustDomain, jb); err != nil {
+			m.cfg.Log.Error("Ignoring malformed JWT bundle from server", "error", err)
+		} else {
+			m.cfg.JWT.SetBundle(b)
+		}
+	}
+	if msg.GetFederatedComplete() || len(msg.GetFederatedBundles()) > 0 {
+		m.cfg.Cache.SetFederatedBundles(msg.GetFederatedComplete(), m.federatedBundles(msg.GetFederatedBundles()))
+	}
+	if msg.GetFull() || msg.GetResumed() || len(msg.GetUpserts()) > 0 || len(msg.GetDeletedIds()) > 0 {
+		upserts := make([]registration.Entry, 0, len(msg.GetUpserts()))
+		for _, p := range msg.GetUpserts() {
+			e, err := apiconv.EntryFromProto(p)
+			if err != nil {
+				m.cfg.Log.Error("Ignoring malformed entry from server", "entry_id", p.GetId(), "error", err)
+				continue
+			}
+			upserts = append(upserts, e)
+		}
+		// A resumption is applied like a delta: the server listed every
+		// held entry it no longer authorises in deleted_ids.
+		m.cfg.Cache.UpdateEntries(msg.GetFull(), upserts, msg.GetDeletedIds())
+		m.KickMint()
+	}
+	if r := msg.GetRevision(); r > 0 || msg.GetFull() || msg.GetResumed() {
+		m.revision.Store(r)
+	}
+}
+
+// federatedBundles converts federated bundles from the server. One that
+// does not parse is dropped (an empty bundle for its trust domain), so a
+// workload never keeps trusting keys the server no longer vouches for in a
+// form the agent can read. The own trust domain is never federated.
+func (m *Manager) federatedBundles(ps []*apiv1.FederatedBundle) []*cache.Bundle {
+	out := make([]*cache.Bundle, 0, len(ps))
+	for _, p := range ps {
+		td, b, err := client.ParseFederatedBundle(p)
+		if td.IsZero() || td == m.cfg.TrustDomain {
+			m.cfg.Log.Error("Ignoring federated bundle from server", "trust_domain", p.GetTrustDomain(), "error", err)
+			continue
+		}
+		if err != nil {
+			m.cfg.Log.Error("Dropping malformed federated bundle from server", "trust_domain", td.Name(), "error", err)
+			out = append(out, &cache.Bundle{TrustDomain: td})
+			continue
+		}
+		cb := &cache.Bundle{TrustDomain: td, Certs: b.X509Authorities(), DER: x509util.ConcatDER(b.X509Authorities())}
+		if len(b.JWTAuthorities()) > 0 {
+			cb.JWT = b.JWTBundle()
+		}
+		out = append(out, cb)
+	}
+	return out
 }
 
 // KickMint asks the mint loop to look for due SVIDs now.

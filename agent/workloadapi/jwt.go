@@ -224,8 +224,9 @@ func containsString(ss []string, s string) bool {
 	return false
 }
 
-// FetchJWTBundles streams the JWT bundle (JWKS) and re-sends it whenever
-// the keys change.
+// FetchJWTBundles streams the JWT bundles (JWKS): the own trust domain's
+// and those of the trust domains the caller's entries federate with that
+// publish JWT keys; re-sent whenever one of them changes.
 func (h *JWTHandler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) error {
 	ctx := stream.Context()
 	if h.cfg.Metrics != nil {
@@ -235,23 +236,29 @@ func (h *JWTHandler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.
 	if err != nil {
 		return err
 	}
-	var last *jwtbundle.Bundle
+	var last map[string][]byte
 	for {
 		changed, _ := h.cfg.Cache.Changed()
 		keysChanged := h.jwt.Store.Changed()
-		if len(h.cfg.Cache.MatchEntries(c.Selectors)) == 0 {
+		entries := h.cfg.Cache.MatchEntries(c.Selectors)
+		if len(entries) == 0 {
 			return status.Error(codes.PermissionDenied, "no identity issued")
 		}
-		if b := h.jwt.Store.Bundle(); b != nil && (last == nil || !last.Equal(b)) {
-			doc, err := b.Marshal()
-			if err != nil {
-				return status.Errorf(codes.Internal, "marshal JWT bundle: %v", err)
+		if own := h.jwt.Store.Bundle(); own != nil {
+			docs := make(map[string][]byte)
+			for _, b := range h.jwtBundles(own, entries) {
+				doc, err := b.Marshal()
+				if err != nil {
+					return status.Errorf(codes.Internal, "marshal JWT bundle: %v", err)
+				}
+				docs[b.TrustDomain().IDString()] = doc
 			}
-			resp := &workload.JWTBundlesResponse{Bundles: map[string][]byte{b.TrustDomain().IDString(): doc}}
-			if err := stream.Send(resp); err != nil {
-				return err
+			if last == nil || !sameBundles(last, docs) {
+				if err := stream.Send(&workload.JWTBundlesResponse{Bundles: docs}); err != nil {
+					return err
+				}
+				last = docs
 			}
-			last = b
 		}
 		select {
 		case <-ctx.Done():
@@ -262,9 +269,26 @@ func (h *JWTHandler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.
 	}
 }
 
-// ValidateJWTSVID validates a token against the agent's JWT bundle for the
-// requested audience and returns its SPIFFE ID and claims. Any attested
-// caller may validate; no entry is needed.
+// jwtBundles returns own (when not nil) and the JWT bundles of the trust
+// domains entries federate with.
+func (h *JWTHandler) jwtBundles(own *jwtbundle.Bundle, entries []registration.Entry) []*jwtbundle.Bundle {
+	var out []*jwtbundle.Bundle
+	if own != nil {
+		out = append(out, own)
+	}
+	for _, b := range h.cfg.Cache.FederatedFor(entries) {
+		if b.JWT != nil { // the cache never holds the own trust domain as federated
+			out = append(out, b.JWT)
+		}
+	}
+	return out
+}
+
+// ValidateJWTSVID validates a token against the agent's JWT bundle and
+// those of the trust domains the caller's entries federate with, for the
+// requested audience, and returns its SPIFFE ID and claims. Any attested
+// caller may validate; no entry is needed (it then trusts only the own
+// trust domain).
 func (h *JWTHandler) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTSVIDRequest) (*workload.ValidateJWTSVIDResponse, error) {
 	if err := CheckSecurityHeader(ctx); err != nil {
 		return nil, err
@@ -275,10 +299,15 @@ func (h *JWTHandler) ValidateJWTSVID(ctx context.Context, req *workload.Validate
 	case req.GetSvid() == "":
 		return nil, status.Error(codes.InvalidArgument, "svid must be specified")
 	}
-	if _, err := h.caller(ctx); err != nil {
+	c, err := h.caller(ctx)
+	if err != nil {
 		return nil, err
 	}
-	svid, err := ValidateToken(req.GetSvid(), h.jwt.Store, req.GetAudience())
+	var bundles jwtbundle.Source = h.jwt.Store
+	if fed := h.jwtBundles(h.jwt.Store.Bundle(), h.cfg.Cache.MatchEntries(c.Selectors)); len(fed) > 0 {
+		bundles = jwtbundle.NewSet(fed...)
+	}
+	svid, err := ValidateToken(req.GetSvid(), bundles, req.GetAudience())
 	if err != nil {
 		h.cfg.Log.Debug("JWT-SVID rejected", "error", err)
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)

@@ -1,7 +1,9 @@
 // Package workloadapi serves the SPIFFE Workload API to local workloads:
-// X.509-SVIDs and bundles, streamed and re-sent on every rotation or entry
-// change. Callers are identified by kernel credentials and attested by the
-// agent's workload attestors; stock go-spiffe clients work unmodified.
+// X.509-SVIDs and bundles (the own trust domain's and, per caller, those
+// of the trust domains its entries federate with), streamed and re-sent
+// on every rotation, entry change or bundle change. Callers are
+// identified by kernel credentials and attested by the agent's workload
+// attestors; stock go-spiffe clients work unmodified.
 //
 // It must not import server packages or SDS.
 package workloadapi
@@ -21,6 +23,7 @@ import (
 
 	"github.com/hallmarkid/hallmark/agent/cache"
 	"github.com/hallmarkid/hallmark/agent/workloadattest"
+	"github.com/hallmarkid/hallmark/registration"
 )
 
 // CallerAttestor identifies callers.
@@ -119,7 +122,7 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 			}
 			timer = time.After(left)
 		default:
-			resp := x509Response(ids, bundle)
+			resp := x509Response(ids, bundle, h.cfg.Cache.FederatedFor(identityEntries(ids)))
 			if last == nil || !sameX509(last, resp) {
 				if err := stream.Send(resp); err != nil {
 					return err
@@ -136,7 +139,43 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 	}
 }
 
-func x509Response(ids []cache.Identity, bundle *cache.Bundle) *workload.X509SVIDResponse {
+// identityEntries returns the entries of ids.
+func identityEntries(ids []cache.Identity) []registration.Entry {
+	out := make([]registration.Entry, len(ids))
+	for i, id := range ids {
+		out[i] = id.Entry
+	}
+	return out
+}
+
+// bundleMap returns the bundles keyed by trust domain ID, as the Workload
+// API sends them.
+func bundleMap(bundles ...*cache.Bundle) map[string][]byte {
+	m := make(map[string][]byte, len(bundles))
+	for _, b := range bundles {
+		if b != nil && len(b.DER) > 0 {
+			m[b.TrustDomain.IDString()] = b.DER
+		}
+	}
+	return m
+}
+
+func sameBundles(a, b map[string][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || !bytes.Equal(v, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// x509Response builds the caller's response: its SVIDs with the own
+// bundle, and the bundles of the trust domains the SVIDs' entries federate
+// with (only those, as SPIRE does).
+func x509Response(ids []cache.Identity, bundle *cache.Bundle, federated []*cache.Bundle) *workload.X509SVIDResponse {
 	sort.Slice(ids, func(i, j int) bool {
 		if ids[i].Entry.SPIFFEID != ids[j].Entry.SPIFFEID {
 			return ids[i].Entry.SPIFFEID.String() < ids[j].Entry.SPIFFEID.String()
@@ -153,11 +192,14 @@ func x509Response(ids []cache.Identity, bundle *cache.Bundle) *workload.X509SVID
 			Hint:        id.Entry.Hint,
 		}
 	}
+	if len(federated) > 0 {
+		resp.FederatedBundles = bundleMap(federated...)
+	}
 	return resp
 }
 
 func sameX509(a, b *workload.X509SVIDResponse) bool {
-	if len(a.Svids) != len(b.Svids) {
+	if len(a.Svids) != len(b.Svids) || !sameBundles(a.FederatedBundles, b.FederatedBundles) {
 		return false
 	}
 	for i := range a.Svids {
@@ -169,25 +211,30 @@ func sameX509(a, b *workload.X509SVIDResponse) bool {
 	return true
 }
 
-// FetchX509Bundles streams the trust bundles.
+// FetchX509Bundles streams the trust bundles: the own one and those of
+// the trust domains the caller's entries federate with, re-sent whenever
+// one of them changes.
 func (h *Handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
 	ctx := stream.Context()
 	c, err := h.caller(ctx)
 	if err != nil {
 		return err
 	}
-	var lastDER []byte
+	var last map[string][]byte
 	for {
 		changed, _ := h.cfg.Cache.Changed()
-		if ids, pending := h.cfg.Cache.Match(c.Selectors); len(ids) == 0 && !pending {
+		entries := h.cfg.Cache.MatchEntries(c.Selectors)
+		if len(entries) == 0 {
 			return status.Error(codes.PermissionDenied, "no identity issued")
 		}
-		if b := h.cfg.Cache.Bundle(); b != nil && !bytes.Equal(b.DER, lastDER) {
-			resp := &workload.X509BundlesResponse{Bundles: map[string][]byte{b.TrustDomain.IDString(): b.DER}}
-			if err := stream.Send(resp); err != nil {
-				return err
+		if own := h.cfg.Cache.Bundle(); own != nil {
+			bundles := bundleMap(append([]*cache.Bundle{own}, h.cfg.Cache.FederatedFor(entries)...)...)
+			if last == nil || !sameBundles(last, bundles) {
+				if err := stream.Send(&workload.X509BundlesResponse{Bundles: bundles}); err != nil {
+					return err
+				}
+				last = bundles
 			}
-			lastDER = b.DER
 		}
 		select {
 		case <-ctx.Done():

@@ -357,8 +357,19 @@ func (*AttestResponse_Challenge) isAttestResponse_Step() {}
 
 func (*AttestResponse_Result) isAttestResponse_Step() {}
 
+// SyncRequest opens the entry push stream. An empty request (a fresh
+// agent, or an old one) gets a full snapshot first. An agent that already
+// holds entries from an earlier stream resumes: it sends the revision its
+// entries are current to and the IDs of the entries it holds, and the
+// first message then carries only what changed (see SyncResponse.resumed).
 type SyncRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// since_revision is the revision of the last message the agent applied;
+	// 0 asks for a full snapshot.
+	SinceRevision int64 `protobuf:"varint,1,opt,name=since_revision,json=sinceRevision,proto3" json:"since_revision,omitempty"`
+	// held_entry_ids lists the entries the agent holds (IDs only), at most
+	// 100000.
+	HeldEntryIds  []string `protobuf:"bytes,2,rep,name=held_entry_ids,json=heldEntryIds,proto3" json:"held_entry_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -393,6 +404,20 @@ func (*SyncRequest) Descriptor() ([]byte, []int) {
 	return file_api_v1_node_proto_rawDescGZIP(), []int{5}
 }
 
+func (x *SyncRequest) GetSinceRevision() int64 {
+	if x != nil {
+		return x.SinceRevision
+	}
+	return 0
+}
+
+func (x *SyncRequest) GetHeldEntryIds() []string {
+	if x != nil {
+		return x.HeldEntryIds
+	}
+	return nil
+}
+
 type SyncResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// full is set on the first message of a stream: upserts then holds every
@@ -404,9 +429,26 @@ type SyncResponse struct {
 	Revision   int64    `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
 	// jwt_bundle is set when the JWT signing keys changed (always on the
 	// first message when the server issues JWT-SVIDs).
-	JwtBundle     *JWTBundle `protobuf:"bytes,6,opt,name=jwt_bundle,json=jwtBundle,proto3" json:"jwt_bundle,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	JwtBundle *JWTBundle `protobuf:"bytes,6,opt,name=jwt_bundle,json=jwtBundle,proto3" json:"jwt_bundle,omitempty"`
+	// resumed is set on the first message of a stream opened with
+	// since_revision: upserts holds only the entries new to the agent or
+	// changed after since_revision, deleted_ids the held entries no longer
+	// authorised. Once both are applied the agent holds exactly the
+	// authorised set; it must drop nothing else. full and resumed are never
+	// both set.
+	Resumed bool `protobuf:"varint,7,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	// federated_bundles carries the bundles of other trust domains the
+	// server trusts (never its own). A bundle with neither X.509 authorities
+	// nor JWT keys means the trust domain was removed or revoked: the agent
+	// drops it.
+	FederatedBundles []*FederatedBundle `protobuf:"bytes,8,rep,name=federated_bundles,json=federatedBundles,proto3" json:"federated_bundles,omitempty"`
+	// federated_complete is set when federated_bundles is the complete set
+	// (always on the first message of a stream): the agent drops federated
+	// bundles it does not list. Otherwise federated_bundles holds only the
+	// bundles that changed or were removed.
+	FederatedComplete bool `protobuf:"varint,9,opt,name=federated_complete,json=federatedComplete,proto3" json:"federated_complete,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SyncResponse) Reset() {
@@ -481,6 +523,96 @@ func (x *SyncResponse) GetJwtBundle() *JWTBundle {
 	return nil
 }
 
+func (x *SyncResponse) GetResumed() bool {
+	if x != nil {
+		return x.Resumed
+	}
+	return false
+}
+
+func (x *SyncResponse) GetFederatedBundles() []*FederatedBundle {
+	if x != nil {
+		return x.FederatedBundles
+	}
+	return nil
+}
+
+func (x *SyncResponse) GetFederatedComplete() bool {
+	if x != nil {
+		return x.FederatedComplete
+	}
+	return false
+}
+
+// FederatedBundle is the trust bundle of a federated trust domain.
+type FederatedBundle struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain     string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`             // name, e.g. "partner.example"
+	X509Authorities [][]byte               `protobuf:"bytes,2,rep,name=x509_authorities,json=x509Authorities,proto3" json:"x509_authorities,omitempty"` // DER
+	JwtKeys         []*JWTKey              `protobuf:"bytes,3,rep,name=jwt_keys,json=jwtKeys,proto3" json:"jwt_keys,omitempty"`
+	SequenceNumber  int64                  `protobuf:"varint,4,opt,name=sequence_number,json=sequenceNumber,proto3" json:"sequence_number,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *FederatedBundle) Reset() {
+	*x = FederatedBundle{}
+	mi := &file_api_v1_node_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederatedBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederatedBundle) ProtoMessage() {}
+
+func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_node_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
+func (*FederatedBundle) Descriptor() ([]byte, []int) {
+	return file_api_v1_node_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *FederatedBundle) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *FederatedBundle) GetX509Authorities() [][]byte {
+	if x != nil {
+		return x.X509Authorities
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetJwtKeys() []*JWTKey {
+	if x != nil {
+		return x.JwtKeys
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetSequenceNumber() int64 {
+	if x != nil {
+		return x.SequenceNumber
+	}
+	return 0
+}
+
 // JWTKey is a public key that signs JWT-SVIDs.
 type JWTKey struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -493,7 +625,7 @@ type JWTKey struct {
 
 func (x *JWTKey) Reset() {
 	*x = JWTKey{}
-	mi := &file_api_v1_node_proto_msgTypes[7]
+	mi := &file_api_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +637,7 @@ func (x *JWTKey) String() string {
 func (*JWTKey) ProtoMessage() {}
 
 func (x *JWTKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_node_proto_msgTypes[7]
+	mi := &file_api_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +650,7 @@ func (x *JWTKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTKey.ProtoReflect.Descriptor instead.
 func (*JWTKey) Descriptor() ([]byte, []int) {
-	return file_api_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_api_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JWTKey) GetKeyId() string {
@@ -552,7 +684,7 @@ type JWTBundle struct {
 
 func (x *JWTBundle) Reset() {
 	*x = JWTBundle{}
-	mi := &file_api_v1_node_proto_msgTypes[8]
+	mi := &file_api_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +696,7 @@ func (x *JWTBundle) String() string {
 func (*JWTBundle) ProtoMessage() {}
 
 func (x *JWTBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_node_proto_msgTypes[8]
+	mi := &file_api_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +709,7 @@ func (x *JWTBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTBundle.ProtoReflect.Descriptor instead.
 func (*JWTBundle) Descriptor() ([]byte, []int) {
-	return file_api_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_api_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JWTBundle) GetKeys() []*JWTKey {
@@ -597,7 +729,7 @@ type SVIDRequest struct {
 
 func (x *SVIDRequest) Reset() {
 	*x = SVIDRequest{}
-	mi := &file_api_v1_node_proto_msgTypes[9]
+	mi := &file_api_v1_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +741,7 @@ func (x *SVIDRequest) String() string {
 func (*SVIDRequest) ProtoMessage() {}
 
 func (x *SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_node_proto_msgTypes[9]
+	mi := &file_api_v1_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +754,7 @@ func (x *SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SVIDRequest.ProtoReflect.Descriptor instead.
 func (*SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_api_v1_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SVIDRequest) GetEntryId() string {
@@ -648,7 +780,7 @@ type BatchSignX509SVIDRequest struct {
 
 func (x *BatchSignX509SVIDRequest) Reset() {
 	*x = BatchSignX509SVIDRequest{}
-	mi := &file_api_v1_node_proto_msgTypes[10]
+	mi := &file_api_v1_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +792,7 @@ func (x *BatchSignX509SVIDRequest) String() string {
 func (*BatchSignX509SVIDRequest) ProtoMessage() {}
 
 func (x *BatchSignX509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_node_proto_msgTypes[10]
+	mi := &file_api_v1_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +805,7 @@ func (x *BatchSignX509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchSignX509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*BatchSignX509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_api_v1_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BatchSignX509SVIDRequest) GetRequests() []*SVIDRequest {
@@ -694,7 +826,7 @@ type SVIDResult struct {
 
 func (x *SVIDResult) Reset() {
 	*x = SVIDResult{}
-	mi := &file_api_v1_node_proto_msgTypes[11]
+	mi := &file_api_v1_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +838,7 @@ func (x *SVIDResult) String() string {
 func (*SVIDResult) ProtoMessage() {}
 
 func (x *SVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_node_proto_msgTypes[11]
+	mi := &file_api_v1_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +851,7 @@ func (x *SVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SVIDResult.ProtoReflect.Descriptor instead.
 func (*SVIDResult) Descriptor() ([]byte, []int) {
-	return file_api_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_api_v1_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SVIDResult) GetEntryId() string {
@@ -752,7 +884,7 @@ type BatchSignX509SVIDResponse struct {
 
 func (x *BatchSignX509SVIDResponse) Reset() {
 	*x = BatchSignX509SVIDResponse{}
-	mi := &file_api_v1_node_proto_msgTypes[12]
+	mi := &file_api_v1_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +896,7 @@ func (x *BatchSignX509SVIDResponse) String() string {
 func (*BatchSignX509SVIDResponse) ProtoMessage() {}
 
 func (x *BatchSignX509SVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_node_proto_msgTypes[12]
+	mi := &file_api_v1_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +909,7 @@ func (x *BatchSignX509SVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchSignX509SVIDResponse.ProtoReflect.Descriptor instead.
 func (*BatchSignX509SVIDResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_api_v1_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BatchSignX509SVIDResponse) GetResults() []*SVIDResult {
@@ -797,7 +929,7 @@ type NewJWTSVIDRequest struct {
 
 func (x *NewJWTSVIDRequest) Reset() {
 	*x = NewJWTSVIDRequest{}
-	mi := &file_api_v1_node_proto_msgTypes[13]
+	mi := &file_api_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +941,7 @@ func (x *NewJWTSVIDRequest) String() string {
 func (*NewJWTSVIDRequest) ProtoMessage() {}
 
 func (x *NewJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_node_proto_msgTypes[13]
+	mi := &file_api_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +954,7 @@ func (x *NewJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NewJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*NewJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_api_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NewJWTSVIDRequest) GetEntryId() string {
@@ -851,7 +983,7 @@ type JWTSVID struct {
 
 func (x *JWTSVID) Reset() {
 	*x = JWTSVID{}
-	mi := &file_api_v1_node_proto_msgTypes[14]
+	mi := &file_api_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +995,7 @@ func (x *JWTSVID) String() string {
 func (*JWTSVID) ProtoMessage() {}
 
 func (x *JWTSVID) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_node_proto_msgTypes[14]
+	mi := &file_api_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1008,7 @@ func (x *JWTSVID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JWTSVID.ProtoReflect.Descriptor instead.
 func (*JWTSVID) Descriptor() ([]byte, []int) {
-	return file_api_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_api_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *JWTSVID) GetToken() string {
@@ -916,7 +1048,7 @@ type NewJWTSVIDResponse struct {
 
 func (x *NewJWTSVIDResponse) Reset() {
 	*x = NewJWTSVIDResponse{}
-	mi := &file_api_v1_node_proto_msgTypes[15]
+	mi := &file_api_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1060,7 @@ func (x *NewJWTSVIDResponse) String() string {
 func (*NewJWTSVIDResponse) ProtoMessage() {}
 
 func (x *NewJWTSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_node_proto_msgTypes[15]
+	mi := &file_api_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1073,7 @@ func (x *NewJWTSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NewJWTSVIDResponse.ProtoReflect.Descriptor instead.
 func (*NewJWTSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_node_proto_rawDescGZIP(), []int{15}
+	return file_api_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NewJWTSVIDResponse) GetSvid() *JWTSVID {
@@ -974,8 +1106,10 @@ const file_api_v1_node_proto_rawDesc = "" +
 	"\x0eAttestResponse\x12\x1e\n" +
 	"\tchallenge\x18\x01 \x01(\fH\x00R\tchallenge\x123\n" +
 	"\x06result\x18\x02 \x01(\v2\x19.hallmark.v1.AttestResultH\x00R\x06resultB\x06\n" +
-	"\x04step\"\r\n" +
-	"\vSyncRequest\"\xf1\x01\n" +
+	"\x04step\"Z\n" +
+	"\vSyncRequest\x12%\n" +
+	"\x0esince_revision\x18\x01 \x01(\x03R\rsinceRevision\x12$\n" +
+	"\x0eheld_entry_ids\x18\x02 \x03(\tR\fheldEntryIds\"\x85\x03\n" +
 	"\fSyncResponse\x12\x12\n" +
 	"\x04full\x18\x01 \x01(\bR\x04full\x12,\n" +
 	"\aupserts\x18\x02 \x03(\v2\x12.hallmark.v1.EntryR\aupserts\x12\x1f\n" +
@@ -984,7 +1118,15 @@ const file_api_v1_node_proto_rawDesc = "" +
 	"\x06bundle\x18\x04 \x01(\v2\x13.hallmark.v1.BundleR\x06bundle\x12\x1a\n" +
 	"\brevision\x18\x05 \x01(\x03R\brevision\x125\n" +
 	"\n" +
-	"jwt_bundle\x18\x06 \x01(\v2\x16.hallmark.v1.JWTBundleR\tjwtBundle\"]\n" +
+	"jwt_bundle\x18\x06 \x01(\v2\x16.hallmark.v1.JWTBundleR\tjwtBundle\x12\x18\n" +
+	"\aresumed\x18\a \x01(\bR\aresumed\x12I\n" +
+	"\x11federated_bundles\x18\b \x03(\v2\x1c.hallmark.v1.FederatedBundleR\x10federatedBundles\x12-\n" +
+	"\x12federated_complete\x18\t \x01(\bR\x11federatedComplete\"\xb8\x01\n" +
+	"\x0fFederatedBundle\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
+	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12.\n" +
+	"\bjwt_keys\x18\x03 \x03(\v2\x13.hallmark.v1.JWTKeyR\ajwtKeys\x12'\n" +
+	"\x0fsequence_number\x18\x04 \x01(\x03R\x0esequenceNumber\"]\n" +
 	"\x06JWTKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
 	"\n" +
@@ -1037,7 +1179,7 @@ func file_api_v1_node_proto_rawDescGZIP() []byte {
 	return file_api_v1_node_proto_rawDescData
 }
 
-var file_api_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_api_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_api_v1_node_proto_goTypes = []any{
 	(*AttestationData)(nil),           // 0: hallmark.v1.AttestationData
 	(*AttestParams)(nil),              // 1: hallmark.v1.AttestParams
@@ -1046,50 +1188,53 @@ var file_api_v1_node_proto_goTypes = []any{
 	(*AttestResponse)(nil),            // 4: hallmark.v1.AttestResponse
 	(*SyncRequest)(nil),               // 5: hallmark.v1.SyncRequest
 	(*SyncResponse)(nil),              // 6: hallmark.v1.SyncResponse
-	(*JWTKey)(nil),                    // 7: hallmark.v1.JWTKey
-	(*JWTBundle)(nil),                 // 8: hallmark.v1.JWTBundle
-	(*SVIDRequest)(nil),               // 9: hallmark.v1.SVIDRequest
-	(*BatchSignX509SVIDRequest)(nil),  // 10: hallmark.v1.BatchSignX509SVIDRequest
-	(*SVIDResult)(nil),                // 11: hallmark.v1.SVIDResult
-	(*BatchSignX509SVIDResponse)(nil), // 12: hallmark.v1.BatchSignX509SVIDResponse
-	(*NewJWTSVIDRequest)(nil),         // 13: hallmark.v1.NewJWTSVIDRequest
-	(*JWTSVID)(nil),                   // 14: hallmark.v1.JWTSVID
-	(*NewJWTSVIDResponse)(nil),        // 15: hallmark.v1.NewJWTSVIDResponse
-	(*X509SVID)(nil),                  // 16: hallmark.v1.X509SVID
-	(*Bundle)(nil),                    // 17: hallmark.v1.Bundle
-	(*Selector)(nil),                  // 18: hallmark.v1.Selector
-	(*Entry)(nil),                     // 19: hallmark.v1.Entry
+	(*FederatedBundle)(nil),           // 7: hallmark.v1.FederatedBundle
+	(*JWTKey)(nil),                    // 8: hallmark.v1.JWTKey
+	(*JWTBundle)(nil),                 // 9: hallmark.v1.JWTBundle
+	(*SVIDRequest)(nil),               // 10: hallmark.v1.SVIDRequest
+	(*BatchSignX509SVIDRequest)(nil),  // 11: hallmark.v1.BatchSignX509SVIDRequest
+	(*SVIDResult)(nil),                // 12: hallmark.v1.SVIDResult
+	(*BatchSignX509SVIDResponse)(nil), // 13: hallmark.v1.BatchSignX509SVIDResponse
+	(*NewJWTSVIDRequest)(nil),         // 14: hallmark.v1.NewJWTSVIDRequest
+	(*JWTSVID)(nil),                   // 15: hallmark.v1.JWTSVID
+	(*NewJWTSVIDResponse)(nil),        // 16: hallmark.v1.NewJWTSVIDResponse
+	(*X509SVID)(nil),                  // 17: hallmark.v1.X509SVID
+	(*Bundle)(nil),                    // 18: hallmark.v1.Bundle
+	(*Selector)(nil),                  // 19: hallmark.v1.Selector
+	(*Entry)(nil),                     // 20: hallmark.v1.Entry
 }
 var file_api_v1_node_proto_depIdxs = []int32{
 	0,  // 0: hallmark.v1.AttestParams.data:type_name -> hallmark.v1.AttestationData
 	1,  // 1: hallmark.v1.AttestRequest.params:type_name -> hallmark.v1.AttestParams
-	16, // 2: hallmark.v1.AttestResult.svid:type_name -> hallmark.v1.X509SVID
-	17, // 3: hallmark.v1.AttestResult.bundle:type_name -> hallmark.v1.Bundle
-	18, // 4: hallmark.v1.AttestResult.selectors:type_name -> hallmark.v1.Selector
+	17, // 2: hallmark.v1.AttestResult.svid:type_name -> hallmark.v1.X509SVID
+	18, // 3: hallmark.v1.AttestResult.bundle:type_name -> hallmark.v1.Bundle
+	19, // 4: hallmark.v1.AttestResult.selectors:type_name -> hallmark.v1.Selector
 	3,  // 5: hallmark.v1.AttestResponse.result:type_name -> hallmark.v1.AttestResult
-	19, // 6: hallmark.v1.SyncResponse.upserts:type_name -> hallmark.v1.Entry
-	17, // 7: hallmark.v1.SyncResponse.bundle:type_name -> hallmark.v1.Bundle
-	8,  // 8: hallmark.v1.SyncResponse.jwt_bundle:type_name -> hallmark.v1.JWTBundle
-	7,  // 9: hallmark.v1.JWTBundle.keys:type_name -> hallmark.v1.JWTKey
-	9,  // 10: hallmark.v1.BatchSignX509SVIDRequest.requests:type_name -> hallmark.v1.SVIDRequest
-	16, // 11: hallmark.v1.SVIDResult.svid:type_name -> hallmark.v1.X509SVID
-	11, // 12: hallmark.v1.BatchSignX509SVIDResponse.results:type_name -> hallmark.v1.SVIDResult
-	14, // 13: hallmark.v1.NewJWTSVIDResponse.svid:type_name -> hallmark.v1.JWTSVID
-	2,  // 14: hallmark.v1.Node.Attest:input_type -> hallmark.v1.AttestRequest
-	2,  // 15: hallmark.v1.Node.RenewAgent:input_type -> hallmark.v1.AttestRequest
-	5,  // 16: hallmark.v1.Node.Sync:input_type -> hallmark.v1.SyncRequest
-	10, // 17: hallmark.v1.Node.BatchSignX509SVID:input_type -> hallmark.v1.BatchSignX509SVIDRequest
-	13, // 18: hallmark.v1.Node.NewJWTSVID:input_type -> hallmark.v1.NewJWTSVIDRequest
-	4,  // 19: hallmark.v1.Node.Attest:output_type -> hallmark.v1.AttestResponse
-	4,  // 20: hallmark.v1.Node.RenewAgent:output_type -> hallmark.v1.AttestResponse
-	6,  // 21: hallmark.v1.Node.Sync:output_type -> hallmark.v1.SyncResponse
-	12, // 22: hallmark.v1.Node.BatchSignX509SVID:output_type -> hallmark.v1.BatchSignX509SVIDResponse
-	15, // 23: hallmark.v1.Node.NewJWTSVID:output_type -> hallmark.v1.NewJWTSVIDResponse
-	19, // [19:24] is the sub-list for method output_type
-	14, // [14:19] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	20, // 6: hallmark.v1.SyncResponse.upserts:type_name -> hallmark.v1.Entry
+	18, // 7: hallmark.v1.SyncResponse.bundle:type_name -> hallmark.v1.Bundle
+	9,  // 8: hallmark.v1.SyncResponse.jwt_bundle:type_name -> hallmark.v1.JWTBundle
+	7,  // 9: hallmark.v1.SyncResponse.federated_bundles:type_name -> hallmark.v1.FederatedBundle
+	8,  // 10: hallmark.v1.FederatedBundle.jwt_keys:type_name -> hallmark.v1.JWTKey
+	8,  // 11: hallmark.v1.JWTBundle.keys:type_name -> hallmark.v1.JWTKey
+	10, // 12: hallmark.v1.BatchSignX509SVIDRequest.requests:type_name -> hallmark.v1.SVIDRequest
+	17, // 13: hallmark.v1.SVIDResult.svid:type_name -> hallmark.v1.X509SVID
+	12, // 14: hallmark.v1.BatchSignX509SVIDResponse.results:type_name -> hallmark.v1.SVIDResult
+	15, // 15: hallmark.v1.NewJWTSVIDResponse.svid:type_name -> hallmark.v1.JWTSVID
+	2,  // 16: hallmark.v1.Node.Attest:input_type -> hallmark.v1.AttestRequest
+	2,  // 17: hallmark.v1.Node.RenewAgent:input_type -> hallmark.v1.AttestRequest
+	5,  // 18: hallmark.v1.Node.Sync:input_type -> hallmark.v1.SyncRequest
+	11, // 19: hallmark.v1.Node.BatchSignX509SVID:input_type -> hallmark.v1.BatchSignX509SVIDRequest
+	14, // 20: hallmark.v1.Node.NewJWTSVID:input_type -> hallmark.v1.NewJWTSVIDRequest
+	4,  // 21: hallmark.v1.Node.Attest:output_type -> hallmark.v1.AttestResponse
+	4,  // 22: hallmark.v1.Node.RenewAgent:output_type -> hallmark.v1.AttestResponse
+	6,  // 23: hallmark.v1.Node.Sync:output_type -> hallmark.v1.SyncResponse
+	13, // 24: hallmark.v1.Node.BatchSignX509SVID:output_type -> hallmark.v1.BatchSignX509SVIDResponse
+	16, // 25: hallmark.v1.Node.NewJWTSVID:output_type -> hallmark.v1.NewJWTSVIDResponse
+	21, // [21:26] is the sub-list for method output_type
+	16, // [16:21] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_node_proto_init() }
@@ -1112,7 +1257,7 @@ func file_api_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_node_proto_rawDesc), len(file_api_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,8 +41,10 @@ type NodeClient interface {
 	// Attest; attestors that re-attest (TPM) send fresh evidence and answer
 	// fresh challenges.
 	RenewAgent(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttestRequest, AttestResponse], error)
-	// Sync streams the registration entries authorised for the calling agent
-	// and the trust bundle: a full snapshot first, then changes as they happen.
+	// Sync streams the registration entries authorised for the calling agent,
+	// the trust bundle and the federated bundles: a full snapshot first (or,
+	// for a resuming agent, only what changed since it last synced), then
+	// changes as they happen.
 	Sync(ctx context.Context, in *SyncRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SyncResponse], error)
 	// BatchSignX509SVID signs workload SVIDs for entries authorised for the agent.
 	BatchSignX509SVID(ctx context.Context, in *BatchSignX509SVIDRequest, opts ...grpc.CallOption) (*BatchSignX509SVIDResponse, error)
@@ -139,8 +141,10 @@ type NodeServer interface {
 	// Attest; attestors that re-attest (TPM) send fresh evidence and answer
 	// fresh challenges.
 	RenewAgent(grpc.BidiStreamingServer[AttestRequest, AttestResponse]) error
-	// Sync streams the registration entries authorised for the calling agent
-	// and the trust bundle: a full snapshot first, then changes as they happen.
+	// Sync streams the registration entries authorised for the calling agent,
+	// the trust bundle and the federated bundles: a full snapshot first (or,
+	// for a resuming agent, only what changed since it last synced), then
+	// changes as they happen.
 	Sync(*SyncRequest, grpc.ServerStreamingServer[SyncResponse]) error
 	// BatchSignX509SVID signs workload SVIDs for entries authorised for the agent.
 	BatchSignX509SVID(context.Context, *BatchSignX509SVIDRequest) (*BatchSignX509SVIDResponse, error)

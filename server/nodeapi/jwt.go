@@ -69,15 +69,20 @@ func (s *Server) jwtBundleProto() *apiv1.JWTBundle {
 	if s.cfg.JWTSigner == nil {
 		return nil
 	}
-	keys := s.cfg.JWTSigner.JWTAuthorities()
-	out := &apiv1.JWTBundle{Keys: make([]*apiv1.JWTKey, 0, len(keys))}
+	return &apiv1.JWTBundle{Keys: s.jwtKeysProto(s.cfg.JWTSigner.JWTAuthorities())}
+}
+
+// jwtKeysProto converts keys to the wire form ordered by key ID, leaving
+// out (and logging, with logArgs) keys that cannot be marshalled.
+func (s *Server) jwtKeysProto(keys map[string]crypto.PublicKey, logArgs ...any) []*apiv1.JWTKey {
+	out := make([]*apiv1.JWTKey, 0, len(keys))
 	for _, kid := range slices.Sorted(maps.Keys(keys)) {
 		der, err := x509.MarshalPKIXPublicKey(keys[kid])
 		if err != nil {
-			s.cfg.Log.Error("Leaving an unmarshalable JWT key out of the bundle", "key_id", kid, "error", err)
+			s.cfg.Log.Error("Leaving an unmarshalable JWT key out of the bundle", append([]any{"key_id", kid, "error", err}, logArgs...)...)
 			continue
 		}
-		out.Keys = append(out.Keys, &apiv1.JWTKey{KeyId: kid, PublicKey: der})
+		out = append(out, &apiv1.JWTKey{KeyId: kid, PublicKey: der})
 	}
 	return out
 }

@@ -89,6 +89,12 @@ type Config struct {
 	// JWTSigner, when set, signs JWT-SVIDs (NewJWTSVID) and its keys are
 	// pushed to agents in Sync. Without it NewJWTSVID is Unimplemented.
 	JWTSigner JWTSigner
+
+	// Federation, when set, is the set of federated bundles pushed to
+	// agents in Sync: all of them, since bundles are public and agents
+	// hand each workload only those its entries federate with. Nil means
+	// none. Pass a nil interface, not a typed nil pointer.
+	Federation FederationSource
 }
 
 // Server implements apiv1.NodeServer.
@@ -99,6 +105,8 @@ type Server struct {
 
 	mu      sync.Mutex // guards streams
 	streams map[string]map[*agentStream]struct{}
+
+	fed fedCache
 }
 
 type agentStream struct {

@@ -3,6 +3,7 @@ package nodeapi
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -19,11 +20,20 @@ import (
 // MaxBatch bounds one BatchSignX509SVID call.
 const MaxBatch = 1000
 
-// Sync pushes the entries authorised for the calling agent: a full snapshot
-// first, then deltas whenever an entry, the agent or the bundle changes.
-func (s *Server) Sync(_ *apiv1.SyncRequest, stream apiv1.Node_SyncServer) error {
+// MaxHeldEntryIDs bounds the entry IDs a resuming agent may list in its
+// SyncRequest; an agent holding more asks for a full snapshot instead.
+const MaxHeldEntryIDs = 100000
+
+// Sync pushes the entries authorised for the calling agent, the trust
+// bundle, the JWT keys and the federated bundles: a full snapshot first
+// (or only what changed since the agent's last stream, when it resumes),
+// then deltas whenever an entry, the agent or a bundle changes.
+func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) error {
 	rec, leaf, err := s.callerRecord(stream.Context())
 	if err != nil {
+		return err
+	}
+	if err := checkSyncRequest(req); err != nil {
 		return err
 	}
 	// The stream lives no longer than the SVID it was opened with.
@@ -36,44 +46,30 @@ func (s *Server) Sync(_ *apiv1.SyncRequest, stream apiv1.Node_SyncServer) error 
 	defer s.unregister(rec.ID, as)
 
 	agentID, _ := spiffeid.FromString(rec.ID)
-	sent := make(map[string]int64) // entry ID → revision sent
+	sent := make(map[string]int64) // entry ID → revision the agent holds
 	first := true
 	var bundleCh <-chan struct{}
 	jwtCh := s.jwtChanged()
+	fedSet, fedCh := s.federated()
+	var rev int64
 	for {
 		changed := s.cfg.Entries.Changed()
-		sendBundle := first
 		if s.cfg.BundleChanged != nil && bundleCh == nil {
 			bundleCh = s.cfg.BundleChanged()
 		}
-		authorized, rev := s.cfg.Entries.Authorized(agentID, rec.Selectors)
-		resp := &apiv1.SyncResponse{Full: first, Revision: rev}
-		now := s.cfg.Clock()
-		for id, e := range authorized {
-			if r, ok := sent[id]; ok && r == e.Revision {
-				continue
-			}
-			if !first {
-				// Commit → push to this agent; the entry's creation time
-				// stands in for its last change.
-				if lag := now.Sub(e.CreatedAt); lag >= 0 && lag < time.Minute {
-					s.cfg.Metrics.ObservePropagation(lag)
-				}
-			}
-			sent[id] = e.Revision
-			resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(e))
-		}
-		for id := range sent {
-			if _, ok := authorized[id]; !ok {
-				delete(sent, id)
-				resp.DeletedIds = append(resp.DeletedIds, id)
-			}
-		}
-		if sendBundle {
+		var authorized map[string]registration.Entry
+		authorized, rev = s.cfg.Entries.Authorized(agentID, rec.Selectors)
+		var resp *apiv1.SyncResponse
+		if first {
+			resp = s.firstMessage(rec.ID, req, authorized, rev, sent)
 			resp.Bundle = s.bundleProto()
 			resp.JwtBundle = s.jwtBundleProto()
+			resp.FederatedBundles = allFederated(fedSet)
+			resp.FederatedComplete = true
+		} else {
+			resp = s.entryChanges(authorized, rev, sent)
 		}
-		if first || len(resp.Upserts) > 0 || len(resp.DeletedIds) > 0 || resp.Bundle != nil {
+		if first || len(resp.Upserts) > 0 || len(resp.DeletedIds) > 0 {
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
@@ -91,16 +87,23 @@ func (s *Server) Sync(_ *apiv1.SyncRequest, stream apiv1.Node_SyncServer) error 
 		case <-changed:
 		case <-bundleCh:
 			bundleCh = nil
-			first = false
 			if err := stream.Send(&apiv1.SyncResponse{Bundle: s.bundleProto(), Revision: rev}); err != nil {
 				return err
 			}
 		case <-jwtCh:
 			jwtCh = s.jwtChanged()
-			first = false
 			if err := stream.Send(&apiv1.SyncResponse{JwtBundle: s.jwtBundleProto(), Revision: rev}); err != nil {
 				return err
 			}
+		case <-fedCh:
+			var now map[string]*apiv1.FederatedBundle
+			now, fedCh = s.federated()
+			if diff := changedFederated(fedSet, now); len(diff) > 0 {
+				if err := stream.Send(&apiv1.SyncResponse{FederatedBundles: diff, Revision: rev}); err != nil {
+					return err
+				}
+			}
+			fedSet = now
 		case <-as.kick:
 			r, err := s.cfg.Agents.GetAgent(ctx, rec.ID)
 			if errors.Is(err, datastore.ErrNotFound) {
@@ -111,6 +114,86 @@ func (s *Server) Sync(_ *apiv1.SyncRequest, stream apiv1.Node_SyncServer) error 
 			}
 		}
 	}
+}
+
+func checkSyncRequest(req *apiv1.SyncRequest) error {
+	switch {
+	case req.GetSinceRevision() < 0:
+		return status.Error(codes.InvalidArgument, "since_revision must not be negative")
+	case len(req.GetHeldEntryIds()) > MaxHeldEntryIDs:
+		return status.Errorf(codes.InvalidArgument, "at most %d held entry IDs; send none for a full snapshot", MaxHeldEntryIDs)
+	case req.GetSinceRevision() == 0 && len(req.GetHeldEntryIds()) > 0:
+		return status.Error(codes.InvalidArgument, "held entry IDs without since_revision")
+	}
+	return nil
+}
+
+// firstMessage is the first message of a stream: a full snapshot, or for
+// an agent resuming at a revision the server has reached, the entries new
+// to it or changed since, and the held ones no longer authorised. It
+// records in sent what the agent holds once it has applied the message.
+func (s *Server) firstMessage(agentID string, req *apiv1.SyncRequest, authorized map[string]registration.Entry, rev int64, sent map[string]int64) *apiv1.SyncResponse {
+	since := req.GetSinceRevision()
+	if since > rev {
+		// The agent saw a revision this server has not (a lagging peer in
+		// HA, or a store restored from backup): its entries cannot be
+		// trusted to be current here.
+		s.cfg.Log.Info("Agent resumes from a revision ahead of the server's; sending a full snapshot",
+			"agent_id", agentID, "since_revision", since, "revision", rev)
+		since = 0
+	}
+	if since == 0 {
+		resp := &apiv1.SyncResponse{Full: true, Revision: rev, Upserts: make([]*apiv1.Entry, 0, len(authorized))}
+		for id, e := range authorized {
+			sent[id] = e.Revision
+			resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(e))
+		}
+		return resp
+	}
+	held := make(map[string]struct{}, len(req.GetHeldEntryIds()))
+	for _, id := range req.GetHeldEntryIds() {
+		held[id] = struct{}{}
+	}
+	resp := &apiv1.SyncResponse{Resumed: true, Revision: rev}
+	for id, e := range authorized {
+		sent[id] = e.Revision
+		if _, ok := held[id]; !ok || e.Revision > since {
+			resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(e))
+		}
+	}
+	for id := range held {
+		if _, ok := authorized[id]; !ok {
+			resp.DeletedIds = append(resp.DeletedIds, id)
+		}
+	}
+	slices.Sort(resp.DeletedIds)
+	return resp
+}
+
+// entryChanges returns the upserts and deletions that bring an agent
+// holding sent to authorized, and records them in sent.
+func (s *Server) entryChanges(authorized map[string]registration.Entry, rev int64, sent map[string]int64) *apiv1.SyncResponse {
+	resp := &apiv1.SyncResponse{Revision: rev}
+	now := s.cfg.Clock()
+	for id, e := range authorized {
+		if r, ok := sent[id]; ok && r == e.Revision {
+			continue
+		}
+		// Commit → push to this agent; the entry's creation time stands
+		// in for its last change.
+		if lag := now.Sub(e.CreatedAt); lag >= 0 && lag < time.Minute {
+			s.cfg.Metrics.ObservePropagation(lag)
+		}
+		sent[id] = e.Revision
+		resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(e))
+	}
+	for id := range sent {
+		if _, ok := authorized[id]; !ok {
+			delete(sent, id)
+			resp.DeletedIds = append(resp.DeletedIds, id)
+		}
+	}
+	return resp
 }
 
 func (s *Server) register(id string, as *agentStream) {
