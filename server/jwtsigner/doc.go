@@ -1,16 +1,40 @@
 // Package jwtsigner owns the server's JWT-SVID signing keys: their creation
-// (ES256 by default, ES384 or RS256 on request), their persistence in a
-// directory of their own (PKCS#8 PEM, mode 0600, written atomically), the
-// key ID (the RFC 7638 JWK thumbprint, so it is stable across restarts
-// without a second file), the public keys published as the trust domain's
-// JWT bundle, and the signing of JWT-SVIDs for SPIFFE IDs the caller has
-// already authorised.
+// (ES256 by default, ES384 or RS256 on request), their rotation, their
+// persistence in a directory of their own (PKCS#8 PEM inside a JSON state
+// file, mode 0600, written atomically; optionally shared with other
+// servers through a KV store), the key IDs (RFC 7638 JWK thumbprints), the
+// public keys published as the trust domain's JWT bundle, and the signing
+// of JWT-SVIDs for SPIFFE IDs the caller has already authorised.
 //
 // The signer never decides who may have a token: the Node API checks that
 // the entry is authorised for the calling agent before asking.
 //
+// # Rotation
+//
+// Keys rotate like the X.509 CA's authorities (server/ca): each key lives
+// Config.KeyTTL; at 1/2 of the active key's lifetime Run prepares a
+// successor and publishes it in JWTAuthorities at once, so agents and OIDC
+// relying parties hold it before any token is signed with it; at 5/6 (and
+// never sooner than 1/12 of the lifetime after publishing it) the
+// successor becomes active. A token's exp never passes its key's expiry,
+// so an old key stays published exactly until every token it signed has
+// expired, and is then pruned. Changed fires at each of these steps.
+//
+// A signer that has not rotated yet keeps the single key file of earlier
+// versions (KeyFileName); the first rotation replaces it with
+// StateFileName.
+//
+// # Several servers
+//
+// With Config.Shared the whole key state — private keys included — is one
+// versioned document under SharedStateKey in the database the servers
+// share, so every server signs with the same active key and publishes the
+// same bundle. As for the CA, agreement is by convergence (the KV store has
+// no compare-and-swap): each server re-reads the document before every
+// rotation step and on every poll, adopts it when it differs, and writes
+// its own change back; a key a server has signed with is merged back as
+// old if a concurrent write dropped it, so nothing it issued stops
+// verifying. Whoever can read that row holds the signing keys.
+//
 // It must not import the datastore, the API layer, attestors, or agent/.
-// Key rotation is not implemented yet; the key set is kept as a list with
-// one active key so that preparing and publishing a next key can be added
-// without changing the API.
 package jwtsigner

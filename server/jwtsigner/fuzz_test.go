@@ -33,3 +33,22 @@ func FuzzParseKeyPEM(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeState feeds arbitrary state documents (the local file or the
+// shared KV value, which other servers write) to the decoder.
+func FuzzDecodeState(f *testing.F) {
+	valid := validState(f)
+	f.Add(valid)
+	for _, m := range stateMutations {
+		f.Add([]byte(m.mutate(string(valid))))
+	}
+	f.Add([]byte(`{"format":1,"trust_domain":"example.org","keys":[]}`))
+	f.Add([]byte(`{"format":1,"trust_domain":"example.org","keys":[{"status":"active","key":"","created_at":"2030-01-01T00:00:00Z","not_after":"2031-01-01T00:00:00Z"}]}`))
+	f.Add([]byte("null"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n, err := jwtsigner.DecodeState(data, td)
+		if err == nil && (n < 1 || n > 16) {
+			t.Fatalf("accepted a state of %d keys", n)
+		}
+	})
+}

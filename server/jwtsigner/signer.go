@@ -5,8 +5,13 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -23,8 +28,12 @@ const (
 )
 
 // DefaultTTL is the lifetime of a JWT-SVID when neither the entry nor the
-// caller sets one.
+// caller sets one, and Config.DefaultTTL is 0.
 const DefaultTTL = 5 * time.Minute
+
+// DefaultKeyTTL is the lifetime of a new signing key when Config.KeyTTL is
+// 0. Keys are replaced at 5/6 of their lifetime.
+const DefaultKeyTTL = 24 * time.Hour
 
 // Bounds on what a JWT-SVID may carry; requests beyond them are refused.
 const (
@@ -33,16 +42,26 @@ const (
 	MaxTTL            = 24 * time.Hour
 )
 
+// sharedTimeout bounds one read or write of the shared state.
+const sharedTimeout = 10 * time.Second
+
 // Config configures a Signer.
 type Config struct {
 	// TrustDomain is the trust domain whose SPIFFE IDs the signer signs.
 	// Required.
 	TrustDomain spiffeid.TrustDomain
-	// Dir holds the persisted key; created with mode 0700. Required.
+	// Dir holds the persisted keys; created with mode 0700. Required.
 	Dir string
-	// Algorithm of a newly created key: ES256 (default when empty), ES384 or
-	// RS256. A persisted key keeps its own algorithm.
+	// Algorithm of newly created keys: ES256 (default when empty), ES384 or
+	// RS256. A persisted key keeps its own algorithm; the next key made by
+	// rotation has the configured one.
 	Algorithm string
+	// KeyTTL is the lifetime of a newly created key; 0 means DefaultKeyTTL.
+	// No token outlives the key that signed it.
+	KeyTTL time.Duration
+	// DefaultTTL is the lifetime of a token whose caller asks for none;
+	// 0 means the package's DefaultTTL. At most MaxTTL.
+	DefaultTTL time.Duration
 	// Issuer, when set, becomes the "iss" claim of every token (needed by
 	// relying parties that use OIDC discovery).
 	Issuer string
@@ -50,23 +69,91 @@ type Config struct {
 	Clock func() time.Time
 	// Log receives key lifecycle messages; nil discards them.
 	Log *slog.Logger
+
+	// Shared, when set, is where servers sharing one database agree on the
+	// key set (private keys included, as for the CA). SharedNotFound is
+	// the error GetKV returns (errors.Is) for an absent key, e.g.
+	// datastore.ErrNotFound.
+	Shared         KVStore
+	SharedNotFound error
 }
 
-// key is one signing key. It is immutable.
+// key is one signing key. Its fields never change after publication:
+// withTimes makes a modified copy.
 type key struct {
 	id     string
 	alg    jose.SignatureAlgorithm
 	signer crypto.Signer
 	jose   jose.Signer
+
+	notBefore, notAfter      time.Time // its lifetime
+	publishedAt, activatedAt time.Time // activatedAt is zero until it signs
 }
 
-// Signer signs JWT-SVIDs. It is safe for concurrent use.
+func (k *key) lifetime() time.Duration    { return k.notAfter.Sub(k.notBefore) }
+func (k *key) expired(now time.Time) bool { return !now.Before(k.notAfter) }
+func (k *key) withTimes(pub, act time.Time) *key {
+	c := *k
+	c.publishedAt, c.activatedAt = pub, act
+	return &c
+}
+
+// snapshot is the signer's whole key state; it is replaced, never mutated.
+type snapshot struct {
+	version uint64
+	active  *key
+	next    *key   // nil when none is prepared
+	old     []*key // newest first
+	pub     map[string]crypto.PublicKey
+	set     string // identifies the keys and their roles
+}
+
+func newSnapshot(version uint64, active, next *key, old []*key) *snapshot {
+	old = slices.Clone(old)
+	slices.SortStableFunc(old, func(a, b *key) int { return b.notBefore.Compare(a.notBefore) })
+	s := &snapshot{version: version, active: active, next: next, old: old, pub: map[string]crypto.PublicKey{}}
+	roles := []string{"active:" + active.id}
+	if next != nil {
+		roles = append(roles, "next:"+next.id)
+	}
+	for _, k := range old {
+		roles = append(roles, "old:"+k.id)
+	}
+	for _, k := range s.all() {
+		s.pub[k.id] = k.signer.Public()
+	}
+	slices.Sort(roles)
+	s.set = strings.Join(roles, ",")
+	return s
+}
+
+func (s *snapshot) all() []*key {
+	out := []*key{s.active}
+	if s.next != nil {
+		out = append(out, s.next)
+	}
+	return append(out, s.old...)
+}
+
+func (s *snapshot) find(id string) *key {
+	for _, k := range s.all() {
+		if k.id == id {
+			return k
+		}
+	}
+	return nil
+}
+
+// Signer signs JWT-SVIDs and rotates its keys. It is safe for concurrent
+// use.
 type Signer struct {
 	cfg Config
 
-	mu      sync.RWMutex // guards the fields that follow
-	active  *key
-	keys    []*key // published keys, active included
+	cur atomic.Pointer[snapshot]
+
+	mu sync.Mutex // serialises state changes (Rotate, syncShared)
+
+	chMu    sync.Mutex // guards changed
 	changed chan struct{}
 }
 
@@ -76,7 +163,8 @@ type JWTSVIDParams struct {
 	ID spiffeid.ID
 	// Audience is the "aud" claim: 1..MaxAudiences non-empty values.
 	Audience []string
-	// TTL is the token lifetime; 0 means DefaultTTL. At most MaxTTL.
+	// TTL is the token lifetime; 0 means Config.DefaultTTL. At most MaxTTL.
+	// The token never outlives the signing key.
 	TTL time.Duration
 }
 
@@ -90,9 +178,11 @@ type JWTSVID struct {
 	ExpiresAt time.Time
 }
 
-// New loads the key persisted in cfg.Dir, or creates and persists a new one
-// when there is none. Corrupt or loosely protected files are reported as
-// errors and never overwritten.
+// New loads the keys persisted in cfg.Dir (and, with cfg.Shared, the state
+// the servers share, which wins), or creates and persists a new key when
+// there is none. A restart keeps the same keys and roles. Corrupt or
+// loosely protected files are reported as errors and never overwritten.
+// New does not rotate: Run does.
 func New(cfg Config) (*Signer, error) {
 	if cfg.TrustDomain.IsZero() {
 		return nil, errors.New("jwtsigner: TrustDomain is required")
@@ -103,38 +193,174 @@ func New(cfg Config) (*Signer, error) {
 	if _, err := algorithm(cfg.Algorithm); err != nil {
 		return nil, fmt.Errorf("jwtsigner: %w", err)
 	}
+	if cfg.KeyTTL < 0 {
+		return nil, fmt.Errorf("jwtsigner: negative KeyTTL %s", cfg.KeyTTL)
+	}
+	if cfg.KeyTTL == 0 {
+		cfg.KeyTTL = DefaultKeyTTL
+	}
+	if cfg.DefaultTTL < 0 || cfg.DefaultTTL > MaxTTL {
+		return nil, fmt.Errorf("jwtsigner: DefaultTTL %s out of range (0, %s]", cfg.DefaultTTL, MaxTTL)
+	}
+	if cfg.DefaultTTL == 0 {
+		cfg.DefaultTTL = DefaultTTL
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Shared != nil && cfg.SharedNotFound == nil {
+		return nil, errors.New("jwtsigner: SharedNotFound is required with Shared")
+	}
 	if err := prepareDir(cfg.Dir); err != nil {
 		return nil, err
 	}
-	sk, err := load(cfg.Dir)
-	switch {
-	case errors.Is(err, errNoKey):
-		if sk, err = generate(cfg.Algorithm); err != nil {
-			return nil, fmt.Errorf("jwtsigner: generate key: %w", err)
+	s := &Signer{cfg: cfg, changed: make(chan struct{})}
+	now := cfg.Clock()
+
+	local, legacy, err := s.loadLocal(now)
+	if err != nil {
+		return nil, err
+	}
+	base := local
+	sharedMissing := false
+	if cfg.Shared != nil {
+		ds, err := s.readShared(context.Background())
+		switch {
+		case errors.Is(err, errSharedMissing):
+			sharedMissing = true
+		case err != nil && local == nil:
+			return nil, err
+		case err != nil:
+			cfg.Log.Warn("Shared JWT key state unreadable; starting from the local copy", "error", err)
+		default:
+			base = ds
 		}
-		if err := save(cfg.Dir, sk); err != nil {
+	}
+
+	var snap *snapshot
+	dirty := false
+	if base == nil {
+		k, err := s.mint(now)
+		if err != nil {
 			return nil, err
 		}
-		cfg.Log.Info("Created JWT signing key", "algorithm", cfg.Algorithm, "dir", cfg.Dir)
+		k.activatedAt = now
+		snap = newSnapshot(1, k, nil, nil)
+		if cfg.Shared == nil {
+			// The single-key layout, until the first rotation.
+			if err := saveKeyFile(cfg.Dir, k.signer); err != nil {
+				return nil, err
+			}
+		} else {
+			dirty = true
+		}
+		cfg.Log.Info("Created JWT signing key", "key_id", k.id, "algorithm", k.alg, "not_after", k.notAfter, "dir", cfg.Dir)
+	} else {
+		snap = s.fromState(base, nil, now)
+		dirty = sharedMissing
+		if string(snap.active.alg) != cfg.Algorithm {
+			cfg.Log.Warn("Persisted JWT signing key has another algorithm than configured; keeping it until the next rotation",
+				"persisted", snap.active.alg, "configured", cfg.Algorithm, "dir", cfg.Dir)
+		}
+		cfg.Log.Info("Loaded JWT signing keys", "active", snap.active.id, "algorithm", snap.active.alg,
+			"not_after", snap.active.notAfter, "keys", len(snap.all()), "single_key_layout", legacy, "shared", cfg.Shared != nil)
+	}
+	if base != nil && base != local && local != nil {
+		// Keys this server signed with survive adoption of the shared
+		// state, so that what they signed keeps verifying.
+		var had []*key
+		for _, e := range local.entries {
+			had = append(had, e.k)
+		}
+		if k := s.keepSigned(snap, had, now); k != snap {
+			snap, dirty = k, true
+		}
+	}
+	switch {
+	case dirty:
+		snap.version++
+		if err := s.persist(context.Background(), snap); err != nil {
+			return nil, err
+		}
+	case base != local:
+		// Adopted the shared state as it is: keep a local copy.
+		data, err := encodeState(cfg.TrustDomain, snap)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeStateFile(cfg.Dir, data); err != nil {
+			return nil, err
+		}
+	}
+	s.cur.Store(snap)
+	if cfg.Shared != nil && sharedMissing {
+		// Another server may have written at the same moment: converge on
+		// whatever the store holds now.
+		s.mu.Lock()
+		err := s.syncShared(context.Background(), now)
+		s.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// loadLocal reads the state in Dir: the state file, else the single key
+// file of earlier versions, else nothing (nil, no error). A single key
+// counts as created at its file's modification time, but no earlier than
+// half a KeyTTL ago: an old key is then replaced on the normal schedule
+// rather than dropped at once with tokens still in flight.
+func (s *Signer) loadLocal(now time.Time) (ds *decodedState, legacy bool, err error) {
+	data, err := readStateFile(s.cfg.Dir)
+	switch {
+	case err == nil:
+		ds, err := decodeState(data, s.cfg.TrustDomain)
+		if err != nil {
+			return nil, false, fmt.Errorf("jwtsigner: state file %s/%s: %w", s.cfg.Dir, StateFileName, err)
+		}
+		return ds, false, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, false, err
+	}
+	sk, mtime, err := loadKeyFile(s.cfg.Dir)
+	switch {
+	case errors.Is(err, errNoKey):
+		return nil, false, nil
 	case err != nil:
-		return nil, err
+		return nil, false, err
+	}
+	k, err := newKey(sk)
+	if err != nil {
+		return nil, false, fmt.Errorf("jwtsigner: %w", err)
+	}
+	created := mtime
+	if floor := now.Add(-s.cfg.KeyTTL / 2); created.Before(floor) {
+		created = floor
+	}
+	if created.After(now) {
+		created = now
+	}
+	k.notBefore, k.notAfter, k.publishedAt, k.activatedAt = created, created.Add(s.cfg.KeyTTL), created, created
+	return &decodedState{entries: []stateEntry{{k: k, status: statusActive}}}, true, nil
+}
+
+// mint creates a new key of the configured algorithm valid from now for
+// KeyTTL, published now.
+func (s *Signer) mint(now time.Time) (*key, error) {
+	sk, err := generate(s.cfg.Algorithm)
+	if err != nil {
+		return nil, fmt.Errorf("jwtsigner: generate key: %w", err)
 	}
 	k, err := newKey(sk)
 	if err != nil {
 		return nil, fmt.Errorf("jwtsigner: %w", err)
 	}
-	if string(k.alg) != cfg.Algorithm {
-		cfg.Log.Warn("Persisted JWT signing key has another algorithm than configured; keeping the persisted key",
-			"persisted", k.alg, "configured", cfg.Algorithm, "dir", cfg.Dir)
-	}
-	cfg.Log.Info("JWT signing key ready", "key_id", k.id, "algorithm", k.alg)
-	return &Signer{cfg: cfg, active: k, keys: []*key{k}, changed: make(chan struct{})}, nil
+	k.notBefore, k.notAfter, k.publishedAt = now, now.Add(s.cfg.KeyTTL), now
+	return k, nil
 }
 
 // newKey derives the key ID and builds the JOSE signer for sk.
@@ -167,19 +393,27 @@ func KeyID(pub crypto.PublicKey) (string, error) {
 	return b64(tp), nil
 }
 
-// SignJWTSVID signs a JWT-SVID for p.ID. The header carries the active
-// key's ID and typ JWT; the claims are sub, aud, iat, exp (and iss when
-// configured).
+// SignJWTSVID signs a JWT-SVID for p.ID with the active key. The header
+// carries the key's ID and typ JWT; the claims are sub, aud, iat, exp (and
+// iss when configured). exp is capped at the key's expiry, so every token
+// expires before its key leaves the bundle.
 func (s *Signer) SignJWTSVID(_ context.Context, p JWTSVIDParams) (JWTSVID, error) {
 	if err := s.checkParams(p); err != nil {
 		return JWTSVID{}, fmt.Errorf("jwtsigner: %w", err)
 	}
 	ttl := p.TTL
 	if ttl == 0 {
-		ttl = DefaultTTL
+		ttl = s.cfg.DefaultTTL
 	}
+	k := s.cur.Load().active
 	now := s.cfg.Clock().Truncate(time.Second)
 	exp := now.Add(ttl)
+	if limit := k.notAfter.Truncate(time.Second); exp.After(limit) {
+		exp = limit
+	}
+	if !exp.After(now) {
+		return JWTSVID{}, fmt.Errorf("jwtsigner: signing key %s expired at %s (is rotation running?)", k.id, k.notAfter.UTC().Format(time.RFC3339))
+	}
 	claims := jwt.Claims{
 		Subject:  p.ID.String(),
 		Audience: jwt.Audience(p.Audience),
@@ -187,9 +421,6 @@ func (s *Signer) SignJWTSVID(_ context.Context, p JWTSVIDParams) (JWTSVID, error
 		Expiry:   jwt.NewNumericDate(exp),
 		Issuer:   s.cfg.Issuer,
 	}
-	s.mu.RLock()
-	k := s.active
-	s.mu.RUnlock()
 	tok, err := jwt.Signed(k.jose).Claims(claims).Serialize()
 	if err != nil {
 		return JWTSVID{}, fmt.Errorf("jwtsigner: sign: %w", err)
@@ -239,28 +470,32 @@ func CheckAudience(aud []string) error {
 	return nil
 }
 
-// JWTAuthorities returns the published public keys by key ID: the trust
-// domain's JWT bundle. The map is a copy.
+// JWTAuthorities returns the published public keys by key ID — the active
+// key, the prepared next key and old keys whose tokens may still be valid:
+// the trust domain's JWT bundle. The map is a copy.
 func (s *Signer) JWTAuthorities() map[string]crypto.PublicKey {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make(map[string]crypto.PublicKey, len(s.keys))
-	for _, k := range s.keys {
-		out[k.id] = k.signer.Public()
-	}
-	return out
+	return maps.Clone(s.cur.Load().pub)
 }
 
 // ActiveKeyID returns the ID of the key new tokens are signed with.
 func (s *Signer) ActiveKeyID() string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.active.id
+	return s.cur.Load().active.id
 }
 
-// Changed returns a channel closed at the next change of the published keys.
+// NextKeyID returns the ID of the prepared (published, not yet active)
+// key, or "" when there is none.
+func (s *Signer) NextKeyID() string {
+	if n := s.cur.Load().next; n != nil {
+		return n.id
+	}
+	return ""
+}
+
+// Changed returns a channel closed at the next change of the published
+// keys or of the active key: when a key is prepared, activated or pruned,
+// or another server's change is adopted.
 func (s *Signer) Changed() <-chan struct{} {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+	s.chMu.Lock()
+	defer s.chMu.Unlock()
 	return s.changed
 }

@@ -11,10 +11,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 )
 
-// KeyFileName is the file the signer keeps in Config.Dir: a PKCS#8
-// "PRIVATE KEY" PEM block, mode 0600.
+// KeyFileName is the single key file of a signer that has not rotated yet
+// (and of versions without rotation): a PKCS#8 "PRIVATE KEY" PEM block,
+// mode 0600. The first rotation replaces it with StateFileName.
 const KeyFileName = "jwt-key.pem"
 
 const (
@@ -54,32 +56,33 @@ func prepareDir(dir string) error {
 	return nil
 }
 
-// load reads the persisted key. It returns errNoKey when there is none and
-// never modifies the directory.
-func load(dir string) (crypto.Signer, error) {
+// loadKeyFile reads the key of the single-key layout and its modification
+// time. It returns errNoKey when there is none and never modifies the
+// directory.
+func loadKeyFile(dir string) (crypto.Signer, time.Time, error) {
 	path := filepath.Join(dir, KeyFileName)
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, errNoKey
+		return nil, time.Time{}, errNoKey
 	}
 	if err != nil {
-		return nil, fmt.Errorf("jwtsigner: key file: %w", err)
+		return nil, time.Time{}, fmt.Errorf("jwtsigner: key file: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("jwtsigner: key file %s is not a regular file", path)
+		return nil, time.Time{}, fmt.Errorf("jwtsigner: key file %s is not a regular file", path)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("jwtsigner: key file %s has mode %#o; want 0600 (no group or other access)", path, perm)
+		return nil, time.Time{}, fmt.Errorf("jwtsigner: key file %s has mode %#o; want 0600 (no group or other access)", path, perm)
 	}
-	data, err := readBounded(path)
+	data, err := readBounded(path, maxFileSize)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	sk, err := ParseKeyPEM(data)
 	if err != nil {
-		return nil, fmt.Errorf("jwtsigner: key file %s: %w", path, err)
+		return nil, time.Time{}, fmt.Errorf("jwtsigner: key file %s: %w", path, err)
 	}
-	return sk, nil
+	return sk, fi.ModTime(), nil
 }
 
 // ParseKeyPEM parses a key file's contents: exactly one unencrypted PKCS#8
@@ -110,55 +113,72 @@ func ParseKeyPEM(data []byte) (crypto.Signer, error) {
 	return sk, nil
 }
 
-func readBounded(path string) ([]byte, error) {
+func readBounded(path string, limit int) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("jwtsigner: %w", err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if err != nil {
 		return nil, fmt.Errorf("jwtsigner: read %s: %w", path, err)
 	}
-	if len(b) > maxFileSize {
-		return nil, fmt.Errorf("jwtsigner: %s is larger than %d bytes", path, maxFileSize)
+	if len(b) > limit {
+		return nil, fmt.Errorf("jwtsigner: %s is larger than %d bytes", path, limit)
 	}
 	return b, nil
 }
 
-// save writes a new key: a temporary file with mode 0600, synced, then
-// linked into place so an existing key is never replaced, then the
-// directory is synced.
-func save(dir string, sk crypto.Signer) error {
+// saveKeyFile writes a new key in the single-key layout: a temporary file
+// with mode 0600, synced, then linked into place so an existing key is
+// never replaced, then the directory is synced.
+func saveKeyFile(dir string, sk crypto.Signer) error {
 	der, err := x509.MarshalPKCS8PrivateKey(sk)
 	if err != nil {
 		return fmt.Errorf("jwtsigner: marshal key: %w", err)
 	}
-	data := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	f, err := os.CreateTemp(dir, "."+KeyFileName+".tmp-*")
+	tmp, err := writeTemp(dir, KeyFileName, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 	if err != nil {
-		return fmt.Errorf("jwtsigner: write key: %w", err)
+		return err
 	}
-	tmp := f.Name()
 	defer os.Remove(tmp)
-	err = f.Chmod(keyMode)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("jwtsigner: write key: %w", err)
-	}
 	// Link fails if the name exists: a key that appeared meanwhile (another
 	// process) is kept, never overwritten.
 	if err := os.Link(tmp, filepath.Join(dir, KeyFileName)); err != nil {
 		return fmt.Errorf("jwtsigner: install key: %w", err)
 	}
+	return syncDir(dir)
+}
+
+// writeTemp writes data to a new temporary file in dir with mode 0600,
+// syncs and closes it, and returns its path.
+func writeTemp(dir, name string, data []byte) (path string, err error) {
+	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return "", fmt.Errorf("jwtsigner: write %s: %w", name, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err := f.Chmod(keyMode); err != nil {
+		return "", fmt.Errorf("jwtsigner: write %s: %w", name, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return "", fmt.Errorf("jwtsigner: write %s: %w", name, err)
+	}
+	if err := f.Sync(); err != nil {
+		return "", fmt.Errorf("jwtsigner: write %s: %w", name, err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("jwtsigner: write %s: %w", name, err)
+	}
+	return f.Name(), nil
+}
+
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("jwtsigner: sync directory: %w", err)
