@@ -12,6 +12,8 @@ go test -run='^$' -bench='FetchX509SVID' -benchtime=5000x ./test/
 go test -run='^$' -bench='EntryToWorkload10k' -benchtime=200x ./test/
 go test -run='^$' -bench='BulkCreate10kCLI' -benchtime=3x ./test/
 go test -run='^$' -bench='Idle' -benchtime=1x ./test/
+echo "== PostgreSQL HA: 100k entries (idle CPU, restart → ready), entry on server A → SVID at server B's agent"
+go test -run='^$' -bench='Postgres100k' -benchtime=200x ./test/
 if ls sds/*_test.go >/dev/null 2>&1; then
   echo "== SDS"
   go test -run='^$' -bench=. -benchtime=1x ./sds/ || true
