@@ -24,6 +24,10 @@ const (
 	DefaultCATTL              = 168 * time.Hour
 	DefaultX509SVIDTTL        = time.Hour
 	DefaultAgentSVIDTTL       = time.Hour
+	DefaultJWTKeyType         = KeyTypeECP256
+	DefaultJWTKeyTTL          = 24 * time.Hour
+	DefaultJWTSVIDTTL         = 5 * time.Minute
+	MaxJWTSVIDTTL             = 24 * time.Hour
 	DefaultDatastoreType      = DatastoreSQLite
 	DefaultSQLiteFile         = "datastore.sqlite3" // inside data_dir
 	errPrefix                 = "config"
@@ -31,15 +35,29 @@ const (
 	summaryConflictingSetting = "Conflicting settings"
 )
 
-// KeyType is the CA's key algorithm.
+// KeyType is the key algorithm of the CA or of the JWT signing keys.
 type KeyType string
 
-// CA key types.
+// Key types.
 const (
 	KeyTypeECP256  KeyType = "ec-p256"
 	KeyTypeECP384  KeyType = "ec-p384"
 	KeyTypeRSA2048 KeyType = "rsa-2048"
 )
+
+// JWTAlgorithm returns the JOSE algorithm a JWT signing key of type k
+// signs with: ES256, ES384 or RS256 ("" for an unknown type).
+func (k KeyType) JWTAlgorithm() string {
+	switch k {
+	case KeyTypeECP256:
+		return "ES256"
+	case KeyTypeECP384:
+		return "ES384"
+	case KeyTypeRSA2048:
+		return "RS256"
+	}
+	return ""
+}
 
 // Datastore types.
 const (
@@ -61,6 +79,14 @@ type Config struct {
 	DefaultX509SVIDTTL time.Duration // < CATTL
 	AgentSVIDTTL       time.Duration // < CATTL
 
+	// JWT-SVID signing: key type and lifetime of each signing key (keys
+	// rotate at 5/6 of it), the "iss" claim (empty: none) and the lifetime
+	// of tokens whose entry sets none (< JWTKeyTTL, ≤ MaxJWTSVIDTTL).
+	JWTKeyType        KeyType
+	JWTKeyTTL         time.Duration
+	JWTIssuer         string
+	DefaultJWTSVIDTTL time.Duration
+
 	LogLevel  string // debug, info, warn or error
 	LogFormat string // text or json
 	LogFile   string // empty: the caller's fallback writer (stderr)
@@ -79,6 +105,10 @@ type Config struct {
 	Telemetry         *hclconf.Block
 	Federation        *hclconf.Block
 	UpstreamAuthority *hclconf.Block
+
+	// OIDC is the oidc block (OIDC discovery for JWT-SVIDs); nil when
+	// absent.
+	OIDC *OIDC
 }
 
 // Datastore says where registration data is kept.
@@ -121,6 +151,10 @@ type rawServer struct {
 	CATTL              string `hcl:"ca_ttl,optional"`
 	DefaultX509SVIDTTL string `hcl:"default_x509_svid_ttl,optional"`
 	AgentSVIDTTL       string `hcl:"agent_svid_ttl,optional"`
+	JWTKeyType         string `hcl:"jwt_key_type,optional"`
+	JWTKeyTTL          string `hcl:"jwt_key_ttl,optional"`
+	JWTIssuer          string `hcl:"jwt_issuer,optional"`
+	DefaultJWTSVIDTTL  string `hcl:"default_jwt_svid_ttl,optional"`
 	LogLevel           string `hcl:"log_level,optional"`
 	LogFormat          string `hcl:"log_format,optional"`
 	LogFile            string `hcl:"log_file,optional"`
@@ -141,6 +175,7 @@ var fileSchema = &hcl.BodySchema{
 		{Type: "telemetry"},
 		{Type: "federation"},
 		{Type: "upstream_authority", LabelNames: []string{"kind"}},
+		{Type: "oidc"},
 	},
 }
 
@@ -157,8 +192,11 @@ func Parse(filename string, src []byte) (*Config, error) {
 	top := file.Body.MissingItemRange()
 
 	c := &Config{}
+	var srvSec hclconf.Section
 	if b := hclconf.Single(content.Blocks, "server", true, top, &diags); b != nil {
-		diags = append(diags, c.server(b.Body)...)
+		var d hcl.Diagnostics
+		srvSec, d = c.server(b.Body)
+		diags = append(diags, d...)
 	}
 	b := hclconf.Single(content.Blocks, "datastore", false, top, &diags)
 	diags = append(diags, c.datastore(b)...)
@@ -173,13 +211,17 @@ func Parse(filename string, src []byte) (*Config, error) {
 		c.UpstreamAuthority = &ups[0]
 	}
 
+	if b := hclconf.Single(content.Blocks, "oidc", false, top, &diags); b != nil {
+		diags = append(diags, c.oidc(b, srvSec.Has("jwt_issuer"))...)
+	}
+
 	if err := hclconf.DiagError(errPrefix, diags); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-func (c *Config) server(body hcl.Body) hcl.Diagnostics {
+func (c *Config) server(body hcl.Body) (hclconf.Section, hcl.Diagnostics) {
 	var raw rawServer
 	s, diags := hclconf.Decode(body, &raw)
 
@@ -227,9 +269,11 @@ func (c *Config) server(body hcl.Body) hcl.Diagnostics {
 		}
 	}
 
+	diags = append(diags, c.jwt(s, &raw)...)
+
 	c.LogLevel, c.LogFormat = s.CheckLogging(raw.LogLevel, raw.LogFormat, &diags)
 	c.LogFile = raw.LogFile
-	return diags
+	return s, diags
 }
 
 func (c *Config) datastore(b *hcl.Block) hcl.Diagnostics {

@@ -40,6 +40,9 @@ func defaults() config.Config {
 		CATTL:              168 * time.Hour,
 		DefaultX509SVIDTTL: time.Hour,
 		AgentSVIDTTL:       time.Hour,
+		JWTKeyType:         config.KeyTypeECP256,
+		JWTKeyTTL:          24 * time.Hour,
+		DefaultJWTSVIDTTL:  5 * time.Minute,
 		LogLevel:           "info",
 		LogFormat:          "text",
 		Datastore:          config.Datastore{Type: "sqlite", Path: "/var/lib/hallmark/datastore.sqlite3"},
@@ -170,6 +173,68 @@ func TestParse(t *testing.T) {
 		{name: "sqlite with connection_string", src: srv("", "datastore {\n  connection_string = \"postgres://x\"\n}"),
 			wantErr: []string{`server.hcl:6,23-37: Conflicting settings; connection_string is for the postgres datastore only`}},
 		{name: "sqlite empty path", src: srv("", "datastore {\n  path = \"\"\n}"), wantErr: []string{`server.hcl:6,`, "path must not be empty"}},
+
+		// JWT-SVIDs and OIDC.
+		{name: "jwt settings", src: srv("jwt_key_type = \"rsa-2048\"\njwt_key_ttl = \"12h\"\njwt_issuer = \"https://oidc.example.org/td\"\ndefault_jwt_svid_ttl = \"15m\""),
+			want: func(c *config.Config) {
+				c.JWTKeyType, c.JWTKeyTTL, c.JWTIssuer, c.DefaultJWTSVIDTTL = config.KeyTypeRSA2048, 12*time.Hour, "https://oidc.example.org/td", 15*time.Minute
+			}},
+		{name: "jwt_key_type p384", src: srv(`jwt_key_type = "ec-p384"`), want: func(c *config.Config) { c.JWTKeyType = config.KeyTypeECP384 }},
+		{name: "jwt issuer on loopback http", src: srv(`jwt_issuer = "http://127.0.0.1:8090"`), want: func(c *config.Config) { c.JWTIssuer = "http://127.0.0.1:8090" }},
+		{name: "jwt_key_type unknown", src: srv(`jwt_key_type = "ES256"`),
+			wantErr: []string{`server.hcl:4,18-25: Invalid value; jwt_key_type "ES256" is not one of ec-p256, ec-p384, rsa-2048.`}},
+		{name: "jwt_key_ttl bad", src: srv(`jwt_key_ttl = "1 day"`), wantErr: []string{`server.hcl:4,`, `invalid duration "1 day"`}},
+		{name: "jwt_key_ttl number", src: srv(`jwt_key_ttl = 86400`), wantErr: []string{`server.hcl:4,`, "string required, got number"}},
+		{name: "jwt_key_ttl below default token ttl", src: srv(`jwt_key_ttl = "5m"`),
+			wantErr: []string{`server.hcl:4,17-21: Conflicting settings; default_jwt_svid_ttl (5m0s) must be shorter than jwt_key_ttl (5m0s)`}},
+		{name: "default_jwt_svid_ttl not below key ttl", src: srv("jwt_key_ttl = \"1h\"\ndefault_jwt_svid_ttl = \"2h\""),
+			wantErr: []string{`server.hcl:5,26-30: Conflicting settings; default_jwt_svid_ttl (2h0m0s) must be shorter than jwt_key_ttl`}},
+		{name: "default_jwt_svid_ttl above max", src: srv("jwt_key_ttl = \"100h\"\ndefault_jwt_svid_ttl = \"25h\""),
+			wantErr: []string{`server.hcl:5,`, "must be at most 24h0m0s"}},
+		{name: "jwt_issuer not https", src: srv(`jwt_issuer = "http://oidc.example.org"`), wantErr: []string{`server.hcl:4,16-41: Invalid value; jwt_issuer "http://oidc.example.org" must be an https:// URL`}},
+		{name: "jwt_issuer bare name", src: srv(`jwt_issuer = "oidc.example.org"`), wantErr: []string{`server.hcl:4,`, "must be an https:// URL"}},
+		{name: "jwt_issuer query", src: srv(`jwt_issuer = "https://oidc.example.org/?a=1"`), wantErr: []string{`server.hcl:4,`, "query"}},
+		{name: "jwt_issuer fragment", src: srv(`jwt_issuer = "https://oidc.example.org#x"`), wantErr: []string{`server.hcl:4,`, "fragment"}},
+		{name: "jwt_issuer no host", src: srv(`jwt_issuer = "https:///x"`), wantErr: []string{`server.hcl:4,`, "has no host"}},
+		{name: "jwt_issuer not a URL", src: srv(`jwt_issuer = "https://%zz"`), wantErr: []string{`server.hcl:4,`, "is not a URL"}},
+		{name: "oidc loopback", src: srv(`jwt_issuer = "https://oidc.example.org"`, "oidc {\n  listen_address = \"127.0.0.1:8090\"\n}"),
+			want: func(c *config.Config) {
+				c.JWTIssuer = "https://oidc.example.org"
+				c.OIDC = &config.OIDC{ListenAddress: "127.0.0.1:8090", Domains: []string{"oidc.example.org"}}
+			}},
+		{name: "oidc https with domains", src: srv(`jwt_issuer = "https://oidc.example.org"`, `oidc {
+  listen_address = "0.0.0.0:443"
+  domains        = ["oidc.example.org", "10.0.0.1"]
+  cert_file_path = "/etc/oidc.crt"
+  key_file_path  = "/etc/oidc.key"
+}`), want: func(c *config.Config) {
+			c.JWTIssuer = "https://oidc.example.org"
+			c.OIDC = &config.OIDC{ListenAddress: "0.0.0.0:443", Domains: []string{"oidc.example.org", "10.0.0.1"}, CertFile: "/etc/oidc.crt", KeyFile: "/etc/oidc.key"}
+		}},
+		{name: "oidc without issuer", src: srv("", "oidc {\n  listen_address = \"127.0.0.1:8090\"\n}"),
+			wantErr: []string{`server.hcl:5,1-5: Missing required argument; The oidc block needs jwt_issuer`}},
+		{name: "oidc plain http off loopback", src: srv(`jwt_issuer = "https://oidc.example.org"`, "oidc {\n  listen_address = \"0.0.0.0:80\"\n}"),
+			wantErr: []string{`server.hcl:7,20-32: Conflicting settings; listen_address "0.0.0.0:80" is not a loopback address`}},
+		{name: "oidc listen hostname", src: srv(`jwt_issuer = "https://oidc.example.org"`, "oidc {\n  listen_address = \"localhost:80\"\n}"),
+			wantErr: []string{`server.hcl:7,`, "is not an IP address and port"}},
+		{name: "oidc listen no port", src: srv(`jwt_issuer = "https://oidc.example.org"`, "oidc {\n  listen_address = \"127.0.0.1\"\n}"),
+			wantErr: []string{`server.hcl:7,`, "is not an IP address and port"}},
+		{name: "oidc listen port out of range", src: srv(`jwt_issuer = "https://oidc.example.org"`, "oidc {\n  listen_address = \"127.0.0.1:70000\"\n}"),
+			wantErr: []string{`server.hcl:7,`, "is not an IP address and port"}},
+		{name: "oidc missing listen_address", src: srv(`jwt_issuer = "https://oidc.example.org"`, "oidc {}"),
+			wantErr: []string{`server.hcl:6,`, `The argument "listen_address" is required`}},
+		{name: "oidc cert without key", src: srv(`jwt_issuer = "https://oidc.example.org"`, "oidc {\n  listen_address = \"127.0.0.1:1\"\n  cert_file_path = \"/c\"\n}"),
+			wantErr: []string{`server.hcl:8,`, "cert_file_path and key_file_path go together"}},
+		{name: "oidc domains miss issuer", src: srv(`jwt_issuer = "https://oidc.example.org"`, "oidc {\n  listen_address = \"127.0.0.1:1\"\n  domains = [\"other.example.org\"]\n}"),
+			wantErr: []string{`server.hcl:8,`, `domains must include "oidc.example.org"`}},
+		{name: "oidc bad domain", src: srv(`jwt_issuer = "https://oidc.example.org"`, "oidc {\n  listen_address = \"127.0.0.1:1\"\n  domains = [\"oidc.example.org\", \"https://x\", \"UP.org\", \"oidc.example.org\"]\n}"),
+			wantErr: []string{"3 problems", `"https://x" is not a lowercase host name`, `"UP.org" is not`, "listed twice"}},
+		{name: "oidc empty domains", src: srv(`jwt_issuer = "https://oidc.example.org"`, "oidc {\n  listen_address = \"127.0.0.1:1\"\n  domains = []\n}"),
+			wantErr: []string{`server.hcl:8,`, "domains must not be empty"}},
+		{name: "oidc unknown key", src: srv(`jwt_issuer = "https://oidc.example.org"`, "oidc {\n  listen_address = \"127.0.0.1:1\"\n  issuer = \"x\"\n}"),
+			wantErr: []string{`server.hcl:8,3-9: Unsupported argument`}},
+		{name: "duplicate oidc block", src: srv(`jwt_issuer = "https://oidc.example.org"`, "oidc {\n  listen_address = \"127.0.0.1:1\"\n}", "oidc {\n  listen_address = \"127.0.0.1:2\"\n}"),
+			wantErr: []string{`server.hcl:9,1-5: Duplicate oidc block`}},
 
 		{name: "every problem at once", src: `server {
   trust_domain = "Bad!"
@@ -312,5 +377,24 @@ func TestConfigHelpers(t *testing.T) {
 	log.Info("ready")
 	if !strings.Contains(sb.String(), `"msg":"ready"`) {
 		t.Errorf("logger wrote %q", sb.String())
+	}
+}
+
+func TestJWTAlgorithm(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		kt   config.KeyType
+		want string
+	}{
+		{name: "p256", kt: config.KeyTypeECP256, want: "ES256"},
+		{name: "p384", kt: config.KeyTypeECP384, want: "ES384"},
+		{name: "rsa", kt: config.KeyTypeRSA2048, want: "RS256"},
+		{name: "unknown", kt: "ec-p521", want: ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.kt.JWTAlgorithm(); got != tt.want {
+				t.Fatalf("JWTAlgorithm() = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

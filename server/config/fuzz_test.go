@@ -19,6 +19,8 @@ func FuzzParse(f *testing.F) {
 		srv("bind_port = \"8081\"\nca_ttl = 3600\nbogus = [1, {a = 2}]"),
 		srv("", "datastore {\n  type = \"postgres\"\n}", `node_attestor "tpm" { x = 1 }`),
 		srv("", "server {}", `node_attestor "" {}`, "datastore {}", "datastore {}"),
+		srv("jwt_issuer = \"https://o.example.org\"\njwt_key_ttl = \"1h\"", "oidc {\n  listen_address = \"127.0.0.1:1\"\n  domains = [\"o.example.org\"]\n}"),
+		srv("jwt_issuer = \"http://[::1]:80/x\"\ndefault_jwt_svid_ttl = \"30h\"", "oidc {\n  listen_address = \"[::]:443\"\n  cert_file_path = \"\"\n}"),
 		"server {\n  trust_domain = \"${a}\"\n  data_dir = <<EOT\nx\nEOT\n}\n",
 		"server { trust_domain = upper(\"x\") data_dir = 1 + true }",
 		"server {\n  log_level = [for x in [1]: x]\n  ca_ttl = \"1h\" == \"1h\" ? \"2h\" : null\n}\n",
@@ -38,6 +40,12 @@ func FuzzParse(f *testing.F) {
 		}
 		if c.TrustDomain.IsZero() || c.DataDir == "" || c.DefaultX509SVIDTTL >= c.CATTL || c.AgentSVIDTTL >= c.CATTL {
 			t.Fatalf("accepted an invalid config: %+v", c)
+		}
+		if c.DefaultJWTSVIDTTL >= c.JWTKeyTTL || c.DefaultJWTSVIDTTL > config.MaxJWTSVIDTTL || c.JWTKeyType.JWTAlgorithm() == "" {
+			t.Fatalf("accepted invalid JWT settings: %+v", c)
+		}
+		if o := c.OIDC; o != nil && (c.JWTIssuer == "" || o.ListenAddress == "" || len(o.Domains) == 0 || (o.CertFile == "") != (o.KeyFile == "")) {
+			t.Fatalf("accepted an invalid oidc block: %+v %+v", c, o)
 		}
 	})
 }

@@ -35,6 +35,23 @@ server {
   # Lifetime of agent SVIDs; must be shorter than ca_ttl.
   agent_svid_ttl = "1h"
 
+  # JWT-SVID signing keys: key type ("ec-p256" signs ES256, "ec-p384"
+  # ES384, "rsa-2048" RS256) and lifetime of each key. A key's successor is
+  # published in the JWT bundle at 1/2 of its lifetime, signs from 5/6, and
+  # the old key leaves the bundle when it expires; no token outlives its key.
+  jwt_key_type = "ec-p256"
+  jwt_key_ttl  = "24h"
+
+  # Lifetime of JWT-SVIDs whose entry sets none; must be shorter than
+  # jwt_key_ttl and at most 24h. Near a rotation a token may be shortened so
+  # that it expires with its key.
+  default_jwt_svid_ttl = "5m"
+
+  # The "iss" claim of every JWT-SVID: an https:// URL without query or
+  # fragment. Required by the oidc block (where it is also the issuer of the
+  # discovery document); empty means no "iss" claim.
+  # jwt_issuer = "https://oidc.example.org"
+
   # Logging: level "debug", "info", "warn" or "error"; format "text" or
   # "json"; log_file appends to a file (mode 0600) instead of stderr.
   log_level  = "info"
@@ -63,3 +80,24 @@ datastore {
 
 # Join tokens: single-use secrets generated on the server.
 node_attestor "join_token" {}
+
+# OIDC discovery for JWT-SVIDs (optional): serves
+# <jwt_issuer>/.well-known/openid-configuration and <jwt_issuer>/keys (the
+# current JWT signing keys, including the published next key) so that
+# relying parties such as AWS IAM, GCP workload identity federation or
+# Vault can verify JWT-SVIDs. Needs jwt_issuer in the server block.
+#
+# oidc {
+#   # IP address and port to listen on. Plain HTTP only on a loopback
+#   # address, for a TLS-terminating proxy on the same machine; anywhere
+#   # else set cert_file_path and key_file_path to serve HTTPS.
+#   listen_address = "127.0.0.1:8090"
+#
+#   # Host names accepted in the Host header; default: the host of
+#   # jwt_issuer alone (which must be listed if domains is set).
+#   domains = ["oidc.example.org"]
+#
+#   # PEM certificate chain and key for HTTPS; re-read when they change.
+#   cert_file_path = "/etc/hallmark/oidc.crt"
+#   key_file_path  = "/etc/hallmark/oidc.key"
+# }
