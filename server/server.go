@@ -300,6 +300,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if n, ok := s.store.(datastore.ChangeNotifier); ok {
 		go s.followChanges(ctx, n)
 	}
+	if n, ok := s.store.(datastore.EvictionNotifier); ok {
+		go s.followEvictions(ctx, n)
+	}
 	if s.tele.Enabled() {
 		addr, err := telemetry.Serve(ctx, s.tele.ListenAddress, s.metrics, s.Ready, s.log.With("subsystem", "telemetry"))
 		if err != nil {

@@ -118,12 +118,16 @@ func (s *Store) ListAgents(ctx context.Context) ([]datastore.Agent, error) {
 }
 
 // DeleteAgent evicts an agent; datastore.ErrNotFound if absent. Every
-// server sees the eviction at its next read of the agent.
+// server sees the eviction at its next read of the agent, and watchers of
+// WatchAgentEvictions hear of it at once.
 func (s *Store) DeleteAgent(ctx context.Context, id string) error {
 	if !storable(id) {
 		return fmt.Errorf("postgres: delete agent %q: %w", id, datastore.ErrNotFound)
 	}
-	tag, err := s.pool.Exec(ctx, `DELETE FROM agents WHERE id = $1`, id)
+	// One statement: the notification goes out if and only if the row
+	// was deleted, when the deletion commits.
+	tag, err := s.pool.Exec(ctx, `WITH d AS (DELETE FROM agents WHERE id = $1 RETURNING id)
+		SELECT pg_notify($2, id) FROM d`, id, EvictChannel)
 	if err != nil {
 		return fmt.Errorf("postgres: delete agent %q: %w", id, err)
 	}

@@ -366,3 +366,69 @@ func TestWatchIdleCheck(t *testing.T) {
 		t.Errorf("report %d, want %d", got, e.Revision)
 	}
 }
+
+// TestWatchAgentEvictions: an eviction committed on server A is announced
+// to a watcher on server B with the agent's ID; a failed eviction (unknown
+// agent) announces nothing; a reconnection is announced as "".
+func TestWatchAgentEvictions(t *testing.T) {
+	a, b, connString := twoServers(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	ids := make(chan string, 16)
+	done := make(chan error, 1)
+	go func() { done <- b.WatchAgentEvictions(ctx, func(id string) { ids <- id }) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("WatchAgentEvictions returned %v, want nil", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("WatchAgentEvictions did not return after its context ended")
+		}
+	})
+	next := func() string {
+		t.Helper()
+		select {
+		case id := <-ids:
+			return id
+		case <-time.After(10 * time.Second):
+			t.Fatal("no eviction report within 10 s")
+			return ""
+		}
+	}
+	if got := next(); got != "" {
+		t.Fatalf("first report = %q, want \"\" (connected)", got)
+	}
+	const id1, id2 = "spiffe://example.org/agent/join_token/one", "spiffe://example.org/agent/join_token/two"
+	for _, id := range []string{id1, id2} {
+		if err := a.CreateAgent(ctx, datastore.Agent{ID: id, AttestationType: "join_token", SerialNumber: "01"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.DeleteAgent(ctx, "spiffe://example.org/agent/join_token/nobody"); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("DeleteAgent(unknown) = %v, want ErrNotFound", err)
+	}
+	if err := a.DeleteAgent(ctx, id1); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(); got != id1 {
+		t.Fatalf("report = %q, want %q (and nothing for the unknown agent)", got, id1)
+	}
+	// Kill the listener's connection: it reconnects and says "" first.
+	admin := rawConn(t, connString)
+	var killed int
+	if err := admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = 'hallmark-server (listen)'`).Scan(&killed); err != nil || killed != 1 {
+		t.Fatalf("terminated %d listener connections (%v), want 1", killed, err)
+	}
+	if got := next(); got != "" {
+		t.Fatalf("after a reconnection: report = %q, want \"\"", got)
+	}
+	if err := b.DeleteAgent(ctx, id2); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(); got != id2 {
+		t.Fatalf("report = %q, want %q (evicted on the watching server)", got, id2)
+	}
+}

@@ -19,6 +19,10 @@ import (
 // committed entry change is announced, with the new revision as payload.
 const NotifyChannel = "hallmark_entries"
 
+// EvictChannel is the notification channel on which each agent eviction is
+// announced (payload: the agent's SPIFFE ID), on commit.
+const EvictChannel = "hallmark_agent_evictions"
+
 // Entry events are kept for EventRetention, and the newest EventKeep
 // events are kept whatever their age. Every server prunes once an hour.
 const (

@@ -40,6 +40,30 @@ const (
 //
 // It returns nil when ctx is done or the Store is closed.
 func (s *Store) WatchEntryChanges(ctx context.Context, fn func(rev int64)) error {
+	return s.watch(ctx, NotifyChannel, "entry change", func(payload string) {
+		if payload == "" {
+			fn(0)
+			return
+		}
+		rev, err := strconv.ParseInt(payload, 10, 64)
+		if err != nil || rev < 0 {
+			rev = 0 // not ours to interpret: catch up instead
+		}
+		fn(rev)
+	})
+}
+
+// WatchAgentEvictions calls fn with the SPIFFE ID of every agent evicted by
+// this or another server sharing the database, and with "" after each
+// (re)connection ("you may have missed evictions"). Same connection
+// handling as WatchEntryChanges, on its own connection.
+func (s *Store) WatchAgentEvictions(ctx context.Context, fn func(agentID string)) error {
+	return s.watch(ctx, EvictChannel, "agent eviction", fn)
+}
+
+// watch LISTENs on channel and calls fn with each payload, and with ""
+// after each (re)connection, until ctx is done or the Store is closed.
+func (s *Store) watch(ctx context.Context, channel, what string, fn func(payload string)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(s.ctx, cancel) // Close stops watchers too
@@ -47,11 +71,11 @@ func (s *Store) WatchEntryChanges(ctx context.Context, fn func(rev int64)) error
 
 	backoff := watchBackoffMin
 	for {
-		err := s.listenOnce(ctx, fn, func() { backoff = watchBackoffMin })
+		err := s.listenOnce(ctx, channel, fn, func() { backoff = watchBackoffMin })
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.log.Warn("postgres: entry change listener disconnected; reconnecting", "error", err, "backoff", backoff)
+		s.log.Warn("postgres: "+what+" listener disconnected; reconnecting", "error", err, "backoff", backoff)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -66,28 +90,26 @@ func (s *Store) WatchEntryChanges(ctx context.Context, fn func(rev int64)) error
 // listenOnce connects, listens and delivers notifications until the
 // connection fails or ctx is done. connected is called once LISTEN is in
 // effect.
-func (s *Store) listenOnce(ctx context.Context, fn func(rev int64), connected func()) error {
+func (s *Store) listenOnce(ctx context.Context, channel string, fn func(payload string), connected func()) error {
 	conn, err := pgx.ConnectConfig(ctx, s.listen)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{NotifyChannel}.Sanitize()); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	connected()
-	fn(0)
+	fn("")
 	for {
 		wctx, cancel := context.WithTimeout(ctx, watchIdle)
 		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		switch {
 		case err == nil:
-			rev, perr := strconv.ParseInt(n.Payload, 10, 64)
-			if perr != nil || rev < 0 {
-				rev = 0 // not ours to interpret: catch up instead
+			if n.Payload != "" {
+				fn(n.Payload)
 			}
-			fn(rev)
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case pgconn.Timeout(err) && !conn.IsClosed():
