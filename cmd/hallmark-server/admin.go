@@ -131,7 +131,9 @@ func admin(cmd string, args []string, stdout io.Writer) error {
 			return nil
 		}
 	default:
-		return fmt.Errorf("unknown command %q", cmd)
+		if run = federationCommand(cmd, fs, stdout); run == nil {
+			return fmt.Errorf("unknown command %q", cmd)
+		}
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err

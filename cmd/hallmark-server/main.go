@@ -7,6 +7,10 @@
 //	hallmark-server token generate [-spiffeID ID] [-ttl 600]
 //	hallmark-server agent list | agent evict -spiffeID ID
 //	hallmark-server bundle show [-format pem|spiffe]
+//	hallmark-server bundle list [-id TD] [-format pem|spiffe]
+//	hallmark-server bundle set -id TD [-path FILE] [-format pem|spiffe]
+//	hallmark-server bundle delete -id TD
+//	hallmark-server federation list | federation refresh -id TD
 //	hallmark-server healthcheck
 package main
 
@@ -38,6 +42,11 @@ Commands:
   agent list          list attested agents
   agent evict         evict an agent (it must attest again)
   bundle show         print the trust bundle
+  bundle list         print federated bundles (-id for one)
+  bundle set          trust another domain's bundle (-id, -path, -format)
+  bundle delete       delete a bundle set with bundle set
+  federation list     show federation relationships and their refresh state
+  federation refresh  fetch a federated bundle now (-id)
   healthcheck         check that the server is ready
 
 Run 'hallmark-server <command> -h' for a command's flags.
@@ -52,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		err = runServer(args[1:], stderr)
-	case "entry", "token", "agent", "bundle":
+	case "entry", "token", "agent", "bundle", "federation":
 		if len(args) < 2 {
 			fmt.Fprint(stderr, usage)
 			return 2

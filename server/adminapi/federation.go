@@ -38,7 +38,7 @@ func (s *Server) trustDomain(raw string) (spiffeid.TrustDomain, error) {
 
 // refuse audits a refused federation change and returns err.
 func (s *Server) refuse(ctx context.Context, action, td string, err error) error {
-	s.audit(ctx, map[string]any{"action": action, "trust_domain": td, "outcome": "refused", "reason": status.Convert(err).Message()})
+	s.audit(ctx, map[string]any{"action": action, "trust_domain": td, "result": "rejected", "reason": status.Convert(err).Message()})
 	return err
 }
 
@@ -150,11 +150,12 @@ func (s *Server) RefreshFederatedBundle(ctx context.Context, req *apiv1.RefreshF
 			"the bundle of %q was set with `bundle set` and has no endpoint to fetch from", td.Name()))
 	}
 	if err := s.cfg.Federation.Refresh(ctx, td); err != nil {
-		s.audit(ctx, map[string]any{"action": action, "trust_domain": td.Name(), "outcome": "failed", "reason": err.Error()})
+		s.audit(ctx, map[string]any{"action": action, "trust_domain": td.Name(), "result": "failed", "reason": err.Error()})
+		s.cfg.Log.Warn("Federated bundle refresh failed", "trust_domain", td.Name(), "requested_by", "admin", "error", err)
 		return nil, status.Errorf(codes.Unavailable, "%v", err)
 	}
 	st, _ = s.relationship(td)
-	s.audit(ctx, map[string]any{"action": action, "trust_domain": td.Name(), "outcome": "ok", "sequence": st.GetSequence()})
+	s.audit(ctx, map[string]any{"action": action, "trust_domain": td.Name(), "result": "ok", "sequence": st.GetSequence()})
 	return st, nil
 }
 

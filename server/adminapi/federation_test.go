@@ -202,7 +202,7 @@ func TestSetFederatedBundle(t *testing.T) {
 			rec := fx.audit.find("bundle_set")
 			if tt.wantErr != "" {
 				wantCode(t, err, tt.wantCode, tt.wantErr)
-				if rec == nil || rec["outcome"] != "refused" {
+				if rec == nil || rec["result"] != "rejected" {
 					t.Fatalf("refusal not audited: %v", rec)
 				}
 				return
@@ -210,7 +210,7 @@ func TestSetFederatedBundle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rec == nil || rec["outcome"] != nil || rec["x509_authorities"] != 1 {
+			if rec == nil || rec["result"] != nil || rec["x509_authorities"] != 1 {
 				t.Fatalf("audit record %v", rec)
 			}
 			if want := !strings.Contains(tt.td, "web.test"); resp.GetRelationship().GetStatic() != want {
@@ -272,12 +272,12 @@ func TestDeleteFederatedBundle(t *testing.T) {
 			rec := fx.audit.find("bundle_delete")
 			if tt.wantErr != "" {
 				wantCode(t, err, tt.wantCode, tt.wantErr)
-				if rec["outcome"] != "refused" {
+				if rec["result"] != "rejected" {
 					t.Fatalf("refusal not audited: %v", rec)
 				}
 				return
 			}
-			if err != nil || rec["outcome"] != nil || rec["trust_domain"] != tt.td {
+			if err != nil || rec["result"] != nil || rec["trust_domain"] != tt.td {
 				t.Fatalf("delete: %v, audit %v", err, rec)
 			}
 		})
@@ -312,7 +312,7 @@ func TestFederationRelationshipsAndRefresh(t *testing.T) {
 	if !st.GetHasBundle() || st.GetSequence() != 1 || st.GetX509Authorities() != 1 || st.GetLastSuccess() == 0 || st.GetLastError() != "" {
 		t.Fatalf("after refresh: %v", st)
 	}
-	if rec := fx.audit.find("federation_refresh"); rec["outcome"] != "ok" {
+	if rec := fx.audit.find("federation_refresh"); rec["result"] != "ok" {
 		t.Fatalf("audit %v", rec)
 	}
 
@@ -338,7 +338,7 @@ func TestFederationRelationshipsAndRefresh(t *testing.T) {
 			}
 			_, err := fx.srv.RefreshFederatedBundle(ctx, &apiv1.RefreshFederatedBundleRequest{TrustDomain: tt.td})
 			wantCode(t, err, tt.wantCode, tt.wantErr)
-			if rec := fx.audit.find("federation_refresh"); rec["outcome"] == "ok" {
+			if rec := fx.audit.find("federation_refresh"); rec["result"] == "ok" {
 				t.Fatalf("failure audited as ok: %v", rec)
 			}
 		})

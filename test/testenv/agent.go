@@ -19,7 +19,9 @@ type Agent struct {
 	Dir        string
 	ConfigPath string
 	SocketPath string
-	token      string
+	// TrustDomain is the trust domain of the server the agent joined.
+	TrustDomain string
+	token       string
 }
 
 // AgentOption changes an agent's configuration.
@@ -62,7 +64,8 @@ func (e *Env) StartAgent(srv *Server, token string, opts ...AgentOption) *Agent 
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	a := &Agent{env: e, Dir: dir, SocketPath: filepath.Join(dir, "public", "api.sock"), ConfigPath: filepath.Join(dir, "agent.hcl"), token: token}
+	a := &Agent{env: e, Dir: dir, SocketPath: filepath.Join(dir, "public", "api.sock"), ConfigPath: filepath.Join(dir, "agent.hcl"),
+		token: token, TrustDomain: srv.TrustDomain}
 	trust := fmt.Sprintf("trust_bundle_path = %q", srv.BundlePath())
 	addr := srv.Address
 	if o.serverAddr != "" {
@@ -81,7 +84,7 @@ func (e *Env) StartAgent(srv *Server, token string, opts ...AgentOption) *Agent 
   %s
 }
 %s
-`, TrustDomain, addr, trust, filepath.Join(dir, "data"), a.SocketPath, o.extraAgent, o.extra))
+`, a.TrustDomain, addr, trust, filepath.Join(dir, "data"), a.SocketPath, o.extraAgent, o.extra))
 	a.start(!o.noWait)
 	return a
 }
@@ -140,7 +143,7 @@ func (a *Agent) Addr() string { return "unix://" + a.SocketPath }
 
 // ID returns the agent's SPIFFE ID (join-token agents).
 func (a *Agent) ID() string {
-	return fmt.Sprintf("spiffe://%s/agent/join_token/%s", TrustDomain, a.token)
+	return fmt.Sprintf("spiffe://%s/agent/join_token/%s", a.TrustDomain, a.token)
 }
 
 // CLI runs a hallmark-agent command.

@@ -22,6 +22,10 @@ type Server struct {
 	ConfigPath string
 	SocketPath string
 	Address    string
+	// TrustDomain is the server's trust domain (TrustDomain unless
+	// WithTrustDomain); its agents join it.
+	TrustDomain string
+	procEnv     []string
 }
 
 // ServerOption changes a server's configuration.
@@ -31,6 +35,18 @@ type serverOpts struct {
 	extraServer string // extra lines in the server block
 	extra       string // extra top-level HCL
 	caFrom      *Server
+	trustDomain string
+	procEnv     []string
+}
+
+// WithTrustDomain starts the server in trust domain td instead of
+// TrustDomain; agents started for it join td too.
+func WithTrustDomain(td string) ServerOption { return func(o *serverOpts) { o.trustDomain = td } }
+
+// WithServerEnv adds "KEY=value" environment variables to the server
+// process, e.g. SSL_CERT_FILE for a test CA of https_web bundle endpoints.
+func WithServerEnv(kv ...string) ServerOption {
+	return func(o *serverOpts) { o.procEnv = append(o.procEnv, kv...) }
 }
 
 // WithCAFrom starts the server with a copy of other's CA key and
@@ -57,7 +73,11 @@ func (e *Env) StartServer(opts ...ServerOption) *Server {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	s := &Server{env: e, Dir: dir, SocketPath: filepath.Join(dir, "admin", "api.sock"), ConfigPath: filepath.Join(dir, "server.hcl")}
+	s := &Server{env: e, Dir: dir, SocketPath: filepath.Join(dir, "admin", "api.sock"), ConfigPath: filepath.Join(dir, "server.hcl"),
+		TrustDomain: TrustDomain, procEnv: o.procEnv}
+	if o.trustDomain != "" {
+		s.TrustDomain = o.trustDomain
+	}
 	port := FreePort(e.t)
 	s.Address = fmt.Sprintf("127.0.0.1:%d", port)
 	writeFile(e.t, s.ConfigPath, fmt.Sprintf(`server {
@@ -70,7 +90,7 @@ func (e *Env) StartServer(opts ...ServerOption) *Server {
   %s
 }
 %s
-`, TrustDomain, port, filepath.Join(dir, "data"), s.SocketPath, o.extraServer, o.extra))
+`, s.TrustDomain, port, filepath.Join(dir, "data"), s.SocketPath, o.extraServer, o.extra))
 	if o.caFrom != nil {
 		src, dst := filepath.Join(o.caFrom.Dir, "data", "ca"), filepath.Join(dir, "data", "ca")
 		if err := os.MkdirAll(dst, 0o700); err != nil {
@@ -101,7 +121,7 @@ func (e *Env) StartServer(opts ...ServerOption) *Server {
 // data, and waits until it is healthy.
 func (s *Server) Start() {
 	s.env.t.Helper()
-	s.Process = s.env.start("hallmark-server", "run", "-config", s.ConfigPath)
+	s.Process = s.env.startEnv(s.procEnv, "hallmark-server", "run", "-config", s.ConfigPath)
 	WaitFor(s.env.t, 20*time.Second, "server healthy", func() bool {
 		if s.Exited() {
 			s.env.t.Fatalf("server exited: %v\n%s", s.err, s.Log())

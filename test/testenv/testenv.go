@@ -25,7 +25,8 @@ import (
 	"time"
 )
 
-// TrustDomain is the trust domain of test servers.
+// TrustDomain is the default trust domain of test servers (see
+// WithTrustDomain).
 const TrustDomain = "example.org"
 
 var (
@@ -121,7 +122,16 @@ func (b *syncBuffer) String() string {
 
 func (e *Env) start(name string, args ...string) *Process {
 	e.t.Helper()
+	return e.startEnv(nil, name, args...)
+}
+
+// startEnv starts a binary with extra "KEY=value" environment variables.
+func (e *Env) startEnv(env []string, name string, args ...string) *Process {
+	e.t.Helper()
 	cmd := exec.Command(filepath.Join(e.bin, name), args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	p := &Process{t: e.t, name: name, cmd: cmd, logBuf: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = p.logBuf
 	cmd.Stderr = p.logBuf
