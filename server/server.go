@@ -44,6 +44,7 @@ import (
 	"github.com/hallmarkid/hallmark/server/federation"
 	"github.com/hallmarkid/hallmark/server/jwtsigner"
 	"github.com/hallmarkid/hallmark/server/nodeapi"
+	"github.com/hallmarkid/hallmark/server/oidc"
 )
 
 // Server is a running Hallmark server.
@@ -65,6 +66,7 @@ type Server struct {
 	cursor int64
 	fed    *federation.Fetcher  // nil without federated trust domains
 	fedEP  *federation.Endpoint // nil without a bundle endpoint
+	oidc   *oidc.Endpoint       // nil without an oidc block
 
 	certMu sync.Mutex // guards cert
 	cert   *tls.Certificate
@@ -107,12 +109,26 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		s.store.Close()
 		return nil, fmt.Errorf("server: CA: %w", err)
 	}
-	s.jwt, err = jwtsigner.New(jwtsigner.Config{
+	jwtCfg := jwtsigner.Config{
 		TrustDomain: cfg.TrustDomain, Dir: filepath.Join(cfg.DataDir, "jwt"), Log: log.With("subsystem", "jwt"),
-	})
+		Algorithm: cfg.JWTKeyType.JWTAlgorithm(), KeyTTL: cfg.JWTKeyTTL, DefaultTTL: cfg.DefaultJWTSVIDTTL, Issuer: cfg.JWTIssuer,
+	}
+	if cfg.Datastore.Type == config.DatastorePostgres {
+		// Servers sharing one database sign with the same JWT keys.
+		jwtCfg.Shared, jwtCfg.SharedNotFound = s.store, datastore.ErrNotFound
+	}
+	s.jwt, err = jwtsigner.New(jwtCfg)
 	if err != nil {
 		s.store.Close()
 		return nil, fmt.Errorf("server: JWT signer: %w", err)
+	}
+	if o := cfg.OIDC; o != nil {
+		s.oidc, err = oidc.New(oidc.Config{Issuer: cfg.JWTIssuer, Keys: s.jwt.JWTAuthorities, Address: o.ListenAddress,
+			Domains: o.Domains, CertFile: o.CertFile, KeyFile: o.KeyFile, Log: log.With("subsystem", "oidc")})
+		if err != nil {
+			s.store.Close()
+			return nil, fmt.Errorf("server: %w", err)
+		}
 	}
 	s.entries = entrycache.New(s.serverID)
 	entries, rev, err := s.store.ListEntries(ctx)
@@ -297,6 +313,17 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	go s.housekeeping(ctx)
 	go s.ca.Run(ctx)
+	go s.jwt.Run(ctx)
+	if s.oidc != nil {
+		go func() {
+			if err := s.oidc.ListenAndServe(ctx); err != nil {
+				select {
+				case errCh <- fmt.Errorf("OIDC discovery endpoint: %w", err):
+				default:
+				}
+			}
+		}()
+	}
 	if n, ok := s.store.(datastore.ChangeNotifier); ok {
 		go s.followChanges(ctx, n)
 	}
