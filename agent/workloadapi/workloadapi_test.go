@@ -67,8 +67,14 @@ func newFixture(tb testing.TB) *fixture {
 
 func (f *fixture) add(tb testing.TB, id string, rev int64, ttl time.Duration, sels ...registration.Selector) {
 	tb.Helper()
-	e := registration.Entry{ID: id, Revision: rev, SPIFFEID: spiffeid.RequireFromString("spiffe://example.org/" + id),
-		ParentID: spiffeid.RequireFromString("spiffe://example.org/agent/x"), Selectors: sels}
+	f.addEntry(tb, registration.Entry{ID: id, Revision: rev, SPIFFEID: spiffeid.RequireFromString("spiffe://example.org/" + id),
+		ParentID: spiffeid.RequireFromString("spiffe://example.org/agent/x"), Selectors: sels}, ttl)
+}
+
+// addEntry puts e in the cache with a fresh SVID for it.
+func (f *fixture) addEntry(tb testing.TB, e registration.Entry, ttl time.Duration) {
+	tb.Helper()
+	id, rev := e.ID, e.Revision
 	f.cache.UpdateEntries(false, []registration.Entry{e}, nil)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	certs, err := f.ca.SignX509SVID(context.Background(), ca.X509SVIDParams{ID: e.SPIFFEID, PublicKey: key.Public(), TTL: ttl})

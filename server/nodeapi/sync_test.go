@@ -92,8 +92,10 @@ func TestSyncFirstMessage(t *testing.T) {
 		wantErr     string
 	}{
 		{
-			name:        "empty request: full snapshot as before",
-			away:        func(*nodeapitest.Env, *nodeapitest.Agent, *nodeapitest.Agent, int64) *apiv1.SyncRequest { return &apiv1.SyncRequest{} },
+			name: "empty request: full snapshot as before",
+			away: func(*nodeapitest.Env, *nodeapitest.Agent, *nodeapitest.Agent, int64) *apiv1.SyncRequest {
+				return &apiv1.SyncRequest{}
+			},
 			wantFull:    true,
 			wantUpserts: all,
 		},
