@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -371,4 +372,90 @@ func TestFederationEndpointRejected(t *testing.T) {
 	a.Stop()
 	a.Start()
 	a.MustCLI("federation", "refresh", "-id", "other.org")
+}
+
+// waitForBundle waits until the Workload API at addr hands the caller the
+// bundle of td with exactly want as its authorities.
+func waitForBundle(t *testing.T, addr, td string, want []*x509.Certificate) {
+	t.Helper()
+	trust := spiffeid.RequireTrustDomainFromString(td)
+	testenv.WaitFor(t, 20*time.Second, "bundle of "+td+" at "+addr, func() bool {
+		c, err := fetchErr(addr)
+		if err != nil {
+			return false
+		}
+		b, err := c.Bundles.GetX509BundleForTrustDomain(trust)
+		return err == nil && sameAuthorities(b.X509Authorities(), want)
+	})
+}
+
+// Workloads of two trust domains authenticate each other: each entry
+// federates with the other trust domain, a stock go-spiffe client on each
+// agent receives the other's bundle in its X509 context, and spiffetls
+// mTLS completes in both directions. Revoking a trust domain (an empty
+// bundle) stops it; setting the bundle again restores it. A workload whose
+// entry does not federate gets no foreign bundle and fails the handshake.
+func TestFederationMTLSAcrossTrustDomains(t *testing.T) {
+	env := testenv.New(t)
+	p := startFederatedPair(t, env)
+	agA, agB := env.StartAgent(p.A, p.A.Token()), env.StartAgent(p.B, p.B.Token())
+	clientID, serverID := spiffeid.RequireFromString("spiffe://example.org/fed-client"), spiffeid.RequireFromString("spiffe://other.org/fed-server")
+	p.A.CreateEntry(clientID.String(), agA.ID(), "-selector", uidSelector(), "-federatesWith", "spiffe://other.org")
+	p.B.CreateEntry(serverID.String(), agB.ID(), "-selector", uidSelector(), "-federatesWith", "example.org")
+	waitForSVID(t, agA.Addr(), clientID.String())
+	waitForSVID(t, agB.Addr(), serverID.String())
+	aOwn, bOwn := authorities(t, p.A.MustCLI("bundle", "show")), authorities(t, p.B.MustCLI("bundle", "show"))
+	waitForBundle(t, agA.Addr(), "other.org", bOwn)
+	waitForBundle(t, agB.Addr(), "example.org", aOwn)
+	// Our own bundle is still ours alone.
+	waitForBundle(t, agA.Addr(), "example.org", aOwn)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srcA, srcB := pickSource(t, ctx, agA.Addr(), clientID), pickSource(t, ctx, agB.Addr(), serverID)
+	if err := exchange(ctx, srcA, serverID, echoServer(t, ctx, srcB, clientID)); err != nil {
+		t.Fatalf("example.org -> other.org: %v", err)
+	}
+	if err := exchange(ctx, srcB, clientID, echoServer(t, ctx, srcA, serverID)); err != nil {
+		t.Fatalf("other.org -> example.org: %v", err)
+	}
+
+	// B's operator revokes example.org (an empty bundle): B's workloads
+	// lose its bundle and stop accepting A's workloads, until the operator
+	// sets A's bundle again.
+	revoked := filepath.Join(env.Dir, "revoked.json")
+	must(t, os.WriteFile(revoked, []byte(`{"keys": []}`), 0o600))
+	p.B.MustCLI("bundle", "set", "-id", "example.org", "-path", revoked, "-format", "spiffe")
+	if out := p.B.MustCLI("federation", "list"); !strings.Contains(out, "Bundle            : REVOKED (empty)") {
+		t.Fatalf("federation list after revocation:\n%s", out)
+	}
+	testenv.WaitFor(t, 20*time.Second, "example.org revoked at B's workload", func() bool {
+		c, err := fetchErr(agB.Addr())
+		if err != nil {
+			return false
+		}
+		_, ok := c.Bundles.Get(spiffeid.RequireTrustDomainFromString("example.org"))
+		return !ok
+	})
+	if err := exchange(ctx, srcA, serverID, echoServer(t, ctx, srcB, clientID)); err == nil {
+		t.Fatal("mTLS example.org -> other.org succeeded after other.org revoked example.org")
+	}
+	p.B.MustCLI("bundle", "set", "-id", "example.org", "-path", p.aBundleSPIFFE, "-format", "spiffe")
+	waitForBundle(t, agB.Addr(), "example.org", aOwn)
+	testenv.WaitFor(t, 10*time.Second, "mTLS after the bundle was set again", func() bool {
+		return exchange(ctx, srcA, serverID, echoServer(t, ctx, srcB, clientID)) == nil
+	})
+
+	// A workload of example.org whose entry does not federate.
+	agA2 := env.StartAgent(p.A, p.A.Token())
+	loner := spiffeid.RequireFromString("spiffe://example.org/not-federated")
+	p.A.CreateEntry(loner.String(), agA2.ID(), "-selector", uidSelector())
+	c := waitForSVID(t, agA2.Addr(), loner.String())
+	if _, ok := c.Bundles.Get(spiffeid.RequireTrustDomainFromString("other.org")); ok {
+		t.Fatal("a workload whose entry does not federate got the bundle of other.org")
+	}
+	srcLoner := pickSource(t, ctx, agA2.Addr(), loner)
+	if err := exchange(ctx, srcLoner, serverID, echoServer(t, ctx, srcB, loner)); err == nil {
+		t.Fatal("mTLS to other.org succeeded without its bundle")
+	}
 }
