@@ -1,8 +1,10 @@
 // Package sds serves Envoy's Secret Discovery Service (SDS v3:
 // envoy.service.secret.v3.SecretDiscoveryService) from the agent's cache:
 // a caller's X.509-SVIDs as TLS certificates and the trust bundles as
-// validation contexts, pushed on every rotation, entry change or bundle
-// change to exactly the streams whose secrets changed.
+// validation contexts (the own trust domain's, and those of the trust
+// domains the caller's entries federate with: "ALL" holds both), pushed
+// on every rotation, entry change or bundle change to exactly the streams
+// whose secrets changed.
 //
 // Callers are authorized only by their kernel credentials (SO_PEERCRED,
 // through the agent's workload attestation), never by anything Envoy says
