@@ -49,8 +49,8 @@ func WithServerEnv(kv ...string) ServerOption {
 	return func(o *serverOpts) { o.procEnv = append(o.procEnv, kv...) }
 }
 
-// WithCAFrom starts the server with a copy of other's CA key and
-// certificate (HA servers share one CA).
+// WithCAFrom starts the server with a copy of other's CA and JWT signing
+// keys (data/ca and data/jwt): HA servers share one CA and one JWT key set.
 func WithCAFrom(other *Server) ServerOption { return func(o *serverOpts) { o.caFrom = other } }
 
 // WithServerHCL adds lines to the server block.
@@ -92,21 +92,24 @@ func (e *Env) StartServer(opts ...ServerOption) *Server {
 %s
 `, s.TrustDomain, port, filepath.Join(dir, "data"), s.SocketPath, o.extraServer, o.extra))
 	if o.caFrom != nil {
-		src, dst := filepath.Join(o.caFrom.Dir, "data", "ca"), filepath.Join(dir, "data", "ca")
-		if err := os.MkdirAll(dst, 0o700); err != nil {
-			e.t.Fatal(err)
-		}
-		ents, err := os.ReadDir(src)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		for _, ent := range ents {
-			b, err := os.ReadFile(filepath.Join(src, ent.Name()))
+		// The CA and the JWT signing keys.
+		for _, sub := range []string{"ca", "jwt"} {
+			src, dst := filepath.Join(o.caFrom.Dir, "data", sub), filepath.Join(dir, "data", sub)
+			if err := os.MkdirAll(dst, 0o700); err != nil {
+				e.t.Fatal(err)
+			}
+			ents, err := os.ReadDir(src)
 			if err != nil {
 				e.t.Fatal(err)
 			}
-			if err := os.WriteFile(filepath.Join(dst, ent.Name()), b, 0o600); err != nil {
-				e.t.Fatal(err)
+			for _, ent := range ents {
+				b, err := os.ReadFile(filepath.Join(src, ent.Name()))
+				if err != nil {
+					e.t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dst, ent.Name()), b, 0o600); err != nil {
+					e.t.Fatal(err)
+				}
 			}
 		}
 		if err := os.Chmod(filepath.Join(dir, "data"), 0o700); err != nil {
