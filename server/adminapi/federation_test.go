@@ -133,7 +133,7 @@ type fixture struct {
 
 // newFixture builds an admin API for example.org over a SQLite store and a
 // fetcher federating with web.test (https_web, at a loopback endpoint).
-func newFixture(t *testing.T, withFederation bool) *fixture {
+func newFixture(t testing.TB, withFederation bool) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ds.sqlite3"), nil)
