@@ -13,6 +13,10 @@
 // bundle with no keys revokes the trust domain. Foreign bundles are kept
 // apart from the server's own and are never served by the endpoint.
 //
+// An operator may also set bundles by hand (Fetcher.SetBundle): over a
+// relationship's bundle whatever its sequence, or as a static bundle of a
+// trust domain without a relationship, never fetched, until DeleteBundle.
+//
 // The package takes its inputs as functions and one-method-pair interfaces
 // (the server's bundle, its SVID, a GetKV/PutKV store). It must not import
 // server wiring (server, nodeapi, adminapi), the CA, the agent or
