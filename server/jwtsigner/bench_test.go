@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -43,6 +44,29 @@ func BenchmarkValidateES256(b *testing.B) {
 	bundle := bundleOf(s)
 	for b.Loop() {
 		if _, err := jwtsvid.ParseAndValidate(tok.Token, bundle, []string{"svc"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSharedPoll is one Rotate with nothing due on a shared store:
+// what each HA server does every poll interval (read and decode the shared
+// state, find it unchanged).
+func BenchmarkSharedPoll(b *testing.B) {
+	clk := newClock()
+	kv := newMemKV()
+	s, err := jwtsigner.New(jwtsigner.Config{TrustDomain: td, Dir: filepath.Join(b.TempDir(), "jwt"), KeyTTL: time.Hour, Clock: clk.Now,
+		Shared: kv, SharedNotFound: errKVNotFound})
+	if err != nil {
+		b.Fatal(err)
+	}
+	clk.Add(30 * time.Minute) // active and next keys: a typical document
+	ctx := context.Background()
+	if err := s.Rotate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := s.Rotate(ctx); err != nil {
 			b.Fatal(err)
 		}
 	}
