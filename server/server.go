@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/hcl/v2"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -64,7 +65,7 @@ type Server struct {
 	// cursor is the store revision the cache has caught up to through the
 	// change feed; only the catch-up goroutine touches it after New.
 	cursor int64
-	fed    *federation.Fetcher  // nil without federated trust domains
+	fed    *federation.Fetcher  // federated and operator-set (static) bundles
 	fedEP  *federation.Endpoint // nil without a bundle endpoint
 	oidc   *oidc.Endpoint       // nil without an oidc block
 
@@ -220,22 +221,23 @@ func (s *Server) initOps(verifiers []attestors.NodeVerifier) error {
 // initFederation builds the bundle endpoint and the federated bundle
 // fetcher from the federation block.
 func (s *Server) initFederation() error {
-	if s.cfg.Federation == nil {
-		return nil
-	}
-	fs, diags := federation.ParseHCL(s.cfg.Federation.Body, s.cfg.TrustDomain)
-	if err := hclconf.DiagError("config", diags); err != nil {
-		return err
+	var fs federation.Settings
+	if s.cfg.Federation != nil {
+		var diags hcl.Diagnostics
+		fs, diags = federation.ParseHCL(s.cfg.Federation.Body, s.cfg.TrustDomain)
+		if err := hclconf.DiagError("config", diags); err != nil {
+			return err
+		}
 	}
 	flog := s.log.With("subsystem", "federation")
+	// The fetcher always exists: without federates_with blocks it still
+	// holds the bundles an operator sets with `bundle set`.
 	var err error
-	if len(fs.Relationships) > 0 {
-		s.fed, err = federation.NewFetcher(federation.FetcherConfig{
-			TrustDomain: s.cfg.TrustDomain, Relationships: fs.Relationships, Store: s.store, Log: flog,
-		})
-		if err != nil {
-			return fmt.Errorf("server: %w", err)
-		}
+	s.fed, err = federation.NewFetcher(federation.FetcherConfig{
+		TrustDomain: s.cfg.TrustDomain, Relationships: fs.Relationships, Store: s.store, Log: flog,
+	})
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
 	}
 	if fs.Endpoint != nil {
 		ec := fs.Endpoint.Config()

@@ -20,6 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/hallmarkid/hallmark/internal/pgtest"
 	"github.com/hallmarkid/hallmark/test/testenv"
 )
 
@@ -458,4 +459,38 @@ func TestFederationMTLSAcrossTrustDomains(t *testing.T) {
 	if err := exchange(ctx, srcLoner, serverID, echoServer(t, ctx, srcB, loner)); err == nil {
 		t.Fatal("mTLS to other.org succeeded without its bundle")
 	}
+}
+
+// Two servers on one PostgreSQL database, neither with a federation block:
+// a bundle set with the CLI on A reaches a workload of B's agent whose
+// entry federates with that trust domain, and a delete on A removes it.
+func TestHAStaticBundleWithoutFederationBlock(t *testing.T) {
+	conn := pgtest.Start(t)
+	ds := `datastore {
+  type              = "postgres"
+  connection_string = "` + conn + `"
+}`
+	env := testenv.New(t)
+	a := env.StartServer(testenv.WithHCL(ds))
+	b := env.StartServer(testenv.WithHCL(ds), testenv.WithCAFrom(a))
+	ag := env.StartAgent(b, b.Token())
+	const wid = "spiffe://example.org/static-federated"
+	a.CreateEntry(wid, ag.ID(), "-selector", uidSelector(), "-federatesWith", "spiffe://third.org")
+	waitForSVID(t, ag.Addr(), wid)
+
+	third := env.StartServer(testenv.WithTrustDomain("third.org"))
+	thirdPEM := filepath.Join(env.Dir, "third.pem")
+	must(t, os.WriteFile(thirdPEM, []byte(third.MustCLI("bundle", "show")), 0o600))
+	a.MustCLI("bundle", "set", "-id", "spiffe://third.org", "-path", thirdPEM)
+	waitForBundle(t, ag.Addr(), "third.org", authorities(t, third.MustCLI("bundle", "show")))
+
+	a.MustCLI("bundle", "delete", "-id", "third.org")
+	testenv.WaitFor(t, 30*time.Second, "third.org's bundle gone at B's agent", func() bool {
+		c, err := fetchErr(ag.Addr())
+		if err != nil {
+			return false
+		}
+		_, err = c.Bundles.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("third.org"))
+		return err != nil
+	})
 }

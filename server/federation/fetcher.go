@@ -22,12 +22,15 @@ import (
 
 // Fetcher defaults.
 const (
-	DefaultMinRefresh     = time.Minute
-	DefaultMaxRefresh     = 24 * time.Hour
-	DefaultRefresh        = 5 * time.Minute // when a bundle has no refresh hint
-	DefaultRetryMin       = 5 * time.Second
-	DefaultRetryMax       = 5 * time.Minute
-	DefaultFetchTimeout   = 10 * time.Second
+	DefaultMinRefresh   = time.Minute
+	DefaultMaxRefresh   = 24 * time.Hour
+	DefaultRefresh      = 5 * time.Minute // when a bundle has no refresh hint
+	DefaultRetryMin     = 5 * time.Second
+	DefaultRetryMax     = 5 * time.Minute
+	DefaultFetchTimeout = 10 * time.Second
+	// DefaultStaticReload is how often static bundles are re-read from the
+	// datastore, for changes made by other servers sharing it.
+	DefaultStaticReload   = 10 * time.Second
 	maxEndpointChainCerts = 16
 )
 
@@ -81,6 +84,9 @@ type FetcherConfig struct {
 	RetryMin, RetryMax time.Duration
 	// Timeout bounds one fetch (default 10 s).
 	Timeout time.Duration
+	// StaticReload is how often Run re-reads static bundles from Store
+	// (changes made by other servers sharing it); 0 = DefaultStaticReload.
+	StaticReload time.Duration
 
 	Log *slog.Logger
 }
@@ -140,6 +146,7 @@ func NewFetcher(cfg FetcherConfig) (*Fetcher, error) {
 	setDefault(&cfg.RetryMin, DefaultRetryMin)
 	setDefault(&cfg.RetryMax, DefaultRetryMax)
 	setDefault(&cfg.Timeout, DefaultFetchTimeout)
+	setDefault(&cfg.StaticReload, DefaultStaticReload)
 	if cfg.MinRefresh > cfg.MaxRefresh {
 		return nil, fmt.Errorf("federation: minimum refresh %v is above the maximum %v", cfg.MinRefresh, cfg.MaxRefresh)
 	}
@@ -256,6 +263,22 @@ func (f *Fetcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, rs := range f.rels {
 		wg.Go(func() { f.loop(ctx, rs) })
+	}
+	if f.cfg.Store != nil {
+		wg.Go(func() {
+			t := time.NewTicker(f.cfg.StaticReload)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				if err := f.ReloadStatic(ctx); err != nil && ctx.Err() == nil {
+					f.log.Warn("Reloading static federated bundles failed", "error", err)
+				}
+			}
+		})
 	}
 	wg.Wait()
 	return nil

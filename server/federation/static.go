@@ -36,17 +36,34 @@ type staticBundle struct {
 // loadStatic reads the static bundles from the store. A name that also has
 // a relationship is skipped: the configuration wins.
 func (f *Fetcher) loadStatic(ctx context.Context) error {
-	names, err := f.staticIndex(ctx)
+	bs, err := f.readStatic(ctx)
 	if err != nil {
 		return err
+	}
+	for td, b := range bs {
+		f.static[td] = staticBundle{bundle: b}
+		f.log.Info("Loaded static federated bundle", "trust_domain", td.Name(), "x509_authorities", len(b.X509Authorities()))
+	}
+	return nil
+}
+
+// readStatic reads the static bundles the store holds.
+func (f *Fetcher) readStatic(ctx context.Context) (map[spiffeid.TrustDomain]*spiffebundle.Bundle, error) {
+	out := map[spiffeid.TrustDomain]*spiffebundle.Bundle{}
+	if f.cfg.Store == nil {
+		return out, nil
+	}
+	names, err := f.staticIndex(ctx)
+	if err != nil {
+		return nil, err
 	}
 	for _, name := range names {
 		td, err := spiffeid.TrustDomainFromString(name)
 		if err != nil {
-			return fmt.Errorf("federation: static bundle index: %w", err)
+			return nil, fmt.Errorf("federation: static bundle index: %w", err)
 		}
 		if f.rel(td) != nil {
-			f.log.Info("Ignoring the static bundle of a trust domain configured with federates_with", "trust_domain", name)
+			f.log.Debug("Ignoring the static bundle of a trust domain configured with federates_with", "trust_domain", name)
 			continue
 		}
 		if td == f.cfg.TrustDomain {
@@ -55,14 +72,53 @@ func (f *Fetcher) loadStatic(ctx context.Context) error {
 		}
 		data, err := f.cfg.Store.GetKV(ctx, StaticKVPrefix+name)
 		if err != nil {
-			return fmt.Errorf("federation: %s: read static bundle: %w", name, err)
+			return nil, fmt.Errorf("federation: %s: read static bundle: %w", name, err)
 		}
 		b, err := ParseBundle(td, data)
 		if err != nil {
-			return fmt.Errorf("federation: %s: stored static bundle: %w", name, err)
+			return nil, fmt.Errorf("federation: %s: stored static bundle: %w", name, err)
 		}
-		f.static[td] = staticBundle{bundle: b}
-		f.log.Info("Loaded static federated bundle", "trust_domain", name, "x509_authorities", len(b.X509Authorities()))
+		out[td] = b
+	}
+	return out, nil
+}
+
+// ReloadStatic re-reads the static bundles from the store and applies what
+// changed there, so that a `bundle set` or `bundle delete` made on another
+// server sharing the database reaches this one (Run calls it every
+// StaticReload). It signals Changed only if something changed.
+func (f *Fetcher) ReloadStatic(ctx context.Context) error {
+	if f.cfg.Store == nil {
+		return nil
+	}
+	f.staticMu.Lock()
+	defer f.staticMu.Unlock()
+	bs, err := f.readStatic(ctx)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	changed := len(bs) != len(f.static)
+	next := make(map[spiffeid.TrustDomain]staticBundle, len(bs))
+	for td, b := range bs {
+		if cur, ok := f.static[td]; ok && sameKeys(cur.bundle, b) {
+			next[td] = cur
+			continue
+		}
+		changed = true
+		next[td] = staticBundle{bundle: b, setAt: time.Now()}
+		f.log.Info("Static federated bundle changed by another server", "trust_domain", td.Name(),
+			"x509_authorities", len(b.X509Authorities()))
+	}
+	if changed {
+		for td := range f.static {
+			if _, ok := next[td]; !ok {
+				f.log.Info("Static federated bundle deleted by another server", "trust_domain", td.Name())
+			}
+		}
+		f.static = next
+		f.signalLocked()
 	}
 	return nil
 }

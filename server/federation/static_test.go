@@ -133,3 +133,73 @@ func mustFetcher(t testing.TB, cfg federation.FetcherConfig) *federation.Fetcher
 	}
 	return f
 }
+
+// Two fetchers on one store (two HA servers on one database): a static
+// bundle set, replaced or deleted on one reaches the other at its next
+// ReloadStatic, which signals Changed only when something changed.
+func TestStaticBundlesReloadAcrossServers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	static := newCA(t, "static.test")
+	store := openStore(t)
+	cfg := federation.FetcherConfig{TrustDomain: td("hub.test"), Store: store}
+	a, err := federation.NewFetcher(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := federation.NewFetcher(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ReloadStatic(ctx); err != nil {
+		t.Fatal(err)
+	}
+	changed := b.Changed()
+	if err := b.ReloadStatic(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+		t.Fatal("a reload that found nothing new signalled a change")
+	default:
+	}
+
+	if err := a.SetBundle(ctx, static.spiffeBundle(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ReloadStatic(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertClosed(t, changed, "after a static bundle set on the other server")
+	if !hasAuthority(b.Bundles()[static.td], static.cert) {
+		t.Fatal("static bundle set on A is not served by B after a reload")
+	}
+
+	// Revoked (empty) on A: B serves the empty bundle.
+	changed = b.Changed()
+	empty := spiffebundle.New(static.td)
+	empty.SetSequenceNumber(2)
+	if err := a.SetBundle(ctx, empty); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ReloadStatic(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertClosed(t, changed, "after a revocation on the other server")
+	if got := b.Bundles()[static.td]; got == nil || !got.Empty() {
+		t.Fatalf("after revocation on A, B serves %v, want an empty bundle", got)
+	}
+
+	// Deleted on A: gone from B.
+	changed = b.Changed()
+	if err := a.DeleteBundle(ctx, static.td); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ReloadStatic(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertClosed(t, changed, "after a delete on the other server")
+	if _, ok := b.Bundles()[static.td]; ok {
+		t.Fatal("static bundle deleted on A is still served by B")
+	}
+}
