@@ -151,6 +151,9 @@ func (h *Handler) view(c callerInfo) view {
 	// The federated trust domains are those of every matching entry, with
 	// or without an SVID yet; the identities found are all of them unless
 	// something is pending.
+	if !h.cfg.Cache.HasFederatedBundles() {
+		return v
+	}
 	var entries []registration.Entry
 	if pending {
 		entries = h.cfg.Cache.MatchEntries(c.Selectors)

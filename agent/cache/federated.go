@@ -79,6 +79,14 @@ func (c *Cache) FederatedBundles() []*Bundle {
 	return out
 }
 
+// HasFederatedBundles reports whether the agent holds any federated
+// bundle, so readers can skip working out a caller's trust domains.
+func (c *Cache) HasFederatedBundles() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.federated) > 0
+}
+
 // FederatedFor returns the bundles of the trust domains that entries
 // federate with (registration.Entry.FederatesWith), each once, ordered by
 // trust domain name. Trust domains the agent holds no bundle for are left

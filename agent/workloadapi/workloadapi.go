@@ -122,7 +122,11 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 			}
 			timer = time.After(left)
 		default:
-			resp := x509Response(ids, bundle, h.cfg.Cache.FederatedFor(identityEntries(ids)))
+			var federated []*cache.Bundle
+			if h.cfg.Cache.HasFederatedBundles() {
+				federated = h.cfg.Cache.FederatedFor(identityEntries(ids))
+			}
+			resp := x509Response(ids, bundle, federated)
 			if last == nil || !sameX509(last, resp) {
 				if err := stream.Send(resp); err != nil {
 					return err
