@@ -161,7 +161,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 		TrustDomain: cfg.TrustDomain, Signer: s.ca, Agents: s.store, Entries: s.entries, Verifiers: verifiers,
 		AgentSVIDTTL: cfg.AgentSVIDTTL, DefaultSVIDTTL: cfg.DefaultX509SVIDTTL,
 		Audit: s.audit, Metrics: s.metrics, Log: log.With("subsystem", "node_api"),
-		JWTSigner: s.jwt, BundleChanged: s.ca.BundleChanged, Federation: fed,
+		JWTSigner: s.jwt, BundleChanged: s.ca.BundleChanged, Federation: fed, OutageGrace: cfg.DatastoreOutageGrace,
 	})
 	if err != nil {
 		s.close()

@@ -28,6 +28,7 @@ const (
 	DefaultJWTKeyTTL          = 24 * time.Hour
 	DefaultJWTSVIDTTL         = 5 * time.Minute
 	MaxJWTSVIDTTL             = 24 * time.Hour
+	DefaultOutageGrace        = 10 * time.Minute
 	DefaultDatastoreType      = DatastoreSQLite
 	DefaultSQLiteFile         = "datastore.sqlite3" // inside data_dir
 	errPrefix                 = "config"
@@ -78,6 +79,9 @@ type Config struct {
 	CATTL              time.Duration
 	DefaultX509SVIDTTL time.Duration // < CATTL
 	AgentSVIDTTL       time.Duration // < CATTL
+	// DatastoreOutageGrace bounds how long agents keep getting SVIDs
+	// signed from the agent records last read while the datastore fails.
+	DatastoreOutageGrace time.Duration
 
 	// JWT-SVID signing: key type and lifetime of each signing key (keys
 	// rotate at 5/6 of it), the "iss" claim (empty: none) and the lifetime
@@ -151,6 +155,7 @@ type rawServer struct {
 	CATTL              string `hcl:"ca_ttl,optional"`
 	DefaultX509SVIDTTL string `hcl:"default_x509_svid_ttl,optional"`
 	AgentSVIDTTL       string `hcl:"agent_svid_ttl,optional"`
+	OutageGrace        string `hcl:"datastore_outage_grace,optional"`
 	JWTKeyType         string `hcl:"jwt_key_type,optional"`
 	JWTKeyTTL          string `hcl:"jwt_key_ttl,optional"`
 	JWTIssuer          string `hcl:"jwt_issuer,optional"`
@@ -255,6 +260,7 @@ func (c *Config) server(body hcl.Body) (hclconf.Section, hcl.Diagnostics) {
 	c.CATTL = s.Duration("ca_ttl", raw.CATTL, DefaultCATTL, &diags)
 	c.DefaultX509SVIDTTL = s.Duration("default_x509_svid_ttl", raw.DefaultX509SVIDTTL, DefaultX509SVIDTTL, &diags)
 	c.AgentSVIDTTL = s.Duration("agent_svid_ttl", raw.AgentSVIDTTL, DefaultAgentSVIDTTL, &diags)
+	c.DatastoreOutageGrace = s.Duration("datastore_outage_grace", raw.OutageGrace, DefaultOutageGrace, &diags)
 	for _, ttl := range []struct {
 		name string
 		d    time.Duration

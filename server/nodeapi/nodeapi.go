@@ -90,6 +90,12 @@ type Config struct {
 	// pushed to agents in Sync. Without it NewJWTSVID is Unimplemented.
 	JWTSigner JWTSigner
 
+	// OutageGrace bounds how long the last agent record read from the
+	// datastore is used while the datastore fails, so that agents keep
+	// getting SVIDs through a short database outage. 0 means
+	// DefaultOutageGrace; negative disables it (fail at once).
+	OutageGrace time.Duration
+
 	// Federation, when set, is the set of federated bundles pushed to
 	// agents in Sync: all of them, since bundles are public and agents
 	// hand each workload only those its entries federate with. Nil means
@@ -107,6 +113,8 @@ type Server struct {
 	streams map[string]map[*agentStream]struct{}
 
 	fed fedCache
+
+	records *records
 }
 
 type agentStream struct {
@@ -134,7 +142,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = nopMetrics{}
 	}
-	s := &Server{cfg: cfg, verifiers: make(map[string]attestors.NodeVerifier), streams: make(map[string]map[*agentStream]struct{})}
+	if cfg.OutageGrace == 0 {
+		cfg.OutageGrace = DefaultOutageGrace
+	}
+	s := &Server{cfg: cfg, verifiers: make(map[string]attestors.NodeVerifier), streams: make(map[string]map[*agentStream]struct{}),
+		records: newRecords(cfg.OutageGrace, cfg.Clock)}
 	for _, v := range cfg.Verifiers {
 		if _, dup := s.verifiers[v.Type()]; dup {
 			return nil, fmt.Errorf("nodeapi: node attestor %q configured twice", v.Type())
@@ -434,11 +446,20 @@ func (s *Server) callerRecord(ctx context.Context) (datastore.Agent, *x509.Certi
 		return datastore.Agent{}, nil, err
 	}
 	rec, err := s.cfg.Agents.GetAgent(ctx, id.String())
-	if errors.Is(err, datastore.ErrNotFound) {
+	switch {
+	case errors.Is(err, datastore.ErrNotFound):
+		s.records.forget(id.String())
 		return datastore.Agent{}, nil, status.Errorf(codes.PermissionDenied, "agent %s is not attested (evicted?)", id)
-	}
-	if err != nil {
-		return datastore.Agent{}, nil, status.Errorf(codes.Unavailable, "look up agent: %v", err)
+	case err == nil:
+		s.records.confirmed(rec)
+	default:
+		cached, age, ok := s.records.fallback(id.String())
+		if !ok {
+			return datastore.Agent{}, nil, status.Errorf(codes.Unavailable, "look up agent: %v", err)
+		}
+		s.cfg.Log.Warn("Datastore unavailable; using the agent record last read from it", "agent_id", id.String(),
+			"age", age.Round(time.Second), "error", err)
+		rec = cached
 	}
 	if rec.SerialNumber != "" && rec.SerialNumber != leaf.SerialNumber.String() {
 		// A superseded SVID (the agent renewed, or someone holds an old key).

@@ -230,6 +230,7 @@ func (s *Server) kickAgent(id string) {
 
 // AgentEvicted ends the evicted agent's streams at once.
 func (s *Server) AgentEvicted(id string) {
+	s.records.forget(id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for as := range s.streams[id] {
