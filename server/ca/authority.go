@@ -33,6 +33,9 @@ type authority struct {
 	publishedAt time.Time
 	// activatedAt is when it first signed; zero if it never did.
 	activatedAt time.Time
+	// tainted reports that an operator marked this (old) authority as
+	// compromised: what it signed must be re-minted under another one.
+	tainted bool
 }
 
 func authorityID(cert *x509.Certificate) string {
@@ -61,8 +64,11 @@ type snapshot struct {
 	next    *authority   // prepared and published, not yet signing; may be nil
 	old     []*authority // formerly active (or superseded), kept until they expire; newest first
 	bundle  []*x509.Certificate
-	digest  string // of the bundle, order-independent
+	digest  string // of the bundle and the tainted authorities, order-independent
 	seq     uint64 // bundle sequence number
+	// revoked maps the IDs of authorities an operator revoked to their
+	// expiry: no server may merge them back. Entries go once expired.
+	revoked map[string]time.Time
 }
 
 // all returns every authority, active first, then next, then old.
@@ -90,6 +96,9 @@ func (s *snapshot) setKey() string {
 	for _, id := range ids {
 		b.WriteString(",old:" + id)
 	}
+	for _, id := range s.taintedIDs() {
+		b.WriteString(",tainted:" + id)
+	}
 	return b.String()
 }
 
@@ -103,9 +112,23 @@ func (s *snapshot) find(id string) *authority {
 	return nil
 }
 
+// taintedIDs returns the sorted IDs of the tainted authorities.
+func (s *snapshot) taintedIDs() []string {
+	var ids []string
+	for _, a := range s.all() {
+		if a.tainted {
+			ids = append(ids, a.id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 // bundleOf computes the trust anchors: the self-signed authorities the CA
 // holds (the active one always, others until they expire), then, with an
-// upstream, the upstream roots. It also returns the bundle's digest.
+// upstream, the upstream roots. It also returns the digest of the bundle
+// and of which unexpired authorities are tainted, so that tainting one
+// counts as a bundle change (agents are told to re-mint).
 func bundleOf(active, next *authority, old []*authority, up *upstream, now time.Time) ([]*x509.Certificate, string) {
 	var certs []*x509.Certificate
 	add := func(a *authority) {
@@ -132,10 +155,19 @@ func bundleOf(active, next *authority, old []*authority, up *upstream, now time.
 			out = append(out, c)
 		}
 	}
-	return out, bundleDigest(out)
+	var tainted []string
+	for _, a := range append([]*authority{active, next}, old...) {
+		if a != nil && a.tainted && !a.expired(now) {
+			tainted = append(tainted, a.id)
+		}
+	}
+	return out, bundleDigest(out, tainted)
 }
 
-func bundleDigest(certs []*x509.Certificate) string {
+// bundleDigest hashes the certificates and the tainted authority IDs; with
+// none tainted it is the digest of the certificates alone, as persisted by
+// earlier versions.
+func bundleDigest(certs []*x509.Certificate, tainted []string) string {
 	ders := make([][]byte, len(certs))
 	for i, c := range certs {
 		ders[i] = c.Raw
@@ -145,6 +177,10 @@ func bundleDigest(certs []*x509.Certificate) string {
 	for _, d := range ders {
 		fmt.Fprintf(h, "%d:", len(d))
 		h.Write(d)
+	}
+	tainted = slices.Sorted(slices.Values(tainted))
+	for _, id := range tainted {
+		fmt.Fprintf(h, "tainted:%s;", id)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -167,6 +167,7 @@ func (ca *CA) Rotate(ctx context.Context) error {
 		return nil
 	}
 	s := ca.build(cur.version+1, active, next, old, cur.seq, cur.digest, now)
+	s.revoked = liveRevoked(cur.revoked, now)
 	if err := ca.persist(ctx, s); err != nil {
 		return err
 	}
@@ -360,7 +361,9 @@ func (ca *CA) fromState(ds *decodedState, prev *snapshot, now time.Time) (s *sna
 		}
 		ca.log.Warn("CA authority replaced at once after a configuration change", "active", active.id, "intermediate", !active.root)
 	}
-	return ca.build(ds.version, active, next, old, ds.seq, ds.digest, now), dirty, nil
+	s = ca.build(ds.version, active, next, old, ds.seq, ds.digest, now)
+	s.revoked = ds.revoked
+	return s, dirty, nil
 }
 
 // keepSigned returns s with every authority of had that signed (it was
@@ -372,6 +375,10 @@ func (ca *CA) keepSigned(s *snapshot, had []*authority, now time.Time) *snapshot
 		if a.activatedAt.IsZero() || a.expired(now) || s.find(a.id) != nil {
 			continue
 		}
+		if _, revoked := s.revoked[a.id]; revoked {
+			// An operator removed it on purpose (revoke): never merge it back.
+			continue
+		}
 		if ca.up == nil && !a.root {
 			continue
 		}
@@ -381,5 +388,22 @@ func (ca *CA) keepSigned(s *snapshot, had []*authority, now time.Time) *snapshot
 	if len(add) == 0 {
 		return s
 	}
-	return ca.build(s.version, s.active, s.next, append(slices.Clone(s.old), add...), s.seq, s.digest, now)
+	out := ca.build(s.version, s.active, s.next, append(slices.Clone(s.old), add...), s.seq, s.digest, now)
+	out.revoked = s.revoked
+	return out
+}
+
+// liveRevoked returns the entries of revoked that have not expired at now
+// (nil when none): past its expiry an authority cannot come back anyway.
+func liveRevoked(revoked map[string]time.Time, now time.Time) map[string]time.Time {
+	var out map[string]time.Time
+	for id, exp := range revoked {
+		if now.Before(exp) {
+			if out == nil {
+				out = map[string]time.Time{}
+			}
+			out[id] = exp
+		}
+	}
+	return out
 }

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -34,6 +36,9 @@ const maxStateSize = 1 << 20
 
 // maxAuthorities bounds how many authorities a state may hold.
 const maxAuthorities = 16
+
+// maxRevoked bounds how many revoked authorities a state may list.
+const maxRevoked = 64
 
 // Authority roles in the persisted state.
 const (
@@ -59,6 +64,14 @@ type stateDoc struct {
 	BundleSequence uint64         `json:"bundle_sequence"`
 	BundleDigest   string         `json:"bundle_digest"`
 	Authorities    []authorityDoc `json:"authorities"`
+	// Revoked lists authorities an operator removed, until they expire,
+	// so that no server merges them back.
+	Revoked []revokedDoc `json:"revoked,omitempty"`
+}
+
+type revokedDoc struct {
+	ID       string    `json:"id"`
+	NotAfter time.Time `json:"not_after"`
 }
 
 type authorityDoc struct {
@@ -67,6 +80,7 @@ type authorityDoc struct {
 	Cert        string    `json:"cert"` // PEM
 	PublishedAt time.Time `json:"published_at"`
 	ActivatedAt time.Time `json:"activated_at,omitzero"`
+	Tainted     bool      `json:"tainted,omitempty"`
 }
 
 // encodeState serialises s.
@@ -83,6 +97,7 @@ func encodeState(td spiffeid.TrustDomain, s *snapshot) ([]byte, error) {
 			Cert:        string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.cert.Raw})),
 			PublishedAt: a.publishedAt.UTC(),
 			ActivatedAt: a.activatedAt.UTC(),
+			Tainted:     a.tainted,
 		})
 		return nil
 	}
@@ -99,6 +114,9 @@ func encodeState(td spiffeid.TrustDomain, s *snapshot) ([]byte, error) {
 			return nil, err
 		}
 	}
+	for _, id := range slices.Sorted(maps.Keys(s.revoked)) {
+		doc.Revoked = append(doc.Revoked, revokedDoc{ID: id, NotAfter: s.revoked[id].UTC()})
+	}
 	return json.MarshalIndent(doc, "", "  ")
 }
 
@@ -107,6 +125,7 @@ type decodedState struct {
 	version, seq uint64
 	digest       string
 	entries      []stateEntry
+	revoked      map[string]time.Time
 }
 
 // stateEntry is one authority and its persisted role. foreign marks an
@@ -138,7 +157,22 @@ func decodeState(data []byte, td spiffeid.TrustDomain, up *upstream) (*decodedSt
 	if len(doc.Authorities) == 0 || len(doc.Authorities) > maxAuthorities {
 		return nil, fmt.Errorf("state holds %d authorities, want 1 to %d", len(doc.Authorities), maxAuthorities)
 	}
+	if len(doc.Revoked) > maxRevoked {
+		return nil, fmt.Errorf("state lists %d revoked authorities, at most %d", len(doc.Revoked), maxRevoked)
+	}
 	ds := &decodedState{version: doc.Version, seq: doc.BundleSequence, digest: doc.BundleDigest}
+	for i, r := range doc.Revoked {
+		if !validAuthorityID(r.ID) {
+			return nil, fmt.Errorf("revoked %d: malformed authority ID %q", i, r.ID)
+		}
+		if _, dup := ds.revoked[r.ID]; dup {
+			return nil, fmt.Errorf("revoked %d: %s appears twice", i, r.ID)
+		}
+		if ds.revoked == nil {
+			ds.revoked = map[string]time.Time{}
+		}
+		ds.revoked[r.ID] = r.NotAfter
+	}
 	seen := map[string]bool{}
 	var active, next int
 	for i, ad := range doc.Authorities {
@@ -174,8 +208,14 @@ func decodeState(data []byte, td spiffeid.TrustDomain, up *upstream) (*decodedSt
 		if seen[a.id] {
 			return nil, fmt.Errorf("authority %d: %s appears twice", i, a.id)
 		}
+		if _, ok := ds.revoked[a.id]; ok {
+			return nil, fmt.Errorf("authority %d: %s is both held and revoked", i, a.id)
+		}
+		if ad.Tainted && ad.Status != statusOld {
+			return nil, fmt.Errorf("authority %d: %s is tainted but %s; only old authorities can be", i, a.id, ad.Status)
+		}
 		seen[a.id] = true
-		a.publishedAt, a.activatedAt = ad.PublishedAt, ad.ActivatedAt
+		a.publishedAt, a.activatedAt, a.tainted = ad.PublishedAt, ad.ActivatedAt, ad.Tainted
 		ds.entries = append(ds.entries, stateEntry{a: a, status: ad.Status, foreign: foreign})
 	}
 	if active != 1 {
