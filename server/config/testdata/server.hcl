@@ -35,6 +35,12 @@ server {
   # Lifetime of agent SVIDs; must be shorter than ca_ttl.
   agent_svid_ttl = "1h"
 
+  # While the datastore is unreachable (PostgreSQL restarting or failing
+  # over), agents keep getting workload SVIDs signed for this long from the
+  # agent records last read from it. Evictions always win; nothing new can
+  # be created until the datastore is back.
+  datastore_outage_grace = "10m"
+
   # JWT-SVID signing keys: key type ("ec-p256" signs ES256, "ec-p384"
   # ES384, "rsa-2048" RS256) and lifetime of each key. A key's successor is
   # published in the JWT bundle at 1/2 of its lifetime, signs from 5/6, and
