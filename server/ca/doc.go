@@ -21,6 +21,21 @@
 // lifetimes only, so short TTLs rotate quickly. BundleChanged and
 // BundleSequence let the Node API push each change.
 //
+// # Operator actions
+//
+// Like SPIRE's `localauthority x509` commands, an operator can prepare the
+// next authority now (PrepareAuthority), activate the prepared one now
+// (ActivateAuthority), taint an old one (TaintAuthority) and revoke a
+// tainted old one (RevokeAuthority). A tainted authority stays in Bundle,
+// so what it signed keeps verifying until re-minted, but tainting counts
+// as a bundle change (BundleChanged, BundleSequence) and
+// TaintedAuthorities lists it, so that agents re-mint every SVID under it.
+// Revoking removes it from Bundle. Each action first adopts the shared
+// state and is persisted and shared before it takes effect; revoked IDs
+// stay in the state until the authority would have expired, so no server
+// merges them back. Actions that make no sense fail with ErrRefused,
+// unknown IDs with ErrUnknownAuthority.
+//
 // With an upstream CA, every authority is an intermediate (CA, path length
 // 0, URI SAN of the trust domain, NotAfter no later than the upstream's),
 // SVID chains carry it and the upstream's intermediates, and Bundle is the

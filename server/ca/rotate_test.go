@@ -357,6 +357,31 @@ func FuzzDecodeState(f *testing.F) {
 	}
 	f.Add(good)
 	f.Add(good[:len(good)/2])
+	// A state with a tainted old authority and a revoked one.
+	first := c.Authorities()[0].ID
+	clk.Set(t0.Add(55 * time.Minute))
+	if err := c.Rotate(context.Background()); err != nil {
+		f.Fatal(err)
+	}
+	if _, err := c.TaintAuthority(context.Background(), first); err != nil {
+		f.Fatal(err)
+	}
+	if _, err := c.PrepareAuthority(context.Background()); err != nil {
+		f.Fatal(err)
+	}
+	tainted, err := os.ReadFile(filepath.Join(dir, ca.StateFileName))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(tainted)
+	if _, err := c.RevokeAuthority(context.Background(), first); err != nil {
+		f.Fatal(err)
+	}
+	revoked, err := os.ReadFile(filepath.Join(dir, ca.StateFileName))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(revoked)
 	f.Add([]byte(`{"format":1,"trust_domain":"example.org","authorities":[]}`))
 	f.Add([]byte(`{"format":1,"trust_domain":"example.org","authorities":[{"status":"active","key":"","cert":""}]}`))
 	f.Add([]byte(`null`))

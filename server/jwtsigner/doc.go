@@ -20,6 +20,20 @@
 // so an old key stays published exactly until every token it signed has
 // expired, and is then pruned. Changed fires at each of these steps.
 //
+// # Operator actions
+//
+// Like SPIRE's `localauthority jwt` commands, an operator can prepare the
+// next key now (PrepareKey), activate the prepared one now (ActivateKey),
+// taint an old key (TaintKey: still published, listed by TaintedKeyIDs,
+// Changed fires so agents can replace its tokens) and revoke a tainted old
+// key (RevokeKey: removed from JWTAuthorities, so its tokens stop
+// validating). Each action first adopts the shared state and is persisted
+// and shared before it takes effect; revoked key IDs are remembered in the
+// state until the keys would have expired, so no server merges them back.
+// Actions that make no sense (activating anything but the prepared key,
+// tainting or revoking the active one, revoking an untainted one) fail
+// with ErrRefused; unknown IDs with ErrUnknownKey.
+//
 // A signer that has not rotated yet keeps the single key file of earlier
 // versions (KeyFileName); the first rotation replaces it with
 // StateFileName.

@@ -150,6 +150,7 @@ func (s *Signer) Rotate(ctx context.Context) error {
 		return nil
 	}
 	snap := newSnapshot(cur.version+1, active, next, old)
+	snap.revoked = liveRevoked(cur.revoked, now)
 	if err := s.persist(ctx, snap); err != nil {
 		return err
 	}
@@ -289,7 +290,9 @@ func (s *Signer) fromState(ds *decodedState, prev *snapshot, now time.Time) *sna
 			old = append(old, k)
 		}
 	}
-	return newSnapshot(ds.version, active, next, old)
+	snap := newSnapshot(ds.version, active, next, old)
+	snap.revoked = ds.revoked
+	return snap
 }
 
 // keepSigned returns snap with every key of had that signed (it was active
@@ -301,11 +304,32 @@ func (s *Signer) keepSigned(snap *snapshot, had []*key, now time.Time) *snapshot
 		if k.activatedAt.IsZero() || k.expired(now) || snap.find(k.id) != nil {
 			continue
 		}
+		if _, revoked := snap.revoked[k.id]; revoked {
+			// An operator removed it on purpose (revoke): never merge it back.
+			continue
+		}
 		s.cfg.Log.Warn("Keeping a JWT signing key that signed tokens but is missing from the shared state", "key_id", k.id)
 		add = append(add, k)
 	}
 	if len(add) == 0 {
 		return snap
 	}
-	return newSnapshot(snap.version, snap.active, snap.next, append(slices.Clone(snap.old), add...))
+	out := newSnapshot(snap.version, snap.active, snap.next, append(slices.Clone(snap.old), add...))
+	out.revoked = snap.revoked
+	return out
+}
+
+// liveRevoked returns the entries of revoked that have not expired at now
+// (nil when none): past its expiry a key cannot come back anyway.
+func liveRevoked(revoked map[string]time.Time, now time.Time) map[string]time.Time {
+	var out map[string]time.Time
+	for id, exp := range revoked {
+		if now.Before(exp) {
+			if out == nil {
+				out = map[string]time.Time{}
+			}
+			out[id] = exp
+		}
+	}
+	return out
 }

@@ -88,6 +88,9 @@ type key struct {
 
 	notBefore, notAfter      time.Time // its lifetime
 	publishedAt, activatedAt time.Time // activatedAt is zero until it signs
+	// tainted reports that an operator marked this (old) key as
+	// compromised: tokens it signed must be replaced.
+	tainted bool
 }
 
 func (k *key) lifetime() time.Duration    { return k.notAfter.Sub(k.notBefore) }
@@ -105,7 +108,10 @@ type snapshot struct {
 	next    *key   // nil when none is prepared
 	old     []*key // newest first
 	pub     map[string]crypto.PublicKey
-	set     string // identifies the keys and their roles
+	set     string // identifies the keys, their roles and taints
+	// revoked maps the IDs of keys an operator revoked to their expiry:
+	// no server may merge them back. Entries go once expired.
+	revoked map[string]time.Time
 }
 
 func newSnapshot(version uint64, active, next *key, old []*key) *snapshot {
@@ -118,6 +124,9 @@ func newSnapshot(version uint64, active, next *key, old []*key) *snapshot {
 	}
 	for _, k := range old {
 		roles = append(roles, "old:"+k.id)
+		if k.tainted {
+			roles = append(roles, "tainted:"+k.id)
+		}
 	}
 	for _, k := range s.all() {
 		s.pub[k.id] = k.signer.Public()

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -34,6 +36,9 @@ const MaxStateSize = 256 << 10
 // maxKeys bounds how many keys a state may hold.
 const maxKeys = 16
 
+// maxRevoked bounds how many revoked keys a state may list.
+const maxRevoked = 64
+
 // Key roles in the persisted state.
 const (
 	statusActive = "active"
@@ -56,6 +61,14 @@ type stateDoc struct {
 	TrustDomain string   `json:"trust_domain"`
 	Version     uint64   `json:"version"`
 	Keys        []keyDoc `json:"keys"`
+	// Revoked lists keys an operator removed, until they expire, so that
+	// no server merges them back.
+	Revoked []revokedDoc `json:"revoked,omitempty"`
+}
+
+type revokedDoc struct {
+	KeyID    string    `json:"key_id"`
+	NotAfter time.Time `json:"not_after"`
 }
 
 type keyDoc struct {
@@ -65,6 +78,7 @@ type keyDoc struct {
 	NotAfter    time.Time `json:"not_after"`
 	PublishedAt time.Time `json:"published_at"`
 	ActivatedAt time.Time `json:"activated_at,omitzero"`
+	Tainted     bool      `json:"tainted,omitempty"`
 }
 
 // encodeState serialises s.
@@ -82,6 +96,7 @@ func encodeState(td spiffeid.TrustDomain, s *snapshot) ([]byte, error) {
 			NotAfter:    k.notAfter.UTC(),
 			PublishedAt: k.publishedAt.UTC(),
 			ActivatedAt: k.activatedAt.UTC(),
+			Tainted:     k.tainted,
 		})
 		return nil
 	}
@@ -98,6 +113,9 @@ func encodeState(td spiffeid.TrustDomain, s *snapshot) ([]byte, error) {
 			return nil, err
 		}
 	}
+	for _, id := range slices.Sorted(maps.Keys(s.revoked)) {
+		doc.Revoked = append(doc.Revoked, revokedDoc{KeyID: id, NotAfter: s.revoked[id].UTC()})
+	}
 	return json.MarshalIndent(doc, "", "  ")
 }
 
@@ -105,6 +123,7 @@ func encodeState(td spiffeid.TrustDomain, s *snapshot) ([]byte, error) {
 type decodedState struct {
 	version uint64
 	entries []stateEntry
+	revoked map[string]time.Time
 }
 
 type stateEntry struct {
@@ -142,7 +161,22 @@ func decodeState(data []byte, td spiffeid.TrustDomain) (*decodedState, error) {
 	if len(doc.Keys) == 0 || len(doc.Keys) > maxKeys {
 		return nil, fmt.Errorf("state holds %d keys, want 1 to %d", len(doc.Keys), maxKeys)
 	}
+	if len(doc.Revoked) > maxRevoked {
+		return nil, fmt.Errorf("state lists %d revoked keys, at most %d", len(doc.Revoked), maxRevoked)
+	}
 	ds := &decodedState{version: doc.Version}
+	for i, r := range doc.Revoked {
+		if !validKeyID(r.KeyID) {
+			return nil, fmt.Errorf("revoked %d: malformed key ID %q", i, r.KeyID)
+		}
+		if _, dup := ds.revoked[r.KeyID]; dup {
+			return nil, fmt.Errorf("revoked %d: %s appears twice", i, r.KeyID)
+		}
+		if ds.revoked == nil {
+			ds.revoked = map[string]time.Time{}
+		}
+		ds.revoked[r.KeyID] = r.NotAfter
+	}
 	seen := map[string]bool{}
 	var active, next int
 	for i, kd := range doc.Keys {
@@ -170,8 +204,15 @@ func decodeState(data []byte, td spiffeid.TrustDomain) (*decodedState, error) {
 		if seen[k.id] {
 			return nil, fmt.Errorf("key %d: %s appears twice", i, k.id)
 		}
+		if _, ok := ds.revoked[k.id]; ok {
+			return nil, fmt.Errorf("key %d: %s is both held and revoked", i, k.id)
+		}
+		if kd.Tainted && kd.Status != statusOld {
+			return nil, fmt.Errorf("key %d: %s is tainted but %s; only old keys can be", i, k.id, kd.Status)
+		}
 		seen[k.id] = true
 		k.notBefore, k.notAfter, k.publishedAt, k.activatedAt = kd.CreatedAt, kd.NotAfter, kd.PublishedAt, kd.ActivatedAt
+		k.tainted = kd.Tainted
 		ds.entries = append(ds.entries, stateEntry{k: k, status: kd.Status})
 	}
 	if active != 1 {

@@ -53,6 +53,16 @@ var stateMutations = []struct {
 		j := strings.Index(s[i:], "},") + i + 2
 		return s[:j] + strings.Replace(s[i:j], `"active"`, `"old"`, 1) + s[j:]
 	}, wantErr: "appears twice"},
+	{name: "tainted active", mutate: func(s string) string {
+		return strings.Replace(s, `"status": "active",`, `"status": "active", "tainted": true,`, 1)
+	}, wantErr: "only old keys"},
+	{name: "malformed revoked key ID", mutate: func(s string) string {
+		return strings.Replace(s, `"keys": [`, `"revoked": [{"key_id": "a/b", "not_after": "2040-01-01T00:00:00Z"}], "keys": [`, 1)
+	}, wantErr: "malformed key ID"},
+	{name: "revoked twice", mutate: func(s string) string {
+		r := `{"key_id": "abc", "not_after": "2040-01-01T00:00:00Z"}`
+		return strings.Replace(s, `"keys": [`, `"revoked": [`+r+`,`+r+`], "keys": [`, 1)
+	}, wantErr: "appears twice"},
 	{name: "huge", mutate: func(s string) string { return s + strings.Repeat(" ", jwtsigner.MaxStateSize) }, wantErr: "larger than"},
 }
 
