@@ -170,7 +170,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	s.admin = adminapi.New(adminapi.Config{
 		TrustDomain: cfg.TrustDomain, ServerID: s.serverID, Store: s.store, Entries: s.entries,
 		Evictor: s.node, Bundle: s.ca.Bundle, Ready: s.Ready, Audit: s.audit, Log: log.With("subsystem", "admin_api"),
-		Federation: s.fed,
+		Federation: s.fed, Authorities: adminapi.Authorities{X509: s.ca, JWT: s.jwt},
 	})
 	log.Info("Server initialised", "trust_domain", cfg.TrustDomain.Name(), "entries", len(entries),
 		"datastore", cfg.Datastore.Type, "node_attestors", attestorTypes(verifiers))

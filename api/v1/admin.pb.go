@@ -1333,6 +1333,300 @@ func (x *FederationRelationship) GetNextRefresh() int64 {
 	return 0
 }
 
+// LocalAuthority is one X.509 authority or JWT signing key of this trust domain.
+type LocalAuthority struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// X.509: 16 hex digits of the SHA-256 of the CA certificate; JWT: the key ID (kid).
+	AuthorityId     string `protobuf:"bytes,1,opt,name=authority_id,json=authorityId,proto3" json:"authority_id,omitempty"`
+	Status          string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"` // active, prepared or old
+	Tainted         bool   `protobuf:"varint,3,opt,name=tainted,proto3" json:"tainted,omitempty"`
+	NotBefore       int64  `protobuf:"varint,4,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`                  // unix seconds
+	NotAfter        int64  `protobuf:"varint,5,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`                     // unix seconds
+	PublishedAt     int64  `protobuf:"varint,6,opt,name=published_at,json=publishedAt,proto3" json:"published_at,omitempty"`            // unix seconds: when this server first published it
+	ActivatedAt     int64  `protobuf:"varint,7,opt,name=activated_at,json=activatedAt,proto3" json:"activated_at,omitempty"`            // unix seconds; 0: it never signed
+	X509Certificate []byte `protobuf:"bytes,8,opt,name=x509_certificate,json=x509Certificate,proto3" json:"x509_certificate,omitempty"` // DER (X.509)
+	SubjectKeyId    string `protobuf:"bytes,9,opt,name=subject_key_id,json=subjectKeyId,proto3" json:"subject_key_id,omitempty"`        // hex (X.509)
+	Intermediate    bool   `protobuf:"varint,10,opt,name=intermediate,proto3" json:"intermediate,omitempty"`                            // issued by the upstream CA (X.509)
+	PublicKey       []byte `protobuf:"bytes,11,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`                  // PKIX DER (JWT)
+	Algorithm       string `protobuf:"bytes,12,opt,name=algorithm,proto3" json:"algorithm,omitempty"`                                   // JWT: ES256, ES384 or RS256
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *LocalAuthority) Reset() {
+	*x = LocalAuthority{}
+	mi := &file_api_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalAuthority) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalAuthority) ProtoMessage() {}
+
+func (x *LocalAuthority) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalAuthority.ProtoReflect.Descriptor instead.
+func (*LocalAuthority) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *LocalAuthority) GetAuthorityId() string {
+	if x != nil {
+		return x.AuthorityId
+	}
+	return ""
+}
+
+func (x *LocalAuthority) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *LocalAuthority) GetTainted() bool {
+	if x != nil {
+		return x.Tainted
+	}
+	return false
+}
+
+func (x *LocalAuthority) GetNotBefore() int64 {
+	if x != nil {
+		return x.NotBefore
+	}
+	return 0
+}
+
+func (x *LocalAuthority) GetNotAfter() int64 {
+	if x != nil {
+		return x.NotAfter
+	}
+	return 0
+}
+
+func (x *LocalAuthority) GetPublishedAt() int64 {
+	if x != nil {
+		return x.PublishedAt
+	}
+	return 0
+}
+
+func (x *LocalAuthority) GetActivatedAt() int64 {
+	if x != nil {
+		return x.ActivatedAt
+	}
+	return 0
+}
+
+func (x *LocalAuthority) GetX509Certificate() []byte {
+	if x != nil {
+		return x.X509Certificate
+	}
+	return nil
+}
+
+func (x *LocalAuthority) GetSubjectKeyId() string {
+	if x != nil {
+		return x.SubjectKeyId
+	}
+	return ""
+}
+
+func (x *LocalAuthority) GetIntermediate() bool {
+	if x != nil {
+		return x.Intermediate
+	}
+	return false
+}
+
+func (x *LocalAuthority) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *LocalAuthority) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+type ListLocalAuthoritiesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLocalAuthoritiesRequest) Reset() {
+	*x = ListLocalAuthoritiesRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLocalAuthoritiesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLocalAuthoritiesRequest) ProtoMessage() {}
+
+func (x *ListLocalAuthoritiesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLocalAuthoritiesRequest.ProtoReflect.Descriptor instead.
+func (*ListLocalAuthoritiesRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+type ListLocalAuthoritiesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Authorities   []*LocalAuthority      `protobuf:"bytes,1,rep,name=authorities,proto3" json:"authorities,omitempty"` // active, prepared, then old (newest first)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLocalAuthoritiesResponse) Reset() {
+	*x = ListLocalAuthoritiesResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLocalAuthoritiesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLocalAuthoritiesResponse) ProtoMessage() {}
+
+func (x *ListLocalAuthoritiesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLocalAuthoritiesResponse.ProtoReflect.Descriptor instead.
+func (*ListLocalAuthoritiesResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListLocalAuthoritiesResponse) GetAuthorities() []*LocalAuthority {
+	if x != nil {
+		return x.Authorities
+	}
+	return nil
+}
+
+type PrepareLocalAuthorityRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareLocalAuthorityRequest) Reset() {
+	*x = PrepareLocalAuthorityRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareLocalAuthorityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareLocalAuthorityRequest) ProtoMessage() {}
+
+func (x *PrepareLocalAuthorityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareLocalAuthorityRequest.ProtoReflect.Descriptor instead.
+func (*PrepareLocalAuthorityRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+type LocalAuthorityRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AuthorityId   string                 `protobuf:"bytes,1,opt,name=authority_id,json=authorityId,proto3" json:"authority_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalAuthorityRequest) Reset() {
+	*x = LocalAuthorityRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalAuthorityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalAuthorityRequest) ProtoMessage() {}
+
+func (x *LocalAuthorityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalAuthorityRequest.ProtoReflect.Descriptor instead.
+func (*LocalAuthorityRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *LocalAuthorityRequest) GetAuthorityId() string {
+	if x != nil {
+		return x.AuthorityId
+	}
+	return ""
+}
+
 var File_api_v1_admin_proto protoreflect.FileDescriptor
 
 const file_api_v1_admin_proto_rawDesc = "" +
@@ -1411,7 +1705,29 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\f \x01(\tR\tlastError\x128\n" +
 	"\x18refresh_interval_seconds\x18\r \x01(\x03R\x16refreshIntervalSeconds\x12!\n" +
-	"\fnext_refresh\x18\x0e \x01(\x03R\vnextRefresh2\xbb\t\n" +
+	"\fnext_refresh\x18\x0e \x01(\x03R\vnextRefresh\"\x99\x03\n" +
+	"\x0eLocalAuthority\x12!\n" +
+	"\fauthority_id\x18\x01 \x01(\tR\vauthorityId\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x18\n" +
+	"\atainted\x18\x03 \x01(\bR\atainted\x12\x1d\n" +
+	"\n" +
+	"not_before\x18\x04 \x01(\x03R\tnotBefore\x12\x1b\n" +
+	"\tnot_after\x18\x05 \x01(\x03R\bnotAfter\x12!\n" +
+	"\fpublished_at\x18\x06 \x01(\x03R\vpublishedAt\x12!\n" +
+	"\factivated_at\x18\a \x01(\x03R\vactivatedAt\x12)\n" +
+	"\x10x509_certificate\x18\b \x01(\fR\x0fx509Certificate\x12$\n" +
+	"\x0esubject_key_id\x18\t \x01(\tR\fsubjectKeyId\x12\"\n" +
+	"\fintermediate\x18\n" +
+	" \x01(\bR\fintermediate\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\v \x01(\fR\tpublicKey\x12\x1c\n" +
+	"\talgorithm\x18\f \x01(\tR\talgorithm\"\x1d\n" +
+	"\x1bListLocalAuthoritiesRequest\"]\n" +
+	"\x1cListLocalAuthoritiesResponse\x12=\n" +
+	"\vauthorities\x18\x01 \x03(\v2\x1b.hallmark.v1.LocalAuthorityR\vauthorities\"\x1e\n" +
+	"\x1cPrepareLocalAuthorityRequest\":\n" +
+	"\x15LocalAuthorityRequest\x12!\n" +
+	"\fauthority_id\x18\x01 \x01(\tR\vauthorityId2\xe0\x10\n" +
 	"\x05Admin\x12V\n" +
 	"\rCreateEntries\x12!.hallmark.v1.CreateEntriesRequest\x1a\".hallmark.v1.CreateEntriesResponse\x12P\n" +
 	"\vListEntries\x12\x1f.hallmark.v1.ListEntriesRequest\x1a .hallmark.v1.ListEntriesResponse\x12P\n" +
@@ -1427,7 +1743,17 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\x12SetFederatedBundle\x12&.hallmark.v1.SetFederatedBundleRequest\x1a'.hallmark.v1.SetFederatedBundleResponse\x12n\n" +
 	"\x15DeleteFederatedBundle\x12).hallmark.v1.DeleteFederatedBundleRequest\x1a*.hallmark.v1.DeleteFederatedBundleResponse\x12\x80\x01\n" +
 	"\x1bListFederationRelationships\x12/.hallmark.v1.ListFederationRelationshipsRequest\x1a0.hallmark.v1.ListFederationRelationshipsResponse\x12i\n" +
-	"\x16RefreshFederatedBundle\x12*.hallmark.v1.RefreshFederatedBundleRequest\x1a#.hallmark.v1.FederationRelationshipB-Z+github.com/hallmarkid/hallmark/api/v1;apiv1b\x06proto3"
+	"\x16RefreshFederatedBundle\x12*.hallmark.v1.RefreshFederatedBundleRequest\x1a#.hallmark.v1.FederationRelationship\x12j\n" +
+	"\x13ListX509Authorities\x12(.hallmark.v1.ListLocalAuthoritiesRequest\x1a).hallmark.v1.ListLocalAuthoritiesResponse\x12^\n" +
+	"\x14PrepareX509Authority\x12).hallmark.v1.PrepareLocalAuthorityRequest\x1a\x1b.hallmark.v1.LocalAuthority\x12X\n" +
+	"\x15ActivateX509Authority\x12\".hallmark.v1.LocalAuthorityRequest\x1a\x1b.hallmark.v1.LocalAuthority\x12U\n" +
+	"\x12TaintX509Authority\x12\".hallmark.v1.LocalAuthorityRequest\x1a\x1b.hallmark.v1.LocalAuthority\x12V\n" +
+	"\x13RevokeX509Authority\x12\".hallmark.v1.LocalAuthorityRequest\x1a\x1b.hallmark.v1.LocalAuthority\x12i\n" +
+	"\x12ListJWTAuthorities\x12(.hallmark.v1.ListLocalAuthoritiesRequest\x1a).hallmark.v1.ListLocalAuthoritiesResponse\x12]\n" +
+	"\x13PrepareJWTAuthority\x12).hallmark.v1.PrepareLocalAuthorityRequest\x1a\x1b.hallmark.v1.LocalAuthority\x12W\n" +
+	"\x14ActivateJWTAuthority\x12\".hallmark.v1.LocalAuthorityRequest\x1a\x1b.hallmark.v1.LocalAuthority\x12T\n" +
+	"\x11TaintJWTAuthority\x12\".hallmark.v1.LocalAuthorityRequest\x1a\x1b.hallmark.v1.LocalAuthority\x12U\n" +
+	"\x12RevokeJWTAuthority\x12\".hallmark.v1.LocalAuthorityRequest\x1a\x1b.hallmark.v1.LocalAuthorityB-Z+github.com/hallmarkid/hallmark/api/v1;apiv1b\x06proto3"
 
 var (
 	file_api_v1_admin_proto_rawDescOnce sync.Once
@@ -1441,7 +1767,7 @@ func file_api_v1_admin_proto_rawDescGZIP() []byte {
 	return file_api_v1_admin_proto_rawDescData
 }
 
-var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_api_v1_admin_proto_goTypes = []any{
 	(*CreateEntriesRequest)(nil),                // 0: hallmark.v1.CreateEntriesRequest
 	(*EntryResult)(nil),                         // 1: hallmark.v1.EntryResult
@@ -1470,54 +1796,80 @@ var file_api_v1_admin_proto_goTypes = []any{
 	(*ListFederationRelationshipsResponse)(nil), // 24: hallmark.v1.ListFederationRelationshipsResponse
 	(*RefreshFederatedBundleRequest)(nil),       // 25: hallmark.v1.RefreshFederatedBundleRequest
 	(*FederationRelationship)(nil),              // 26: hallmark.v1.FederationRelationship
-	(*Entry)(nil),                               // 27: hallmark.v1.Entry
-	(*Selector)(nil),                            // 28: hallmark.v1.Selector
-	(*Agent)(nil),                               // 29: hallmark.v1.Agent
-	(*Bundle)(nil),                              // 30: hallmark.v1.Bundle
+	(*LocalAuthority)(nil),                      // 27: hallmark.v1.LocalAuthority
+	(*ListLocalAuthoritiesRequest)(nil),         // 28: hallmark.v1.ListLocalAuthoritiesRequest
+	(*ListLocalAuthoritiesResponse)(nil),        // 29: hallmark.v1.ListLocalAuthoritiesResponse
+	(*PrepareLocalAuthorityRequest)(nil),        // 30: hallmark.v1.PrepareLocalAuthorityRequest
+	(*LocalAuthorityRequest)(nil),               // 31: hallmark.v1.LocalAuthorityRequest
+	(*Entry)(nil),                               // 32: hallmark.v1.Entry
+	(*Selector)(nil),                            // 33: hallmark.v1.Selector
+	(*Agent)(nil),                               // 34: hallmark.v1.Agent
+	(*Bundle)(nil),                              // 35: hallmark.v1.Bundle
 }
 var file_api_v1_admin_proto_depIdxs = []int32{
-	27, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
-	27, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
+	32, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
+	32, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
 	1,  // 2: hallmark.v1.CreateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
-	28, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
-	27, // 4: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
-	27, // 5: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
-	29, // 6: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
+	33, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
+	32, // 4: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
+	32, // 5: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
+	34, // 6: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
 	16, // 7: hallmark.v1.ListFederatedBundlesResponse.bundles:type_name -> hallmark.v1.BundleDocument
 	16, // 8: hallmark.v1.SetFederatedBundleRequest.bundle:type_name -> hallmark.v1.BundleDocument
 	26, // 9: hallmark.v1.SetFederatedBundleResponse.relationship:type_name -> hallmark.v1.FederationRelationship
 	26, // 10: hallmark.v1.ListFederationRelationshipsResponse.relationships:type_name -> hallmark.v1.FederationRelationship
-	0,  // 11: hallmark.v1.Admin.CreateEntries:input_type -> hallmark.v1.CreateEntriesRequest
-	3,  // 12: hallmark.v1.Admin.ListEntries:input_type -> hallmark.v1.ListEntriesRequest
-	5,  // 13: hallmark.v1.Admin.DeleteEntry:input_type -> hallmark.v1.DeleteEntryRequest
-	7,  // 14: hallmark.v1.Admin.GenerateJoinToken:input_type -> hallmark.v1.GenerateJoinTokenRequest
-	9,  // 15: hallmark.v1.Admin.ListAgents:input_type -> hallmark.v1.ListAgentsRequest
-	11, // 16: hallmark.v1.Admin.EvictAgent:input_type -> hallmark.v1.EvictAgentRequest
-	13, // 17: hallmark.v1.Admin.GetBundle:input_type -> hallmark.v1.GetBundleRequest
-	14, // 18: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
-	17, // 19: hallmark.v1.Admin.ListFederatedBundles:input_type -> hallmark.v1.ListFederatedBundlesRequest
-	19, // 20: hallmark.v1.Admin.SetFederatedBundle:input_type -> hallmark.v1.SetFederatedBundleRequest
-	21, // 21: hallmark.v1.Admin.DeleteFederatedBundle:input_type -> hallmark.v1.DeleteFederatedBundleRequest
-	23, // 22: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
-	25, // 23: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
-	2,  // 24: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
-	4,  // 25: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
-	6,  // 26: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
-	8,  // 27: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
-	10, // 28: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
-	12, // 29: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
-	30, // 30: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
-	15, // 31: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
-	18, // 32: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
-	20, // 33: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
-	22, // 34: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
-	24, // 35: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
-	26, // 36: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
-	24, // [24:37] is the sub-list for method output_type
-	11, // [11:24] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	27, // 11: hallmark.v1.ListLocalAuthoritiesResponse.authorities:type_name -> hallmark.v1.LocalAuthority
+	0,  // 12: hallmark.v1.Admin.CreateEntries:input_type -> hallmark.v1.CreateEntriesRequest
+	3,  // 13: hallmark.v1.Admin.ListEntries:input_type -> hallmark.v1.ListEntriesRequest
+	5,  // 14: hallmark.v1.Admin.DeleteEntry:input_type -> hallmark.v1.DeleteEntryRequest
+	7,  // 15: hallmark.v1.Admin.GenerateJoinToken:input_type -> hallmark.v1.GenerateJoinTokenRequest
+	9,  // 16: hallmark.v1.Admin.ListAgents:input_type -> hallmark.v1.ListAgentsRequest
+	11, // 17: hallmark.v1.Admin.EvictAgent:input_type -> hallmark.v1.EvictAgentRequest
+	13, // 18: hallmark.v1.Admin.GetBundle:input_type -> hallmark.v1.GetBundleRequest
+	14, // 19: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
+	17, // 20: hallmark.v1.Admin.ListFederatedBundles:input_type -> hallmark.v1.ListFederatedBundlesRequest
+	19, // 21: hallmark.v1.Admin.SetFederatedBundle:input_type -> hallmark.v1.SetFederatedBundleRequest
+	21, // 22: hallmark.v1.Admin.DeleteFederatedBundle:input_type -> hallmark.v1.DeleteFederatedBundleRequest
+	23, // 23: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
+	25, // 24: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
+	28, // 25: hallmark.v1.Admin.ListX509Authorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
+	30, // 26: hallmark.v1.Admin.PrepareX509Authority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
+	31, // 27: hallmark.v1.Admin.ActivateX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	31, // 28: hallmark.v1.Admin.TaintX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	31, // 29: hallmark.v1.Admin.RevokeX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	28, // 30: hallmark.v1.Admin.ListJWTAuthorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
+	30, // 31: hallmark.v1.Admin.PrepareJWTAuthority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
+	31, // 32: hallmark.v1.Admin.ActivateJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	31, // 33: hallmark.v1.Admin.TaintJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	31, // 34: hallmark.v1.Admin.RevokeJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	2,  // 35: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
+	4,  // 36: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
+	6,  // 37: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
+	8,  // 38: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
+	10, // 39: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
+	12, // 40: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
+	35, // 41: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
+	15, // 42: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
+	18, // 43: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
+	20, // 44: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
+	22, // 45: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
+	24, // 46: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
+	26, // 47: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
+	29, // 48: hallmark.v1.Admin.ListX509Authorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
+	27, // 49: hallmark.v1.Admin.PrepareX509Authority:output_type -> hallmark.v1.LocalAuthority
+	27, // 50: hallmark.v1.Admin.ActivateX509Authority:output_type -> hallmark.v1.LocalAuthority
+	27, // 51: hallmark.v1.Admin.TaintX509Authority:output_type -> hallmark.v1.LocalAuthority
+	27, // 52: hallmark.v1.Admin.RevokeX509Authority:output_type -> hallmark.v1.LocalAuthority
+	29, // 53: hallmark.v1.Admin.ListJWTAuthorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
+	27, // 54: hallmark.v1.Admin.PrepareJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	27, // 55: hallmark.v1.Admin.ActivateJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	27, // 56: hallmark.v1.Admin.TaintJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	27, // 57: hallmark.v1.Admin.RevokeJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	35, // [35:58] is the sub-list for method output_type
+	12, // [12:35] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_admin_proto_init() }
@@ -1532,7 +1884,7 @@ func file_api_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_admin_proto_rawDesc), len(file_api_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,16 @@ const (
 	Admin_DeleteFederatedBundle_FullMethodName       = "/hallmark.v1.Admin/DeleteFederatedBundle"
 	Admin_ListFederationRelationships_FullMethodName = "/hallmark.v1.Admin/ListFederationRelationships"
 	Admin_RefreshFederatedBundle_FullMethodName      = "/hallmark.v1.Admin/RefreshFederatedBundle"
+	Admin_ListX509Authorities_FullMethodName         = "/hallmark.v1.Admin/ListX509Authorities"
+	Admin_PrepareX509Authority_FullMethodName        = "/hallmark.v1.Admin/PrepareX509Authority"
+	Admin_ActivateX509Authority_FullMethodName       = "/hallmark.v1.Admin/ActivateX509Authority"
+	Admin_TaintX509Authority_FullMethodName          = "/hallmark.v1.Admin/TaintX509Authority"
+	Admin_RevokeX509Authority_FullMethodName         = "/hallmark.v1.Admin/RevokeX509Authority"
+	Admin_ListJWTAuthorities_FullMethodName          = "/hallmark.v1.Admin/ListJWTAuthorities"
+	Admin_PrepareJWTAuthority_FullMethodName         = "/hallmark.v1.Admin/PrepareJWTAuthority"
+	Admin_ActivateJWTAuthority_FullMethodName        = "/hallmark.v1.Admin/ActivateJWTAuthority"
+	Admin_TaintJWTAuthority_FullMethodName           = "/hallmark.v1.Admin/TaintJWTAuthority"
+	Admin_RevokeJWTAuthority_FullMethodName          = "/hallmark.v1.Admin/RevokeJWTAuthority"
 )
 
 // AdminClient is the client API for Admin service.
@@ -60,6 +70,23 @@ type AdminClient interface {
 	// RefreshFederatedBundle fetches a relationship's bundle now; a rejected
 	// bundle is an Unavailable error naming the reason.
 	RefreshFederatedBundle(ctx context.Context, in *RefreshFederatedBundleRequest, opts ...grpc.CallOption) (*FederationRelationship, error)
+	// Local authorities (SPIRE's `localauthority`): the X.509 CA's
+	// authorities and the JWT signing keys. Prepare makes the next one now
+	// and publishes it; Activate makes the prepared one sign now; Taint marks
+	// an old one compromised (still trusted; agents must re-mint what it
+	// signed); Revoke removes a tainted old one from the bundle. Unknown IDs
+	// are NotFound, actions that make no sense FailedPrecondition. Each
+	// change is audited.
+	ListX509Authorities(ctx context.Context, in *ListLocalAuthoritiesRequest, opts ...grpc.CallOption) (*ListLocalAuthoritiesResponse, error)
+	PrepareX509Authority(ctx context.Context, in *PrepareLocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error)
+	ActivateX509Authority(ctx context.Context, in *LocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error)
+	TaintX509Authority(ctx context.Context, in *LocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error)
+	RevokeX509Authority(ctx context.Context, in *LocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error)
+	ListJWTAuthorities(ctx context.Context, in *ListLocalAuthoritiesRequest, opts ...grpc.CallOption) (*ListLocalAuthoritiesResponse, error)
+	PrepareJWTAuthority(ctx context.Context, in *PrepareLocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error)
+	ActivateJWTAuthority(ctx context.Context, in *LocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error)
+	TaintJWTAuthority(ctx context.Context, in *LocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error)
+	RevokeJWTAuthority(ctx context.Context, in *LocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error)
 }
 
 type adminClient struct {
@@ -200,6 +227,106 @@ func (c *adminClient) RefreshFederatedBundle(ctx context.Context, in *RefreshFed
 	return out, nil
 }
 
+func (c *adminClient) ListX509Authorities(ctx context.Context, in *ListLocalAuthoritiesRequest, opts ...grpc.CallOption) (*ListLocalAuthoritiesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListLocalAuthoritiesResponse)
+	err := c.cc.Invoke(ctx, Admin_ListX509Authorities_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) PrepareX509Authority(ctx context.Context, in *PrepareLocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocalAuthority)
+	err := c.cc.Invoke(ctx, Admin_PrepareX509Authority_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ActivateX509Authority(ctx context.Context, in *LocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocalAuthority)
+	err := c.cc.Invoke(ctx, Admin_ActivateX509Authority_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) TaintX509Authority(ctx context.Context, in *LocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocalAuthority)
+	err := c.cc.Invoke(ctx, Admin_TaintX509Authority_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RevokeX509Authority(ctx context.Context, in *LocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocalAuthority)
+	err := c.cc.Invoke(ctx, Admin_RevokeX509Authority_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListJWTAuthorities(ctx context.Context, in *ListLocalAuthoritiesRequest, opts ...grpc.CallOption) (*ListLocalAuthoritiesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListLocalAuthoritiesResponse)
+	err := c.cc.Invoke(ctx, Admin_ListJWTAuthorities_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) PrepareJWTAuthority(ctx context.Context, in *PrepareLocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocalAuthority)
+	err := c.cc.Invoke(ctx, Admin_PrepareJWTAuthority_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ActivateJWTAuthority(ctx context.Context, in *LocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocalAuthority)
+	err := c.cc.Invoke(ctx, Admin_ActivateJWTAuthority_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) TaintJWTAuthority(ctx context.Context, in *LocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocalAuthority)
+	err := c.cc.Invoke(ctx, Admin_TaintJWTAuthority_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RevokeJWTAuthority(ctx context.Context, in *LocalAuthorityRequest, opts ...grpc.CallOption) (*LocalAuthority, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocalAuthority)
+	err := c.cc.Invoke(ctx, Admin_RevokeJWTAuthority_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -226,6 +353,23 @@ type AdminServer interface {
 	// RefreshFederatedBundle fetches a relationship's bundle now; a rejected
 	// bundle is an Unavailable error naming the reason.
 	RefreshFederatedBundle(context.Context, *RefreshFederatedBundleRequest) (*FederationRelationship, error)
+	// Local authorities (SPIRE's `localauthority`): the X.509 CA's
+	// authorities and the JWT signing keys. Prepare makes the next one now
+	// and publishes it; Activate makes the prepared one sign now; Taint marks
+	// an old one compromised (still trusted; agents must re-mint what it
+	// signed); Revoke removes a tainted old one from the bundle. Unknown IDs
+	// are NotFound, actions that make no sense FailedPrecondition. Each
+	// change is audited.
+	ListX509Authorities(context.Context, *ListLocalAuthoritiesRequest) (*ListLocalAuthoritiesResponse, error)
+	PrepareX509Authority(context.Context, *PrepareLocalAuthorityRequest) (*LocalAuthority, error)
+	ActivateX509Authority(context.Context, *LocalAuthorityRequest) (*LocalAuthority, error)
+	TaintX509Authority(context.Context, *LocalAuthorityRequest) (*LocalAuthority, error)
+	RevokeX509Authority(context.Context, *LocalAuthorityRequest) (*LocalAuthority, error)
+	ListJWTAuthorities(context.Context, *ListLocalAuthoritiesRequest) (*ListLocalAuthoritiesResponse, error)
+	PrepareJWTAuthority(context.Context, *PrepareLocalAuthorityRequest) (*LocalAuthority, error)
+	ActivateJWTAuthority(context.Context, *LocalAuthorityRequest) (*LocalAuthority, error)
+	TaintJWTAuthority(context.Context, *LocalAuthorityRequest) (*LocalAuthority, error)
+	RevokeJWTAuthority(context.Context, *LocalAuthorityRequest) (*LocalAuthority, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -274,6 +418,36 @@ func (UnimplementedAdminServer) ListFederationRelationships(context.Context, *Li
 }
 func (UnimplementedAdminServer) RefreshFederatedBundle(context.Context, *RefreshFederatedBundleRequest) (*FederationRelationship, error) {
 	return nil, status.Error(codes.Unimplemented, "method RefreshFederatedBundle not implemented")
+}
+func (UnimplementedAdminServer) ListX509Authorities(context.Context, *ListLocalAuthoritiesRequest) (*ListLocalAuthoritiesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListX509Authorities not implemented")
+}
+func (UnimplementedAdminServer) PrepareX509Authority(context.Context, *PrepareLocalAuthorityRequest) (*LocalAuthority, error) {
+	return nil, status.Error(codes.Unimplemented, "method PrepareX509Authority not implemented")
+}
+func (UnimplementedAdminServer) ActivateX509Authority(context.Context, *LocalAuthorityRequest) (*LocalAuthority, error) {
+	return nil, status.Error(codes.Unimplemented, "method ActivateX509Authority not implemented")
+}
+func (UnimplementedAdminServer) TaintX509Authority(context.Context, *LocalAuthorityRequest) (*LocalAuthority, error) {
+	return nil, status.Error(codes.Unimplemented, "method TaintX509Authority not implemented")
+}
+func (UnimplementedAdminServer) RevokeX509Authority(context.Context, *LocalAuthorityRequest) (*LocalAuthority, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeX509Authority not implemented")
+}
+func (UnimplementedAdminServer) ListJWTAuthorities(context.Context, *ListLocalAuthoritiesRequest) (*ListLocalAuthoritiesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJWTAuthorities not implemented")
+}
+func (UnimplementedAdminServer) PrepareJWTAuthority(context.Context, *PrepareLocalAuthorityRequest) (*LocalAuthority, error) {
+	return nil, status.Error(codes.Unimplemented, "method PrepareJWTAuthority not implemented")
+}
+func (UnimplementedAdminServer) ActivateJWTAuthority(context.Context, *LocalAuthorityRequest) (*LocalAuthority, error) {
+	return nil, status.Error(codes.Unimplemented, "method ActivateJWTAuthority not implemented")
+}
+func (UnimplementedAdminServer) TaintJWTAuthority(context.Context, *LocalAuthorityRequest) (*LocalAuthority, error) {
+	return nil, status.Error(codes.Unimplemented, "method TaintJWTAuthority not implemented")
+}
+func (UnimplementedAdminServer) RevokeJWTAuthority(context.Context, *LocalAuthorityRequest) (*LocalAuthority, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeJWTAuthority not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -530,6 +704,186 @@ func _Admin_RefreshFederatedBundle_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ListX509Authorities_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListLocalAuthoritiesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListX509Authorities(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListX509Authorities_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListX509Authorities(ctx, req.(*ListLocalAuthoritiesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_PrepareX509Authority_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrepareLocalAuthorityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).PrepareX509Authority(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_PrepareX509Authority_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).PrepareX509Authority(ctx, req.(*PrepareLocalAuthorityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ActivateX509Authority_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocalAuthorityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ActivateX509Authority(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ActivateX509Authority_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ActivateX509Authority(ctx, req.(*LocalAuthorityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_TaintX509Authority_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocalAuthorityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).TaintX509Authority(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_TaintX509Authority_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).TaintX509Authority(ctx, req.(*LocalAuthorityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RevokeX509Authority_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocalAuthorityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RevokeX509Authority(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RevokeX509Authority_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RevokeX509Authority(ctx, req.(*LocalAuthorityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListJWTAuthorities_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListLocalAuthoritiesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListJWTAuthorities(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListJWTAuthorities_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListJWTAuthorities(ctx, req.(*ListLocalAuthoritiesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_PrepareJWTAuthority_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrepareLocalAuthorityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).PrepareJWTAuthority(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_PrepareJWTAuthority_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).PrepareJWTAuthority(ctx, req.(*PrepareLocalAuthorityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ActivateJWTAuthority_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocalAuthorityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ActivateJWTAuthority(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ActivateJWTAuthority_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ActivateJWTAuthority(ctx, req.(*LocalAuthorityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_TaintJWTAuthority_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocalAuthorityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).TaintJWTAuthority(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_TaintJWTAuthority_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).TaintJWTAuthority(ctx, req.(*LocalAuthorityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RevokeJWTAuthority_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocalAuthorityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RevokeJWTAuthority(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RevokeJWTAuthority_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RevokeJWTAuthority(ctx, req.(*LocalAuthorityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -588,6 +942,46 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RefreshFederatedBundle",
 			Handler:    _Admin_RefreshFederatedBundle_Handler,
+		},
+		{
+			MethodName: "ListX509Authorities",
+			Handler:    _Admin_ListX509Authorities_Handler,
+		},
+		{
+			MethodName: "PrepareX509Authority",
+			Handler:    _Admin_PrepareX509Authority_Handler,
+		},
+		{
+			MethodName: "ActivateX509Authority",
+			Handler:    _Admin_ActivateX509Authority_Handler,
+		},
+		{
+			MethodName: "TaintX509Authority",
+			Handler:    _Admin_TaintX509Authority_Handler,
+		},
+		{
+			MethodName: "RevokeX509Authority",
+			Handler:    _Admin_RevokeX509Authority_Handler,
+		},
+		{
+			MethodName: "ListJWTAuthorities",
+			Handler:    _Admin_ListJWTAuthorities_Handler,
+		},
+		{
+			MethodName: "PrepareJWTAuthority",
+			Handler:    _Admin_PrepareJWTAuthority_Handler,
+		},
+		{
+			MethodName: "ActivateJWTAuthority",
+			Handler:    _Admin_ActivateJWTAuthority_Handler,
+		},
+		{
+			MethodName: "TaintJWTAuthority",
+			Handler:    _Admin_TaintJWTAuthority_Handler,
+		},
+		{
+			MethodName: "RevokeJWTAuthority",
+			Handler:    _Admin_RevokeJWTAuthority_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,6 +1,8 @@
 // Package adminapi serves the operator-facing Admin gRPC API on the server's
-// owner-only unix socket: entries, join tokens, agents, the bundle, and
-// federation (federated bundles and the fetcher's relationships).
+// owner-only unix socket: entries, join tokens, agents, the bundle,
+// federation (federated bundles and the fetcher's relationships), and the
+// local authorities (prepare, activate, taint and revoke the X.509 CA's
+// authorities and the JWT signing keys).
 //
 // It declares the small store interface it needs and must not import
 // datastore backends, the server wiring or cmd/.
@@ -60,7 +62,10 @@ type Config struct {
 	// Federation holds the federated bundles; nil when the server has no
 	// federation relationships (listing then shows none, changes are
 	// refused).
-	Federation      *federation.Fetcher
+	Federation *federation.Fetcher
+	// Authorities are the X.509 CA and the JWT signer an operator manages
+	// with the localauthority actions; nil fields refuse them.
+	Authorities     Authorities
 	Ready           func(ctx context.Context) error
 	DefaultTokenTTL time.Duration
 	Audit           Auditor
