@@ -49,7 +49,9 @@ func apis(s *adminapi.Server) []authorityAPI {
 	}
 }
 
-func req(id string) *apiv1.LocalAuthorityRequest { return &apiv1.LocalAuthorityRequest{AuthorityId: id} }
+func req(id string) *apiv1.LocalAuthorityRequest {
+	return &apiv1.LocalAuthorityRequest{AuthorityId: id}
+}
 
 // TestLocalAuthorityAPI drives both halves through prepare, activate,
 // taint and revoke, checking the listing, the audit record of each action
