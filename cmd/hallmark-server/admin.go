@@ -132,6 +132,9 @@ func admin(cmd string, args []string, stdout io.Writer) error {
 		}
 	default:
 		if run = federationCommand(cmd, fs, stdout); run == nil {
+			run = localAuthorityCommand(cmd, fs, stdout)
+		}
+		if run == nil {
 			return fmt.Errorf("unknown command %q", cmd)
 		}
 	}

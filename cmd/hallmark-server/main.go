@@ -11,6 +11,8 @@
 //	hallmark-server bundle set -id TD [-path FILE] [-format pem|spiffe]
 //	hallmark-server bundle delete -id TD
 //	hallmark-server federation list | federation refresh -id TD
+//	hallmark-server localauthority x509|jwt show | prepare
+//	hallmark-server localauthority x509|jwt activate|taint|revoke -authorityID ID
 //	hallmark-server healthcheck
 package main
 
@@ -21,6 +23,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/hallmarkid/hallmark/server"
@@ -47,6 +50,10 @@ Commands:
   bundle delete       delete a bundle set with bundle set
   federation list     show federation relationships and their refresh state
   federation refresh  fetch a federated bundle now (-id)
+  localauthority x509 show|prepare|activate|taint|revoke
+                      manage the X.509 CA's authorities (-authorityID)
+  localauthority jwt show|prepare|activate|taint|revoke
+                      manage the JWT signing keys (-authorityID)
   healthcheck         check that the server is ready
 
 Run 'hallmark-server <command> -h' for a command's flags.
@@ -67,6 +74,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		err = admin(args[0]+" "+args[1], args[2:], stdout)
+	case "localauthority":
+		if len(args) < 3 || (args[1] != "x509" && args[1] != "jwt") || strings.HasPrefix(args[2], "-") {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		err = admin(strings.Join(args[:3], " "), args[3:], stdout)
 	case "healthcheck":
 		err = admin("healthcheck", args[1:], stdout)
 	case "-h", "-help", "--help", "help":
