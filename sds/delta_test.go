@@ -122,7 +122,7 @@ func TestDeltaSubscribeRotateUnsubscribe(t *testing.T) {
 		t.Fatalf("after rotation: %v", res)
 	}
 	s := decode(t, res["default"].GetResource().GetTypeUrl(), res["default"].GetResource().GetValue())
-	if !certOf(t, s).Equal(n.Certs[0]) {
+	if !certOf(t, s).Equal(leafOf(t, n)) {
 		t.Fatal("rotated certificate not sent")
 	}
 

@@ -30,7 +30,11 @@ func writeFile(t testing.TB, path string, b []byte, mode os.FileMode) {
 
 func svidPEM(t testing.TB, s *cache.SVID) (cert, key []byte) {
 	t.Helper()
-	for _, c := range s.Certs {
+	chain, err := s.Chain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range chain {
 		cert = append(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
 	return cert, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: s.KeyDER})
@@ -115,7 +119,7 @@ func TestIstioFileNames(t *testing.T) {
 				t.Fatalf("no secret named %q", tt.resource)
 			}
 			if strings.HasPrefix(tt.resource, "file-cert:") {
-				if leaf := certOf(t, s); !leaf.Equal(fileSVID.Certs[0]) {
+				if leaf := certOf(t, s); !leaf.Equal(leafOf(t, fileSVID)) {
 					t.Fatalf("file-cert leaf %s", leaf.URIs)
 				}
 				return
@@ -152,11 +156,11 @@ func TestIstioFileChangesPushed(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		r = s.recv()
-		if certOf(t, secrets(t, r)[name]).Equal(n.Certs[0]) {
+		if certOf(t, secrets(t, r)[name]).Equal(leafOf(t, n)) {
 			break
 		}
 	}
-	if !certOf(t, secrets(t, r)[name]).Equal(n.Certs[0]) {
+	if !certOf(t, secrets(t, r)[name]).Equal(leafOf(t, n)) {
 		t.Fatal("rotated file pair never pushed")
 	}
 

@@ -165,8 +165,18 @@ func (e *env) mint(entry registration.Entry, ttl time.Duration) *cache.SVID {
 	for _, c := range certs {
 		der = append(der, c.Raw...)
 	}
-	return &cache.SVID{ID: entry.SPIFFEID, Certs: certs, CertsDER: der, Key: key, KeyDER: keyDER,
+	return &cache.SVID{ID: entry.SPIFFEID, CertsDER: der, KeyDER: keyDER,
 		ExpiresAt: certs[0].NotAfter, IssuedAt: time.Now(), EntryRevision: entry.Revision}
+}
+
+// leafOf parses s's leaf certificate.
+func leafOf(t testing.TB, s *cache.SVID) *x509.Certificate {
+	t.Helper()
+	chain, err := s.Chain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return chain[0]
 }
 
 // addEntries adds entries with freshly minted SVIDs.

@@ -67,7 +67,7 @@ func TestThousandStreamsThroughRotations(t *testing.T) {
 
 	for i := range rotations {
 		svid := e.rotate(w)
-		want := svid.Certs[0].SerialNumber.String()
+		want := leafOf(t, svid).SerialNumber.String()
 		var wg sync.WaitGroup
 		errs := make(chan string, n)
 		for _, s := range streams {

@@ -2,6 +2,7 @@ package sds
 
 import (
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
 	"sync"
@@ -60,7 +61,10 @@ func (r *resource) secret() (*tlsv3.Secret, error) {
 	case resCert:
 		chain, key := r.certPEM, r.keyPEM
 		if r.svid != nil {
-			chain = certsPEM(r.svid.Certs)
+			var err error
+			if chain, err = derChainPEM(r.svid.CertsDER); err != nil {
+				return nil, fmt.Errorf("sds: SVID %s: %w", r.svid.ID, err)
+			}
 			key = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: r.svid.KeyDER})
 		}
 		return &tlsv3.Secret{Name: r.name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
@@ -160,6 +164,22 @@ func (r *resource) anySecret() (*anypb.Any, error) {
 
 func inline(b []byte) *corev3.DataSource {
 	return &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: b}}
+}
+
+// derChainPEM encodes concatenated DER certificates as PEM, one block
+// each, without parsing them.
+func derChainPEM(der []byte) ([]byte, error) {
+	var out []byte
+	for len(der) > 0 {
+		var raw asn1.RawValue
+		rest, err := asn1.Unmarshal(der, &raw)
+		if err != nil {
+			return nil, fmt.Errorf("certificate chain: %w", err)
+		}
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: raw.FullBytes})...)
+		der = rest
+	}
+	return out, nil
 }
 
 // certsPEM encodes certificates as PEM.

@@ -45,7 +45,7 @@ func TestStreamInitialACKRotation(t *testing.T) {
 	if len(sec) != 1 || idOf(t, sec["default"]) != w.SPIFFEID.String() {
 		t.Fatalf("initial response: %v", sec)
 	}
-	if got, want := serial(t, r1, "default"), svids["e1"].Certs[0].SerialNumber.String(); got != want {
+	if got, want := serial(t, r1, "default"), leafOf(t, svids["e1"]).SerialNumber.String(); got != want {
 		t.Fatalf("serial %s, want %s", got, want)
 	}
 
@@ -58,8 +58,8 @@ func TestStreamInitialACKRotation(t *testing.T) {
 	for i := range 3 {
 		n := e.rotate(w)
 		r := s.recv()
-		if got := serial(t, r, "default"); got != n.Certs[0].SerialNumber.String() {
-			t.Fatalf("rotation %d: serial %s, want %s", i, got, n.Certs[0].SerialNumber)
+		if got := serial(t, r, "default"); got != leafOf(t, n).SerialNumber.String() {
+			t.Fatalf("rotation %d: serial %s, want %s", i, got, leafOf(t, n).SerialNumber)
 		}
 		if version(t, r) <= prevVersion || r.Nonce == prevNonce {
 			t.Fatalf("rotation %d: version %s nonce %s after %d %s", i, r.VersionInfo, r.Nonce, prevVersion, prevNonce)
@@ -94,8 +94,8 @@ func TestStreamNACKKeepsStreamWithoutResend(t *testing.T) {
 
 	// New content is pushed after a NACK.
 	n := e.rotate(w)
-	if got := serial(t, s.recv(), "default"); got != n.Certs[0].SerialNumber.String() {
-		t.Fatalf("after NACK: serial %s, want the rotated %s", got, n.Certs[0].SerialNumber)
+	if got := serial(t, s.recv(), "default"); got != leafOf(t, n).SerialNumber.String() {
+		t.Fatalf("after NACK: serial %s, want the rotated %s", got, leafOf(t, n).SerialNumber)
 	}
 }
 
@@ -181,7 +181,7 @@ func TestStreamPushesOnlyToAffectedStreams(t *testing.T) {
 	a, b, root := open(w1.SPIFFEID.String()), open(w2.SPIFFEID.String()), open("ROOTCA")
 
 	n := e.rotate(w1)
-	if got := serial(t, a.recv(), w1.SPIFFEID.String()); got != n.Certs[0].SerialNumber.String() {
+	if got := serial(t, a.recv(), w1.SPIFFEID.String()); got != leafOf(t, n).SerialNumber.String() {
 		t.Fatalf("stream of w1 got serial %s", got)
 	}
 	b.none(150 * time.Millisecond)
@@ -222,7 +222,7 @@ func TestStreamPendingSVID(t *testing.T) {
 	s.send(&discoveryv3.DiscoveryRequest{ResourceNames: []string{"default"}})
 	s.none(100 * time.Millisecond)
 	n := e.rotate(w)
-	if got := serial(t, s.recv(), "default"); got != n.Certs[0].SerialNumber.String() {
+	if got := serial(t, s.recv(), "default"); got != leafOf(t, n).SerialNumber.String() {
 		t.Fatalf("serial %s", got)
 	}
 }

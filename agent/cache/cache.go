@@ -7,8 +7,8 @@
 package cache
 
 import (
-	"crypto"
 	"crypto/x509"
+	"fmt"
 	"sync"
 	"time"
 
@@ -18,17 +18,29 @@ import (
 	"github.com/hallmarkid/hallmark/registration"
 )
 
-// SVID is a workload X.509-SVID minted by the agent.
+// SVID is a workload X.509-SVID minted by the agent. It holds only the
+// serialised forms that serving needs (an agent keeps thousands): parse
+// them with [SVID.Chain] where the parsed form is wanted.
 type SVID struct {
 	ID        spiffeid.ID
-	Certs     []*x509.Certificate // leaf first
-	CertsDER  []byte              // concatenated DER, as the Workload API sends it
-	Key       crypto.Signer
+	CertsDER  []byte // leaf first, concatenated DER, as the Workload API sends it
 	KeyDER    []byte // PKCS#8
 	ExpiresAt time.Time
 	IssuedAt  time.Time
 	// EntryRevision is the entry revision the SVID was minted for.
 	EntryRevision int64
+}
+
+// Chain parses the certificate chain, leaf first.
+func (s *SVID) Chain() ([]*x509.Certificate, error) {
+	certs, err := x509.ParseCertificates(s.CertsDER)
+	if err != nil {
+		return nil, fmt.Errorf("cache: SVID %s: %w", s.ID, err)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("cache: SVID %s: empty chain", s.ID)
+	}
+	return certs, nil
 }
 
 // Identity is an entry with its current SVID.

@@ -298,17 +298,18 @@ func (m *Manager) notHeldOff(due []registration.Entry) []registration.Entry {
 
 // mint signs SVIDs for the first batch of due entries; the loop calls it
 // again with a fresh list, so entries that arrive meanwhile are next.
+// Only each key's PKCS#8 form is kept while the batch is in flight.
 func (m *Manager) mint(ctx context.Context, due []registration.Entry) error {
 	batch := due[:min(len(due), m.cfg.BatchSize)]
 	n := len(batch)
-	keys := make([]crypto.Signer, n)
+	keys := make([][]byte, n)
 	reqs := make([]*apiv1.SVIDRequest, n)
 	for i, e := range batch {
-		key, csr, err := NewKeyAndCSR()
+		keyDER, csr, err := newKeyDERAndCSR()
 		if err != nil {
 			return err
 		}
-		keys[i] = key
+		keys[i] = keyDER
 		reqs[i] = &apiv1.SVIDRequest{EntryId: e.ID, Csr: csr}
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -321,12 +322,15 @@ func (m *Manager) mint(ctx context.Context, due []registration.Entry) error {
 	out := make(map[string]*cache.SVID, n)
 	var failed []string
 	for i, r := range results {
+		if i >= n {
+			break
+		}
 		if r.GetError() != "" || r.GetSvid() == nil {
 			failed = append(failed, r.GetEntryId()+": "+r.GetError())
 			m.holdOff[batch[i].ID] = now.Add(5 * time.Second)
 			continue
 		}
-		s, err := m.toSVID(batch[i], keys[i], r.GetSvid(), now)
+		s, err := toSVID(batch[i], keys[i], r.GetSvid(), now)
 		if err != nil {
 			failed = append(failed, r.GetEntryId()+": "+err.Error())
 			m.holdOff[batch[i].ID] = now.Add(5 * time.Second)
@@ -341,22 +345,43 @@ func (m *Manager) mint(ctx context.Context, due []registration.Entry) error {
 	return nil
 }
 
-func (m *Manager) toSVID(e registration.Entry, key crypto.Signer, p *apiv1.X509SVID, now time.Time) (*cache.SVID, error) {
-	certs, err := x509util.ParseChain(p.GetCertChain())
+// toSVID checks a signed chain and keeps its DER form only: the parsed
+// certificates and the protobuf message that carried them are garbage
+// once it returns.
+func toSVID(e registration.Entry, keyDER []byte, p *apiv1.X509SVID, now time.Time) (*cache.SVID, error) {
+	ders := p.GetCertChain()
+	certs, err := x509util.ParseChain(ders)
 	if err != nil {
 		return nil, fmt.Errorf("malformed SVID: %w", err)
 	}
 	if len(certs[0].URIs) != 1 || certs[0].URIs[0].String() != e.SPIFFEID.String() {
 		return nil, errors.New("server signed an SVID for another SPIFFE ID")
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
+	size := 0
+	for _, d := range ders {
+		size += len(d)
+	}
+	chain := make([]byte, 0, size)
+	for _, d := range ders {
+		chain = append(chain, d...)
 	}
 	return &cache.SVID{
-		ID: e.SPIFFEID, Certs: certs, CertsDER: x509util.ConcatDER(certs), Key: key, KeyDER: keyDER,
+		ID: e.SPIFFEID, CertsDER: chain, KeyDER: keyDER,
 		ExpiresAt: certs[0].NotAfter, IssuedAt: now, EntryRevision: e.Revision,
 	}, nil
+}
+
+// newKeyDERAndCSR is NewKeyAndCSR with the key in PKCS#8 form.
+func newKeyDERAndCSR() (keyDER, csr []byte, err error) {
+	key, csr, err := NewKeyAndCSR()
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err = x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("manager: marshal key: %w", err)
+	}
+	return keyDER, csr, nil
 }
 
 // NewKeyAndCSR generates a P-256 key and a minimal CSR for it; the server

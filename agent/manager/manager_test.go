@@ -2,6 +2,7 @@ package manager_test
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"testing"
 	"time"
@@ -65,11 +66,21 @@ func waitFor(t *testing.T, c *cache.Cache, what string, cond func() bool) {
 	}
 }
 
+// leaf parses s's leaf certificate, panicking on a malformed chain (the
+// manager only stores chains it parsed).
+func leaf(s *cache.SVID) *x509.Certificate {
+	chain, err := s.Chain()
+	if err != nil {
+		panic(err)
+	}
+	return chain[0]
+}
+
 func serials(c *cache.Cache) map[string]string {
 	ids, _ := c.Match([]registration.Selector{uid1000})
 	out := make(map[string]string, len(ids))
 	for _, id := range ids {
-		out[id.Entry.ID] = id.SVID.Certs[0].SerialNumber.String()
+		out[id.Entry.ID] = leaf(id.SVID).SerialNumber.String()
 	}
 	return out
 }
@@ -104,7 +115,7 @@ func TestReconnectResumesWithOnlyTheChange(t *testing.T) {
 		ids, _ := ch.Match([]registration.Selector{uid1000})
 		for _, id := range ids {
 			if id.Entry.ID == changed.ID {
-				return id.SVID.EntryRevision == rev && len(id.SVID.Certs[0].DNSNames) == 1
+				return id.SVID.EntryRevision == rev && len(leaf(id.SVID).DNSNames) == 1
 			}
 		}
 		return false

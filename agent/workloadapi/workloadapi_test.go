@@ -82,7 +82,7 @@ func (f *fixture) addEntry(tb testing.TB, e registration.Entry, ttl time.Duratio
 		tb.Fatal(err)
 	}
 	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	f.cache.SetSVIDs(map[string]*cache.SVID{id: {ID: e.SPIFFEID, Certs: certs, CertsDER: x509util.ConcatDER(certs), Key: key, KeyDER: keyDER,
+	f.cache.SetSVIDs(map[string]*cache.SVID{id: {ID: e.SPIFFEID, CertsDER: x509util.ConcatDER(certs), KeyDER: keyDER,
 		IssuedAt: time.Now(), ExpiresAt: certs[0].NotAfter, EntryRevision: rev}})
 }
 
