@@ -3,6 +3,9 @@
 //
 //	hallmark-agent run -config agent.hcl [-joinToken TOKEN]
 //	hallmark-agent api fetch x509 [-socketPath PATH] [-write DIR]
+//	hallmark-agent api fetch jwt -audience A [-spiffeID ID] [-socketPath PATH]
+//	hallmark-agent api validate jwt -audience A -svid TOKEN [-socketPath PATH]
+//	hallmark-agent api watch [-count N] [-socketPath PATH]
 //	hallmark-agent healthcheck [-socketPath PATH]
 //	hallmark-agent tpm ek-hash|info [-device /dev/tpmrm0|unix:PATH|tcp:HOST:PORT]
 package main
@@ -29,6 +32,9 @@ const usage = `Usage: hallmark-agent <command> [flags]
 Commands:
   run                 run the agent (-config agent.hcl [-joinToken TOKEN])
   api fetch x509      fetch this process's X.509-SVIDs from the Workload API
+  api fetch jwt       fetch JWT-SVIDs (-audience A [-spiffeID ID]) and the JWT bundles
+  api validate jwt    have the agent validate a JWT-SVID (-audience A -svid TOKEN)
+  api watch           print each X.509 update the agent pushes (-count N)
   healthcheck         check that the agent is healthy
   tpm ek-hash         print the TPM's EK public key hash (for ek_hashes allow-lists)
   tpm info            print TPM manufacturer, firmware, EK certificate and PCR banks
@@ -53,6 +59,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runAgent(args[1:], stderr)
 	case len(args) >= 3 && args[0] == "api" && args[1] == "fetch" && args[2] == "x509":
 		err = fetchX509(args[3:], stdout)
+	case len(args) >= 3 && args[0] == "api" && args[1] == "fetch" && args[2] == "jwt":
+		err = fetchJWT(args[3:], stdout)
+	case len(args) >= 3 && args[0] == "api" && args[1] == "validate" && args[2] == "jwt":
+		err = validateJWT(args[3:], stdout)
+	case len(args) >= 2 && args[0] == "api" && args[1] == "watch":
+		err = watch(args[2:], stdout)
 	case args[0] == "tpm":
 		err = tpmCmd(args[1:], stdout)
 	case args[0] == "healthcheck":
