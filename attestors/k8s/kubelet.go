@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
 )
 
 // podSource fetches the kubelet's pod list with at most one request in
@@ -141,7 +139,7 @@ type indexedContainer struct {
 // every container, init container and ephemeral container that has a
 // container ID. Containers without an ID (not started yet) are left out.
 func ParsePodList(data []byte) (*PodIndex, error) {
-	var list corev1.PodList
+	var list podList
 	if err := json.Unmarshal(data, &list); err != nil {
 		return nil, fmt.Errorf("k8s: parse pod list: %w", err)
 	}
@@ -149,7 +147,7 @@ func ParsePodList(data []byte) (*PodIndex, error) {
 	for i := range list.Items {
 		pod := &list.Items[i]
 		common := podSelectors(pod)
-		for _, group := range [][]corev1.ContainerStatus{
+		for _, group := range [][]containerStatus{
 			pod.Status.ContainerStatuses, pod.Status.InitContainerStatuses, pod.Status.EphemeralContainerStatuses,
 		} {
 			for j := range group {
@@ -158,13 +156,13 @@ func ParsePodList(data []byte) (*PodIndex, error) {
 				if !ok {
 					continue
 				}
-				if prev, dup := idx.byContainer[id]; dup && prev.podUID != string(pod.UID) {
+				if prev, dup := idx.byContainer[id]; dup && prev.podUID != pod.Metadata.UID {
 					// One ID in two pods: believe neither.
 					idx.byContainer[id] = indexedContainer{podUID: "\x00conflict"}
 					continue
 				}
 				idx.byContainer[id] = indexedContainer{
-					podUID:    string(pod.UID),
+					podUID:    pod.Metadata.UID,
 					selectors: containerSelectors(common, st),
 				}
 			}

@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/hallmarkid/hallmark/registration"
 )
 
@@ -14,19 +12,19 @@ import (
 const SelectorType = "k8s"
 
 // podSelectors returns the values shared by every container of a pod.
-func podSelectors(pod *corev1.Pod) []string {
+func podSelectors(pod *podItem) []string {
 	v := []string{
-		"ns:" + pod.Namespace,
+		"ns:" + pod.Metadata.Namespace,
 		"sa:" + pod.Spec.ServiceAccountName,
-		"pod-uid:" + string(pod.UID),
-		"pod-name:" + pod.Name,
+		"pod-uid:" + pod.Metadata.UID,
+		"pod-name:" + pod.Metadata.Name,
 		"node-name:" + pod.Spec.NodeName,
 	}
-	for k, val := range pod.Labels {
+	for k, val := range pod.Metadata.Labels {
 		v = append(v, "pod-label:"+k+":"+val)
 	}
-	for _, o := range pod.OwnerReferences {
-		v = append(v, "pod-owner:"+o.Kind+":"+o.Name, "pod-owner-uid:"+o.Kind+":"+string(o.UID))
+	for _, o := range pod.Metadata.OwnerReferences {
+		v = append(v, "pod-owner:"+o.Kind+":"+o.Name, "pod-owner-uid:"+o.Kind+":"+o.UID)
 	}
 	images := 0
 	for _, st := range pod.Status.ContainerStatuses {
@@ -46,7 +44,7 @@ func podSelectors(pod *corev1.Pod) []string {
 // returns the valid ones, sorted and without duplicates. Values that would
 // not make a valid selector (empty, too long, control characters) are
 // dropped: no registration can name them anyway.
-func containerSelectors(common []string, st *corev1.ContainerStatus) []string {
+func containerSelectors(common []string, st *containerStatus) []string {
 	v := make([]string, 0, len(common)+3)
 	v = append(v, common...)
 	v = append(v, "container-name:"+st.Name, "container-image:"+st.Image, "container-image:"+st.ImageID)
