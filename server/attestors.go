@@ -1,12 +1,14 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
 	"github.com/hallmarkid/hallmark/attestors"
 	"github.com/hallmarkid/hallmark/attestors/awsiam"
 	"github.com/hallmarkid/hallmark/attestors/awsiid"
+	"github.com/hallmarkid/hallmark/attestors/awsiid/ec2describe"
 	"github.com/hallmarkid/hallmark/attestors/awsnitro"
 	"github.com/hallmarkid/hallmark/attestors/jointoken"
 	"github.com/hallmarkid/hallmark/attestors/k8spsat"
@@ -53,7 +55,15 @@ func (s *Server) verifier(b hclconf.Block) (attestors.NodeVerifier, error) {
 		if err := hclconf.DecodeBlock(b, &cfg); err != nil {
 			return nil, err
 		}
-		return awsiid.NewVerifier(cfg, log)
+		var opts []awsiid.Option
+		if cfg.DescribeInstances {
+			d, err := ec2describe.New(context.Background(), ec2describe.Config{Endpoint: cfg.EC2Endpoint})
+			if err != nil {
+				return nil, err
+			}
+			opts = append(opts, awsiid.WithInstanceDescriber(d))
+		}
+		return awsiid.NewVerifier(cfg, log, opts...)
 	case awsnitro.Type:
 		var cfg awsnitro.ServerConfig
 		if err := hclconf.DecodeBlock(b, &cfg); err != nil {

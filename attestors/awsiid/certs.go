@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 )
 
 // AWS's public certificates for the instance identity document signatures,
@@ -19,18 +20,45 @@ var (
 	rsa1024PEM []byte
 )
 
-var (
-	rsa2048Certs = mustRegionCerts(rsa2048PEM)
-	rsa1024Certs = mustRegionCerts(rsa1024PEM)
-)
+// regionCerts are the parsed embedded certificates.
+type regionCerts struct {
+	rsa2048, rsa1024 map[string]*x509.Certificate
+}
+
+// embeddedCerts parses the embedded certificates on first use: only the
+// server verifies, and the agent, which links this package for its
+// collector, never pays for them.
+var embeddedCerts = sync.OnceValues(func() (regionCerts, error) {
+	a, err := ParseRegionCertificates(rsa2048PEM)
+	if err != nil {
+		return regionCerts{}, fmt.Errorf("awsiid: embedded rsa2048 certificates: %w", err)
+	}
+	b, err := ParseRegionCertificates(rsa1024PEM)
+	if err != nil {
+		return regionCerts{}, fmt.Errorf("awsiid: embedded rsa1024 certificates: %w", err)
+	}
+	return regionCerts{rsa2048: a, rsa1024: b}, nil
+})
 
 // RSA2048Certificates returns the embedded certificates for the /rsa2048
 // PKCS#7 signature, keyed by region code. The map is a copy.
-func RSA2048Certificates() map[string]*x509.Certificate { return copyCerts(rsa2048Certs) }
+func RSA2048Certificates() map[string]*x509.Certificate {
+	c, err := embeddedCerts()
+	if err != nil {
+		panic(err) // the embedded files are checked by the tests
+	}
+	return copyCerts(c.rsa2048)
+}
 
 // RSA1024Certificates returns the embedded certificates for the /signature
 // endpoint, keyed by region code. The map is a copy.
-func RSA1024Certificates() map[string]*x509.Certificate { return copyCerts(rsa1024Certs) }
+func RSA1024Certificates() map[string]*x509.Certificate {
+	c, err := embeddedCerts()
+	if err != nil {
+		panic(err) // the embedded files are checked by the tests
+	}
+	return copyCerts(c.rsa1024)
+}
 
 func copyCerts(m map[string]*x509.Certificate) map[string]*x509.Certificate {
 	c := make(map[string]*x509.Certificate, len(m))
@@ -38,14 +66,6 @@ func copyCerts(m map[string]*x509.Certificate) map[string]*x509.Certificate {
 		c[k] = v
 	}
 	return c
-}
-
-func mustRegionCerts(b []byte) map[string]*x509.Certificate {
-	m, err := ParseRegionCertificates(b)
-	if err != nil {
-		panic(err)
-	}
-	return m
 }
 
 // ParseRegionCertificates parses a bundle of "# region: <code> ..." lines,

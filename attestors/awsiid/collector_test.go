@@ -13,6 +13,7 @@ import (
 	"github.com/hallmarkid/hallmark/attestors"
 	"github.com/hallmarkid/hallmark/attestors/awsiam/awsfake"
 	"github.com/hallmarkid/hallmark/attestors/awsiid"
+	"github.com/hallmarkid/hallmark/attestors/awsiid/ec2describe"
 )
 
 func imdsFiles(t testing.TB, f *fixture, doc string) map[string]string {
@@ -143,8 +144,13 @@ func TestDescribeInstances(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			cfg := awsCfg(tc.creds)
+			d, err := ec2describe.New(context.Background(), ec2describe.Config{AWS: &cfg, Endpoint: ec2.URL})
+			if err != nil {
+				t.Fatal(err)
+			}
 			v, err := awsiid.NewVerifier(awsiid.ServerConfig{DescribeInstances: true, EC2Endpoint: ec2.URL}, quietLog(),
-				awsiid.WithRegionCertificates(f.rsa2048, f.rsa1024), awsiid.WithAWSConfig(awsCfg(tc.creds)))
+				awsiid.WithRegionCertificates(f.rsa2048, f.rsa1024), awsiid.WithInstanceDescriber(d))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -186,6 +192,7 @@ func TestConfig(t *testing.T) {
 		{name: "bad account", cfg: awsiid.ServerConfig{AccountIDs: []string{"12345"}}, wantErr: "12-digit"},
 		{name: "empty account list", cfg: awsiid.ServerConfig{AccountIDs: []string{}}, wantErr: "account_ids is empty"},
 		{name: "endpoint without describe", cfg: awsiid.ServerConfig{EC2Endpoint: "http://127.0.0.1:1"}, wantErr: "describe_instances is off"},
+		{name: "describe without an EC2 client", cfg: awsiid.ServerConfig{DescribeInstances: true}, wantErr: "no EC2 client"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

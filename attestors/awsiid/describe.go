@@ -5,14 +5,41 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-
 	"github.com/hallmarkid/hallmark/registration"
 )
 
 // describeTimeout bounds one DescribeInstances call, retries included.
 const describeTimeout = 10 * time.Second
+
+// Instance is what ec2:DescribeInstances says about an instance: the
+// fields the verifier checks or turns into selectors.
+type Instance struct {
+	ID                    string
+	State                 string // "running", "stopped", ...; "" when EC2 gave none
+	IAMInstanceProfileARN string
+	VPCID                 string
+	SubnetID              string
+	SecurityGroupIDs      []string
+	Tags                  []Tag
+}
+
+// Tag is an EC2 tag.
+type Tag struct{ Key, Value string }
+
+// InstanceDescriber calls ec2:DescribeInstances for one instance ID in
+// region and returns every instance of the answer. Package
+// awsiid/ec2describe implements it with the AWS SDK; the verifier takes
+// the interface so that the agent, which links this package for its
+// collector, does not link the EC2 client.
+type InstanceDescriber interface {
+	DescribeInstances(ctx context.Context, region, instanceID string) ([]Instance, error)
+}
+
+// WithInstanceDescriber sets the EC2 client that describe_instances uses;
+// NewVerifier requires one when describe_instances is on.
+func WithInstanceDescriber(d InstanceDescriber) Option {
+	return optionFunc(func(v *Verifier) { v.ec2 = d })
+}
 
 // describe looks the instance up with ec2:DescribeInstances in the
 // document's region, requires it to be running and returns the extra
@@ -20,13 +47,7 @@ const describeTimeout = 10 * time.Second
 func (v *Verifier) describe(ctx context.Context, doc *Document) ([]registration.Selector, error) {
 	ctx, cancel := context.WithTimeout(ctx, describeTimeout)
 	defer cancel()
-	client := ec2.NewFromConfig(*v.awsCfg, func(o *ec2.Options) {
-		o.Region = doc.Region
-		if v.cfg.EC2Endpoint != "" {
-			o.BaseEndpoint = aws.String(v.cfg.EC2Endpoint)
-		}
-	})
-	out, err := client.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{doc.InstanceID}})
+	instances, err := v.ec2.DescribeInstances(ctx, doc.Region, doc.InstanceID)
 	if err != nil {
 		return nil, fmt.Errorf("awsiid: describe instance %s: %w", doc.InstanceID, err)
 	}
@@ -43,30 +64,26 @@ func (v *Verifier) describe(ctx context.Context, doc *Document) ([]registration.
 		}
 		sels = append(sels, s)
 	}
-	for _, r := range out.Reservations {
-		for _, in := range r.Instances {
-			if aws.ToString(in.InstanceId) != doc.InstanceID {
-				continue
+	for _, in := range instances {
+		if in.ID != doc.InstanceID {
+			continue
+		}
+		found++
+		if in.State != "running" {
+			state := in.State
+			if state == "" {
+				state = "unknown"
 			}
-			found++
-			if in.State == nil || in.State.Name != "running" {
-				state := "unknown"
-				if in.State != nil {
-					state = string(in.State.Name)
-				}
-				return nil, fmt.Errorf("awsiid: instance %s is %s, not running", doc.InstanceID, state)
-			}
-			for _, t := range in.Tags {
-				add("tag", aws.ToString(t.Key)+":"+aws.ToString(t.Value))
-			}
-			if in.IamInstanceProfile != nil {
-				add("iam_instance_profile", aws.ToString(in.IamInstanceProfile.Arn))
-			}
-			add("vpc_id", aws.ToString(in.VpcId))
-			add("subnet_id", aws.ToString(in.SubnetId))
-			for _, g := range in.SecurityGroups {
-				add("sg_id", aws.ToString(g.GroupId))
-			}
+			return nil, fmt.Errorf("awsiid: instance %s is %s, not running", doc.InstanceID, state)
+		}
+		for _, t := range in.Tags {
+			add("tag", t.Key+":"+t.Value)
+		}
+		add("iam_instance_profile", in.IAMInstanceProfileARN)
+		add("vpc_id", in.VPCID)
+		add("subnet_id", in.SubnetID)
+		for _, g := range in.SecurityGroupIDs {
+			add("sg_id", g)
 		}
 	}
 	if found != 1 {

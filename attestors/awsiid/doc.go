@@ -7,9 +7,12 @@
 // certificate chosen by the document's region (all embedded with go:embed),
 // takes every identity field from the verified bytes only, applies the
 // account allow-list and, optionally, checks with EC2 DescribeInstances that
-// the instance is running. Instances attest once (trust on first use):
-// results are not re-attestable and the server core refuses a second agent
-// with the same ID.
+// the instance is running (through an [InstanceDescriber]; the SDK client
+// is in subpackage ec2describe, which only the server links). Instances
+// attest once (trust on first use): results are not re-attestable and the
+// server core refuses a second agent with the same ID.
 //
-// It must not import server/, agent/ or any other attestor.
+// The embedded certificates are parsed on the verifier's first use, not at
+// start-up. It must not import server/, agent/, any other attestor, or AWS
+// SDK packages beyond the IMDS client.
 package awsiid

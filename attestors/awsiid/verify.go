@@ -15,8 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/hallmarkid/hallmark/attestors"
@@ -98,12 +96,6 @@ func WithRegionCertificates(rsa2048, rsa1024 map[string]*x509.Certificate) Optio
 	})
 }
 
-// WithAWSConfig sets the AWS SDK configuration (credentials, HTTP client)
-// used for DescribeInstances instead of the default credential chain.
-func WithAWSConfig(cfg aws.Config) Option {
-	return optionFunc(func(v *Verifier) { v.awsCfg = &cfg })
-}
-
 // Verifier is the server half of the aws_iid attestor.
 type Verifier struct {
 	log      *slog.Logger
@@ -111,14 +103,14 @@ type Verifier struct {
 	accounts map[string]bool
 	rsa2048  map[string]*x509.Certificate
 	rsa1024  map[string]*x509.Certificate
-	awsCfg   *aws.Config
+	ec2      InstanceDescriber // nil unless describe_instances is on
 }
 
 var _ attestors.NodeVerifier = (*Verifier)(nil)
 
 // NewVerifier validates cfg and returns a verifier. With
-// describe_instances on and no WithAWSConfig, it loads the default AWS
-// credential chain.
+// describe_instances on, it needs WithInstanceDescriber (the server builds
+// one with package awsiid/ec2describe).
 func NewVerifier(cfg ServerConfig, log *slog.Logger, opts ...Option) (*Verifier, error) {
 	accounts, err := cfg.accounts()
 	if err != nil {
@@ -130,16 +122,24 @@ func NewVerifier(cfg ServerConfig, log *slog.Logger, opts ...Option) (*Verifier,
 	if log == nil {
 		log = slog.Default()
 	}
-	v := &Verifier{log: log, cfg: cfg, accounts: accounts, rsa2048: rsa2048Certs, rsa1024: rsa1024Certs}
+	v := &Verifier{log: log, cfg: cfg, accounts: accounts}
 	for _, o := range opts {
 		o.apply(v)
 	}
-	if cfg.DescribeInstances && v.awsCfg == nil {
-		c, err := awsconfig.LoadDefaultConfig(context.Background())
+	if v.rsa2048 == nil || v.rsa1024 == nil {
+		embedded, err := embeddedCerts()
 		if err != nil {
-			return nil, fmt.Errorf("awsiid: load AWS config for describe_instances: %w", err)
+			return nil, err
 		}
-		v.awsCfg = &c
+		if v.rsa2048 == nil {
+			v.rsa2048 = embedded.rsa2048
+		}
+		if v.rsa1024 == nil {
+			v.rsa1024 = embedded.rsa1024
+		}
+	}
+	if cfg.DescribeInstances && v.ec2 == nil {
+		return nil, errors.New("awsiid: describe_instances is on but no EC2 client was given (WithInstanceDescriber)")
 	}
 	return v, nil
 }
