@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
+	"github.com/hallmarkid/hallmark/internal/pgtest"
 	"github.com/hallmarkid/hallmark/test/testenv"
 )
 
@@ -286,6 +287,58 @@ func TestLocalAuthorityJWTEndToEnd(t *testing.T) {
 	for _, action := range []string{"jwt_authority_prepare", "jwt_authority_activate", "jwt_authority_taint", "jwt_authority_revoke"} {
 		if !strings.Contains(string(auditLog), `"`+action+`"`) {
 			t.Fatalf("audit log lacks %s", action)
+		}
+	}
+}
+
+// TestLocalAuthorityHA runs two servers on one PostgreSQL database: an
+// action taken on either server applies to the authorities they share and
+// reaches the other within its poll interval (1/50 of the two-minute
+// lifetimes here), for the X.509 CA and the JWT keys alike.
+func TestLocalAuthorityHA(t *testing.T) {
+	conn := pgtest.Start(t)
+	opts := []testenv.ServerOption{testenv.WithHCL(`datastore {
+  type              = "postgres"
+  connection_string = "` + conn + `"
+}`), testenv.WithServerHCL(`ca_ttl = "2m"
+  jwt_key_ttl = "2m"
+  default_x509_svid_ttl = "30s"
+  agent_svid_ttl = "30s"
+  default_jwt_svid_ttl = "30s"`)}
+	env := testenv.New(t)
+	a := env.StartServer(opts...)
+	b := env.StartServer(opts...)
+	for _, kind := range []string{"x509", "jwt"} {
+		first := localAuthorities(t, env, a, kind)["active"][0].GetAuthorityId()
+		if got := localAuthorities(t, env, b, kind)["active"][0].GetAuthorityId(); got != first {
+			t.Fatalf("%s: servers start with different active authorities %s and %s", kind, first, got)
+		}
+		// until waits for srv's show to satisfy cond.
+		until := func(srv *testenv.Server, what string, cond func(map[string][]*apiv1.LocalAuthority) bool) {
+			t.Helper()
+			testenv.WaitFor(t, 10*time.Second, kind+": "+what, func() bool { return cond(localAuthorities(t, env, srv, kind)) })
+		}
+		mustLocalAuthority(t, env, a, kind, "prepare")
+		next := localAuthorities(t, env, a, kind)["prepared"][0].GetAuthorityId()
+		until(b, "B lists the authority prepared on A", func(as map[string][]*apiv1.LocalAuthority) bool {
+			return len(as["prepared"]) == 1 && as["prepared"][0].GetAuthorityId() == next
+		})
+		mustLocalAuthority(t, env, b, kind, "activate", "-authorityID", next)
+		until(a, "A signs with the authority activated on B", func(as map[string][]*apiv1.LocalAuthority) bool {
+			return as["active"][0].GetAuthorityId() == next
+		})
+		mustLocalAuthority(t, env, a, kind, "taint", "-authorityID", first)
+		until(b, "B sees the taint made on A", func(as map[string][]*apiv1.LocalAuthority) bool {
+			return len(as["old"]) == 1 && as["old"][0].GetTainted()
+		})
+		mustLocalAuthority(t, env, b, kind, "revoke", "-authorityID", first)
+		until(a, "A drops the authority revoked on B", func(as map[string][]*apiv1.LocalAuthority) bool {
+			return len(as["old"]) == 0
+		})
+	}
+	for _, srv := range []*testenv.Server{a, b} {
+		if n := strings.Count(srv.MustCLI("bundle", "show"), "BEGIN CERTIFICATE"); n != 1 {
+			t.Fatalf("bundle show holds %d authorities after the revocation", n)
 		}
 	}
 }
