@@ -17,7 +17,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 
 	"github.com/hallmarkid/hallmark/attestors"
 )
@@ -100,7 +99,7 @@ func (c *Collector) Answer(ctx context.Context, challenge []byte) ([]byte, error
 	if len(challenge) < 16 || len(challenge) > 1024 {
 		return nil, fmt.Errorf("awsiam: challenge of %d bytes out of range", len(challenge))
 	}
-	provider, err := c.provider(ctx)
+	provider, err := c.provider()
 	if err != nil {
 		return nil, err
 	}
@@ -127,20 +126,17 @@ func (c *Collector) Answer(ctx context.Context, challenge []byte) ([]byte, error
 	return json.Marshal(sr)
 }
 
-func (c *Collector) provider(ctx context.Context) (aws.CredentialsProvider, error) {
+func (c *Collector) provider() (aws.CredentialsProvider, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.creds != nil {
 		return c.creds, nil
 	}
-	cfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(c.region))
+	p, err := defaultCredentials(c.region)
 	if err != nil {
-		return nil, fmt.Errorf("awsiam: load AWS config: %w", err)
+		return nil, err
 	}
-	if cfg.Credentials == nil {
-		return nil, fmt.Errorf("awsiam: no AWS credentials found")
-	}
-	c.creds = cfg.Credentials
+	c.creds = p
 	return c.creds, nil
 }
 

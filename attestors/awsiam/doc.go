@@ -12,6 +12,11 @@
 // followed). STS's answer gives the caller's ARN, which must be an
 // assumed role in an allow-listed account (and role, if configured).
 //
+// The collector finds its credentials in the environment (static keys, web
+// identity, container credentials, else the EC2 instance role; see
+// credentials.go), not with the SDK's config loader, which would link
+// SSO, sign-in and shared-file support into every agent.
+//
 // Subpackage awsfake holds the loopback AWS fakes used by the AWS
 // attestors' tests.
 //
