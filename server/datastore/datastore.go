@@ -39,6 +39,13 @@ type Entries interface {
 	// empty ID gets a fresh random ID. Duplicates are reported per entry
 	// and skipped; any other failure rolls back the whole batch.
 	CreateEntries(ctx context.Context, entries []registration.Entry) ([]CreateResult, error)
+	// UpdateEntry replaces every field of the entry with ID e.ID except ID
+	// and CreatedAt (e's Revision and CreatedAt are ignored) and returns it
+	// as stored. The change gets a new revision and an event exactly like
+	// a create (Deleted false). ErrNotFound if no entry has that ID;
+	// ErrAlreadyExists if another entry has the same SPIFFE ID, parent and
+	// selector set, the uniqueness rule of CreateEntries.
+	UpdateEntry(ctx context.Context, e registration.Entry) (registration.Entry, error)
 	// DeleteEntry removes an entry and returns it; ErrNotFound if absent.
 	DeleteEntry(ctx context.Context, id string) (registration.Entry, error)
 	// ListEntries returns every entry and the revision they are current to.

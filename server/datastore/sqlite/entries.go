@@ -146,6 +146,61 @@ func (s *Store) CreateEntries(ctx context.Context, entries []registration.Entry)
 	return results, nil
 }
 
+// UpdateEntry replaces every field of the entry with ID e.ID except ID
+// and CreatedAt, at a new revision with a create-like event.
+func (s *Store) UpdateEntry(ctx context.Context, e registration.Entry) (registration.Entry, error) {
+	if e.ID == "" {
+		return registration.Entry{}, fmt.Errorf("sqlite: update entry: %w (no entry ID)", datastore.ErrNotFound)
+	}
+	r, err := toRow(&e)
+	if err != nil {
+		return registration.Entry{}, fmt.Errorf("sqlite: update entry %q: %w", e.ID, err)
+	}
+	var updated registration.Entry
+	err = s.write(ctx, "update entry", func(tx *sql.Tx) error {
+		var createdNanos int64
+		err := tx.QueryRowContext(ctx, `SELECT created_at FROM entries WHERE id = ?`, r.id).Scan(&createdNanos)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("sqlite: update entry %q: %w", r.id, datastore.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: update entry %q: %w", r.id, err)
+		}
+		var other string
+		err = tx.QueryRowContext(ctx, `SELECT id FROM entries
+			WHERE spiffe_id = ? AND parent_id = ? AND selectors_key = ? AND id != ?`,
+			r.spiffeID, r.parentID, r.selectorsKey, r.id).Scan(&other)
+		if err == nil {
+			return fmt.Errorf("sqlite: update entry %q: similar to entry %q: %w", r.id, other, datastore.ErrAlreadyExists)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("sqlite: update entry %q: duplicate check: %w", r.id, err)
+		}
+		rev, err := currentRevision(ctx, tx)
+		if err != nil {
+			return fmt.Errorf("sqlite: update entry %q: %w", r.id, err)
+		}
+		rev++
+		if _, err := tx.ExecContext(ctx, `UPDATE entries SET spiffe_id = ?, parent_id = ?, selectors = ?, selectors_key = ?,
+				x509_svid_ttl = ?, jwt_svid_ttl = ?, dns_names = ?, federates_with = ?, admin = ?, downstream = ?,
+				hint = ?, revision = ? WHERE id = ?`,
+			r.spiffeID, r.parentID, r.selectors, r.selectorsKey, r.x509TTL, r.jwtTTL, r.dnsNames, r.federatesWith,
+			r.admin, r.downstream, r.hint, rev, r.id); err != nil {
+			return fmt.Errorf("sqlite: update entry %q: %w", r.id, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO entry_events (revision, entry_id, deleted) VALUES (?, ?, 0)`, rev, r.id); err != nil {
+			return fmt.Errorf("sqlite: update entry %q: event: %w", r.id, err)
+		}
+		updated = cloneEntry(e)
+		updated.Revision, updated.CreatedAt = rev, decodeTime(createdNanos)
+		return setRevision(ctx, tx, rev)
+	})
+	if err != nil {
+		return registration.Entry{}, err
+	}
+	return updated, nil
+}
+
 // DeleteEntry removes an entry and returns it as it was stored.
 func (s *Store) DeleteEntry(ctx context.Context, id string) (registration.Entry, error) {
 	var e registration.Entry
