@@ -265,6 +265,94 @@ func (x *ListEntriesResponse) GetEntries() []*Entry {
 	return nil
 }
 
+type UpdateEntriesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*Entry               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"` // id required
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateEntriesRequest) Reset() {
+	*x = UpdateEntriesRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateEntriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateEntriesRequest) ProtoMessage() {}
+
+func (x *UpdateEntriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateEntriesRequest.ProtoReflect.Descriptor instead.
+func (*UpdateEntriesRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *UpdateEntriesRequest) GetEntries() []*Entry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type UpdateEntriesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*EntryResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateEntriesResponse) Reset() {
+	*x = UpdateEntriesResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateEntriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateEntriesResponse) ProtoMessage() {}
+
+func (x *UpdateEntriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateEntriesResponse.ProtoReflect.Descriptor instead.
+func (*UpdateEntriesResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UpdateEntriesResponse) GetResults() []*EntryResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 type DeleteEntryRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -274,7 +362,7 @@ type DeleteEntryRequest struct {
 
 func (x *DeleteEntryRequest) Reset() {
 	*x = DeleteEntryRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[5]
+	mi := &file_api_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +374,7 @@ func (x *DeleteEntryRequest) String() string {
 func (*DeleteEntryRequest) ProtoMessage() {}
 
 func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[5]
+	mi := &file_api_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +387,7 @@ func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEntryRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteEntryRequest) GetId() string {
@@ -318,7 +406,7 @@ type DeleteEntryResponse struct {
 
 func (x *DeleteEntryResponse) Reset() {
 	*x = DeleteEntryResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[6]
+	mi := &file_api_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -330,7 +418,7 @@ func (x *DeleteEntryResponse) String() string {
 func (*DeleteEntryResponse) ProtoMessage() {}
 
 func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[6]
+	mi := &file_api_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -343,7 +431,7 @@ func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEntryResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteEntryResponse) GetEntry() *Entry {
@@ -363,7 +451,7 @@ type GenerateJoinTokenRequest struct {
 
 func (x *GenerateJoinTokenRequest) Reset() {
 	*x = GenerateJoinTokenRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[7]
+	mi := &file_api_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +463,7 @@ func (x *GenerateJoinTokenRequest) String() string {
 func (*GenerateJoinTokenRequest) ProtoMessage() {}
 
 func (x *GenerateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[7]
+	mi := &file_api_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +476,7 @@ func (x *GenerateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*GenerateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GenerateJoinTokenRequest) GetTtlSeconds() int64 {
@@ -416,7 +504,7 @@ type GenerateJoinTokenResponse struct {
 
 func (x *GenerateJoinTokenResponse) Reset() {
 	*x = GenerateJoinTokenResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[8]
+	mi := &file_api_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +516,7 @@ func (x *GenerateJoinTokenResponse) String() string {
 func (*GenerateJoinTokenResponse) ProtoMessage() {}
 
 func (x *GenerateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[8]
+	mi := &file_api_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +529,7 @@ func (x *GenerateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*GenerateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GenerateJoinTokenResponse) GetToken() string {
@@ -473,7 +561,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[9]
+	mi := &file_api_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +573,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[9]
+	mi := &file_api_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +586,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 type ListAgentsResponse struct {
@@ -510,7 +598,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[10]
+	mi := &file_api_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +610,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[10]
+	mi := &file_api_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +623,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -554,7 +642,7 @@ type EvictAgentRequest struct {
 
 func (x *EvictAgentRequest) Reset() {
 	*x = EvictAgentRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[11]
+	mi := &file_api_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +654,7 @@ func (x *EvictAgentRequest) String() string {
 func (*EvictAgentRequest) ProtoMessage() {}
 
 func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[11]
+	mi := &file_api_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +667,7 @@ func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentRequest.ProtoReflect.Descriptor instead.
 func (*EvictAgentRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EvictAgentRequest) GetSpiffeId() string {
@@ -597,7 +685,7 @@ type EvictAgentResponse struct {
 
 func (x *EvictAgentResponse) Reset() {
 	*x = EvictAgentResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[12]
+	mi := &file_api_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +697,7 @@ func (x *EvictAgentResponse) String() string {
 func (*EvictAgentResponse) ProtoMessage() {}
 
 func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[12]
+	mi := &file_api_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +710,7 @@ func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentResponse.ProtoReflect.Descriptor instead.
 func (*EvictAgentResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 type GetBundleRequest struct {
@@ -633,7 +721,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[13]
+	mi := &file_api_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +733,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[13]
+	mi := &file_api_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +746,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type HealthRequest struct {
@@ -669,7 +757,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[14]
+	mi := &file_api_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +769,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[14]
+	mi := &file_api_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +782,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type HealthResponse struct {
@@ -707,7 +795,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[15]
+	mi := &file_api_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +807,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[15]
+	mi := &file_api_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +820,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HealthResponse) GetReady() bool {
@@ -762,7 +850,7 @@ type BundleDocument struct {
 
 func (x *BundleDocument) Reset() {
 	*x = BundleDocument{}
-	mi := &file_api_v1_admin_proto_msgTypes[16]
+	mi := &file_api_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +862,7 @@ func (x *BundleDocument) String() string {
 func (*BundleDocument) ProtoMessage() {}
 
 func (x *BundleDocument) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[16]
+	mi := &file_api_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +875,7 @@ func (x *BundleDocument) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleDocument.ProtoReflect.Descriptor instead.
 func (*BundleDocument) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BundleDocument) GetTrustDomain() string {
@@ -813,7 +901,7 @@ type ListFederatedBundlesRequest struct {
 
 func (x *ListFederatedBundlesRequest) Reset() {
 	*x = ListFederatedBundlesRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[17]
+	mi := &file_api_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +913,7 @@ func (x *ListFederatedBundlesRequest) String() string {
 func (*ListFederatedBundlesRequest) ProtoMessage() {}
 
 func (x *ListFederatedBundlesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[17]
+	mi := &file_api_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +926,7 @@ func (x *ListFederatedBundlesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFederatedBundlesRequest.ProtoReflect.Descriptor instead.
 func (*ListFederatedBundlesRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListFederatedBundlesRequest) GetTrustDomain() string {
@@ -857,7 +945,7 @@ type ListFederatedBundlesResponse struct {
 
 func (x *ListFederatedBundlesResponse) Reset() {
 	*x = ListFederatedBundlesResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[18]
+	mi := &file_api_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +957,7 @@ func (x *ListFederatedBundlesResponse) String() string {
 func (*ListFederatedBundlesResponse) ProtoMessage() {}
 
 func (x *ListFederatedBundlesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[18]
+	mi := &file_api_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +970,7 @@ func (x *ListFederatedBundlesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFederatedBundlesResponse.ProtoReflect.Descriptor instead.
 func (*ListFederatedBundlesResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListFederatedBundlesResponse) GetBundles() []*BundleDocument {
@@ -901,7 +989,7 @@ type SetFederatedBundleRequest struct {
 
 func (x *SetFederatedBundleRequest) Reset() {
 	*x = SetFederatedBundleRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[19]
+	mi := &file_api_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1001,7 @@ func (x *SetFederatedBundleRequest) String() string {
 func (*SetFederatedBundleRequest) ProtoMessage() {}
 
 func (x *SetFederatedBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[19]
+	mi := &file_api_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1014,7 @@ func (x *SetFederatedBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFederatedBundleRequest.ProtoReflect.Descriptor instead.
 func (*SetFederatedBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SetFederatedBundleRequest) GetBundle() *BundleDocument {
@@ -945,7 +1033,7 @@ type SetFederatedBundleResponse struct {
 
 func (x *SetFederatedBundleResponse) Reset() {
 	*x = SetFederatedBundleResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[20]
+	mi := &file_api_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1045,7 @@ func (x *SetFederatedBundleResponse) String() string {
 func (*SetFederatedBundleResponse) ProtoMessage() {}
 
 func (x *SetFederatedBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[20]
+	mi := &file_api_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1058,7 @@ func (x *SetFederatedBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFederatedBundleResponse.ProtoReflect.Descriptor instead.
 func (*SetFederatedBundleResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetFederatedBundleResponse) GetRelationship() *FederationRelationship {
@@ -989,7 +1077,7 @@ type DeleteFederatedBundleRequest struct {
 
 func (x *DeleteFederatedBundleRequest) Reset() {
 	*x = DeleteFederatedBundleRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[21]
+	mi := &file_api_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1089,7 @@ func (x *DeleteFederatedBundleRequest) String() string {
 func (*DeleteFederatedBundleRequest) ProtoMessage() {}
 
 func (x *DeleteFederatedBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[21]
+	mi := &file_api_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1102,7 @@ func (x *DeleteFederatedBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFederatedBundleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFederatedBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DeleteFederatedBundleRequest) GetTrustDomain() string {
@@ -1032,7 +1120,7 @@ type DeleteFederatedBundleResponse struct {
 
 func (x *DeleteFederatedBundleResponse) Reset() {
 	*x = DeleteFederatedBundleResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[22]
+	mi := &file_api_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1132,7 @@ func (x *DeleteFederatedBundleResponse) String() string {
 func (*DeleteFederatedBundleResponse) ProtoMessage() {}
 
 func (x *DeleteFederatedBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[22]
+	mi := &file_api_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1145,7 @@ func (x *DeleteFederatedBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFederatedBundleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteFederatedBundleResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 type ListFederationRelationshipsRequest struct {
@@ -1068,7 +1156,7 @@ type ListFederationRelationshipsRequest struct {
 
 func (x *ListFederationRelationshipsRequest) Reset() {
 	*x = ListFederationRelationshipsRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[23]
+	mi := &file_api_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1168,7 @@ func (x *ListFederationRelationshipsRequest) String() string {
 func (*ListFederationRelationshipsRequest) ProtoMessage() {}
 
 func (x *ListFederationRelationshipsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[23]
+	mi := &file_api_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1181,7 @@ func (x *ListFederationRelationshipsRequest) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use ListFederationRelationshipsRequest.ProtoReflect.Descriptor instead.
 func (*ListFederationRelationshipsRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type ListFederationRelationshipsResponse struct {
@@ -1105,7 +1193,7 @@ type ListFederationRelationshipsResponse struct {
 
 func (x *ListFederationRelationshipsResponse) Reset() {
 	*x = ListFederationRelationshipsResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[24]
+	mi := &file_api_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1205,7 @@ func (x *ListFederationRelationshipsResponse) String() string {
 func (*ListFederationRelationshipsResponse) ProtoMessage() {}
 
 func (x *ListFederationRelationshipsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[24]
+	mi := &file_api_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1218,7 @@ func (x *ListFederationRelationshipsResponse) ProtoReflect() protoreflect.Messag
 
 // Deprecated: Use ListFederationRelationshipsResponse.ProtoReflect.Descriptor instead.
 func (*ListFederationRelationshipsResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListFederationRelationshipsResponse) GetRelationships() []*FederationRelationship {
@@ -1149,7 +1237,7 @@ type RefreshFederatedBundleRequest struct {
 
 func (x *RefreshFederatedBundleRequest) Reset() {
 	*x = RefreshFederatedBundleRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[25]
+	mi := &file_api_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1249,7 @@ func (x *RefreshFederatedBundleRequest) String() string {
 func (*RefreshFederatedBundleRequest) ProtoMessage() {}
 
 func (x *RefreshFederatedBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[25]
+	mi := &file_api_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1262,7 @@ func (x *RefreshFederatedBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshFederatedBundleRequest.ProtoReflect.Descriptor instead.
 func (*RefreshFederatedBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RefreshFederatedBundleRequest) GetTrustDomain() string {
@@ -1207,7 +1295,7 @@ type FederationRelationship struct {
 
 func (x *FederationRelationship) Reset() {
 	*x = FederationRelationship{}
-	mi := &file_api_v1_admin_proto_msgTypes[26]
+	mi := &file_api_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1307,7 @@ func (x *FederationRelationship) String() string {
 func (*FederationRelationship) ProtoMessage() {}
 
 func (x *FederationRelationship) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[26]
+	mi := &file_api_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1320,7 @@ func (x *FederationRelationship) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederationRelationship.ProtoReflect.Descriptor instead.
 func (*FederationRelationship) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *FederationRelationship) GetTrustDomain() string {
@@ -1355,7 +1443,7 @@ type LocalAuthority struct {
 
 func (x *LocalAuthority) Reset() {
 	*x = LocalAuthority{}
-	mi := &file_api_v1_admin_proto_msgTypes[27]
+	mi := &file_api_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1455,7 @@ func (x *LocalAuthority) String() string {
 func (*LocalAuthority) ProtoMessage() {}
 
 func (x *LocalAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[27]
+	mi := &file_api_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1468,7 @@ func (x *LocalAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalAuthority.ProtoReflect.Descriptor instead.
 func (*LocalAuthority) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LocalAuthority) GetAuthorityId() string {
@@ -1475,7 +1563,7 @@ type ListLocalAuthoritiesRequest struct {
 
 func (x *ListLocalAuthoritiesRequest) Reset() {
 	*x = ListLocalAuthoritiesRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[28]
+	mi := &file_api_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1575,7 @@ func (x *ListLocalAuthoritiesRequest) String() string {
 func (*ListLocalAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListLocalAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[28]
+	mi := &file_api_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1588,7 @@ func (x *ListLocalAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocalAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListLocalAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 type ListLocalAuthoritiesResponse struct {
@@ -1512,7 +1600,7 @@ type ListLocalAuthoritiesResponse struct {
 
 func (x *ListLocalAuthoritiesResponse) Reset() {
 	*x = ListLocalAuthoritiesResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[29]
+	mi := &file_api_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1612,7 @@ func (x *ListLocalAuthoritiesResponse) String() string {
 func (*ListLocalAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListLocalAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[29]
+	mi := &file_api_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1625,7 @@ func (x *ListLocalAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocalAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListLocalAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListLocalAuthoritiesResponse) GetAuthorities() []*LocalAuthority {
@@ -1555,7 +1643,7 @@ type PrepareLocalAuthorityRequest struct {
 
 func (x *PrepareLocalAuthorityRequest) Reset() {
 	*x = PrepareLocalAuthorityRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[30]
+	mi := &file_api_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1655,7 @@ func (x *PrepareLocalAuthorityRequest) String() string {
 func (*PrepareLocalAuthorityRequest) ProtoMessage() {}
 
 func (x *PrepareLocalAuthorityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[30]
+	mi := &file_api_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1668,7 @@ func (x *PrepareLocalAuthorityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareLocalAuthorityRequest.ProtoReflect.Descriptor instead.
 func (*PrepareLocalAuthorityRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 type LocalAuthorityRequest struct {
@@ -1592,7 +1680,7 @@ type LocalAuthorityRequest struct {
 
 func (x *LocalAuthorityRequest) Reset() {
 	*x = LocalAuthorityRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[31]
+	mi := &file_api_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1692,7 @@ func (x *LocalAuthorityRequest) String() string {
 func (*LocalAuthorityRequest) ProtoMessage() {}
 
 func (x *LocalAuthorityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[31]
+	mi := &file_api_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1705,7 @@ func (x *LocalAuthorityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalAuthorityRequest.ProtoReflect.Descriptor instead.
 func (*LocalAuthorityRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *LocalAuthorityRequest) GetAuthorityId() string {
@@ -1644,7 +1732,11 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\tparent_id\x18\x02 \x01(\tR\bparentId\x123\n" +
 	"\tselectors\x18\x03 \x03(\v2\x15.hallmark.v1.SelectorR\tselectors\"C\n" +
 	"\x13ListEntriesResponse\x12,\n" +
-	"\aentries\x18\x01 \x03(\v2\x12.hallmark.v1.EntryR\aentries\"$\n" +
+	"\aentries\x18\x01 \x03(\v2\x12.hallmark.v1.EntryR\aentries\"D\n" +
+	"\x14UpdateEntriesRequest\x12,\n" +
+	"\aentries\x18\x01 \x03(\v2\x12.hallmark.v1.EntryR\aentries\"K\n" +
+	"\x15UpdateEntriesResponse\x122\n" +
+	"\aresults\x18\x01 \x03(\v2\x18.hallmark.v1.EntryResultR\aresults\"$\n" +
 	"\x12DeleteEntryRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"?\n" +
 	"\x13DeleteEntryResponse\x12(\n" +
@@ -1727,11 +1819,12 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\vauthorities\x18\x01 \x03(\v2\x1b.hallmark.v1.LocalAuthorityR\vauthorities\"\x1e\n" +
 	"\x1cPrepareLocalAuthorityRequest\":\n" +
 	"\x15LocalAuthorityRequest\x12!\n" +
-	"\fauthority_id\x18\x01 \x01(\tR\vauthorityId2\xe0\x10\n" +
+	"\fauthority_id\x18\x01 \x01(\tR\vauthorityId2\xb8\x11\n" +
 	"\x05Admin\x12V\n" +
 	"\rCreateEntries\x12!.hallmark.v1.CreateEntriesRequest\x1a\".hallmark.v1.CreateEntriesResponse\x12P\n" +
 	"\vListEntries\x12\x1f.hallmark.v1.ListEntriesRequest\x1a .hallmark.v1.ListEntriesResponse\x12P\n" +
-	"\vDeleteEntry\x12\x1f.hallmark.v1.DeleteEntryRequest\x1a .hallmark.v1.DeleteEntryResponse\x12b\n" +
+	"\vDeleteEntry\x12\x1f.hallmark.v1.DeleteEntryRequest\x1a .hallmark.v1.DeleteEntryResponse\x12V\n" +
+	"\rUpdateEntries\x12!.hallmark.v1.UpdateEntriesRequest\x1a\".hallmark.v1.UpdateEntriesResponse\x12b\n" +
 	"\x11GenerateJoinToken\x12%.hallmark.v1.GenerateJoinTokenRequest\x1a&.hallmark.v1.GenerateJoinTokenResponse\x12M\n" +
 	"\n" +
 	"ListAgents\x12\x1e.hallmark.v1.ListAgentsRequest\x1a\x1f.hallmark.v1.ListAgentsResponse\x12M\n" +
@@ -1767,109 +1860,115 @@ func file_api_v1_admin_proto_rawDescGZIP() []byte {
 	return file_api_v1_admin_proto_rawDescData
 }
 
-var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_api_v1_admin_proto_goTypes = []any{
 	(*CreateEntriesRequest)(nil),                // 0: hallmark.v1.CreateEntriesRequest
 	(*EntryResult)(nil),                         // 1: hallmark.v1.EntryResult
 	(*CreateEntriesResponse)(nil),               // 2: hallmark.v1.CreateEntriesResponse
 	(*ListEntriesRequest)(nil),                  // 3: hallmark.v1.ListEntriesRequest
 	(*ListEntriesResponse)(nil),                 // 4: hallmark.v1.ListEntriesResponse
-	(*DeleteEntryRequest)(nil),                  // 5: hallmark.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),                 // 6: hallmark.v1.DeleteEntryResponse
-	(*GenerateJoinTokenRequest)(nil),            // 7: hallmark.v1.GenerateJoinTokenRequest
-	(*GenerateJoinTokenResponse)(nil),           // 8: hallmark.v1.GenerateJoinTokenResponse
-	(*ListAgentsRequest)(nil),                   // 9: hallmark.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),                  // 10: hallmark.v1.ListAgentsResponse
-	(*EvictAgentRequest)(nil),                   // 11: hallmark.v1.EvictAgentRequest
-	(*EvictAgentResponse)(nil),                  // 12: hallmark.v1.EvictAgentResponse
-	(*GetBundleRequest)(nil),                    // 13: hallmark.v1.GetBundleRequest
-	(*HealthRequest)(nil),                       // 14: hallmark.v1.HealthRequest
-	(*HealthResponse)(nil),                      // 15: hallmark.v1.HealthResponse
-	(*BundleDocument)(nil),                      // 16: hallmark.v1.BundleDocument
-	(*ListFederatedBundlesRequest)(nil),         // 17: hallmark.v1.ListFederatedBundlesRequest
-	(*ListFederatedBundlesResponse)(nil),        // 18: hallmark.v1.ListFederatedBundlesResponse
-	(*SetFederatedBundleRequest)(nil),           // 19: hallmark.v1.SetFederatedBundleRequest
-	(*SetFederatedBundleResponse)(nil),          // 20: hallmark.v1.SetFederatedBundleResponse
-	(*DeleteFederatedBundleRequest)(nil),        // 21: hallmark.v1.DeleteFederatedBundleRequest
-	(*DeleteFederatedBundleResponse)(nil),       // 22: hallmark.v1.DeleteFederatedBundleResponse
-	(*ListFederationRelationshipsRequest)(nil),  // 23: hallmark.v1.ListFederationRelationshipsRequest
-	(*ListFederationRelationshipsResponse)(nil), // 24: hallmark.v1.ListFederationRelationshipsResponse
-	(*RefreshFederatedBundleRequest)(nil),       // 25: hallmark.v1.RefreshFederatedBundleRequest
-	(*FederationRelationship)(nil),              // 26: hallmark.v1.FederationRelationship
-	(*LocalAuthority)(nil),                      // 27: hallmark.v1.LocalAuthority
-	(*ListLocalAuthoritiesRequest)(nil),         // 28: hallmark.v1.ListLocalAuthoritiesRequest
-	(*ListLocalAuthoritiesResponse)(nil),        // 29: hallmark.v1.ListLocalAuthoritiesResponse
-	(*PrepareLocalAuthorityRequest)(nil),        // 30: hallmark.v1.PrepareLocalAuthorityRequest
-	(*LocalAuthorityRequest)(nil),               // 31: hallmark.v1.LocalAuthorityRequest
-	(*Entry)(nil),                               // 32: hallmark.v1.Entry
-	(*Selector)(nil),                            // 33: hallmark.v1.Selector
-	(*Agent)(nil),                               // 34: hallmark.v1.Agent
-	(*Bundle)(nil),                              // 35: hallmark.v1.Bundle
+	(*UpdateEntriesRequest)(nil),                // 5: hallmark.v1.UpdateEntriesRequest
+	(*UpdateEntriesResponse)(nil),               // 6: hallmark.v1.UpdateEntriesResponse
+	(*DeleteEntryRequest)(nil),                  // 7: hallmark.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),                 // 8: hallmark.v1.DeleteEntryResponse
+	(*GenerateJoinTokenRequest)(nil),            // 9: hallmark.v1.GenerateJoinTokenRequest
+	(*GenerateJoinTokenResponse)(nil),           // 10: hallmark.v1.GenerateJoinTokenResponse
+	(*ListAgentsRequest)(nil),                   // 11: hallmark.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),                  // 12: hallmark.v1.ListAgentsResponse
+	(*EvictAgentRequest)(nil),                   // 13: hallmark.v1.EvictAgentRequest
+	(*EvictAgentResponse)(nil),                  // 14: hallmark.v1.EvictAgentResponse
+	(*GetBundleRequest)(nil),                    // 15: hallmark.v1.GetBundleRequest
+	(*HealthRequest)(nil),                       // 16: hallmark.v1.HealthRequest
+	(*HealthResponse)(nil),                      // 17: hallmark.v1.HealthResponse
+	(*BundleDocument)(nil),                      // 18: hallmark.v1.BundleDocument
+	(*ListFederatedBundlesRequest)(nil),         // 19: hallmark.v1.ListFederatedBundlesRequest
+	(*ListFederatedBundlesResponse)(nil),        // 20: hallmark.v1.ListFederatedBundlesResponse
+	(*SetFederatedBundleRequest)(nil),           // 21: hallmark.v1.SetFederatedBundleRequest
+	(*SetFederatedBundleResponse)(nil),          // 22: hallmark.v1.SetFederatedBundleResponse
+	(*DeleteFederatedBundleRequest)(nil),        // 23: hallmark.v1.DeleteFederatedBundleRequest
+	(*DeleteFederatedBundleResponse)(nil),       // 24: hallmark.v1.DeleteFederatedBundleResponse
+	(*ListFederationRelationshipsRequest)(nil),  // 25: hallmark.v1.ListFederationRelationshipsRequest
+	(*ListFederationRelationshipsResponse)(nil), // 26: hallmark.v1.ListFederationRelationshipsResponse
+	(*RefreshFederatedBundleRequest)(nil),       // 27: hallmark.v1.RefreshFederatedBundleRequest
+	(*FederationRelationship)(nil),              // 28: hallmark.v1.FederationRelationship
+	(*LocalAuthority)(nil),                      // 29: hallmark.v1.LocalAuthority
+	(*ListLocalAuthoritiesRequest)(nil),         // 30: hallmark.v1.ListLocalAuthoritiesRequest
+	(*ListLocalAuthoritiesResponse)(nil),        // 31: hallmark.v1.ListLocalAuthoritiesResponse
+	(*PrepareLocalAuthorityRequest)(nil),        // 32: hallmark.v1.PrepareLocalAuthorityRequest
+	(*LocalAuthorityRequest)(nil),               // 33: hallmark.v1.LocalAuthorityRequest
+	(*Entry)(nil),                               // 34: hallmark.v1.Entry
+	(*Selector)(nil),                            // 35: hallmark.v1.Selector
+	(*Agent)(nil),                               // 36: hallmark.v1.Agent
+	(*Bundle)(nil),                              // 37: hallmark.v1.Bundle
 }
 var file_api_v1_admin_proto_depIdxs = []int32{
-	32, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
-	32, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
+	34, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
+	34, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
 	1,  // 2: hallmark.v1.CreateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
-	33, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
-	32, // 4: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
-	32, // 5: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
-	34, // 6: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
-	16, // 7: hallmark.v1.ListFederatedBundlesResponse.bundles:type_name -> hallmark.v1.BundleDocument
-	16, // 8: hallmark.v1.SetFederatedBundleRequest.bundle:type_name -> hallmark.v1.BundleDocument
-	26, // 9: hallmark.v1.SetFederatedBundleResponse.relationship:type_name -> hallmark.v1.FederationRelationship
-	26, // 10: hallmark.v1.ListFederationRelationshipsResponse.relationships:type_name -> hallmark.v1.FederationRelationship
-	27, // 11: hallmark.v1.ListLocalAuthoritiesResponse.authorities:type_name -> hallmark.v1.LocalAuthority
-	0,  // 12: hallmark.v1.Admin.CreateEntries:input_type -> hallmark.v1.CreateEntriesRequest
-	3,  // 13: hallmark.v1.Admin.ListEntries:input_type -> hallmark.v1.ListEntriesRequest
-	5,  // 14: hallmark.v1.Admin.DeleteEntry:input_type -> hallmark.v1.DeleteEntryRequest
-	7,  // 15: hallmark.v1.Admin.GenerateJoinToken:input_type -> hallmark.v1.GenerateJoinTokenRequest
-	9,  // 16: hallmark.v1.Admin.ListAgents:input_type -> hallmark.v1.ListAgentsRequest
-	11, // 17: hallmark.v1.Admin.EvictAgent:input_type -> hallmark.v1.EvictAgentRequest
-	13, // 18: hallmark.v1.Admin.GetBundle:input_type -> hallmark.v1.GetBundleRequest
-	14, // 19: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
-	17, // 20: hallmark.v1.Admin.ListFederatedBundles:input_type -> hallmark.v1.ListFederatedBundlesRequest
-	19, // 21: hallmark.v1.Admin.SetFederatedBundle:input_type -> hallmark.v1.SetFederatedBundleRequest
-	21, // 22: hallmark.v1.Admin.DeleteFederatedBundle:input_type -> hallmark.v1.DeleteFederatedBundleRequest
-	23, // 23: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
-	25, // 24: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
-	28, // 25: hallmark.v1.Admin.ListX509Authorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
-	30, // 26: hallmark.v1.Admin.PrepareX509Authority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
-	31, // 27: hallmark.v1.Admin.ActivateX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	31, // 28: hallmark.v1.Admin.TaintX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	31, // 29: hallmark.v1.Admin.RevokeX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	28, // 30: hallmark.v1.Admin.ListJWTAuthorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
-	30, // 31: hallmark.v1.Admin.PrepareJWTAuthority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
-	31, // 32: hallmark.v1.Admin.ActivateJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	31, // 33: hallmark.v1.Admin.TaintJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	31, // 34: hallmark.v1.Admin.RevokeJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	2,  // 35: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
-	4,  // 36: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
-	6,  // 37: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
-	8,  // 38: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
-	10, // 39: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
-	12, // 40: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
-	35, // 41: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
-	15, // 42: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
-	18, // 43: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
-	20, // 44: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
-	22, // 45: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
-	24, // 46: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
-	26, // 47: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
-	29, // 48: hallmark.v1.Admin.ListX509Authorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
-	27, // 49: hallmark.v1.Admin.PrepareX509Authority:output_type -> hallmark.v1.LocalAuthority
-	27, // 50: hallmark.v1.Admin.ActivateX509Authority:output_type -> hallmark.v1.LocalAuthority
-	27, // 51: hallmark.v1.Admin.TaintX509Authority:output_type -> hallmark.v1.LocalAuthority
-	27, // 52: hallmark.v1.Admin.RevokeX509Authority:output_type -> hallmark.v1.LocalAuthority
-	29, // 53: hallmark.v1.Admin.ListJWTAuthorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
-	27, // 54: hallmark.v1.Admin.PrepareJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	27, // 55: hallmark.v1.Admin.ActivateJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	27, // 56: hallmark.v1.Admin.TaintJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	27, // 57: hallmark.v1.Admin.RevokeJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	35, // [35:58] is the sub-list for method output_type
-	12, // [12:35] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	35, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
+	34, // 4: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
+	34, // 5: hallmark.v1.UpdateEntriesRequest.entries:type_name -> hallmark.v1.Entry
+	1,  // 6: hallmark.v1.UpdateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
+	34, // 7: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
+	36, // 8: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
+	18, // 9: hallmark.v1.ListFederatedBundlesResponse.bundles:type_name -> hallmark.v1.BundleDocument
+	18, // 10: hallmark.v1.SetFederatedBundleRequest.bundle:type_name -> hallmark.v1.BundleDocument
+	28, // 11: hallmark.v1.SetFederatedBundleResponse.relationship:type_name -> hallmark.v1.FederationRelationship
+	28, // 12: hallmark.v1.ListFederationRelationshipsResponse.relationships:type_name -> hallmark.v1.FederationRelationship
+	29, // 13: hallmark.v1.ListLocalAuthoritiesResponse.authorities:type_name -> hallmark.v1.LocalAuthority
+	0,  // 14: hallmark.v1.Admin.CreateEntries:input_type -> hallmark.v1.CreateEntriesRequest
+	3,  // 15: hallmark.v1.Admin.ListEntries:input_type -> hallmark.v1.ListEntriesRequest
+	7,  // 16: hallmark.v1.Admin.DeleteEntry:input_type -> hallmark.v1.DeleteEntryRequest
+	5,  // 17: hallmark.v1.Admin.UpdateEntries:input_type -> hallmark.v1.UpdateEntriesRequest
+	9,  // 18: hallmark.v1.Admin.GenerateJoinToken:input_type -> hallmark.v1.GenerateJoinTokenRequest
+	11, // 19: hallmark.v1.Admin.ListAgents:input_type -> hallmark.v1.ListAgentsRequest
+	13, // 20: hallmark.v1.Admin.EvictAgent:input_type -> hallmark.v1.EvictAgentRequest
+	15, // 21: hallmark.v1.Admin.GetBundle:input_type -> hallmark.v1.GetBundleRequest
+	16, // 22: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
+	19, // 23: hallmark.v1.Admin.ListFederatedBundles:input_type -> hallmark.v1.ListFederatedBundlesRequest
+	21, // 24: hallmark.v1.Admin.SetFederatedBundle:input_type -> hallmark.v1.SetFederatedBundleRequest
+	23, // 25: hallmark.v1.Admin.DeleteFederatedBundle:input_type -> hallmark.v1.DeleteFederatedBundleRequest
+	25, // 26: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
+	27, // 27: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
+	30, // 28: hallmark.v1.Admin.ListX509Authorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
+	32, // 29: hallmark.v1.Admin.PrepareX509Authority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
+	33, // 30: hallmark.v1.Admin.ActivateX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	33, // 31: hallmark.v1.Admin.TaintX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	33, // 32: hallmark.v1.Admin.RevokeX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	30, // 33: hallmark.v1.Admin.ListJWTAuthorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
+	32, // 34: hallmark.v1.Admin.PrepareJWTAuthority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
+	33, // 35: hallmark.v1.Admin.ActivateJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	33, // 36: hallmark.v1.Admin.TaintJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	33, // 37: hallmark.v1.Admin.RevokeJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	2,  // 38: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
+	4,  // 39: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
+	8,  // 40: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
+	6,  // 41: hallmark.v1.Admin.UpdateEntries:output_type -> hallmark.v1.UpdateEntriesResponse
+	10, // 42: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
+	12, // 43: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
+	14, // 44: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
+	37, // 45: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
+	17, // 46: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
+	20, // 47: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
+	22, // 48: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
+	24, // 49: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
+	26, // 50: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
+	28, // 51: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
+	31, // 52: hallmark.v1.Admin.ListX509Authorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
+	29, // 53: hallmark.v1.Admin.PrepareX509Authority:output_type -> hallmark.v1.LocalAuthority
+	29, // 54: hallmark.v1.Admin.ActivateX509Authority:output_type -> hallmark.v1.LocalAuthority
+	29, // 55: hallmark.v1.Admin.TaintX509Authority:output_type -> hallmark.v1.LocalAuthority
+	29, // 56: hallmark.v1.Admin.RevokeX509Authority:output_type -> hallmark.v1.LocalAuthority
+	31, // 57: hallmark.v1.Admin.ListJWTAuthorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
+	29, // 58: hallmark.v1.Admin.PrepareJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	29, // 59: hallmark.v1.Admin.ActivateJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	29, // 60: hallmark.v1.Admin.TaintJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	29, // 61: hallmark.v1.Admin.RevokeJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	38, // [38:62] is the sub-list for method output_type
+	14, // [14:38] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_admin_proto_init() }
@@ -1884,7 +1983,7 @@ func file_api_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_admin_proto_rawDesc), len(file_api_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

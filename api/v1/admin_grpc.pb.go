@@ -22,6 +22,7 @@ const (
 	Admin_CreateEntries_FullMethodName               = "/hallmark.v1.Admin/CreateEntries"
 	Admin_ListEntries_FullMethodName                 = "/hallmark.v1.Admin/ListEntries"
 	Admin_DeleteEntry_FullMethodName                 = "/hallmark.v1.Admin/DeleteEntry"
+	Admin_UpdateEntries_FullMethodName               = "/hallmark.v1.Admin/UpdateEntries"
 	Admin_GenerateJoinToken_FullMethodName           = "/hallmark.v1.Admin/GenerateJoinToken"
 	Admin_ListAgents_FullMethodName                  = "/hallmark.v1.Admin/ListAgents"
 	Admin_EvictAgent_FullMethodName                  = "/hallmark.v1.Admin/EvictAgent"
@@ -53,6 +54,12 @@ type AdminClient interface {
 	CreateEntries(ctx context.Context, in *CreateEntriesRequest, opts ...grpc.CallOption) (*CreateEntriesResponse, error)
 	ListEntries(ctx context.Context, in *ListEntriesRequest, opts ...grpc.CallOption) (*ListEntriesResponse, error)
 	DeleteEntry(ctx context.Context, in *DeleteEntryRequest, opts ...grpc.CallOption) (*DeleteEntryResponse, error)
+	// UpdateEntries replaces each entry with the given id by the given
+	// content (SPIRE's `entry update`: every field, no mask; revision and
+	// created_at are ignored). Results are per entry, in request order: an
+	// unknown id, an invalid entry or one similar to another entry (same
+	// SPIFFE ID, parent and selector set) fails alone.
+	UpdateEntries(ctx context.Context, in *UpdateEntriesRequest, opts ...grpc.CallOption) (*UpdateEntriesResponse, error)
 	GenerateJoinToken(ctx context.Context, in *GenerateJoinTokenRequest, opts ...grpc.CallOption) (*GenerateJoinTokenResponse, error)
 	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
 	EvictAgent(ctx context.Context, in *EvictAgentRequest, opts ...grpc.CallOption) (*EvictAgentResponse, error)
@@ -121,6 +128,16 @@ func (c *adminClient) DeleteEntry(ctx context.Context, in *DeleteEntryRequest, o
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeleteEntryResponse)
 	err := c.cc.Invoke(ctx, Admin_DeleteEntry_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) UpdateEntries(ctx context.Context, in *UpdateEntriesRequest, opts ...grpc.CallOption) (*UpdateEntriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateEntriesResponse)
+	err := c.cc.Invoke(ctx, Admin_UpdateEntries_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -336,6 +353,12 @@ type AdminServer interface {
 	CreateEntries(context.Context, *CreateEntriesRequest) (*CreateEntriesResponse, error)
 	ListEntries(context.Context, *ListEntriesRequest) (*ListEntriesResponse, error)
 	DeleteEntry(context.Context, *DeleteEntryRequest) (*DeleteEntryResponse, error)
+	// UpdateEntries replaces each entry with the given id by the given
+	// content (SPIRE's `entry update`: every field, no mask; revision and
+	// created_at are ignored). Results are per entry, in request order: an
+	// unknown id, an invalid entry or one similar to another entry (same
+	// SPIFFE ID, parent and selector set) fails alone.
+	UpdateEntries(context.Context, *UpdateEntriesRequest) (*UpdateEntriesResponse, error)
 	GenerateJoinToken(context.Context, *GenerateJoinTokenRequest) (*GenerateJoinTokenResponse, error)
 	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
 	EvictAgent(context.Context, *EvictAgentRequest) (*EvictAgentResponse, error)
@@ -388,6 +411,9 @@ func (UnimplementedAdminServer) ListEntries(context.Context, *ListEntriesRequest
 }
 func (UnimplementedAdminServer) DeleteEntry(context.Context, *DeleteEntryRequest) (*DeleteEntryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteEntry not implemented")
+}
+func (UnimplementedAdminServer) UpdateEntries(context.Context, *UpdateEntriesRequest) (*UpdateEntriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateEntries not implemented")
 }
 func (UnimplementedAdminServer) GenerateJoinToken(context.Context, *GenerateJoinTokenRequest) (*GenerateJoinTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GenerateJoinToken not implemented")
@@ -520,6 +546,24 @@ func _Admin_DeleteEntry_Handler(srv interface{}, ctx context.Context, dec func(i
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServer).DeleteEntry(ctx, req.(*DeleteEntryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_UpdateEntries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateEntriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).UpdateEntries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_UpdateEntries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).UpdateEntries(ctx, req.(*UpdateEntriesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -902,6 +946,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteEntry",
 			Handler:    _Admin_DeleteEntry_Handler,
+		},
+		{
+			MethodName: "UpdateEntries",
+			Handler:    _Admin_UpdateEntries_Handler,
 		},
 		{
 			MethodName: "GenerateJoinToken",

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -34,6 +35,7 @@ import (
 // Store is the part of the datastore the admin API needs.
 type Store interface {
 	CreateEntries(ctx context.Context, entries []registration.Entry) ([]datastore.CreateResult, error)
+	UpdateEntry(ctx context.Context, e registration.Entry) (registration.Entry, error)
 	DeleteEntry(ctx context.Context, id string) (registration.Entry, error)
 	CreateJoinToken(ctx context.Context, t datastore.JoinToken) error
 	ListAgents(ctx context.Context) ([]datastore.Agent, error)
@@ -77,6 +79,8 @@ type Config struct {
 type Server struct {
 	apiv1.UnimplementedAdminServer
 	cfg Config
+
+	entryMu sync.Mutex // serialises entry updates and deletes with their cache updates (see UpdateEntries)
 }
 
 // New returns an admin API server.
@@ -190,6 +194,8 @@ func (s *Server) ListEntries(_ context.Context, req *apiv1.ListEntriesRequest) (
 
 // DeleteEntry deletes one entry.
 func (s *Server) DeleteEntry(ctx context.Context, req *apiv1.DeleteEntryRequest) (*apiv1.DeleteEntryResponse, error) {
+	s.entryMu.Lock()
+	defer s.entryMu.Unlock()
 	e, err := s.cfg.Store.DeleteEntry(ctx, req.GetId())
 	if errors.Is(err, datastore.ErrNotFound) {
 		return nil, status.Errorf(codes.NotFound, "entry %q not found", req.GetId())

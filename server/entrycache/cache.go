@@ -54,7 +54,10 @@ func (c *Cache) Reset(entries []registration.Entry, rev int64) {
 }
 
 // Apply upserts and deletes entries and records rev as the revision the
-// cache is now current to (ignored when lower than the current one).
+// cache is now current to (ignored when lower than the current one). An
+// upsert older than the cached version of its entry (lower Revision) is
+// ignored: entries can be updated, and a catch-up that read an entry
+// before an update must not undo the update applied meanwhile.
 func (c *Cache) Apply(upserts []registration.Entry, deletedIDs []string, rev int64) {
 	if len(upserts) == 0 && len(deletedIDs) == 0 {
 		return
@@ -65,6 +68,9 @@ func (c *Cache) Apply(upserts []registration.Entry, deletedIDs []string, rev int
 		c.deleteLocked(id)
 	}
 	for _, e := range upserts {
+		if old, ok := c.byID[e.ID]; ok && e.Revision < old.Revision {
+			continue
+		}
 		c.deleteLocked(e.ID)
 		c.putLocked(e)
 	}

@@ -112,3 +112,33 @@ func BenchmarkAuthorized10k(b *testing.B) {
 		c.Authorized(agent, nil)
 	}
 }
+
+// TestApplyUpdate: an updated entry replaces the cached one (selectors,
+// parent, TTL), and an older version arriving later does not undo it.
+func TestApplyUpdate(t *testing.T) {
+	c := entrycache.New(serverID)
+	agentA := spiffeid.RequireFromString("spiffe://example.org/agent/a")
+	agentB := spiffeid.RequireFromString("spiffe://example.org/agent/b")
+	v1 := entry("e1", "spiffe://example.org/w", agentA.String(), "unix:uid:1")
+	v1.Revision = 1
+	c.Apply([]registration.Entry{v1}, nil, 1)
+
+	v2 := entry("e1", "spiffe://example.org/w2", agentB.String(), "unix:uid:2")
+	v2.Revision, v2.X509SVIDTTL = 2, 42
+	c.Apply([]registration.Entry{v2}, nil, 2)
+	c.Apply([]registration.Entry{v1}, nil, 1) // a stale catch-up
+
+	got, ok := c.Get("e1")
+	if !ok || got.Revision != 2 || got.SPIFFEID != v2.SPIFFEID || got.X509SVIDTTL != 42 {
+		t.Fatalf("Get(e1) = %+v, %v; want the update at revision 2", got, ok)
+	}
+	if a, _ := c.Authorized(agentA, nil); len(a) != 0 {
+		t.Errorf("old parent still authorised for %v", ids(a))
+	}
+	if b, _ := c.Authorized(agentB, nil); len(b) != 1 || b["e1"].Selectors[0].Value != "uid:2" {
+		t.Errorf("new parent authorised for %v, want e1 with the new selectors", b)
+	}
+	if c.Len() != 1 || c.Revision() != 2 {
+		t.Errorf("len=%d rev=%d, want 1 and 2", c.Len(), c.Revision())
+	}
+}
