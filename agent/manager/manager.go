@@ -46,7 +46,7 @@ type Config struct {
 	Server      Server
 	Cache       *cache.Cache
 	TrustDomain spiffeid.TrustDomain
-	// BatchSize bounds SVIDs per signing call (default 500).
+	// BatchSize bounds SVIDs per signing call (default DefaultBatchSize).
 	BatchSize int
 	// OnBundle is called with every new bundle (e.g. to persist it).
 	OnBundle func([]*x509.Certificate)
@@ -72,6 +72,15 @@ type Manager struct {
 	revision atomic.Int64
 }
 
+// DefaultBatchSize is the default number of SVIDs per signing call. A
+// batch's answer (about 700 bytes per SVID) then stays under 32 KiB, the
+// largest of gRPC's pooled receive buffers below 1 MiB: bigger answers are
+// read into 1 MiB buffers that the pool keeps, and together with the keys
+// and CSRs of a large batch in flight they raised the agent's resident
+// memory by several MiB at 1,000 SVIDs. Minting 10,000 SVIDs takes a few
+// per cent longer than with batches of 500.
+const DefaultBatchSize = 32
+
 // MaxResumeEntries is the most entries the manager lists when it resumes
 // a stream; beyond it, it asks for a full snapshot (the list would be
 // larger than the snapshot is worth avoiding).
@@ -80,7 +89,7 @@ const MaxResumeEntries = 50000
 // New returns a manager.
 func New(cfg Config) *Manager {
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 500
+		cfg.BatchSize = DefaultBatchSize
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
