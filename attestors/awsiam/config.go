@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -75,11 +76,11 @@ type AgentConfig struct {
 }
 
 var (
-	accountRE = regexp.MustCompile(`^[0-9]{12}$`)
+	accountRE = lazyRegexp(`^[0-9]{12}$`)
 	// IAM role and session names: [\w+=,.@-]; only those that are valid
 	// SPIFFE path segments can become agent IDs.
-	nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-	hostRE = regexp.MustCompile(`^[a-z0-9.-]{1,253}$`)
+	nameRE = lazyRegexp(`^[A-Za-z0-9_.-]{1,64}$`)
+	hostRE = lazyRegexp(`^[a-z0-9.-]{1,253}$`)
 )
 
 type settings struct {
@@ -96,7 +97,7 @@ func (c ServerConfig) settings() (settings, error) {
 		return s, fmt.Errorf("awsiam: config: account_ids is required")
 	}
 	for _, a := range c.AccountIDs {
-		if !accountRE.MatchString(a) {
+		if !accountRE().MatchString(a) {
 			return s, fmt.Errorf("awsiam: config: account_ids: %q is not a 12-digit account ID", a)
 		}
 		s.accounts[a] = true
@@ -107,7 +108,7 @@ func (c ServerConfig) settings() (settings, error) {
 		}
 		s.roles = map[string]bool{}
 		for _, r := range c.RoleNames {
-			if !nameRE.MatchString(r) {
+			if !nameRE().MatchString(r) {
 				return s, fmt.Errorf("awsiam: config: role_names: %q is not a role name usable in a SPIFFE ID", r)
 			}
 			s.roles[r] = true
@@ -118,7 +119,7 @@ func (c ServerConfig) settings() (settings, error) {
 		hosts = DefaultSTSHosts()
 	}
 	for _, h := range hosts {
-		if !hostRE.MatchString(h) || !strings.HasPrefix(h, "sts.") {
+		if !hostRE().MatchString(h) || !strings.HasPrefix(h, "sts.") {
 			return s, fmt.Errorf("awsiam: config: sts_hosts: %q is not an STS host name", h)
 		}
 		if _, err := hostRegion(h); err != nil {
@@ -158,4 +159,11 @@ func hostRegion(host string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%q is not an STS host", host)
+}
+
+// lazyRegexp compiles expr on first use. The counted repetitions in these
+// expressions compile to large programs; compiling them at package init
+// cost every agent hundreds of KiB of heap for verifier-only checks.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }

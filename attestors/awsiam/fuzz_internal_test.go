@@ -11,7 +11,7 @@ func FuzzParseCallerIdentity(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if status != 200 || !accountRE.MatchString(arn.account) || !nameRE.MatchString(arn.role) || !nameRE.MatchString(arn.session) {
+		if status != 200 || !accountRE().MatchString(arn.account) || !nameRE().MatchString(arn.role) || !nameRE().MatchString(arn.session) {
 			t.Fatalf("accepted %d %q as %+v", status, body, arn)
 		}
 	})

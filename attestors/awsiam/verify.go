@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -211,13 +210,13 @@ func (v *Verifier) rebuild(ctx context.Context, sr *SignedRequest, challenge []b
 	return out, nil
 }
 
-var authzRE = regexp.MustCompile(`^AWS4-HMAC-SHA256 Credential=([A-Z0-9]{16,128})/([0-9]{8})/([a-z0-9-]{1,32})/sts/aws4_request, ?SignedHeaders=([a-z0-9;-]{1,512}), ?Signature=([0-9a-f]{64})$`)
+var authzRE = lazyRegexp(`^AWS4-HMAC-SHA256 Credential=([A-Z0-9]{16,128})/([0-9]{8})/([a-z0-9-]{1,32})/sts/aws4_request, ?SignedHeaders=([a-z0-9;-]{1,512}), ?Signature=([0-9a-f]{64})$`)
 
 // checkAuthorization requires a SigV4 header for sts in the host's region
 // on the request's date, whose SignedHeaders cover exactly the forwarded
 // headers plus host and content-length, and always the challenge.
 func checkAuthorization(h map[string]string, region string, date time.Time) error {
-	m := authzRE.FindStringSubmatch(h["authorization"])
+	m := authzRE().FindStringSubmatch(h["authorization"])
 	if m == nil {
 		return errors.New("awsiam: Authorization is not a SigV4 header for sts")
 	}
@@ -320,16 +319,16 @@ func parseCallerIdentity(status int, body []byte) (callerARN, error) {
 	return arn, nil
 }
 
-var arnRE = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov):sts::([0-9]{12}):assumed-role/([^/]+)/([^/]+)$`)
+var arnRE = lazyRegexp(`^arn:(aws|aws-cn|aws-us-gov):sts::([0-9]{12}):assumed-role/([^/]+)/([^/]+)$`)
 
 func parseARN(s string) (callerARN, error) {
-	m := arnRE.FindStringSubmatch(s)
+	m := arnRE().FindStringSubmatch(s)
 	if m == nil {
 		return callerARN{}, fmt.Errorf("awsiam: caller %q is not an assumed role", truncate(s))
 	}
 	a := callerARN{raw: s, partition: m[1], account: m[2], role: m[3], session: m[4]}
 	for _, seg := range []string{a.role, a.session} {
-		if !nameRE.MatchString(seg) || seg == "." || seg == ".." {
+		if !nameRE().MatchString(seg) || seg == "." || seg == ".." {
 			return callerARN{}, fmt.Errorf("awsiam: role or session name %q cannot be a SPIFFE path segment", truncate(seg))
 		}
 	}

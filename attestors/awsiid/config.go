@@ -3,6 +3,7 @@ package awsiid
 import (
 	"fmt"
 	"regexp"
+	"sync"
 )
 
 // Type is the attestation type on the wire.
@@ -30,7 +31,7 @@ type AgentConfig struct {
 	IMDSEndpoint string `hcl:"imds_endpoint,optional"`
 }
 
-var accountRE = regexp.MustCompile(`^[0-9]{12}$`)
+var accountRE = lazyRegexp(`^[0-9]{12}$`)
 
 func (c ServerConfig) accounts() (map[string]bool, error) {
 	if c.AccountIDs == nil {
@@ -41,10 +42,17 @@ func (c ServerConfig) accounts() (map[string]bool, error) {
 	}
 	m := map[string]bool{}
 	for _, a := range c.AccountIDs {
-		if !accountRE.MatchString(a) {
+		if !accountRE().MatchString(a) {
 			return nil, fmt.Errorf("awsiid: config: account_ids: %q is not a 12-digit account ID", a)
 		}
 		m[a] = true
 	}
 	return m, nil
+}
+
+// lazyRegexp compiles expr on first use. The counted repetitions in these
+// expressions compile to large programs; compiling them at package init
+// cost every agent hundreds of KiB of heap for verifier-only checks.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"regexp"
 	"strings"
 	"time"
 
@@ -51,26 +50,26 @@ type Document struct {
 }
 
 var (
-	instanceRE = regexp.MustCompile(`^i-[0-9a-f]{8,17}$`)
-	regionRE   = regexp.MustCompile(`^[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}$`)
-	azRE       = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
-	imageRE    = regexp.MustCompile(`^ami-[0-9a-f]{8,17}$`)
-	typeRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,63}$`)
+	instanceRE = lazyRegexp(`^i-[0-9a-f]{8,17}$`)
+	regionRE   = lazyRegexp(`^[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}$`)
+	azRE       = lazyRegexp(`^[a-z0-9-]{1,32}$`)
+	imageRE    = lazyRegexp(`^ami-[0-9a-f]{8,17}$`)
+	typeRE     = lazyRegexp(`^[a-z0-9][a-z0-9.-]{0,63}$`)
 )
 
 func (d *Document) validate() error {
 	switch {
-	case !accountRE.MatchString(d.AccountID):
+	case !accountRE().MatchString(d.AccountID):
 		return fmt.Errorf("awsiid: document accountId %q is malformed", d.AccountID)
-	case !instanceRE.MatchString(d.InstanceID):
+	case !instanceRE().MatchString(d.InstanceID):
 		return fmt.Errorf("awsiid: document instanceId %q is malformed", d.InstanceID)
-	case !regionRE.MatchString(d.Region):
+	case !regionRE().MatchString(d.Region):
 		return fmt.Errorf("awsiid: document region %q is malformed", d.Region)
-	case !azRE.MatchString(d.AvailabilityZone):
+	case !azRE().MatchString(d.AvailabilityZone):
 		return fmt.Errorf("awsiid: document availabilityZone %q is malformed", d.AvailabilityZone)
-	case !imageRE.MatchString(d.ImageID):
+	case !imageRE().MatchString(d.ImageID):
 		return fmt.Errorf("awsiid: document imageId %q is malformed", d.ImageID)
-	case !typeRE.MatchString(d.InstanceType):
+	case !typeRE().MatchString(d.InstanceType):
 		return fmt.Errorf("awsiid: document instanceType %q is malformed", d.InstanceType)
 	}
 	return nil
@@ -260,7 +259,7 @@ func peekRegion(doc []byte) (string, error) {
 	if err := json.Unmarshal(doc, &r); err != nil {
 		return "", fmt.Errorf("awsiid: document: %w", err)
 	}
-	if !regionRE.MatchString(r.Region) {
+	if !regionRE().MatchString(r.Region) {
 		return "", fmt.Errorf("awsiid: document region %q is malformed", r.Region)
 	}
 	return r.Region, nil
