@@ -7,6 +7,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -496,7 +497,10 @@ func (s *Server) serverCert() (*tls.Certificate, error) {
 	now := time.Now()
 	if c := s.cert; c != nil {
 		leaf := c.Leaf
-		if now.Before(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)) {
+		// Re-minted at half-life, and at once when its issuer is no longer
+		// the active authority (an operator activated another and may be
+		// about to revoke the old one).
+		if now.Before(leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore)/2)) && issuedBy(leaf, s.ca.Certificate()) {
 			return c, nil
 		}
 	}
@@ -510,6 +514,14 @@ func (s *Server) serverCert() (*tls.Certificate, error) {
 	}
 	s.cert = tlsCert(certs, key)
 	return s.cert, nil
+}
+
+// issuedBy reports whether leaf was signed by ca's key.
+func issuedBy(leaf, ca *x509.Certificate) bool {
+	if len(leaf.AuthorityKeyId) > 0 && len(ca.SubjectKeyId) > 0 {
+		return bytes.Equal(leaf.AuthorityKeyId, ca.SubjectKeyId)
+	}
+	return leaf.CheckSignatureFrom(ca) == nil
 }
 
 func tlsCert(certs []*x509.Certificate, key crypto.Signer) *tls.Certificate {
