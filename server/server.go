@@ -531,3 +531,9 @@ func tlsCert(certs []*x509.Certificate, key crypto.Signer) *tls.Certificate {
 	}
 	return c
 }
+
+// The CA and the JWT signer report tainted authorities to the Node API.
+var (
+	_ nodeapi.TaintReporter                 = (*ca.CA)(nil)
+	_ interface{ TaintedKeyIDs() []string } = (*jwtsigner.Signer)(nil)
+)

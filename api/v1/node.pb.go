@@ -676,8 +676,11 @@ func (x *JWTKey) GetExpiresAt() int64 {
 
 // JWTBundle is the trust domain's JWT signing keys.
 type JWTBundle struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Keys          []*JWTKey              `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Keys  []*JWTKey              `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// tainted_key_ids are keys an operator tainted (localauthority jwt
+	// taint): agents drop cached JWT-SVIDs they signed and fetch new ones.
+	TaintedKeyIds []string `protobuf:"bytes,2,rep,name=tainted_key_ids,json=taintedKeyIds,proto3" json:"tainted_key_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -715,6 +718,13 @@ func (*JWTBundle) Descriptor() ([]byte, []int) {
 func (x *JWTBundle) GetKeys() []*JWTKey {
 	if x != nil {
 		return x.Keys
+	}
+	return nil
+}
+
+func (x *JWTBundle) GetTaintedKeyIds() []string {
+	if x != nil {
+		return x.TaintedKeyIds
 	}
 	return nil
 }
@@ -1132,9 +1142,10 @@ const file_api_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x1d\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\x03R\texpiresAt\"4\n" +
+	"expires_at\x18\x03 \x01(\x03R\texpiresAt\"\\\n" +
 	"\tJWTBundle\x12'\n" +
-	"\x04keys\x18\x01 \x03(\v2\x13.hallmark.v1.JWTKeyR\x04keys\":\n" +
+	"\x04keys\x18\x01 \x03(\v2\x13.hallmark.v1.JWTKeyR\x04keys\x12&\n" +
+	"\x0ftainted_key_ids\x18\x02 \x03(\tR\rtaintedKeyIds\":\n" +
 	"\vSVIDRequest\x12\x19\n" +
 	"\bentry_id\x18\x01 \x01(\tR\aentryId\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\"P\n" +

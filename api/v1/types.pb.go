@@ -283,8 +283,13 @@ type Bundle struct {
 	X509Authorities [][]byte               `protobuf:"bytes,2,rep,name=x509_authorities,json=x509Authorities,proto3" json:"x509_authorities,omitempty"` // DER
 	SequenceNumber  int64                  `protobuf:"varint,3,opt,name=sequence_number,json=sequenceNumber,proto3" json:"sequence_number,omitempty"`
 	RefreshHint     int64                  `protobuf:"varint,4,opt,name=refresh_hint,json=refreshHint,proto3" json:"refresh_hint,omitempty"` // seconds
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// tainted_authority_key_ids are the subject key IDs of authorities an
+	// operator tainted (localauthority x509 taint): they still validate, but
+	// agents re-mint at once every SVID whose chain runs through one, and
+	// renew their own SVID if it does.
+	TaintedAuthorityKeyIds [][]byte `protobuf:"bytes,5,rep,name=tainted_authority_key_ids,json=taintedAuthorityKeyIds,proto3" json:"tainted_authority_key_ids,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *Bundle) Reset() {
@@ -343,6 +348,13 @@ func (x *Bundle) GetRefreshHint() int64 {
 		return x.RefreshHint
 	}
 	return 0
+}
+
+func (x *Bundle) GetTaintedAuthorityKeyIds() [][]byte {
+	if x != nil {
+		return x.TaintedAuthorityKeyIds
+	}
+	return nil
 }
 
 // Agent is an attested node.
@@ -478,12 +490,13 @@ const file_api_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"cert_chain\x18\x02 \x03(\fR\tcertChain\x12\x1d\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\x03R\texpiresAt\"\xa2\x01\n" +
+	"expires_at\x18\x03 \x01(\x03R\texpiresAt\"\xdd\x01\n" +
 	"\x06Bundle\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
 	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12'\n" +
 	"\x0fsequence_number\x18\x03 \x01(\x03R\x0esequenceNumber\x12!\n" +
-	"\frefresh_hint\x18\x04 \x01(\x03R\vrefreshHint\"\xcd\x02\n" +
+	"\frefresh_hint\x18\x04 \x01(\x03R\vrefreshHint\x129\n" +
+	"\x19tainted_authority_key_ids\x18\x05 \x03(\fR\x16taintedAuthorityKeyIds\"\xcd\x02\n" +
 	"\x05Agent\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12)\n" +
 	"\x10attestation_type\x18\x02 \x01(\tR\x0fattestationType\x123\n" +

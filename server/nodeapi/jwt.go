@@ -69,7 +69,11 @@ func (s *Server) jwtBundleProto() *apiv1.JWTBundle {
 	if s.cfg.JWTSigner == nil {
 		return nil
 	}
-	return &apiv1.JWTBundle{Keys: s.jwtKeysProto(s.cfg.JWTSigner.JWTAuthorities())}
+	b := &apiv1.JWTBundle{Keys: s.jwtKeysProto(s.cfg.JWTSigner.JWTAuthorities())}
+	if tr, ok := s.cfg.JWTSigner.(interface{ TaintedKeyIDs() []string }); ok {
+		b.TaintedKeyIds = slices.Sorted(slices.Values(tr.TaintedKeyIDs()))
+	}
+	return b
 }
 
 // jwtKeysProto converts keys to the wire form ordered by key ID, leaving

@@ -487,6 +487,20 @@ func svidProto(id spiffeid.ID, certs []*x509.Certificate) *apiv1.X509SVID {
 	return &apiv1.X509SVID{SpiffeId: id.String(), CertChain: x509util.DERs(certs), ExpiresAt: certs[0].NotAfter.Unix()}
 }
 
+// TaintReporter is an optional power of a Signer: the authorities an
+// operator tainted, which agents must stop relying on.
+type TaintReporter interface {
+	TaintedAuthorities() []*x509.Certificate
+}
+
 func (s *Server) bundleProto() *apiv1.Bundle {
-	return &apiv1.Bundle{TrustDomain: s.cfg.TrustDomain.Name(), X509Authorities: x509util.DERs(s.cfg.Signer.Bundle())}
+	b := &apiv1.Bundle{TrustDomain: s.cfg.TrustDomain.Name(), X509Authorities: x509util.DERs(s.cfg.Signer.Bundle())}
+	if tr, ok := s.cfg.Signer.(TaintReporter); ok {
+		for _, c := range tr.TaintedAuthorities() {
+			if len(c.SubjectKeyId) > 0 {
+				b.TaintedAuthorityKeyIds = append(b.TaintedAuthorityKeyIds, c.SubjectKeyId)
+			}
+		}
+	}
+	return b
 }
