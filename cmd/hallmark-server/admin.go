@@ -41,6 +41,8 @@ func admin(cmd string, args []string, stdout io.Writer) error {
 	switch cmd {
 	case "entry create":
 		run = entryCreate(fs, stdout)
+	case "entry update":
+		run = entryUpdate(fs, stdout)
 	case "entry show":
 		run = entryShow(fs, stdout)
 	case "entry delete":

@@ -21,7 +21,17 @@ const maxDataFile = 256 << 20
 // readEntriesFile reads SPIRE's `entry create -data` format:
 // {"entries": [{"spiffe_id": ..., "parent_id": ..., "selectors": [{"type": ..., "value": ...}], ...}]}.
 // IDs may be strings or SPIRE's {"trust_domain": ..., "path": ...} objects.
+// Entry IDs ("id", or SPIRE's "entry_id") are dropped: the server assigns them.
 func readEntriesFile(path string) ([]*apiv1.Entry, error) {
+	data, err := readDataFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return parseEntries(data, path, false)
+}
+
+// readDataFile reads an -data file, or stdin for "-", up to maxDataFile.
+func readDataFile(path string) ([]byte, error) {
 	var r io.Reader = os.Stdin
 	if path != "-" {
 		f, err := os.Open(path)
@@ -38,14 +48,25 @@ func readEntriesFile(path string) ([]*apiv1.Entry, error) {
 	if len(data) > maxDataFile {
 		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxDataFile)
 	}
+	return data, nil
+}
+
+// parseEntries parses the -data format (see readEntriesFile); name labels
+// errors. With keepIDs, an entry's "entry_id" (SPIRE's name) or "id" is
+// kept as its ID, as `entry update -data` needs; otherwise both are
+// dropped.
+func parseEntries(data []byte, name string, keepIDs bool) ([]*apiv1.Entry, error) {
 	var doc struct {
 		Entries []map[string]json.RawMessage `json:"entries"`
 	}
 	if err := json.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	out := make([]*apiv1.Entry, 0, len(doc.Entries))
 	for i, raw := range doc.Entries {
+		if raw == nil {
+			return nil, fmt.Errorf("%s: entry %d: not an object", name, i)
+		}
 		for _, k := range []string{"spiffe_id", "parent_id"} {
 			v, ok := raw[k]
 			if !ok || len(v) == 0 || v[0] != '{' {
@@ -56,16 +77,25 @@ func readEntriesFile(path string) ([]*apiv1.Entry, error) {
 				Path        string `json:"path"`
 			}
 			if err := json.Unmarshal(v, &obj); err != nil {
-				return nil, fmt.Errorf("%s: entry %d: %s: %w", path, i, k, err)
+				return nil, fmt.Errorf("%s: entry %d: %s: %w", name, i, k, err)
 			}
 			s, _ := json.Marshal("spiffe://" + obj.TrustDomain + obj.Path)
 			raw[k] = s
 		}
-		delete(raw, "id")
+		if v, ok := raw["entry_id"]; ok && keepIDs {
+			if _, dup := raw["id"]; dup {
+				return nil, fmt.Errorf("%s: entry %d: both entry_id and id", name, i)
+			}
+			raw["id"] = v
+		}
+		delete(raw, "entry_id")
+		if !keepIDs {
+			delete(raw, "id")
+		}
 		b, _ := json.Marshal(raw)
 		e := &apiv1.Entry{}
 		if err := (protojson.UnmarshalOptions{}).Unmarshal(b, e); err != nil {
-			return nil, fmt.Errorf("%s: entry %d: %w", path, i, err)
+			return nil, fmt.Errorf("%s: entry %d: %w", name, i, err)
 		}
 		out = append(out, e)
 	}

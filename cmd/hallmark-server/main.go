@@ -3,6 +3,7 @@
 //
 //	hallmark-server run -config server.hcl
 //	hallmark-server entry create -spiffeID ID -parentID ID -selector type:value ...
+//	hallmark-server entry update -entryID ID -spiffeID ID -parentID ID -selector type:value ... | -data FILE
 //	hallmark-server entry show | entry delete -entryID ID
 //	hallmark-server token generate [-spiffeID ID] [-ttl 600]
 //	hallmark-server agent list | agent evict -spiffeID ID
@@ -39,6 +40,7 @@ const usage = `Usage: hallmark-server <command> [flags]
 Commands:
   run                 run the server (-config server.hcl)
   entry create        create registration entries
+  entry update        replace registration entries (-entryID, or -data)
   entry show          list registration entries
   entry delete        delete a registration entry
   token generate      generate a single-use join token
