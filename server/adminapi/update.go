@@ -53,8 +53,13 @@ func (s *Server) UpdateEntries(ctx context.Context, req *apiv1.UpdateEntriesRequ
 		}
 		updated++
 		results[i] = &apiv1.EntryResult{Entry: apiconv.EntryToProto(e)}
+		sels := make([]string, len(e.Selectors))
+		for j, sel := range e.Selectors {
+			sels[j] = sel.Type + ":" + sel.Value
+		}
 		s.audit(ctx, map[string]any{"action": "entry_update", "entry_id": e.ID, "spiffe_id": e.SPIFFEID.String(),
-			"parent_id": e.ParentID.String(), "revision": e.Revision, "result": "ok"})
+			"parent_id": e.ParentID.String(), "selectors": sels, "x509_svid_ttl": int64(e.X509SVIDTTL.Seconds()),
+			"jwt_svid_ttl": int64(e.JWTSVIDTTL.Seconds()), "revision": e.Revision, "result": "ok"})
 	}
 	if updated+refused > 1 {
 		s.cfg.Log.Info("Entries updated", "updated", updated, "refused", refused)
