@@ -15,6 +15,11 @@
 //     for unknown and expired tokens alike.
 //   - A caller-chosen entry ID that is already taken is reported like a
 //     similar entry: ErrAlreadyExists for that entry, the rest proceed.
+//   - UpdateEntry ignores the Revision and CreatedAt it is given, keeps
+//     the stored CreatedAt, and its event is indistinguishable from a
+//     create's; an entry may be updated to its own (SPIFFE ID, parent,
+//     selector set), and a refused update changes nothing, not even the
+//     revision.
 //
 // It imports only the datastore interfaces, registration and go-spiffe;
 // it must not import any backend.
