@@ -12,6 +12,7 @@ import (
 	"github.com/hallmarkid/hallmark/attestors/awsnitro"
 	"github.com/hallmarkid/hallmark/attestors/jointoken"
 	"github.com/hallmarkid/hallmark/attestors/k8spsat"
+	"github.com/hallmarkid/hallmark/attestors/k8spsat/tokenreview"
 	"github.com/hallmarkid/hallmark/attestors/tpm"
 	"github.com/hallmarkid/hallmark/internal/hclconf"
 )
@@ -82,7 +83,7 @@ func (s *Server) verifier(b hclconf.Block) (attestors.NodeVerifier, error) {
 			return nil, err
 		}
 		cfg.Log = log
-		return k8spsat.NewVerifier(cfg)
+		return k8spsat.NewVerifier(cfg, k8spsat.WithTokenReviewers(tokenreview.ForCluster))
 	default:
 		return nil, errors.New("unknown node attestor kind (known: join_token, tpm, aws_iid, aws_nitro, aws_iam, k8s_psat)")
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hallmarkid/hallmark/attestors"
 	"github.com/hallmarkid/hallmark/attestors/k8spsat"
+	"github.com/hallmarkid/hallmark/attestors/k8spsat/tokenreview"
 )
 
 func TestNewVerifierConfig(t *testing.T) {
@@ -46,39 +47,13 @@ func TestNewVerifierConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v, err := k8spsat.NewVerifier(k8spsat.ServerConfig{Clusters: tt.clusters})
+			v, err := k8spsat.NewVerifier(k8spsat.ServerConfig{Clusters: tt.clusters}, k8spsat.WithTokenReviewers(tokenreview.ForCluster))
 			if tt.wantErr == "" {
 				if err != nil || v.Type() != "k8s_psat" {
 					t.Fatalf("NewVerifier: %v", err)
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("err = %v, want %q", err, tt.wantErr)
-			}
-		})
-	}
-}
-
-func TestKubeconfigErrors(t *testing.T) {
-	api := startAPIServer(t, nil)
-	good := string(mustRead(t, kubeconfigFor(t, api.Server, "    token: x")))
-	tests := []struct {
-		name, from, to, wantErr string
-	}{
-		{name: "exec plugin", from: "    token: x", to: "    exec:\n      command: aws", wantErr: "not supported"},
-		{name: "insecure", from: "    certificate-authority-data:", to: "    insecure-skip-tls-verify: true\n    x-certificate-authority-data:", wantErr: "insecure"},
-		{name: "plain http", from: "server: https://", to: "server: http://", wantErr: "https"},
-		{name: "unknown context", from: "current-context: admin@test", to: "current-context: nope", wantErr: "context"},
-		{name: "no credentials", from: "    token: x", to: "    username: bob", wantErr: "no token or client certificate"},
-		{name: "not yaml", from: "apiVersion", to: "\t:::", wantErr: "kubeconfig"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			kc := writeFile(t, "kc", []byte(strings.Replace(good, tt.from, tt.to, 1)))
-			_, err := k8spsat.NewVerifier(k8spsat.ServerConfig{Clusters: []k8spsat.ClusterConfig{{
-				Name: "c", ServiceAccountAllowList: []string{"ns:sa"}, KubeConfigFile: kc,
-			}}})
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want %q", err, tt.wantErr)
 			}

@@ -6,6 +6,14 @@
 // expiry, issuer and a service-account allow-list, and derives the agent
 // ID spiffe://<td>/agent/k8s_psat/<cluster>/<node UID, else pod UID>.
 //
-// It talks to the API server over plain HTTPS with k8s.io/api types; it
-// must not import client-go, agent/, server/ or other attestors.
+// Offline validation (go-jose) lives here. TokenReview goes through a
+// [TokenReviewer], an interface this package declares with its own
+// [Review] result; subpackage tokenreview implements it with the
+// k8s.io/api types and reads kubeconfig and in-cluster credentials, and the
+// server passes it in with [WithTokenReviewers]. So the agent, which links
+// this package for its collector, links no Kubernetes module.
+//
+// It must not import k8s.io/..., sigs.k8s.io/..., client-go, its own
+// subpackages, agent/, server/ or other attestors (TestNoKubernetesModules
+// checks the first two).
 package k8spsat

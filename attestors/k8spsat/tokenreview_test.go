@@ -1,12 +1,8 @@
 package k8spsat_test
 
 import (
-	"encoding/base64"
-	"encoding/json"
-	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
+	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -15,99 +11,12 @@ import (
 	authv1 "k8s.io/api/authentication/v1"
 
 	"github.com/hallmarkid/hallmark/attestors/k8spsat"
+	"github.com/hallmarkid/hallmark/attestors/k8spsat/internal/fakeapi"
+	"github.com/hallmarkid/hallmark/attestors/k8spsat/tokenreview"
 )
 
-const adminToken = "api-server-credential"
-
-// fakeAPIServer is a loopback TokenReview endpoint that is strict about
-// method, path, headers and body, and answers from a table of tokens.
-type fakeAPIServer struct {
-	*httptest.Server
-	reviews map[string]authv1.TokenReviewStatus
-	calls   int
-}
-
-func startAPIServer(t *testing.T, reviews map[string]authv1.TokenReviewStatus) *fakeAPIServer {
-	f := &fakeAPIServer{reviews: reviews}
-	f.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f.calls++
-		fail := func(code int, msg string) {
-			t.Logf("fake API server: %d %s", code, msg)
-			http.Error(w, msg, code)
-		}
-		switch {
-		case r.Header.Get("Authorization") != "Bearer "+adminToken:
-			fail(http.StatusUnauthorized, "Unauthorized")
-			return
-		case r.URL.Path != "/apis/authentication.k8s.io/v1/tokenreviews" || r.URL.RawQuery != "":
-			fail(http.StatusNotFound, "not found")
-			return
-		case r.Method != http.MethodPost:
-			fail(http.StatusMethodNotAllowed, "method")
-			return
-		case r.Header.Get("Content-Type") != "application/json":
-			fail(http.StatusUnsupportedMediaType, "content type")
-			return
-		}
-		body, _ := io.ReadAll(r.Body)
-		var tr authv1.TokenReview
-		dec := json.NewDecoder(strings.NewReader(string(body)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&tr); err != nil || tr.Kind != "TokenReview" || tr.APIVersion != "authentication.k8s.io/v1" {
-			fail(http.StatusBadRequest, fmt.Sprintf("bad body %s: %v", body, err))
-			return
-		}
-		if !slices.Equal(tr.Spec.Audiences, []string{"hallmark-server"}) {
-			fail(http.StatusBadRequest, fmt.Sprintf("audiences %q", tr.Spec.Audiences))
-			return
-		}
-		st, ok := f.reviews[tr.Spec.Token]
-		if !ok {
-			st = authv1.TokenReviewStatus{Authenticated: false, Error: "invalid bearer token"}
-		}
-		tr.Status = st
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusCreated)
-		_ = json.NewEncoder(w).Encode(&tr)
-	}))
-	t.Cleanup(f.Close)
-	return f
-}
-
-func kubeconfigFor(t *testing.T, srv *httptest.Server, userBlock string) string {
-	ca := base64.StdEncoding.EncodeToString(serverCA(srv))
-	kc := fmt.Sprintf(`apiVersion: v1
-kind: Config
-current-context: admin@test
-clusters:
-- name: test
-  cluster:
-    server: %s
-    certificate-authority-data: %s
-contexts:
-- name: admin@test
-  context:
-    cluster: test
-    user: admin
-users:
-- name: admin
-  user:
-%s
-`, srv.URL, ca, userBlock)
-	return writeFile(t, "kubeconfig", []byte(kc))
-}
-
-func saStatus(ns, sa string, extra map[string]authv1.ExtraValue, aud ...string) authv1.TokenReviewStatus {
-	if aud == nil {
-		aud = []string{"hallmark-server"}
-	}
-	return authv1.TokenReviewStatus{
-		Authenticated: true,
-		Audiences:     aud,
-		User:          authv1.UserInfo{Username: "system:serviceaccount:" + ns + ":" + sa, Extra: extra},
-	}
-}
-
+// TestVerifyTokenReview runs the verifier's TokenReview mode end to end:
+// the tokenreview client against a strict loopback API server.
 func TestVerifyTokenReview(t *testing.T) {
 	testKeys(t)
 	full := map[string]authv1.ExtraValue{
@@ -121,20 +30,20 @@ func TestVerifyTokenReview(t *testing.T) {
 		"authentication.kubernetes.io/pod-uid":  {podUID},
 	}
 	wrongIss := mint(t, ecKey, jose.ES256, "ec1", func() map[string]any { c := claims(); c["iss"] = "https://other"; return c }())
-	api := startAPIServer(t, map[string]authv1.TokenReviewStatus{
-		"good":        saStatus("hallmark", "agent", full),
-		"pod-only":    saStatus("hallmark", "agent", podOnly),
-		"other-aud":   saStatus("hallmark", "agent", full, "https://kubernetes.default.svc"),
+	api := fakeapi.Start(t, map[string]authv1.TokenReviewStatus{
+		"good":        fakeapi.SAStatus("hallmark", "agent", full),
+		"pod-only":    fakeapi.SAStatus("hallmark", "agent", podOnly),
+		"other-aud":   fakeapi.SAStatus("hallmark", "agent", full, "https://kubernetes.default.svc"),
 		"no-aud":      {Authenticated: true, User: authv1.UserInfo{Username: "system:serviceaccount:hallmark:agent", Extra: full}},
-		"not-allowed": saStatus("default", "default", full),
-		"legacy":      saStatus("hallmark", "agent", nil),
+		"not-allowed": fakeapi.SAStatus("default", "default", full),
+		"legacy":      fakeapi.SAStatus("hallmark", "agent", nil),
 		"user":        {Authenticated: true, Audiences: []string{"hallmark-server"}, User: authv1.UserInfo{Username: "alice"}},
-		"two-pods":    saStatus("hallmark", "agent", map[string]authv1.ExtraValue{"authentication.kubernetes.io/pod-uid": {"a", "b"}}),
+		"two-pods":    fakeapi.SAStatus("hallmark", "agent", map[string]authv1.ExtraValue{"authentication.kubernetes.io/pod-uid": {"a", "b"}}),
 		"with-error":  {Authenticated: true, Error: "webhook broke"},
 		"unauth":      {Authenticated: false},
-		wrongIss:      saStatus("hallmark", "agent", full),
+		wrongIss:      fakeapi.SAStatus("hallmark", "agent", full),
 	})
-	kc := kubeconfigFor(t, api.Server, "    token: "+adminToken)
+	kc := api.Kubeconfig(t, "    token: "+fakeapi.AdminToken)
 
 	tests := []struct {
 		name    string
@@ -161,7 +70,7 @@ func TestVerifyTokenReview(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			v, err := k8spsat.NewVerifier(k8spsat.ServerConfig{Clusters: []k8spsat.ClusterConfig{{
 				Name: "prod", ServiceAccountAllowList: []string{"hallmark:agent"}, KubeConfigFile: kc, Issuer: tt.issuer,
-			}}})
+			}}}, k8spsat.WithTokenReviewers(tokenreview.ForCluster))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -192,52 +101,63 @@ func TestVerifyTokenReview(t *testing.T) {
 	}
 }
 
-func TestTokenReviewCredentials(t *testing.T) {
-	api := startAPIServer(t, map[string]authv1.TokenReviewStatus{"good": saStatus("hallmark", "agent", map[string]authv1.ExtraValue{
-		"authentication.kubernetes.io/pod-name": {"p"}, "authentication.kubernetes.io/pod-uid": {podUID},
-	})})
-	tokFile := writeFile(t, "admin-token", []byte(adminToken+"\n"))
+// reviewerFunc adapts a function to k8spsat.TokenReviewer.
+type reviewerFunc func(ctx context.Context, token string, audiences []string) (k8spsat.Review, error)
+
+func (f reviewerFunc) Review(ctx context.Context, token string, audiences []string) (k8spsat.Review, error) {
+	return f(ctx, token, audiences)
+}
+
+func TestTokenReviewerWiring(t *testing.T) {
+	conf := k8spsat.ServerConfig{Clusters: []k8spsat.ClusterConfig{{
+		Name: "prod", ServiceAccountAllowList: []string{"hallmark:agent"}, InCluster: true, Audience: []string{"a", "b"},
+	}}}
 	tests := []struct {
 		name    string
-		user    string
+		opts    []k8spsat.Option
 		wantErr string
 	}{
-		{name: "token file", user: "    tokenFile: " + tokFile},
-		{name: "wrong credential", user: "    token: wrong", wantErr: "401 Unauthorized"},
-		{name: "missing token file", user: "    tokenFile: /nonexistent/token", wantErr: "API token"},
+		{name: "no TokenReview client", wantErr: "WithTokenReviewers"},
+		{name: "factory fails", opts: []k8spsat.Option{k8spsat.WithTokenReviewers(func(k8spsat.ClusterConfig) (k8spsat.TokenReviewer, error) {
+			return nil, errors.New("no kubeconfig today")
+		})}, wantErr: `cluster "prod": no kubeconfig today`},
+		{name: "factory returns nil", opts: []k8spsat.Option{k8spsat.WithTokenReviewers(func(k8spsat.ClusterConfig) (k8spsat.TokenReviewer, error) {
+			return nil, nil
+		})}, wantErr: "no TokenReview client"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v, err := k8spsat.NewVerifier(k8spsat.ServerConfig{Clusters: []k8spsat.ClusterConfig{{
-				Name: "prod", ServiceAccountAllowList: []string{"hallmark:agent"}, KubeConfigFile: kubeconfigFor(t, api.Server, tt.user),
-			}}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = verify(v, payload(t, "prod", "good"))
-			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			_, err := k8spsat.NewVerifier(conf, tt.opts...)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want %q", err, tt.wantErr)
 			}
 		})
 	}
-}
 
-func TestTokenReviewUntrustedServer(t *testing.T) {
-	api := startAPIServer(t, nil)
-	// Same server, but the kubeconfig names a CA that did not sign it.
-	kc := kubeconfigFor(t, api.Server, "    token: "+adminToken)
-	kc = writeFile(t, "kc2", []byte(strings.Replace(string(mustRead(t, kc)), base64.StdEncoding.EncodeToString(serverCA(api.Server)),
-		base64.StdEncoding.EncodeToString(otherCAPEM(t)), 1)))
-	v, err := k8spsat.NewVerifier(k8spsat.ServerConfig{Clusters: []k8spsat.ClusterConfig{{
-		Name: "prod", ServiceAccountAllowList: []string{"hallmark:agent"}, KubeConfigFile: kc,
-	}}})
+	// The factory sees the cluster's block; the reviewer is asked for the
+	// cluster's audiences, and its errors reject the agent.
+	var gotConf k8spsat.ClusterConfig
+	var gotAud []string
+	v, err := k8spsat.NewVerifier(conf, k8spsat.WithTokenReviewers(func(c k8spsat.ClusterConfig) (k8spsat.TokenReviewer, error) {
+		gotConf = c
+		return reviewerFunc(func(ctx context.Context, token string, aud []string) (k8spsat.Review, error) {
+			if _, ok := ctx.Deadline(); !ok {
+				t.Error("review without a deadline")
+			}
+			gotAud = aud
+			return k8spsat.Review{}, errors.New("tokenreview: connection refused")
+		}), nil
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := verify(v, payload(t, "prod", "good")); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if gotConf.Name != "prod" || !gotConf.InCluster {
+		t.Fatalf("factory got %+v", gotConf)
+	}
+	if _, err := verify(v, payload(t, "prod", "tok")); err == nil || !strings.Contains(err.Error(), `cluster "prod": tokenreview: connection refused`) {
 		t.Fatalf("err = %v", err)
 	}
-	if api.calls != 0 {
-		t.Fatal("token sent to an unverified server")
+	if !slices.Equal(gotAud, []string{"a", "b"}) {
+		t.Fatalf("audiences %q", gotAud)
 	}
 }

@@ -43,12 +43,29 @@ type Verifier struct {
 
 var _ attestors.NodeVerifier = (*Verifier)(nil)
 
+// Option configures a Verifier.
+type Option interface{ apply(*options) }
+
+type options struct {
+	newReviewer NewTokenReviewerFunc
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
 // NewVerifier validates c and prepares every cluster's validator. It reads
-// kubeconfig, JWKS and CA files now, so that a bad file stops start-up; it
-// contacts no server.
-func NewVerifier(c ServerConfig) (*Verifier, error) {
+// JWKS and CA files now, and has the TokenReview clients read their
+// kubeconfig or in-cluster files, so that a bad file stops start-up; it
+// contacts no server. Clusters configured with kube_config_file or
+// in_cluster need WithTokenReviewers.
+func NewVerifier(c ServerConfig, opts ...Option) (*Verifier, error) {
 	if len(c.Clusters) == 0 {
 		return nil, errNoClusters
+	}
+	var o options
+	for _, opt := range opts {
+		opt.apply(&o)
 	}
 	v := &Verifier{clusters: make(map[string]*cluster), log: c.Log}
 	if v.log == nil {
@@ -78,7 +95,7 @@ func NewVerifier(c ServerConfig) (*Verifier, error) {
 		case cc.JWKSURL != "" || cc.JWKSFile != "":
 			cl.v, err = newJWKSValidator(&cc, now, v.log)
 		default:
-			cl.v, err = newTokenReviewer(&cc)
+			cl.v, err = newReviewValidator(&cc, o.newReviewer)
 		}
 		if err != nil {
 			return nil, err

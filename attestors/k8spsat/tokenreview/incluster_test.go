@@ -1,4 +1,4 @@
-package k8spsat
+package tokenreview
 
 import (
 	"crypto/ecdsa"
@@ -21,24 +21,24 @@ func TestInClusterReviewer(t *testing.T) {
 	inClusterDir = dir
 	t.Cleanup(func() { inClusterDir = old })
 
-	c := &ClusterConfig{Name: "here", InCluster: true, Audience: []string{DefaultAudience}}
+	c := Config{InCluster: true}
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
-	if _, err := newTokenReviewer(c); err == nil || !strings.Contains(err.Error(), "KUBERNETES_SERVICE_HOST") {
+	if _, err := New(c); err == nil || !strings.Contains(err.Error(), "KUBERNETES_SERVICE_HOST") {
 		t.Fatalf("err = %v", err)
 	}
 	t.Setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
 	t.Setenv("KUBERNETES_SERVICE_PORT", "443")
-	if _, err := newTokenReviewer(c); err == nil || !strings.Contains(err.Error(), "CA") {
+	if _, err := New(c); err == nil || !strings.Contains(err.Error(), "CA") {
 		t.Fatalf("err = %v", err)
 	}
 	writeCA(t, filepath.Join(dir, "ca.crt"))
-	if _, err := newTokenReviewer(c); err == nil || !strings.Contains(err.Error(), "token") {
+	if _, err := New(c); err == nil || !strings.Contains(err.Error(), "token") {
 		t.Fatalf("err = %v", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("tok\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r, err := newTokenReviewer(c)
+	r, err := New(c)
 	if err != nil {
 		t.Fatal(err)
 	}

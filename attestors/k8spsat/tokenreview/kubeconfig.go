@@ -1,8 +1,6 @@
-package k8spsat
+package tokenreview
 
 import (
-	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -14,152 +12,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
-	authv1 "k8s.io/api/authentication/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
-)
-
-const (
-	tokenReviewPath = "/apis/authentication.k8s.io/v1/tokenreviews"
-	maxReviewSize   = 1 << 20
-
-	extraPodName  = "authentication.kubernetes.io/pod-name"
-	extraPodUID   = "authentication.kubernetes.io/pod-uid"
-	extraNodeName = "authentication.kubernetes.io/node-name"
-	extraNodeUID  = "authentication.kubernetes.io/node-uid"
 )
 
 // inClusterDir holds the server pod's own token and CA; a variable so that
 // tests can point it elsewhere.
 var inClusterDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-// tokenReviewer validates tokens with the API server's TokenReview API.
-type tokenReviewer struct {
-	url       string
-	client    *http.Client
-	bearer    func() (string, error) // "" for client-certificate auth
-	audiences []string
-	issuer    string
-}
-
-func newTokenReviewer(c *ClusterConfig) (*tokenReviewer, error) {
-	var (
-		r   *tokenReviewer
-		err error
-	)
-	if c.InCluster {
-		r, err = inClusterReviewer()
-	} else {
-		r, err = kubeconfigReviewer(c.KubeConfigFile)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("k8spsat: cluster %q: %w", c.Name, err)
-	}
-	r.audiences, r.issuer = c.Audience, c.Issuer
-	return r, nil
-}
-
-func (r *tokenReviewer) validate(ctx context.Context, token string) (identity, error) {
-	if r.issuer != "" {
-		// The API server checks the signature; this only makes sure the
-		// token comes from the issuer the operator named.
-		tok, err := jwtIssuer(token)
-		if err != nil {
-			return identity{}, err
-		}
-		if tok != r.issuer {
-			return identity{}, fmt.Errorf("token issuer %q is not %q", truncate(tok), r.issuer)
-		}
-	}
-	body, err := json.Marshal(&authv1.TokenReview{
-		TypeMeta: metav1.TypeMeta{Kind: "TokenReview", APIVersion: "authentication.k8s.io/v1"},
-		Spec:     authv1.TokenReviewSpec{Token: token, Audiences: r.audiences},
-	})
-	if err != nil {
-		return identity{}, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(body))
-	if err != nil {
-		return identity{}, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	if r.bearer != nil {
-		b, err := r.bearer()
-		if err != nil {
-			return identity{}, err
-		}
-		req.Header.Set("Authorization", "Bearer "+b)
-	}
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return identity{}, fmt.Errorf("token review: %w", err)
-	}
-	defer resp.Body.Close()
-	data, err := readAllLimited(resp.Body, maxReviewSize)
-	if err != nil {
-		return identity{}, fmt.Errorf("token review: %w", err)
-	}
-	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		return identity{}, fmt.Errorf("token review: %s", resp.Status)
-	}
-	var tr authv1.TokenReview
-	if err := json.Unmarshal(data, &tr); err != nil {
-		return identity{}, fmt.Errorf("token review: %w", err)
-	}
-	st := tr.Status
-	if st.Error != "" {
-		return identity{}, fmt.Errorf("token review: %s", truncate(st.Error))
-	}
-	if !st.Authenticated {
-		return identity{}, errors.New("token review: token not authenticated")
-	}
-	if !intersects(st.Audiences, r.audiences) {
-		return identity{}, fmt.Errorf("token review: token audiences %q do not include %q", st.Audiences, r.audiences)
-	}
-	ns, sa, ok := splitServiceAccount(st.User.Username)
-	if !ok {
-		return identity{}, fmt.Errorf("token review: user %q is not a service account", truncate(st.User.Username))
-	}
-	id := identity{Namespace: ns, ServiceAccount: sa}
-	for key, dst := range map[string]*string{
-		extraPodName: &id.PodName, extraPodUID: &id.PodUID, extraNodeName: &id.NodeName, extraNodeUID: &id.NodeUID,
-	} {
-		v := st.User.Extra[key]
-		if len(v) > 1 {
-			return identity{}, fmt.Errorf("token review: %s has %d values", key, len(v))
-		}
-		if len(v) == 1 {
-			*dst = v[0]
-		}
-	}
-	return id, nil
-}
-
-// jwtIssuer reads the "iss" claim of a JWT without verifying it.
-func jwtIssuer(token string) (string, error) {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return "", errors.New("token is not a JWT")
-	}
-	payload, err := base64URLDecode(parts[1])
-	if err != nil {
-		return "", fmt.Errorf("token payload: %w", err)
-	}
-	var c struct {
-		Iss string `json:"iss"`
-	}
-	if err := json.Unmarshal(payload, &c); err != nil {
-		return "", fmt.Errorf("token payload: %w", err)
-	}
-	return c.Iss, nil
-}
-
-func inClusterReviewer() (*tokenReviewer, error) {
+func inCluster() (*Client, error) {
 	host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
 	if host == "" || port == "" {
 		return nil, errors.New("in_cluster: KUBERNETES_SERVICE_HOST/PORT are not set (not running in a pod?)")
@@ -172,7 +33,7 @@ func inClusterReviewer() (*tokenReviewer, error) {
 	if _, err := os.Stat(tokenFile); err != nil {
 		return nil, fmt.Errorf("in_cluster: %w", err)
 	}
-	return &tokenReviewer{
+	return &Client{
 		url:    "https://" + net.JoinHostPort(host, port) + tokenReviewPath,
 		client: apiClient(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}),
 		bearer: fileBearer(tokenFile),
@@ -215,7 +76,7 @@ type kubeconfig struct {
 	} `json:"users"`
 }
 
-func kubeconfigReviewer(path string) (*tokenReviewer, error) {
+func fromKubeconfig(path string) (*Client, error) {
 	raw, err := readLimited(path, 1<<20)
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
@@ -245,7 +106,7 @@ func kubeconfigReviewer(path string) (*tokenReviewer, error) {
 	if !found {
 		return nil, fmt.Errorf("kubeconfig %s: context %q not found", path, ctxName)
 	}
-	r := &tokenReviewer{}
+	r := &Client{}
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
 	found = false
 	for _, c := range kc.Clusters {
@@ -323,7 +184,7 @@ func kubeconfigReviewer(path string) (*tokenReviewer, error) {
 
 func apiClient(tlsConf *tls.Config) *http.Client {
 	return &http.Client{
-		Timeout:   10 * time.Second,
+		Timeout:   requestTimeout,
 		Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: tlsConf, MaxIdleConnsPerHost: 4},
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return errors.New("redirects are not followed")
@@ -355,4 +216,13 @@ func poolFromFile(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("CA %s: no PEM certificates", path)
 	}
 	return pool, nil
+}
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readAllLimited(f, limit)
 }
