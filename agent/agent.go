@@ -7,6 +7,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,6 +56,9 @@ type Agent struct {
 	health    *health.Server
 	metrics   *telemetry.Metrics
 	tele      telemetry.HCLConfig
+	// renewNow wakes rotateLoop to renew the agent SVID before its
+	// half-life (its issuer was tainted).
+	renewNow chan struct{}
 
 	mu          sync.Mutex // guards the fields that follow
 	svid        *x509svid.SVID
@@ -63,7 +68,7 @@ type Agent struct {
 // New builds an agent from cfg. Nothing connects or listens until Run.
 func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log, cache: cache.New(), jwt: cache.NewJWTStore(), state: &stateDir{dir: cfg.DataDir}, health: health.NewServer(),
-		metrics: telemetry.New(telemetry.Config{})}
+		metrics: telemetry.New(telemetry.Config{}), renewNow: make(chan struct{}, 1)}
 	if err := a.state.init(); err != nil {
 		return nil, err
 	}
@@ -100,6 +105,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 			}
 		},
 		OnEvicted: a.onEvicted,
+		OnTainted: a.onTainted,
 		Log:       log.With("subsystem", "manager"),
 	})
 	return a, nil
@@ -360,9 +366,35 @@ func (a *Agent) rotateLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Until(half)):
+		case <-a.renewNow:
+			if !a.svidTainted(a.cache.TaintedKeyIDs()) {
+				continue
+			}
+			a.log.Warn("Renewing the agent SVID now: its issuing authority was tainted")
 		}
 		a.renew(ctx)
 	}
+}
+
+// onTainted wakes the rotation loop when the agent SVID's issuer is among
+// the tainted authorities.
+func (a *Agent) onTainted(keyIDs [][]byte) {
+	if !a.svidTainted(keyIDs) {
+		return
+	}
+	select {
+	case a.renewNow <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) svidTainted(keyIDs [][]byte) bool {
+	s := a.currentSVID()
+	if s == nil {
+		return false
+	}
+	aki := s.Certificates[0].AuthorityKeyId
+	return len(aki) > 0 && slices.ContainsFunc(keyIDs, func(k []byte) bool { return bytes.Equal(k, aki) })
 }
 
 func (a *Agent) renew(ctx context.Context) {

@@ -29,6 +29,9 @@ type SVID struct {
 	IssuedAt  time.Time
 	// EntryRevision is the entry revision the SVID was minted for.
 	EntryRevision int64
+	// IssuerKeyID is the leaf's authority key ID: the authority that
+	// signed it, re-minted at once if an operator taints that authority.
+	IssuerKeyID string
 }
 
 // Chain parses the certificate chain, leaf first.
@@ -71,8 +74,10 @@ type Cache struct {
 	bundle  *Bundle
 	// federated holds other trust domains' bundles, never the own one.
 	federated map[spiffeid.TrustDomain]*Bundle
-	changed   chan struct{}
-	gen       uint64
+	// tainted holds the key IDs of authorities an operator tainted.
+	tainted map[string]struct{}
+	changed chan struct{}
+	gen     uint64
 }
 
 // New returns an empty cache.
@@ -124,6 +129,11 @@ func (c *Cache) UpdateEntries(full bool, upserts []registration.Entry, deleted [
 				continue
 			}
 			c.unindexLocked(old)
+			if old.SPIFFEID != e.SPIFFEID {
+				// Its SVID names the old SPIFFE ID: never hand it to the
+				// workloads the updated entry now matches.
+				delete(c.svids, e.ID)
+			}
 		}
 		c.entries[e.ID] = e
 		for _, s := range e.Selectors {
@@ -168,7 +178,9 @@ func (c *Cache) SetSVIDs(svids map[string]*SVID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for id, s := range svids {
-		if _, ok := c.entries[id]; ok {
+		// Minted for an entry since deleted, or renamed while it was being
+		// signed: not this entry's identity any more.
+		if e, ok := c.entries[id]; ok && e.SPIFFEID == s.ID {
 			c.svids[id] = s
 		}
 	}
@@ -234,11 +246,49 @@ func (c *Cache) Due(now time.Time) []registration.Entry {
 		switch {
 		case s == nil:
 			missing = append(missing, e)
-		case s.EntryRevision != e.Revision || !now.Before(halfLife(s)):
+		case s.EntryRevision != e.Revision || !now.Before(halfLife(s)) || c.taintedLocked(s):
 			stale = append(stale, e)
 		}
 	}
 	return append(missing, stale...)
+}
+
+// SetTainted replaces the set of tainted authorities (their subject key
+// IDs) and returns how many cached SVIDs one of them signed: Due reports
+// those at once, so they are re-minted under the active authority.
+func (c *Cache) SetTainted(keyIDs [][]byte) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tainted = make(map[string]struct{}, len(keyIDs))
+	for _, k := range keyIDs {
+		c.tainted[string(k)] = struct{}{}
+	}
+	n := 0
+	for _, s := range c.svids {
+		if c.taintedLocked(s) {
+			n++
+		}
+	}
+	return n
+}
+
+// TaintedKeyIDs returns the tainted authorities' subject key IDs.
+func (c *Cache) TaintedKeyIDs() [][]byte {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([][]byte, 0, len(c.tainted))
+	for k := range c.tainted {
+		out = append(out, []byte(k))
+	}
+	return out
+}
+
+func (c *Cache) taintedLocked(s *SVID) bool {
+	if len(c.tainted) == 0 || s.IssuerKeyID == "" {
+		return false
+	}
+	_, ok := c.tainted[s.IssuerKeyID]
+	return ok
 }
 
 // NextRotation returns the earliest half-life of the cached SVIDs, or the

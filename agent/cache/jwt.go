@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -23,6 +25,28 @@ type JWTSVID struct {
 	ID        spiffeid.ID
 	IssuedAt  time.Time
 	ExpiresAt time.Time
+	// KeyID is the "kid" of the token's header (set by PutToken).
+	KeyID string
+}
+
+// tokenKeyID returns the "kid" of a compact JWS's protected header, "" if
+// it has none or cannot be read.
+func tokenKeyID(token string) string {
+	head, _, ok := strings.Cut(token, ".")
+	if !ok || len(head) > 4096 {
+		return ""
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		Kid string `json:"kid"`
+	}
+	if json.Unmarshal(raw, &h) != nil {
+		return ""
+	}
+	return h.Kid
 }
 
 // fresh reports whether t is before its half-life at now.
@@ -125,7 +149,29 @@ func (s *JWTStore) PutToken(e registration.Entry, audience []string, t *JWTSVID,
 			delete(s.tokens, k)
 		}
 	}
+	if t.KeyID == "" {
+		t.KeyID = tokenKeyID(t.Token)
+	}
 	s.tokens[k] = t
+}
+
+// DropSignedBy forgets the cached tokens signed by any of keyIDs (keys an
+// operator tainted), so the next fetch gets a token from the active key.
+// It returns how many it dropped.
+func (s *JWTStore) DropSignedBy(keyIDs []string) int {
+	if len(keyIDs) == 0 {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, t := range s.tokens {
+		if slices.Contains(keyIDs, t.KeyID) {
+			delete(s.tokens, k)
+			n++
+		}
+	}
+	return n
 }
 
 // Tokens returns the number of cached tokens.

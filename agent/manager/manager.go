@@ -52,6 +52,9 @@ type Config struct {
 	OnBundle func([]*x509.Certificate)
 	// OnEvicted is called when the server says the agent is not attested.
 	OnEvicted func(error)
+	// OnTainted is called with the subject key IDs of the authorities an
+	// operator tainted, with every bundle (e.g. to renew the agent SVID).
+	OnTainted func(keyIDs [][]byte)
 	Log       *slog.Logger
 	Clock     func() time.Time
 
@@ -194,6 +197,14 @@ func (m *Manager) apply(msg *apiv1.SyncResponse) {
 			if m.cfg.OnBundle != nil {
 				m.cfg.OnBundle(certs)
 			}
+			tainted := b.GetTaintedAuthorityKeyIds()
+			if n := m.cfg.Cache.SetTainted(tainted); n > 0 {
+				m.cfg.Log.Warn("Re-minting SVIDs signed by a tainted authority", "svids", n)
+				m.KickMint()
+			}
+			if m.cfg.OnTainted != nil && len(tainted) > 0 {
+				m.cfg.OnTainted(tainted)
+			}
 		}
 	}
 	if jb := msg.GetJwtBundle(); jb != nil && m.cfg.JWT != nil {
@@ -201,6 +212,9 @@ func (m *Manager) apply(msg *apiv1.SyncResponse) {
 			m.cfg.Log.Error("Ignoring malformed JWT bundle from server", "error", err)
 		} else {
 			m.cfg.JWT.SetBundle(b)
+			if n := m.cfg.JWT.DropSignedBy(jb.GetTaintedKeyIds()); n > 0 {
+				m.cfg.Log.Warn("Dropped cached JWT-SVIDs signed by a tainted key", "tokens", n)
+			}
 		}
 	}
 	if msg.GetFederatedComplete() || len(msg.GetFederatedBundles()) > 0 {
@@ -376,7 +390,7 @@ func toSVID(e registration.Entry, keyDER []byte, p *apiv1.X509SVID, now time.Tim
 	}
 	return &cache.SVID{
 		ID: e.SPIFFEID, CertsDER: chain, KeyDER: keyDER,
-		ExpiresAt: certs[0].NotAfter, IssuedAt: now, EntryRevision: e.Revision,
+		ExpiresAt: certs[0].NotAfter, IssuedAt: now, EntryRevision: e.Revision, IssuerKeyID: string(certs[0].AuthorityKeyId),
 	}, nil
 }
 
