@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -96,7 +97,16 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// agentGCPercent is the agent's default GOGC: its heap is a few MiB, so
+// collecting at +50% instead of +100% costs little CPU while minting and
+// nothing when idle, and keeps its footprint ~2 MiB lower with 1,000 SVIDs
+// (docs/operations.md, Footprint). GOGC in the environment wins.
+const agentGCPercent = 50
+
 func runAgent(args []string, stderr io.Writer) error {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(agentGCPercent)
+	}
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	configPath := fs.String("config", "conf/agent.hcl", "path to the agent configuration file")
 	joinToken := fs.String("joinToken", "", "join token (overrides the file's join_token)")
