@@ -41,7 +41,8 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// Binaries builds the binaries (once) and returns their directory.
+// Binaries builds the binaries (once, with the release build tags: see
+// BUILD_TAGS in the Makefile) and returns their directory.
 func Binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -49,7 +50,7 @@ func Binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", binDir, "./cmd/hallmark-server", "./cmd/hallmark-agent")
+		cmd := exec.Command("go", "build", "-tags", "grpcnotrace", "-o", binDir, "./cmd/hallmark-server", "./cmd/hallmark-agent")
 		cmd.Dir = RepoRoot()
 		out, err := cmd.CombinedOutput()
 		if err != nil {
