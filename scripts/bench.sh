@@ -8,7 +8,8 @@ go test -run='^$' -bench='SignVsRawInterleaved|SignX509SVID$|RawCreateCertificat
 echo "== Server and agent internals"
 go test -run='^$' -bench=. -benchtime=1s ./server/entrycache/ ./agent/cache/ ./attestors/unix/ ./server/datastore/sqlite/
 echo "== Real binaries: Workload API, propagation with 10k entries, bulk create, idle CPU / RSS"
-go test -run='^$' -bench='FetchX509SVID' -benchtime=5000x ./test/
+go test -run='^$' -bench='FetchX509SVID$' -benchtime=5000x ./test/
+go test -run='^$' -bench='FetchX509SVIDConcurrent' -benchtime=10000x ./test/
 go test -run='^$' -bench='EntryToWorkload10k' -benchtime=200x ./test/
 go test -run='^$' -bench='BulkCreate10kCLI' -benchtime=3x ./test/
 go test -run='^$' -bench='Idle' -benchtime=1x ./test/

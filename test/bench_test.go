@@ -86,6 +86,36 @@ func BenchmarkFetchX509SVID(b *testing.B) {
 	b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "p99-ms")
 }
 
+// BenchmarkFetchX509SVIDConcurrent: one stock go-spiffe client (one
+// workload process, one connection) fetching from 4 goroutines at once:
+// the agent's throughput when the caller does not wait for each answer
+// before asking again.
+func BenchmarkFetchX509SVIDConcurrent(b *testing.B) {
+	env := testenv.New(b)
+	srv := env.StartServer()
+	ag := env.StartAgent(srv, srv.Token())
+	srv.CreateEntry("spiffe://example.org/bench", ag.ID(), "-selector", uidSelector())
+	ctx := context.Background()
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr(ag.Addr()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	testenv.WaitFor(b, 10*time.Second, "first SVID", func() bool { _, err := client.FetchX509SVID(ctx); return err == nil })
+	b.SetParallelism(2) // 2 × GOMAXPROCS goroutines
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := client.FetchX509SVID(ctx); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "fetches/s")
+}
+
 // BenchmarkEntryToWorkload10k: with 10,000 entries present, the time from
 // creating an entry to the workload's Workload API stream delivering it.
 func BenchmarkEntryToWorkload10k(b *testing.B) {
