@@ -8,6 +8,8 @@ import (
 	"maps"
 	"slices"
 	"time"
+
+	"github.com/hallmarkid/hallmark/internal/rotation"
 )
 
 // Statuses of an authority in AuthorityInfo.
@@ -104,7 +106,7 @@ func (ca *CA) change(ctx context.Context, f func(cur *snapshot, now time.Time) (
 		return err
 	}
 	s := ca.build(cur.version+1, r.active, r.next, r.old, cur.seq, cur.digest, now)
-	s.revoked = liveRevoked(r.revoked, now)
+	s.revoked = rotation.LiveRevoked(r.revoked, now)
 	if err := ca.persist(ctx, s); err != nil {
 		return err
 	}

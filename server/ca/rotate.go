@@ -7,35 +7,15 @@ import (
 	"fmt"
 	"slices"
 	"time"
-)
 
-// The rotation schedule, as fractions of the active authority's lifetime:
-// its successor is prepared (and published in the bundle) at 1/2, and
-// becomes active at 5/6 — but never less than 1/12 of the lifetime after
-// this server published it, unless the active authority expires first.
-const (
-	prepareNum, prepareDen   = 1, 2
-	activateNum, activateDen = 5, 6
-	minPublishDen            = 12
+	"github.com/hallmarkid/hallmark/internal/rotation"
 )
 
 // schedule returns when to prepare the successor of an authority valid
 // from notBefore to notAfter, and when a successor this server published at
-// published may become active.
+// published may become active (internal/rotation: 1/2 and 5/6).
 func schedule(notBefore, notAfter, published time.Time) (prepare, activate time.Time) {
-	life := notAfter.Sub(notBefore)
-	prepare = notBefore.Add(life / prepareDen * prepareNum)
-	activate = notBefore.Add(life / activateDen * activateNum)
-	if p := published.Add(life / minPublishDen); p.After(activate) {
-		activate = p
-	}
-	return prepare, activate
-}
-
-// pollInterval is how often Run re-reads the shared state, and how soon it
-// retries a failed step: 1/50 of the active lifetime, within [100ms, 30s].
-func pollInterval(life time.Duration) time.Duration {
-	return min(max(life/50, 100*time.Millisecond), 30*time.Second)
+	return rotation.Schedule(notBefore, notAfter, published)
 }
 
 // Run rotates the authorities until ctx is done: it wakes when the next
@@ -43,7 +23,7 @@ func pollInterval(life time.Duration) time.Duration {
 // what other servers did), and calls Rotate. Errors are logged and retried.
 func (ca *CA) Run(ctx context.Context) {
 	for {
-		wait := pollInterval(ca.cur.Load().active.lifetime())
+		wait := rotation.PollInterval(ca.cur.Load().active.lifetime())
 		if err := ca.Rotate(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
@@ -82,7 +62,7 @@ func (ca *CA) nextWake() time.Duration {
 	}
 	wait := time.Hour
 	if ca.shared != nil {
-		wait = pollInterval(s.active.lifetime())
+		wait = rotation.PollInterval(s.active.lifetime())
 	}
 	for _, e := range events {
 		if d := e.Sub(now); d > 0 && d < wait {
@@ -167,7 +147,7 @@ func (ca *CA) Rotate(ctx context.Context) error {
 		return nil
 	}
 	s := ca.build(cur.version+1, active, next, old, cur.seq, cur.digest, now)
-	s.revoked = liveRevoked(cur.revoked, now)
+	s.revoked = rotation.LiveRevoked(cur.revoked, now)
 	if err := ca.persist(ctx, s); err != nil {
 		return err
 	}
@@ -390,20 +370,5 @@ func (ca *CA) keepSigned(s *snapshot, had []*authority, now time.Time) *snapshot
 	}
 	out := ca.build(s.version, s.active, s.next, append(slices.Clone(s.old), add...), s.seq, s.digest, now)
 	out.revoked = s.revoked
-	return out
-}
-
-// liveRevoked returns the entries of revoked that have not expired at now
-// (nil when none): past its expiry an authority cannot come back anyway.
-func liveRevoked(revoked map[string]time.Time, now time.Time) map[string]time.Time {
-	var out map[string]time.Time
-	for id, exp := range revoked {
-		if now.Before(exp) {
-			if out == nil {
-				out = map[string]time.Time{}
-			}
-			out[id] = exp
-		}
-	}
 	return out
 }

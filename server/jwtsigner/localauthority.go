@@ -8,6 +8,8 @@ import (
 	"maps"
 	"slices"
 	"time"
+
+	"github.com/hallmarkid/hallmark/internal/rotation"
 )
 
 // Statuses of a key in KeyInfo.
@@ -102,7 +104,7 @@ func (s *Signer) change(ctx context.Context, f func(cur *snapshot, now time.Time
 		return err
 	}
 	snap := newSnapshot(s.cur.Load().version+1, r.active, r.next, r.old)
-	snap.revoked = liveRevoked(r.revoked, now)
+	snap.revoked = rotation.LiveRevoked(r.revoked, now)
 	if err := s.persist(ctx, snap); err != nil {
 		return err
 	}

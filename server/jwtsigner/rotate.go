@@ -6,34 +6,15 @@ import (
 	"fmt"
 	"slices"
 	"time"
-)
 
-// The rotation schedule, as fractions of the active key's lifetime (the
-// CA's): its successor is prepared (and published in the bundle) at 1/2,
-// and becomes active at 5/6 — but never less than 1/12 of the lifetime
-// after this server published it, unless the active key expires first.
-const (
-	prepareNum, prepareDen   = 1, 2
-	activateNum, activateDen = 5, 6
-	minPublishDen            = 12
+	"github.com/hallmarkid/hallmark/internal/rotation"
 )
 
 // schedule returns when to prepare the successor of k, and when a
-// successor this server published at published may become active.
+// successor this server published at published may become active
+// (internal/rotation: 1/2 and 5/6, the CA's schedule).
 func schedule(k *key, published time.Time) (prepare, activate time.Time) {
-	life := k.lifetime()
-	prepare = k.notBefore.Add(life / prepareDen * prepareNum)
-	activate = k.notBefore.Add(life / activateDen * activateNum)
-	if p := published.Add(life / minPublishDen); p.After(activate) {
-		activate = p
-	}
-	return prepare, activate
-}
-
-// pollInterval is how often Run re-reads the shared state, and how soon it
-// retries a failed step: 1/50 of the active lifetime, within [100ms, 30s].
-func pollInterval(life time.Duration) time.Duration {
-	return min(max(life/50, 100*time.Millisecond), 30*time.Second)
+	return rotation.Schedule(k.notBefore, k.notBefore.Add(k.lifetime()), published)
 }
 
 // Run rotates the keys until ctx is done: it wakes when the next step is
@@ -41,7 +22,7 @@ func pollInterval(life time.Duration) time.Duration {
 // servers did) and calls Rotate. Errors are logged and retried.
 func (s *Signer) Run(ctx context.Context) {
 	for {
-		wait := pollInterval(s.cur.Load().active.lifetime())
+		wait := rotation.PollInterval(s.cur.Load().active.lifetime())
 		if err := s.Rotate(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
@@ -78,7 +59,7 @@ func (s *Signer) nextWake() time.Duration {
 	}
 	wait := time.Hour
 	if s.cfg.Shared != nil {
-		wait = pollInterval(cur.active.lifetime())
+		wait = rotation.PollInterval(cur.active.lifetime())
 	}
 	for _, e := range events {
 		if d := e.Sub(now); d > 0 && d < wait {
@@ -150,7 +131,7 @@ func (s *Signer) Rotate(ctx context.Context) error {
 		return nil
 	}
 	snap := newSnapshot(cur.version+1, active, next, old)
-	snap.revoked = liveRevoked(cur.revoked, now)
+	snap.revoked = rotation.LiveRevoked(cur.revoked, now)
 	if err := s.persist(ctx, snap); err != nil {
 		return err
 	}
@@ -316,20 +297,5 @@ func (s *Signer) keepSigned(snap *snapshot, had []*key, now time.Time) *snapshot
 	}
 	out := newSnapshot(snap.version, snap.active, snap.next, append(slices.Clone(snap.old), add...))
 	out.revoked = snap.revoked
-	return out
-}
-
-// liveRevoked returns the entries of revoked that have not expired at now
-// (nil when none): past its expiry a key cannot come back anyway.
-func liveRevoked(revoked map[string]time.Time, now time.Time) map[string]time.Time {
-	var out map[string]time.Time
-	for id, exp := range revoked {
-		if now.Before(exp) {
-			if out == nil {
-				out = map[string]time.Time{}
-			}
-			out[id] = exp
-		}
-	}
 	return out
 }
