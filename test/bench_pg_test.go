@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/workloadapi"
-
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/internal/pgtest"
 	"github.com/hallmarkid/hallmark/test/testenv"
@@ -59,34 +57,7 @@ func BenchmarkPostgres100k(b *testing.B) {
 	// Entry on A → SVID at B's agent, through PostgreSQL's change feed.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	client, err := workloadapi.New(ctx, workloadapi.WithAddr(agB.Addr()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer client.Close()
-	seen := make(chan map[string]bool, 1024)
-	go func() {
-		_ = client.WatchX509Context(ctx, watcher(func(c *workloadapi.X509Context) {
-			m := map[string]bool{}
-			for _, s := range c.SVIDs {
-				m[s.ID.String()] = true
-			}
-			seen <- m
-		}))
-	}()
-	waitID := func(id string, timeout time.Duration) {
-		deadline := time.After(timeout)
-		for {
-			select {
-			case m := <-seen:
-				if m[id] {
-					return
-				}
-			case <-deadline:
-				b.Fatalf("timed out waiting for %s", id)
-			}
-		}
-	}
+	waitID := watchSVIDs(b, agB.Addr()).waitID
 	adminA := a.Admin()
 	create := func(id string) {
 		resp, err := adminA.CreateEntries(ctx, &apiv1.CreateEntriesRequest{Entries: []*apiv1.Entry{{

@@ -128,34 +128,7 @@ func BenchmarkEntryToWorkload10k(b *testing.B) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	client, err := workloadapi.New(ctx, workloadapi.WithAddr(ag.Addr()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer client.Close()
-	seen := make(chan map[string]bool, 1024)
-	go func() {
-		_ = client.WatchX509Context(ctx, watcher(func(c *workloadapi.X509Context) {
-			m := map[string]bool{}
-			for _, s := range c.SVIDs {
-				m[s.ID.String()] = true
-			}
-			seen <- m
-		}))
-	}()
-	waitID := func(id string, timeout time.Duration) {
-		deadline := time.After(timeout)
-		for {
-			select {
-			case m := <-seen:
-				if m[id] {
-					return
-				}
-			case <-deadline:
-				b.Fatalf("timed out waiting for %s", id)
-			}
-		}
-	}
+	waitID := watchSVIDs(b, ag.Addr()).waitID
 	waitID("spiffe://example.org/watched/base", 60*time.Second)
 	testenv.WaitIdle(b, ag.PID(), 120*time.Second) // all 10,000 fillers minted
 	lat := make([]time.Duration, 0, b.N)

@@ -20,11 +20,11 @@ import (
 // svidStream watches a workload's X.509 context with the stock client and
 // hands every update to wait.
 type svidStream struct {
-	t       *testing.T
+	t       testing.TB
 	updates chan []*x509svid.SVID
 }
 
-func watchSVIDs(t *testing.T, addr string) *svidStream {
+func watchSVIDs(t testing.TB, addr string) *svidStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -48,7 +48,19 @@ func watchSVIDs(t *testing.T, addr string) *svidStream {
 // wait returns the first update (within 20 s) that satisfies cond.
 func (s *svidStream) wait(what string, cond func(ids map[string]*x509svid.SVID) bool) map[string]*x509svid.SVID {
 	s.t.Helper()
-	timeout := time.After(20 * time.Second)
+	return s.waitWithin(20*time.Second, what, cond)
+}
+
+// waitID waits up to timeout for an update holding the SVID of id.
+func (s *svidStream) waitID(id string, timeout time.Duration) {
+	s.t.Helper()
+	s.waitWithin(timeout, id, func(ids map[string]*x509svid.SVID) bool { return ids[id] != nil })
+}
+
+// waitWithin returns the first update within timeout that satisfies cond.
+func (s *svidStream) waitWithin(d time.Duration, what string, cond func(ids map[string]*x509svid.SVID) bool) map[string]*x509svid.SVID {
+	s.t.Helper()
+	timeout := time.After(d)
 	for {
 		select {
 		case svids := <-s.updates:
