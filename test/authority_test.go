@@ -20,7 +20,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
-	"github.com/hallmarkid/hallmark/internal/pgtest"
 	"github.com/hallmarkid/hallmark/test/testenv"
 )
 
@@ -300,11 +299,7 @@ func TestLocalAuthorityJWTEndToEnd(t *testing.T) {
 // reaches the other within its poll interval (1/50 of the two-minute
 // lifetimes here), for the X.509 CA and the JWT keys alike.
 func TestLocalAuthorityHA(t *testing.T) {
-	conn := pgtest.Start(t)
-	opts := []testenv.ServerOption{testenv.WithHCL(`datastore {
-  type              = "postgres"
-  connection_string = "` + conn + `"
-}`), testenv.WithServerHCL(`ca_ttl = "2m"
+	opts := []testenv.ServerOption{testenv.WithHCL(postgresDatastore(t)), testenv.WithServerHCL(`ca_ttl = "2m"
   jwt_key_ttl = "2m"
   default_x509_svid_ttl = "30s"
   agent_svid_ttl = "30s"

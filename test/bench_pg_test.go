@@ -7,7 +7,6 @@ import (
 	"time"
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
-	"github.com/hallmarkid/hallmark/internal/pgtest"
 	"github.com/hallmarkid/hallmark/test/testenv"
 )
 
@@ -17,11 +16,7 @@ import (
 // answers), and the time from creating an entry on server A to the SVID at
 // a workload of an agent connected to server B (b.N samples).
 func BenchmarkPostgres100k(b *testing.B) {
-	conn := pgtest.Start(b)
-	ds := `datastore {
-  type              = "postgres"
-  connection_string = "` + conn + `"
-}`
+	ds := postgresDatastore(b)
 	env := testenv.New(b)
 	a := env.StartServer(testenv.WithHCL(ds))
 	for i := range 10 {

@@ -13,7 +13,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
-	"github.com/hallmarkid/hallmark/internal/pgtest"
 	"github.com/hallmarkid/hallmark/test/testenv"
 )
 
@@ -200,11 +199,7 @@ func TestEntryUpdateCLI(t *testing.T) {
 // An update made on server A reaches the agent of server B through the
 // shared PostgreSQL database: the new TTL, then the loss of the SVID.
 func TestEntryUpdateHA(t *testing.T) {
-	conn := pgtest.Start(t)
-	ds := `datastore {
-  type              = "postgres"
-  connection_string = "` + conn + `"
-}`
+	ds := postgresDatastore(t)
 	env := testenv.New(t)
 	a := env.StartServer(testenv.WithHCL(ds))
 	b := env.StartServer(testenv.WithHCL(ds), testenv.WithCAFrom(a))

@@ -20,7 +20,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/hallmarkid/hallmark/internal/pgtest"
 	"github.com/hallmarkid/hallmark/test/testenv"
 )
 
@@ -465,11 +464,7 @@ func TestFederationMTLSAcrossTrustDomains(t *testing.T) {
 // a bundle set with the CLI on A reaches a workload of B's agent whose
 // entry federates with that trust domain, and a delete on A removes it.
 func TestHAStaticBundleWithoutFederationBlock(t *testing.T) {
-	conn := pgtest.Start(t)
-	ds := `datastore {
-  type              = "postgres"
-  connection_string = "` + conn + `"
-}`
+	ds := postgresDatastore(t)
 	env := testenv.New(t)
 	a := env.StartServer(testenv.WithHCL(ds))
 	b := env.StartServer(testenv.WithHCL(ds), testenv.WithCAFrom(a))

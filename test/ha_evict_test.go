@@ -9,7 +9,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
-	"github.com/hallmarkid/hallmark/internal/pgtest"
 	"github.com/hallmarkid/hallmark/test/testenv"
 )
 
@@ -17,11 +16,7 @@ import (
 // ends its stream on B at once (PostgreSQL NOTIFY), not when its
 // certificate expires an hour later.
 func TestHAEvictionOnOneServerEndsStreamsOnTheOther(t *testing.T) {
-	conn := pgtest.Start(t)
-	ds := `datastore {
-  type              = "postgres"
-  connection_string = "` + conn + `"
-}`
+	ds := postgresDatastore(t)
 	env := testenv.New(t)
 	a := env.StartServer(testenv.WithHCL(ds))
 	b := env.StartServer(testenv.WithHCL(ds), testenv.WithCAFrom(a))

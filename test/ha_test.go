@@ -20,11 +20,7 @@ import (
 // database's change feed, single-use tokens stay single use across both,
 // and when a server is killed its agents fail over and keep rotating.
 func TestHATwoServersOnePostgres(t *testing.T) {
-	conn := pgtest.Start(t)
-	ds := `datastore {
-  type              = "postgres"
-  connection_string = "` + conn + `"
-}`
+	ds := postgresDatastore(t)
 	env := testenv.New(t)
 	a := env.StartServer(testenv.WithHCL(ds))
 	b := env.StartServer(testenv.WithHCL(ds), testenv.WithCAFrom(a))
@@ -111,4 +107,15 @@ func mustSVIDs(t *testing.T, addr string) []*x509svid.SVID {
 	t.Helper()
 	c := fetch(t, addr)
 	return c.SVIDs
+}
+
+// postgresDatastore returns the datastore block of a server on a fresh
+// PostgreSQL database (pgtest starts the local cluster, installing it when
+// needed), for several servers to share.
+func postgresDatastore(tb testing.TB) string {
+	tb.Helper()
+	return `datastore {
+  type              = "postgres"
+  connection_string = "` + pgtest.Start(tb) + `"
+}`
 }

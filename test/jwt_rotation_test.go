@@ -15,7 +15,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
-	"github.com/hallmarkid/hallmark/internal/pgtest"
 	"github.com/hallmarkid/hallmark/test/testenv"
 )
 
@@ -178,11 +177,7 @@ func TestJWTKeyRotationEndToEnd(t *testing.T) {
 // token fetched at one server's agent validates at the other's, before
 // and after a rotation.
 func TestHAJWTSharedKeys(t *testing.T) {
-	conn := pgtest.Start(t)
-	hcl := testenv.WithHCL(`datastore {
-  type              = "postgres"
-  connection_string = "` + conn + `"
-}`)
+	hcl := testenv.WithHCL(postgresDatastore(t))
 	jwtHCL := testenv.WithServerHCL(`jwt_key_ttl = "30s"
   default_jwt_svid_ttl = "20s"`)
 	env := testenv.New(t)
