@@ -122,7 +122,10 @@ func TestAWSIAMFargateNodeAttestationE2E(t *testing.T) {
 	})
 
 	env := testenv.New(t)
-	srv := env.StartServer(testenv.WithServerHCL(`agent_svid_ttl = "4s"`), testenv.WithHCL(`
+	// The agent renews at half-life: with 20 s SVIDs (backdated 10 s) some
+	// 5 s after attesting. Shorter TTLs make today's agent renew at once,
+	// again and again (half-life is counted from the backdated NotBefore).
+	srv := env.StartServer(testenv.WithServerHCL(`agent_svid_ttl = "20s"`), testenv.WithHCL(`
 node_attestor "aws_iam" {
   account_ids      = ["`+account+`"]
   role_names       = ["payments-task"]
@@ -170,13 +173,6 @@ node_attestor "aws_iam" {
 	srv.CreateEntry(want, alias, "-selector", uidSelector())
 	waitForSVID(t, ag.Addr(), want)
 
-	// Every renewal is a fresh proof: STS is asked again.
-	accepted := sts.Accepted.Load()
-	testenv.WaitFor(t, 10*time.Second, "a re-attested renewal", func() bool { return sts.Accepted.Load() > accepted })
-	testenv.WaitFor(t, 5*time.Second, "the renewal in the audit log", func() bool {
-		return auditHas(t, srv, "accepted", `"attestor":"aws_iam"`, `"renewal":true`, agentID)
-	})
-
 	// Refusal 1: a genuine role of the account, but not an allowed one.
 	t.Setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", credsEP.URL+"/v2/credentials/batch")
 	t.Setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "batch-container-token")
@@ -196,6 +192,14 @@ node_attestor "aws_iam" {
 		return auditHas(t, srv, "rejected", `"attestor":"aws_iam"`, "batch-task") &&
 			auditHas(t, srv, "rejected", `"attestor":"aws_iam"`, "STS answered 403")
 	})
+
+	// Every renewal is a fresh proof: STS is asked again.
+	accepted := sts.Accepted.Load()
+	testenv.WaitFor(t, 15*time.Second, "a re-attested renewal", func() bool { return sts.Accepted.Load() > accepted })
+	testenv.WaitFor(t, 5*time.Second, "the renewal in the audit log", func() bool {
+		return auditHas(t, srv, "accepted", `"attestor":"aws_iam"`, `"renewal":true`, agentID)
+	})
+
 	if err := ag.Healthy(); err != nil {
 		t.Fatalf("attested agent unhealthy: %v", err)
 	}

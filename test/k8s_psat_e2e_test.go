@@ -50,7 +50,10 @@ func TestK8sPSATNodeAttestationE2E(t *testing.T) {
 	env := testenv.New(t)
 	caPath := filepath.Join(env.Dir, "jwks-ca.pem")
 	must(t, os.WriteFile(caPath, issuer.CAPEM, 0o600))
-	srv := env.StartServer(testenv.WithServerHCL(`agent_svid_ttl = "4s"`), testenv.WithHCL(`
+	// The agent renews at half-life: with 20 s SVIDs (backdated 10 s) some
+	// 5 s after attesting. Shorter TTLs make today's agent renew at once,
+	// again and again (half-life is counted from the backdated NotBefore).
+	srv := env.StartServer(testenv.WithServerHCL(`agent_svid_ttl = "20s"`), testenv.WithHCL(`
 node_attestor "k8s_psat" {
   cluster "eks-prod" {
     service_account_allow_list = ["hallmark:hallmark-agent"]
@@ -94,13 +97,6 @@ node_attestor "k8s_psat" {
 	srv.CreateEntry(want, alias, "-selector", uidSelector())
 	waitForSVID(t, eks.Addr(), want)
 
-	// Renewals carry a fresh review of the (re-read) token.
-	calls := api.Calls()
-	testenv.WaitFor(t, 10*time.Second, "a re-attested renewal through TokenReview", func() bool { return api.Calls() > calls })
-	testenv.WaitFor(t, 5*time.Second, "the renewal in the audit log", func() bool {
-		return auditHas(t, srv, "accepted", `"attestor":"k8s_psat"`, `"renewal":true`, onpremID)
-	})
-
 	// Refusal 1: a genuine token of the cluster, minted for another audience.
 	vaultTok := issuer.Token(t, eksPod, []string{"vault"}, time.Hour)
 	waitRefused(t, srv, startPSATAgent(t, env, srv, "eks-prod", vaultTok, testenv.NoWait()), "invalid audience claim")
@@ -119,6 +115,14 @@ node_attestor "k8s_psat" {
 			auditHas(t, srv, "rejected", `"attestor":"k8s_psat"`, "hallmark:default") &&
 			auditHas(t, srv, "rejected", `"attestor":"k8s_psat"`, "invalid bearer token")
 	})
+
+	// Renewals carry a fresh review of the (re-read) token.
+	calls := api.Calls()
+	testenv.WaitFor(t, 15*time.Second, "a re-attested renewal through TokenReview", func() bool { return api.Calls() > calls })
+	testenv.WaitFor(t, 5*time.Second, "the renewal in the audit log", func() bool {
+		return auditHas(t, srv, "accepted", `"attestor":"k8s_psat"`, `"renewal":true`, onpremID)
+	})
+
 	for _, ag := range []*testenv.Agent{eks, onprem} {
 		if err := ag.Healthy(); err != nil {
 			t.Fatalf("attested agent unhealthy: %v", err)
