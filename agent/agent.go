@@ -62,6 +62,7 @@ type Agent struct {
 
 	mu          sync.Mutex // guards the fields that follow
 	svid        *x509svid.SVID
+	svidAt      time.Time // when svid was received; zero when loaded from disk
 	canReattest bool
 }
 
@@ -272,7 +273,7 @@ func (a *Agent) setSVID(s *x509svid.SVID, canReattest bool) error {
 		return err
 	}
 	a.mu.Lock()
-	a.svid = s
+	a.svid, a.svidAt = s, time.Now()
 	a.canReattest = canReattest
 	a.mu.Unlock()
 	a.client.SetSVID(s)
@@ -359,9 +360,7 @@ func (a *Agent) adopt(res *client.AttestResult, key crypto.Signer) error {
 // expired and the attestor allows it.
 func (a *Agent) rotateLoop(ctx context.Context) {
 	for {
-		s := a.currentSVID()
-		leaf := s.Certificates[0]
-		half := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+		half := a.renewAt()
 		select {
 		case <-ctx.Done():
 			return
@@ -374,6 +373,24 @@ func (a *Agent) rotateLoop(ctx context.Context) {
 		}
 		a.renew(ctx)
 	}
+}
+
+// renewAt is the agent SVID's half-life, counted from when it was received
+// (or its NotBefore when it was loaded from disk): the server backdates
+// NotBefore for clock skew, so counting from it alone would renew a
+// short-lived SVID at once, over and over.
+func (a *Agent) renewAt() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return halfLife(a.svid.Certificates[0], a.svidAt)
+}
+
+func halfLife(leaf *x509.Certificate, receivedAt time.Time) time.Time {
+	start := leaf.NotBefore
+	if receivedAt.After(start) && receivedAt.Before(leaf.NotAfter) {
+		start = receivedAt
+	}
+	return start.Add(leaf.NotAfter.Sub(start) / 2)
 }
 
 // onTainted wakes the rotation loop when the agent SVID's issuer is among
