@@ -77,6 +77,9 @@ type Server struct {
 // New builds a server from cfg: opens the datastore, loads or creates the
 // CA and loads the entries. Nothing listens until Run.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
+	if err := Validate(cfg, log); err != nil {
+		return nil, err
+	}
 	s := &Server{cfg: cfg, log: log, serverID: nodeapi.ServerID(cfg.TrustDomain)}
 	var err error
 	switch cfg.Datastore.Type {

@@ -39,6 +39,7 @@ const usage = `Usage: hallmark-server <command> [flags]
 
 Commands:
   run                 run the server (-config server.hcl)
+  validate            check a configuration without starting (-config server.hcl)
   entry create        create registration entries
   entry update        replace registration entries (-entryID, or -data)
   entry show          list registration entries
@@ -70,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		err = runServer(args[1:], stderr)
+	case "validate":
+		err = validate(args[1:], stdout)
 	case "entry", "token", "agent", "bundle", "federation":
 		if len(args) < 2 {
 			fmt.Fprint(stderr, usage)
@@ -99,6 +102,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// validate is `hallmark-server validate`: everything start-up checks,
+// without opening the datastore or writing to data_dir.
+func validate(args []string, stdout io.Writer) error {
+	fs := newFlagSet("validate")
+	configPath := fs.String("config", "conf/server.hcl", "path to the server configuration file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	if err := server.Validate(cfg, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Configuration %s is valid.\n", *configPath)
+	return nil
 }
 
 func runServer(args []string, stderr io.Writer) error {
