@@ -37,8 +37,8 @@ import (
 	"github.com/hallmarkid/hallmark/agent/workloadattest"
 	"github.com/hallmarkid/hallmark/attestors"
 	"github.com/hallmarkid/hallmark/internal/hclconf"
+	"github.com/hallmarkid/hallmark/internal/pidlock"
 	"github.com/hallmarkid/hallmark/internal/telemetry"
-	"github.com/hallmarkid/hallmark/internal/uds"
 	"github.com/hallmarkid/hallmark/sds"
 )
 
@@ -53,6 +53,7 @@ type Agent struct {
 	jwt       *cache.JWTStore
 	mgr       *manager.Manager
 	state     *stateDir
+	lock      *pidlock.Lock // data_dir, held from New until Run returns
 	health    *health.Server
 	metrics   *telemetry.Metrics
 	tele      telemetry.HCLConfig
@@ -67,12 +68,20 @@ type Agent struct {
 }
 
 // New builds an agent from cfg. Nothing connects or listens until Run.
-func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
+func New(cfg *config.Config, log *slog.Logger) (_ *Agent, err error) {
 	a := &Agent{cfg: cfg, log: log, cache: cache.New(), jwt: cache.NewJWTStore(), state: &stateDir{dir: cfg.DataDir}, health: health.NewServer(),
 		metrics: telemetry.New(telemetry.Config{}), renewNow: make(chan struct{}, 1)}
 	if err := a.state.init(); err != nil {
 		return nil, err
 	}
+	if a.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			a.lock.Release()
+		}
+	}()
 	if b := cfg.Telemetry; b != nil {
 		if err := hclconf.DecodeBlock(*b, &a.tele); err != nil {
 			return nil, fmt.Errorf("agent: %w", err)
@@ -81,7 +90,6 @@ func New(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 			return nil, fmt.Errorf("agent: telemetry (%s): %w", b.Pos(), err)
 		}
 	}
-	var err error
 	if a.collector, err = newCollector(cfg, log); err != nil {
 		return nil, fmt.Errorf("agent: node_attestor %q (%s): %w", cfg.NodeAttestor.Kind, cfg.NodeAttestor.Pos(), err)
 	}
@@ -136,13 +144,14 @@ func (a *Agent) initialBundle() ([]*x509.Certificate, error) {
 
 // Run runs the agent until ctx is done.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.lock.Release()
 	defer a.client.Close()
 	if err := a.loadOrAttest(ctx); err != nil {
 		return err
 	}
-	l, err := uds.Listen(a.cfg.SocketPath, 0o755, 0o777)
+	l, err := listenPublic("workload API socket", a.cfg.SocketPath)
 	if err != nil {
-		return fmt.Errorf("agent: workload API socket: %w", err)
+		return err
 	}
 	srv := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()))
 	wa := workloadattest.New(a.log.With("subsystem", "workload_attestor"), a.workload...)
@@ -238,9 +247,9 @@ func (a *Agent) sds(srv *grpc.Server, wa *workloadattest.Attestor) (*grpc.Server
 	if hc.ExtraSocketPath == "" {
 		return nil, nil, nil
 	}
-	l, err := uds.Listen(hc.ExtraSocketPath, 0o755, 0o777)
+	l, err := listenPublic("sds socket", hc.ExtraSocketPath)
 	if err != nil {
-		return nil, nil, fmt.Errorf("agent: sds socket: %w", err)
+		return nil, nil, err
 	}
 	extra := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()))
 	h.RegisterExtraSocket(extra)

@@ -21,11 +21,20 @@ agent {
   insecure_bootstrap = false
 
   # Where the agent keeps its key, SVID and the cached bundle (required).
+  # A running agent holds data_dir/hallmark-agent.lock: a second agent on
+  # the same data_dir refuses to start.
   data_dir = "./data/agent"
 
   # Unix socket of the Workload API that workloads (and Envoy's SDS) use.
-  # At most 107 bytes.
-  socket_path = "/tmp/hallmark-agent/public/api.sock"
+  # At most 107 bytes. The default depends on the user the agent runs as:
+  # "/run/hallmark-agent/api.sock" for root,
+  # "/tmp/hallmark-agent/public/api.sock" for any other user. The agent
+  # creates the socket's directory with mode 0755 and refuses to start when
+  # that directory is not its own or is writable by anyone else, or when a
+  # directory above it belongs to another user or is writable by others
+  # (sticky ones such as /tmp excepted). The same holds for the sds block's
+  # socket_path.
+  # socket_path = "/tmp/hallmark-agent/public/api.sock"
 
   # Unix socket of the agent's admin API; empty: none.
   admin_socket_path = ""

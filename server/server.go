@@ -32,8 +32,8 @@ import (
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/attestors"
 	"github.com/hallmarkid/hallmark/internal/hclconf"
+	"github.com/hallmarkid/hallmark/internal/pidlock"
 	"github.com/hallmarkid/hallmark/internal/telemetry"
-	"github.com/hallmarkid/hallmark/internal/uds"
 	"github.com/hallmarkid/hallmark/registration"
 	"github.com/hallmarkid/hallmark/server/adminapi"
 	"github.com/hallmarkid/hallmark/server/audit"
@@ -72,16 +72,25 @@ type Server struct {
 
 	certMu sync.Mutex // guards cert
 	cert   *tls.Certificate
+
+	lock *pidlock.Lock // data_dir, held from New until Run returns
 }
 
 // New builds a server from cfg: opens the datastore, loads or creates the
 // CA and loads the entries. Nothing listens until Run.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
 	if err := Validate(cfg, log); err != nil {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, serverID: nodeapi.ServerID(cfg.TrustDomain)}
-	var err error
+	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			s.lock.Release()
+		}
+	}()
 	switch cfg.Datastore.Type {
 	case config.DatastoreSQLite:
 		s.store, err = sqlite.Open(ctx, cfg.Datastore.Path, log.With("subsystem", "datastore"))
@@ -260,6 +269,7 @@ func (s *Server) close() {
 		s.audit.Close()
 	}
 	s.store.Close()
+	s.lock.Release()
 }
 
 // Ready reports whether the datastore and CA are usable.
@@ -285,10 +295,10 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: listen: %w", err)
 	}
-	adminL, err := uds.Listen(s.cfg.SocketPath, 0o700, 0o600)
+	adminL, err := listenAdmin(s.cfg.SocketPath)
 	if err != nil {
 		tcp.Close()
-		return fmt.Errorf("server: admin socket: %w", err)
+		return err
 	}
 
 	nodeSrv := grpc.NewServer(

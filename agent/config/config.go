@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 
@@ -16,11 +17,24 @@ import (
 
 // Defaults for settings left out of the file.
 const (
+	// DefaultSocketPath is the Workload API socket of an agent not running
+	// as root (SPIRE's layout); RootSocketPath that of one running as root,
+	// in /run where no other user can create the directory first.
 	DefaultSocketPath = "/tmp/hallmark-agent/public/api.sock"
+	RootSocketPath    = "/run/hallmark-agent/api.sock"
 	// JoinTokenKind is the node attestor kind a join token implies.
 	JoinTokenKind = "join_token"
 	errPrefix     = "config"
 )
+
+// DefaultSocketPathFor returns the default socket_path of an agent running
+// with effective uid euid.
+func DefaultSocketPathFor(euid int) string {
+	if euid == 0 {
+		return RootSocketPath
+	}
+	return DefaultSocketPath
+}
 
 // Config is the agent's configuration, validated and with defaults applied.
 type Config struct {
@@ -216,7 +230,7 @@ func (c *Config) agent(body hcl.Body, diags *hcl.Diagnostics) *hcl.Range {
 	}
 
 	c.DataDir = s.NonEmpty("data_dir", raw.DataDir, diags)
-	c.SocketPath = s.SocketPath("socket_path", raw.SocketPath, DefaultSocketPath, diags)
+	c.SocketPath = s.SocketPath("socket_path", raw.SocketPath, DefaultSocketPathFor(os.Geteuid()), diags)
 	if s.Set("admin_socket_path") && raw.AdminSocketPath != "" {
 		c.AdminSocketPath = s.SocketPath("admin_socket_path", raw.AdminSocketPath, "", diags)
 		if c.AdminSocketPath == c.SocketPath {

@@ -53,7 +53,7 @@ func defaults() config.Config {
 		ServerAddress:   "127.0.0.1:8081",
 		TrustBundlePath: "/etc/hallmark/bundle.pem",
 		DataDir:         "/var/lib/hallmark-agent",
-		SocketPath:      "/tmp/hallmark-agent/public/api.sock",
+		SocketPath:      config.DefaultSocketPathFor(os.Geteuid()),
 		LogLevel:        "info",
 		LogFormat:       "text",
 	}
@@ -167,7 +167,7 @@ func TestParse(t *testing.T) {
 		{name: "socket_path empty", src: agt(`socket_path = ""`, joinTokenBlock), wantErr: []string{`agent.hcl:6,17-19: Invalid value; socket_path must not be empty.`}},
 		{name: "socket_path too long", src: agt(`socket_path = "/`+strings.Repeat("a", 107)+`"`, joinTokenBlock),
 			wantErr: []string{`agent.hcl:6,`, "is 108 bytes long; unix socket paths are limited to 107"}},
-		{name: "admin socket same as workload socket", src: agt(`admin_socket_path = "/tmp/hallmark-agent/public/api.sock"`, joinTokenBlock),
+		{name: "admin socket same as workload socket", src: agt(`admin_socket_path = "`+config.DefaultSocketPathFor(os.Geteuid())+`"`, joinTokenBlock),
 			wantErr: []string{`agent.hcl:6,`, "admin_socket_path must differ from socket_path"}},
 		{name: "admin_socket_path too long", src: agt(`admin_socket_path = "/`+strings.Repeat("a", 200)+`"`, joinTokenBlock),
 			wantErr: []string{`agent.hcl:6,`, "limited to 107"}},

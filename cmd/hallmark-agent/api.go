@@ -18,7 +18,7 @@ import (
 
 func fetchX509(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("api fetch x509", flag.ContinueOnError)
-	socketPath := fs.String("socketPath", defaultSocketPath, "path to the Workload API socket")
+	socketPath := fs.String("socketPath", defaultSocketPath(), "path to the Workload API socket")
 	write := fs.String("write", "", "directory to write svid.N.pem, svid.N.key and bundle.N.pem into")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for an SVID")
 	if err := parseFlags(fs, args); err != nil {
@@ -82,7 +82,7 @@ func fetchX509(args []string, stdout io.Writer) error {
 
 func healthcheck(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
-	socketPath := fs.String("socketPath", defaultSocketPath, "path to the Workload API socket")
+	socketPath := fs.String("socketPath", defaultSocketPath(), "path to the Workload API socket")
 	verbose := fs.Bool("verbose", false, "print details")
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -35,7 +35,7 @@ func (a *audiences) Set(v string) error {
 // the JWT bundles, in SPIRE's output shape.
 func fetchJWT(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("api fetch jwt", flag.ContinueOnError)
-	socketPath := fs.String("socketPath", defaultSocketPath, "path to the Workload API socket")
+	socketPath := fs.String("socketPath", defaultSocketPath(), "path to the Workload API socket")
 	var aud audiences
 	fs.Var(&aud, "audience", "audience of the token (repeatable or comma separated; required)")
 	spiffeID := fs.String("spiffeID", "", "SPIFFE ID to fetch a token for (default: every identity of the caller)")
@@ -86,7 +86,7 @@ func fetchJWT(args []string, stdout io.Writer) error {
 // audience.
 func validateJWT(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("api validate jwt", flag.ContinueOnError)
-	socketPath := fs.String("socketPath", defaultSocketPath, "path to the Workload API socket")
+	socketPath := fs.String("socketPath", defaultSocketPath(), "path to the Workload API socket")
 	audience := fs.String("audience", "", "audience the token must carry (required)")
 	token := fs.String("svid", "", "the JWT-SVID to validate (required)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait")
@@ -114,7 +114,7 @@ func validateJWT(args []string, stdout io.Writer) error {
 // interrupted (or -count updates).
 func watch(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("api watch", flag.ContinueOnError)
-	socketPath := fs.String("socketPath", defaultSocketPath, "path to the Workload API socket")
+	socketPath := fs.String("socketPath", defaultSocketPath(), "path to the Workload API socket")
 	count := fs.Int("count", 0, "stop after this many updates (0: until interrupted)")
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -26,7 +27,15 @@ import (
 	"github.com/hallmarkid/hallmark/agent/config"
 )
 
-const defaultSocketPath = "/tmp/hallmark-agent/public/api.sock"
+// defaultSocketPath is the Workload API socket of an agent on the default
+// socket_path: the root agent's when its directory exists (only root can
+// create it in /run), the non-root agent's otherwise.
+func defaultSocketPath() string {
+	if _, err := os.Lstat(filepath.Dir(config.RootSocketPath)); err == nil {
+		return config.RootSocketPath
+	}
+	return config.DefaultSocketPath
+}
 
 const usage = `Usage: hallmark-agent <command> [flags]
 

@@ -7,7 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -16,16 +18,35 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
+	"github.com/hallmarkid/hallmark/internal/uds"
 	"github.com/hallmarkid/hallmark/registration"
+	"github.com/hallmarkid/hallmark/server/config"
 )
 
-const defaultSocketPath = "/tmp/hallmark-server/private/api.sock"
-
-func dialAdmin(socketPath string) (apiv1.AdminClient, func(), error) {
-	if _, err := os.Stat(socketPath); err != nil {
-		return nil, nil, fmt.Errorf("server admin socket %s: %w (is the server running? use -socketPath)", socketPath, err)
+// defaultSocketPath is the admin socket of a server on the default
+// socket_path: the root server's when its directory exists (only root can
+// create it in /run), the non-root server's otherwise.
+func defaultSocketPath() string {
+	if _, err := os.Lstat(filepath.Dir(config.RootSocketPath)); err == nil {
+		return config.RootSocketPath
 	}
-	conn, err := grpc.NewClient("unix://"+socketPath,
+	return config.DefaultSocketPath
+}
+
+// dialAdmin connects to the admin socket after checking that nobody but
+// root or this user could have put it there (uds.CheckDial): a socket
+// another user planted would answer with their bundle and their tokens.
+func dialAdmin(socketPath string) (apiv1.AdminClient, func(), error) {
+	path, err := uds.CheckDial(socketPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil, fmt.Errorf("server admin socket %s: %w (is the server running? use -socketPath)", socketPath, err)
+	case errors.Is(err, fs.ErrPermission):
+		return nil, nil, fmt.Errorf("server admin socket %s: %w (run this command as root or as the user the server runs as)", socketPath, err)
+	case err != nil:
+		return nil, nil, err
+	}
+	conn, err := grpc.NewClient("unix://"+path,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.MaxCallSendMsgSize(256<<20)))
 	if err != nil {
@@ -36,7 +57,7 @@ func dialAdmin(socketPath string) (apiv1.AdminClient, func(), error) {
 
 func admin(cmd string, args []string, stdout io.Writer) error {
 	fs := newFlagSet(cmd)
-	socketPath := fs.String("socketPath", defaultSocketPath, "path to the server's admin socket")
+	socketPath := fs.String("socketPath", defaultSocketPath(), "path to the server's admin socket")
 	var run func(context.Context, apiv1.AdminClient) error
 	switch cmd {
 	case "entry create":

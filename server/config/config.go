@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -17,9 +18,13 @@ import (
 
 // Defaults for settings left out of the file.
 const (
-	DefaultBindAddress        = "127.0.0.1"
-	DefaultBindPort           = 8081
+	DefaultBindAddress = "127.0.0.1"
+	DefaultBindPort    = 8081
+	// DefaultSocketPath is the admin socket of a server not running as
+	// root (SPIRE's layout); RootSocketPath that of one running as root,
+	// in /run where no other user can create the directory first.
 	DefaultSocketPath         = "/tmp/hallmark-server/private/api.sock"
+	RootSocketPath            = "/run/hallmark-server/api.sock"
 	DefaultCAKeyType          = KeyTypeECP256
 	DefaultCATTL              = 168 * time.Hour
 	DefaultX509SVIDTTL        = time.Hour
@@ -65,6 +70,15 @@ const (
 	DatastoreSQLite   = "sqlite"
 	DatastorePostgres = "postgres"
 )
+
+// DefaultSocketPathFor returns the default socket_path of a server running
+// with effective uid euid.
+func DefaultSocketPathFor(euid int) string {
+	if euid == 0 {
+		return RootSocketPath
+	}
+	return DefaultSocketPath
+}
 
 // Config is the server's configuration, validated and with defaults
 // applied.
@@ -253,7 +267,7 @@ func (c *Config) server(body hcl.Body) (hclconf.Section, hcl.Diagnostics) {
 	}
 
 	c.DataDir = s.NonEmpty("data_dir", raw.DataDir, &diags)
-	c.SocketPath = s.SocketPath("socket_path", raw.SocketPath, DefaultSocketPath, &diags)
+	c.SocketPath = s.SocketPath("socket_path", raw.SocketPath, DefaultSocketPathFor(os.Geteuid()), &diags)
 	c.CAKeyType = KeyType(s.OneOf("ca_key_type", raw.CAKeyType, string(DefaultCAKeyType),
 		[]string{string(KeyTypeECP256), string(KeyTypeECP384), string(KeyTypeRSA2048)}, &diags))
 

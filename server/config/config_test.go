@@ -35,7 +35,7 @@ func defaults() config.Config {
 		BindAddress:          "127.0.0.1",
 		BindPort:             8081,
 		DataDir:              "/var/lib/hallmark",
-		SocketPath:           "/tmp/hallmark-server/private/api.sock",
+		SocketPath:           config.DefaultSocketPathFor(os.Geteuid()),
 		CAKeyType:            config.KeyTypeECP256,
 		CATTL:                168 * time.Hour,
 		DefaultX509SVIDTTL:   time.Hour,

@@ -17,11 +17,20 @@ server {
   bind_port    = 8081
 
   # Where the server keeps its keys and, by default, its database (required).
+  # A running server holds data_dir/hallmark-server.lock: a second server on
+  # the same data_dir refuses to start (HA servers share only PostgreSQL).
   data_dir = "./data/server"
 
   # Unix socket of the admin API used by the hallmark-server CLI commands
-  # (entries, join tokens). At most 107 bytes.
-  socket_path = "/tmp/hallmark-server/private/api.sock"
+  # (entries, join tokens). At most 107 bytes. The default depends on the
+  # user the server runs as: "/run/hallmark-server/api.sock" for root,
+  # "/tmp/hallmark-server/private/api.sock" for any other user. The server
+  # creates the socket's directory with mode 0700 and refuses to start when
+  # that directory is not its own or grants anyone else access, or when a
+  # directory above it belongs to another user or is writable by others
+  # (sticky ones such as /tmp excepted). It never removes a socket another
+  # server still answers on.
+  # socket_path = "/tmp/hallmark-server/private/api.sock"
 
   # Key type of the signing CA: "ec-p256", "ec-p384" or "rsa-2048".
   ca_key_type = "ec-p256"
