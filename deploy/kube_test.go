@@ -398,8 +398,22 @@ func checkK8sServerConfig(t *testing.T, name string, f serverFile, ms []manifest
 	if vm, v, ok := mountFor(c, vols, f.DataDir); !ok || vm.ReadOnly || v.PersistentVolumeClaim == nil {
 		t.Errorf("%s: data_dir %s is not on a writable persistent volume", name, f.DataDir)
 	}
-	if vm, _, ok := mountFor(c, vols, f.SocketPath); !ok || vm.ReadOnly {
+	if vm, v, ok := mountFor(c, vols, f.SocketPath); !ok || vm.ReadOnly {
 		t.Errorf("%s: socket_path %s is not on a writable volume", name, f.SocketPath)
+	} else {
+		// The volume's root belongs to root and is world-writable; the
+		// server (uid 65532) refuses a socket directory it does not own,
+		// so it creates its own (0700) below the mount. A tmpfs emptyDir's
+		// root is 1777 (sticky, like /tmp), which the server accepts above
+		// its socket; a disk emptyDir's is 0777 without the sticky bit,
+		// which it refuses.
+		if path.Dir(f.SocketPath) == path.Clean(vm.MountPath) {
+			t.Errorf("%s: socket_path %s lies directly in the volume mounted at %s; put it in a subdirectory the server creates",
+				name, f.SocketPath, vm.MountPath)
+		}
+		if v.EmptyDir != nil && v.EmptyDir.Medium != corev1.StorageMediumMemory {
+			t.Errorf("%s: the admin socket's emptyDir must be medium Memory (a sticky tmpfs root)", name)
+		}
 	}
 	found := false
 	for _, b := range f.NodeAttestors {

@@ -8,6 +8,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	agentconfig "github.com/hallmarkid/hallmark/agent/config"
+	serverconfig "github.com/hallmarkid/hallmark/server/config"
 )
 
 // unit is a parsed systemd unit file: section → key → values in order.
@@ -106,7 +109,8 @@ func TestSystemdUnits(t *testing.T) {
 			name: "server", unit: "systemd/hallmark-server.service", config: "systemd/server.hcl",
 			want: map[string]string{
 				"User": "hallmark", "PrivateDevices": "yes", "ProtectProc": "invisible",
-				"StateDirectory": "hallmark/server", "RuntimeDirectory": "hallmark-server", "LogsDirectory": "hallmark",
+				"StateDirectory": "hallmark/server", "RuntimeDirectory": "hallmark-server", "RuntimeDirectoryMode": "0700",
+				"LogsDirectory": "hallmark",
 			},
 			absent: []string{"DeviceAllow"},
 		},
@@ -187,8 +191,12 @@ func TestSystemdUnits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var paths map[string]string
+			var (
+				paths   map[string]string
+				rootDef string // the daemon's socket_path default as root, which its CLI looks for
+			)
 			if tt.name == "server" {
+				rootDef = serverconfig.RootSocketPath
 				f := parseServerHCL(t, tt.config, src)
 				paths = map[string]string{"data_dir": f.DataDir, "socket_path": f.SocketPath, "datastore path": f.Datastore.Path}
 				if f.AuditCfg == nil || f.AuditCfg.Path == "" || f.AuditCfg.Fsync != "always" {
@@ -200,6 +208,7 @@ func TestSystemdUnits(t *testing.T) {
 					t.Errorf("%s: telemetry should listen on loopback", tt.config)
 				}
 			} else {
+				rootDef = agentconfig.RootSocketPath
 				f := parseAgentHCL(t, tt.config, src)
 				paths = map[string]string{"data_dir": f.DataDir, "socket_path": f.SocketPath}
 				if f.NodeAttestor.Kind != "tpm" {
@@ -210,6 +219,16 @@ func TestSystemdUnits(t *testing.T) {
 				if !writable(p) {
 					t.Errorf("%s: %s %s is not writable under %s (ReadWritePaths %v)", tt.config, what, p, tt.unit, rw)
 				}
+			}
+			// The socket lies directly in RuntimeDirectory, which systemd
+			// creates owned by the service's user with RuntimeDirectoryMode:
+			// what the daemon requires of its socket's directory. It is the
+			// root default, so the CLIs find it without -socketPath.
+			if got, want := path.Dir(paths["socket_path"]), "/run/"+u.one("Service", "RuntimeDirectory"); got != want {
+				t.Errorf("%s: socket_path in %s, want directly in RuntimeDirectory %s", tt.config, got, want)
+			}
+			if paths["socket_path"] != rootDef {
+				t.Errorf("%s: socket_path %s, want %s (the default as root, where the CLI looks first)", tt.config, paths["socket_path"], rootDef)
 			}
 		})
 	}

@@ -402,3 +402,26 @@ func TestJWTAlgorithm(t *testing.T) {
 		})
 	}
 }
+
+// Root's default socket is in /run, where no other user can create the
+// directory first; other users keep SPIRE's /tmp layout.
+func TestDefaultSocketPathFor(t *testing.T) {
+	tests := []struct {
+		name string
+		euid int
+		want string
+	}{
+		{name: "root", euid: 0, want: config.RootSocketPath},
+		{name: "other user", euid: 1000, want: config.DefaultSocketPath},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := config.DefaultSocketPathFor(tt.euid); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+			if !strings.HasPrefix(tt.want, "/run/") && !strings.HasPrefix(tt.want, "/tmp/") {
+				t.Errorf("%q is neither in /run nor in /tmp", tt.want)
+			}
+		})
+	}
+}
