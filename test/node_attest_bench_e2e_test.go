@@ -74,7 +74,7 @@ node_attestor "k8s_psat" {
 	}
 	b.Cleanup(func() { c.Close() })
 
-	iam, err := awsiam.NewCollector(awsiam.AgentConfig{Region: "us-east-1"}, nil,
+	iam, err := awsiam.NewCollector(awsiam.AgentConfig{TrustDomain: td, Region: "us-east-1"}, nil,
 		awsiam.WithCredentials(credentials.NewStaticCredentialsProvider(id.AccessKeyID, id.SecretAccessKey, id.SessionToken)))
 	if err != nil {
 		b.Fatal(err)
