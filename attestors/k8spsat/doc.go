@@ -4,8 +4,9 @@
 // half (Verifier) validates it through the cluster's TokenReview API or
 // offline against the cluster's OIDC issuer keys (JWKS), checks audience
 // (by default the server's SPIFFE ID, so tokens projected for another
-// deployment are refused), expiry, issuer and a service-account allow-list, and derives the agent
-// ID spiffe://<td>/agent/k8s_psat/<cluster>/<node UID, else pod UID>.
+// deployment are refused), expiry, issuer and a service-account
+// allow-list, and derives the agent ID
+// spiffe://<td>/agent/k8s_psat/<cluster>/<node UID, else pod UID>.
 //
 // Offline validation (go-jose) lives here. TokenReview goes through a
 // [TokenReviewer], an interface this package declares with its own
