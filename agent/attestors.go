@@ -55,6 +55,7 @@ func newCollector(cfg *config.Config, log *slog.Logger) (attestors.NodeCollector
 		if err := hclconf.DecodeBlock(b, &c); err != nil {
 			return nil, err
 		}
+		c.TrustDomain = cfg.TrustDomain
 		return awsiam.NewCollector(c, log)
 	case k8spsat.Type:
 		var c k8spsat.AgentConfig

@@ -15,6 +15,13 @@ import (
 	"github.com/hallmarkid/hallmark/registration"
 )
 
+// ServerID returns the server's SPIFFE ID in td, spiffe://<td>/hallmark/server.
+// Challenges and token audiences name it by default, so that evidence made
+// for one deployment is refused by another.
+func ServerID(td spiffeid.TrustDomain) (spiffeid.ID, error) {
+	return spiffeid.FromSegments(td, "hallmark", "server")
+}
+
 // ChallengeFunc sends a challenge to the agent and returns its answer.
 type ChallengeFunc func(ctx context.Context, challenge []byte) ([]byte, error)
 

@@ -96,6 +96,27 @@ datastore {
 # Join tokens: single-use secrets generated on the server.
 node_attestor "join_token" {}
 
+# Other kinds, each documented in docs/tpm.md, docs/aws.md and
+# docs/kubernetes.md. Keys that bind or narrow trust, for example:
+#
+# node_attestor "tpm" {
+#   ek_ca_dir  = "/etc/hallmark/tpm-ek-ca"   # must hold a self-signed root
+#   ek_crl_dir = "/etc/hallmark/tpm-ek-crl"  # optional EK CRLs, checked at start-up
+#   pcr_bank   = "sha256"                    # "sha1" needs allow_sha1_pcr_bank = true
+# }
+# node_attestor "aws_iam" {
+#   account_ids = ["123456789012"]
+#   # server_id = "..."  # the name agents sign into the challenge; default
+#   #                    # spiffe://<trust_domain>/hallmark/server
+# }
+# node_attestor "k8s_psat" {
+#   cluster "prod" {
+#     service_account_allow_list = ["hallmark:hallmark-agent"]
+#     in_cluster                 = true
+#     # audience = ["..."]  # default ["spiffe://<trust_domain>/hallmark/server"]
+#   }
+# }
+
 # OIDC discovery for JWT-SVIDs (optional): serves
 # <jwt_issuer>/.well-known/openid-configuration and <jwt_issuer>/keys (the
 # current JWT signing keys, including the published next key) so that

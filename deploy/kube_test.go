@@ -482,8 +482,8 @@ func checkK8sAgentConfig(t *testing.T, name string, f agentFile, ms []manifest) 
 			tok = s.ServiceAccountToken
 		}
 	}
-	if tok == nil || tok.Audience != k8spsat.DefaultAudience {
-		t.Errorf("%s: no projected token at %s with audience %q", name, tokenPath, k8spsat.DefaultAudience)
+	if aud := k8spsat.DefaultAudience(f.TrustDomain); tok == nil || tok.Audience != aud {
+		t.Errorf("%s: no projected token at %s with audience %q (the server's default for trust domain %q)", name, tokenPath, aud, f.TrustDomain)
 	}
 
 	// Istio's template mounts the same host directory.

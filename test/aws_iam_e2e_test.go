@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -160,9 +161,11 @@ node_attestor "aws_iam" {
 		t.Fatalf("container credentials endpoint: served %d, refused %d", credsEP.Served.Load(), credsEP.Refused.Load())
 	}
 	// The challenge travelled in a signed header, to the signed host.
+	// The challenge header names the server the agent attests to.
 	heads := sts.Headers()
-	if len(heads) == 0 || heads[0].Get("X-Hallmark-Challenge") == "" || heads[0].Get("X-Amz-Security-Token") != payments.SessionToken {
-		t.Fatalf("STS saw headers %v; want the challenge and the task's session token", heads)
+	if len(heads) == 0 || !strings.HasPrefix(heads[0].Get("X-Hallmark-Challenge"), "spiffe://example.org/hallmark/server ") ||
+		heads[0].Get("X-Amz-Security-Token") != payments.SessionToken {
+		t.Fatalf("STS saw headers %v; want the challenge naming the server and the task's session token", heads)
 	}
 
 	// Register by verified facts only (account and role), never by hints.
@@ -187,6 +190,23 @@ node_attestor "aws_iam" {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
 	stranger := env.StartAgent(srv, "", agentHCL, testenv.NoWait())
 	waitRefused(t, srv, stranger, "STS answered 403")
+
+	// Refusal 3: a request signed for another server (the agent's server_id
+	// names another deployment) is refused before it reaches STS.
+	clearAWSEnv(t)
+	t.Setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", credsEP.URL+"/v2/credentials/payments")
+	t.Setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "payments-container-token")
+	relayed := env.StartAgent(srv, "", testenv.WithAgentTopHCL(`
+node_attestor "aws_iam" {
+  sts_region = "us-east-1"
+  server_id  = "hallmark-other-deployment"
+}`), testenv.NoWait())
+	waitRefused(t, srv, relayed, "challenge header names hallmark-other-deployment, this server is spiffe://example.org/hallmark/server")
+	for _, h := range sts.Headers() {
+		if strings.HasPrefix(h.Get("X-Hallmark-Challenge"), "hallmark-other-deployment ") {
+			t.Errorf("a request signed for another server reached STS: %v", h)
+		}
+	}
 
 	testenv.WaitFor(t, 5*time.Second, "the refusals in the audit log", func() bool {
 		return auditHas(t, srv, "rejected", `"attestor":"aws_iam"`, "batch-task") &&

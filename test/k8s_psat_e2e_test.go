@@ -35,9 +35,10 @@ node_attestor "k8s_psat" {
 // reached through a kubeconfig). Each agent attests with its projected
 // token and gets the ID of its node; an operator aliases the EKS agents by
 // cluster and service account and a workload under the alias gets its
-// SVID; renewals re-attest. Refusals: a token for another audience, a
-// service account outside the allow-list, a token the API server does not
-// know.
+// SVID; renewals re-attest. The tokens carry the default audience, the
+// server's SPIFFE ID. Refusals: a token for another audience, a token for
+// the server of another trust domain, a service account outside the
+// allow-list, a token the API server does not know.
 func TestK8sPSATNodeAttestationE2E(t *testing.T) {
 	issuer := k8spsattest.NewIssuer(t)
 	eksPod := k8spsattest.Pod{Namespace: "hallmark", ServiceAccount: "hallmark-agent", Name: "hallmark-agent-x7k2p",
@@ -67,7 +68,7 @@ node_attestor "k8s_psat" {
   }
 }`))
 
-	eks := startPSATAgent(t, env, srv, "eks-prod", issuer.Token(t, eksPod, []string{"hallmark-server"}, time.Hour))
+	eks := startPSATAgent(t, env, srv, "eks-prod", issuer.Token(t, eksPod, []string{k8spsattest.DefaultAudience}, time.Hour))
 	onprem := startPSATAgent(t, env, srv, "onprem", onpremToken)
 	eksID := "spiffe://example.org/agent/k8s_psat/eks-prod/" + eksPod.NodeUID
 	onpremID := "spiffe://example.org/agent/k8s_psat/onprem/" + onpremPod.NodeUID
@@ -101,10 +102,16 @@ node_attestor "k8s_psat" {
 	vaultTok := issuer.Token(t, eksPod, []string{"vault"}, time.Hour)
 	waitRefused(t, srv, startPSATAgent(t, env, srv, "eks-prod", vaultTok, testenv.NoWait()), "invalid audience claim")
 
+	// Refusal 1b: a genuine token of the cluster projected for the server of
+	// another deployment (trust domain other.example, default settings), as
+	// that server could replay it here.
+	relayedTok := issuer.Token(t, eksPod, []string{"spiffe://other.example/hallmark/server"}, time.Hour)
+	waitRefused(t, srv, startPSATAgent(t, env, srv, "eks-prod", relayedTok, testenv.NoWait()), "invalid audience claim")
+
 	// Refusal 2: a service account that is not allowed to be an agent.
 	intruder := eksPod
 	intruder.ServiceAccount = "default"
-	intruderTok := issuer.Token(t, intruder, []string{"hallmark-server"}, time.Hour)
+	intruderTok := issuer.Token(t, intruder, []string{k8spsattest.DefaultAudience}, time.Hour)
 	waitRefused(t, srv, startPSATAgent(t, env, srv, "eks-prod", intruderTok, testenv.NoWait()), `service account \"hallmark:default\" is not allowed`)
 
 	// Refusal 3: a token the on-premises API server does not know.

@@ -45,7 +45,7 @@ func BenchmarkNodeAttest(b *testing.B) {
 	caPath := filepath.Join(env.Dir, "jwks-ca.pem")
 	tokPath := filepath.Join(env.Dir, "jwks-token")
 	reviewedPath := filepath.Join(env.Dir, "reviewed-token")
-	for path, data := range map[string][]byte{caPath: issuer.CAPEM, tokPath: []byte(issuer.Token(b, pod, []string{"hallmark-server"}, time.Hour)), reviewedPath: []byte(reviewed)} {
+	for path, data := range map[string][]byte{caPath: issuer.CAPEM, tokPath: []byte(issuer.Token(b, pod, []string{k8spsattest.DefaultAudience}, time.Hour)), reviewedPath: []byte(reviewed)} {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			b.Fatal(err)
 		}
@@ -74,7 +74,7 @@ node_attestor "k8s_psat" {
 	}
 	b.Cleanup(func() { c.Close() })
 
-	iam, err := awsiam.NewCollector(awsiam.AgentConfig{Region: "us-east-1"}, nil,
+	iam, err := awsiam.NewCollector(awsiam.AgentConfig{TrustDomain: td, Region: "us-east-1"}, nil,
 		awsiam.WithCredentials(credentials.NewStaticCredentialsProvider(id.AccessKeyID, id.SecretAccessKey, id.SessionToken)))
 	if err != nil {
 		b.Fatal(err)

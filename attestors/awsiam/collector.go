@@ -3,7 +3,6 @@ package awsiam
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -45,6 +44,7 @@ type Collector struct {
 	cfg    AgentConfig
 	region string
 	host   string
+	server string // the server name signed with every challenge
 	now    func() time.Time
 
 	// mu guards creds, loaded on first use.
@@ -72,6 +72,10 @@ func NewCollector(cfg AgentConfig, log *slog.Logger, opts ...CollectorOption) (*
 	if r, err := hostRegion(c.host); err != nil || r != c.region {
 		return nil, fmt.Errorf("awsiam: config: sts_host %q does not serve region %q", c.host, c.region)
 	}
+	var err error
+	if c.server, err = serverName(cfg.ServerID, cfg.TrustDomain); err != nil {
+		return nil, fmt.Errorf("awsiam: config: %w", err)
+	}
 	for _, o := range opts {
 		o.applyCollector(c)
 	}
@@ -94,7 +98,8 @@ func (c *Collector) Payload(ctx context.Context, _ attestors.CollectRequest) ([]
 	return json.Marshal(h)
 }
 
-// Answer signs sts:GetCallerIdentity with the challenge in a signed header.
+// Answer signs sts:GetCallerIdentity with the challenge, and the name of
+// the server it is for, in a signed header.
 func (c *Collector) Answer(ctx context.Context, challenge []byte) ([]byte, error) {
 	if len(challenge) < 16 || len(challenge) > 1024 {
 		return nil, fmt.Errorf("awsiam: challenge of %d bytes out of range", len(challenge))
@@ -112,7 +117,7 @@ func (c *Collector) Answer(ctx context.Context, challenge []byte) ([]byte, error
 		return nil, fmt.Errorf("awsiam: build request: %w", err)
 	}
 	req.Header.Set("Content-Type", contentTypes[0])
-	req.Header.Set(ChallengeHeader, base64.RawURLEncoding.EncodeToString(challenge))
+	req.Header.Set(ChallengeHeader, ChallengeValue(c.server, challenge))
 	sum := sha256.Sum256([]byte(Body))
 	if err := v4.NewSigner().SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), "sts", c.region, c.now().UTC()); err != nil {
 		return nil, fmt.Errorf("awsiam: sign: %w", err)

@@ -32,7 +32,7 @@ func TestECSHintsAndRenewal(t *testing.T) {
 	t.Setenv("ECS_CONTAINER_METADATA_URI_V4", meta.URL+"/v4/abc")
 
 	sts := awsfake.NewSTS(t, taskRole)
-	c, err := awsiam.NewCollector(awsiam.AgentConfig{Region: "us-east-1", ECSTaskMetadata: true}, quietLog(), awsiam.WithCredentials(staticCreds(agentCreds)))
+	c, err := awsiam.NewCollector(awsiam.AgentConfig{TrustDomain: td, Region: "us-east-1", ECSTaskMetadata: true}, quietLog(), awsiam.WithCredentials(staticCreds(agentCreds)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,18 +73,24 @@ func TestECSHintsAndRenewal(t *testing.T) {
 }
 
 func TestCollectorErrors(t *testing.T) {
-	c, err := awsiam.NewCollector(awsiam.AgentConfig{Region: "us-east-1"}, quietLog(), awsiam.WithCredentials(staticCreds(agentCreds)))
+	c, err := awsiam.NewCollector(awsiam.AgentConfig{TrustDomain: td, Region: "us-east-1"}, quietLog(), awsiam.WithCredentials(staticCreds(agentCreds)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Answer(context.Background(), []byte("short")); err == nil || !strings.Contains(err.Error(), "out of range") {
 		t.Errorf("short challenge: %v", err)
 	}
-	if _, err := awsiam.NewCollector(awsiam.AgentConfig{Region: "us-east-1", STSHost: "sts.eu-west-1.amazonaws.com"}, quietLog()); err == nil {
+	if _, err := awsiam.NewCollector(awsiam.AgentConfig{TrustDomain: td, Region: "us-east-1", STSHost: "sts.eu-west-1.amazonaws.com"}, quietLog()); err == nil {
 		t.Error("host in another region accepted")
 	}
+	if _, err := awsiam.NewCollector(awsiam.AgentConfig{Region: "us-east-1"}, quietLog()); err == nil || !strings.Contains(err.Error(), "no trust domain") {
+		t.Errorf("no trust domain: %v", err)
+	}
+	if _, err := awsiam.NewCollector(awsiam.AgentConfig{TrustDomain: td, Region: "us-east-1", ServerID: "a\tb"}, quietLog()); err == nil || !strings.Contains(err.Error(), "server_id") {
+		t.Errorf("bad server_id: %v", err)
+	}
 	t.Setenv("ECS_CONTAINER_METADATA_URI_V4", "")
-	c, _ = awsiam.NewCollector(awsiam.AgentConfig{Region: "us-east-1", ECSTaskMetadata: true}, quietLog())
+	c, _ = awsiam.NewCollector(awsiam.AgentConfig{TrustDomain: td, Region: "us-east-1", ECSTaskMetadata: true}, quietLog())
 	if _, err := c.Payload(context.Background(), attestors.CollectRequest{}); err == nil || !strings.Contains(err.Error(), "ECS_CONTAINER_METADATA_URI_V4") {
 		t.Errorf("no metadata URI: %v", err)
 	}
@@ -135,6 +141,9 @@ func TestConfig(t *testing.T) {
 		{name: "STS host lookalike", cfg: awsiam.ServerConfig{AccountIDs: []string{account}, STSHosts: []string{"sts.amazonaws.com.evil.example"}}, wantErr: "sts_hosts"},
 		{name: "bad skew", cfg: awsiam.ServerConfig{AccountIDs: []string{account}, ClockSkew: "1h"}, wantErr: "clock_skew"},
 		{name: "bad override", cfg: awsiam.ServerConfig{AccountIDs: []string{account}, STSURLOverride: "ftp://x"}, wantErr: "sts_url_override"},
+		{name: "server_id", cfg: awsiam.ServerConfig{AccountIDs: []string{account}, ServerID: "hallmark-prod-eu"}},
+		{name: "server_id with a space", cfg: awsiam.ServerConfig{AccountIDs: []string{account}, ServerID: "prod eu"}, wantErr: "server_id"},
+		{name: "server_id not ASCII", cfg: awsiam.ServerConfig{AccountIDs: []string{account}, ServerID: "prodé"}, wantErr: "server_id"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

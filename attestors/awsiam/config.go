@@ -1,19 +1,50 @@
 package awsiam
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/url"
 	"regexp"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/hallmarkid/hallmark/attestors"
 )
 
 // Type is the attestation type on the wire.
 const Type = "aws_iam"
 
-// ChallengeHeader carries the server challenge in the signed request.
+// ChallengeHeader carries the server challenge in the signed request. Its
+// value is ChallengeValue(server, challenge): the name of the server the
+// agent attests to and the challenge, so a signed request relayed to another
+// deployment is refused there.
 const ChallengeHeader = "X-Hallmark-Challenge"
+
+// ChallengeValue is the value of ChallengeHeader: the server's name (its
+// SPIFFE ID unless server_id overrides it), a space and the challenge in
+// unpadded base64url.
+func ChallengeValue(server string, challenge []byte) string {
+	return server + " " + base64.RawURLEncoding.EncodeToString(challenge)
+}
+
+// serverName returns override, checked, or else the SPIFFE ID of td's
+// server.
+func serverName(override string, td spiffeid.TrustDomain) (string, error) {
+	if override != "" {
+		if len(override) > 255 || strings.ContainsFunc(override, func(r rune) bool { return r <= ' ' || r > '~' }) {
+			return "", fmt.Errorf("server_id %q: want 1 to 255 printable ASCII characters without spaces", override)
+		}
+		return override, nil
+	}
+	id, err := attestors.ServerID(td)
+	if err != nil {
+		return "", fmt.Errorf("no server_id and no trust domain to name the server: %w", err)
+	}
+	return id.String(), nil
+}
 
 // Body is the only request body accepted.
 const Body = "Action=GetCallerIdentity&Version=2011-06-15"
@@ -59,6 +90,10 @@ type ServerConfig struct {
 	// STSURLOverride sends every verified request to this base URL, keeping
 	// the signed Host; for tests and private endpoints.
 	STSURLOverride string `hcl:"sts_url_override,optional"`
+	// ServerID replaces the server name the agent's signed challenge header
+	// must carry (default: the server's SPIFFE ID,
+	// spiffe://<td>/hallmark/server). Agents must be given the same value.
+	ServerID string `hcl:"server_id,optional"`
 }
 
 // AgentConfig configures the collector. It is decoded from HCL.
@@ -73,6 +108,14 @@ type AgentConfig struct {
 	ECSTaskMetadata bool `hcl:"ecs_task_metadata,optional"`
 	// ECSMetadataURI overrides $ECS_CONTAINER_METADATA_URI_V4.
 	ECSMetadataURI string `hcl:"ecs_metadata_uri,optional"`
+	// ServerID replaces the server name signed into the challenge header
+	// (default: the server's SPIFFE ID, spiffe://<td>/hallmark/server); it
+	// must equal the server's server_id.
+	ServerID string `hcl:"server_id,optional"`
+
+	// TrustDomain is the agent's trust domain (from the agent block, not
+	// this one); it names the server by default.
+	TrustDomain spiffeid.TrustDomain
 }
 
 var (
@@ -133,6 +176,11 @@ func (c ServerConfig) settings() (settings, error) {
 			return s, fmt.Errorf("awsiam: config: clock_skew %q: want a duration in (0, 15m]", c.ClockSkew)
 		}
 		s.skew = d
+	}
+	if c.ServerID != "" {
+		if _, err := serverName(c.ServerID, spiffeid.TrustDomain{}); err != nil {
+			return s, fmt.Errorf("awsiam: config: %w", err)
+		}
 	}
 	if c.STSURLOverride != "" {
 		u, err := url.Parse(c.STSURLOverride)

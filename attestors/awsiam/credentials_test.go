@@ -78,7 +78,7 @@ func TestDefaultCredentials(t *testing.T) {
 			for _, k := range credentialEnv {
 				t.Setenv(k, tt.env[k])
 			}
-			c, err := awsiam.NewCollector(awsiam.AgentConfig{Region: "us-east-1"}, quietLog())
+			c, err := awsiam.NewCollector(awsiam.AgentConfig{TrustDomain: td, Region: "us-east-1"}, quietLog())
 			if err != nil {
 				t.Fatal(err)
 			}

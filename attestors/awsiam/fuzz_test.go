@@ -48,7 +48,7 @@ func BenchmarkVerify(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c, err := awsiam.NewCollector(awsiam.AgentConfig{Region: "us-east-1"}, quietLog(), awsiam.WithCredentials(staticCreds(agentCreds)))
+	c, err := awsiam.NewCollector(awsiam.AgentConfig{TrustDomain: td, Region: "us-east-1"}, quietLog(), awsiam.WithCredentials(staticCreds(agentCreds)))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -128,7 +127,11 @@ func (v *Verifier) verify(ctx context.Context, req attestors.VerifyRequest) (att
 	if err != nil {
 		return attestors.Result{}, err
 	}
-	httpReq, err := v.rebuild(ctx, sr, challenge)
+	server, err := serverName(v.cfg.ServerID, req.TrustDomain)
+	if err != nil {
+		return attestors.Result{}, fmt.Errorf("awsiam: %w", err)
+	}
+	httpReq, err := v.rebuild(ctx, sr, server, challenge)
 	if err != nil {
 		return attestors.Result{}, err
 	}
@@ -141,7 +144,8 @@ func (v *Verifier) verify(ctx context.Context, req attestors.VerifyRequest) (att
 
 // rebuild checks the agent's request parts and builds the outbound request
 // from constants and allow-listed headers only. Nothing is sent on error.
-func (v *Verifier) rebuild(ctx context.Context, sr *SignedRequest, challenge []byte) (*http.Request, error) {
+// The challenge header must name server and carry challenge.
+func (v *Verifier) rebuild(ctx context.Context, sr *SignedRequest, server string, challenge []byte) (*http.Request, error) {
 	if sr.Method != http.MethodPost {
 		return nil, fmt.Errorf("awsiam: method %q, want POST", sr.Method)
 	}
@@ -180,9 +184,8 @@ func (v *Verifier) rebuild(ctx context.Context, sr *SignedRequest, challenge []b
 	if !slices.Contains(contentTypes, h["content-type"]) {
 		return nil, fmt.Errorf("awsiam: content-type %q is not a form", h["content-type"])
 	}
-	want := base64.RawURLEncoding.EncodeToString(challenge)
-	if subtle.ConstantTimeCompare([]byte(h["x-hallmark-challenge"]), []byte(want)) != 1 {
-		return nil, errors.New("awsiam: challenge header does not match the issued challenge")
+	if err := checkChallenge(h["x-hallmark-challenge"], server, challenge); err != nil {
+		return nil, err
 	}
 	date, err := time.Parse("20060102T150405Z", h["x-amz-date"])
 	if err != nil {
@@ -208,6 +211,23 @@ func (v *Verifier) rebuild(ctx context.Context, sr *SignedRequest, challenge []b
 		out.Header.Set(name, val)
 	}
 	return out, nil
+}
+
+// checkChallenge requires the challenge header value to be exactly
+// ChallengeValue(server, challenge), and says which part differs.
+func checkChallenge(got, server string, challenge []byte) error {
+	want := ChallengeValue(server, challenge)
+	if subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1 {
+		return nil
+	}
+	name, _, ok := strings.Cut(got, " ")
+	if !ok {
+		return errors.New("awsiam: challenge header does not name the server (want \"<server> <challenge>\"; is the agent older than the server?)")
+	}
+	if name != server {
+		return fmt.Errorf("awsiam: challenge header names %s, this server is %s (signed for another deployment, or server_id differs between agent and server)", truncate(name), server)
+	}
+	return errors.New("awsiam: challenge header does not match the issued challenge")
 }
 
 var authzRE = lazyRegexp(`^AWS4-HMAC-SHA256 Credential=([A-Z0-9]{16,128})/([0-9]{8})/([a-z0-9-]{1,32})/sts/aws4_request, ?SignedHeaders=([a-z0-9;-]{1,512}), ?Signature=([0-9a-f]{64})$`)

@@ -154,7 +154,7 @@ func TestVerifyThreats(t *testing.T) {
 			sr.Headers = append(sr.Headers, [2]string{"X-Amz-Date", "20200101T000000Z"})
 		}, wantErr: "more than once", preflight: true},
 		{name: "case-variant header", tamper: func(_ *testing.T, sr *awsiam.SignedRequest, c []byte) {
-			sr.Headers = append(sr.Headers, [2]string{"x-hallmark-challenge", base64.RawURLEncoding.EncodeToString(c)})
+			sr.Headers = append(sr.Headers, [2]string{"x-hallmark-challenge", awsiam.ChallengeValue("spiffe://example.org/hallmark/server", c)})
 		}, wantErr: "more than once", preflight: true},
 		{name: "header value with CRLF", tamper: func(_ *testing.T, sr *awsiam.SignedRequest, _ []byte) {
 			setHeader(sr, "Content-Type", "application/x-www-form-urlencoded\r\nX-Evil: 1")
@@ -162,16 +162,22 @@ func TestVerifyThreats(t *testing.T) {
 		{name: "challenge header missing", tamper: func(_ *testing.T, sr *awsiam.SignedRequest, _ []byte) { dropHeader(sr, awsiam.ChallengeHeader) }, wantErr: `"x-hallmark-challenge" is missing`, preflight: true},
 		{name: "challenge header not signed", tamper: func(t *testing.T, sr *awsiam.SignedRequest, c []byte) {
 			*sr = *signManual(t, agentCreds, map[string]string{"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}, time.Now())
-			sr.Headers = append(sr.Headers, [2]string{awsiam.ChallengeHeader, base64.RawURLEncoding.EncodeToString(c)})
+			sr.Headers = append(sr.Headers, [2]string{awsiam.ChallengeHeader, awsiam.ChallengeValue("spiffe://example.org/hallmark/server", c)})
 		}, wantErr: `does not cover "x-hallmark-challenge"`, preflight: true},
 		{name: "challenge from another session", tamper: func(t *testing.T, sr *awsiam.SignedRequest, c []byte) {
 			other := append([]byte(nil), c...)
 			other[0] ^= 1
 			*sr = *signManual(t, agentCreds, map[string]string{
 				"Content-Type":         "application/x-www-form-urlencoded; charset=utf-8",
-				awsiam.ChallengeHeader: base64.RawURLEncoding.EncodeToString(other),
+				awsiam.ChallengeHeader: awsiam.ChallengeValue("spiffe://example.org/hallmark/server", other),
 			}, time.Now())
 		}, wantErr: "does not match the issued challenge", preflight: true},
+		{name: "challenge without a server name (older agent)", tamper: func(t *testing.T, sr *awsiam.SignedRequest, c []byte) {
+			*sr = *signManual(t, agentCreds, map[string]string{
+				"Content-Type":         "application/x-www-form-urlencoded; charset=utf-8",
+				awsiam.ChallengeHeader: base64.RawURLEncoding.EncodeToString(c),
+			}, time.Now())
+		}, wantErr: "does not name the server", preflight: true},
 		{name: "X-Amz-Date 6 minutes old", skew: -6 * time.Minute, wantErr: "more than 5m0s", preflight: true},
 		{name: "X-Amz-Date 6 minutes ahead", skew: 6 * time.Minute, wantErr: "more than 5m0s", preflight: true},
 		{name: "X-Amz-Date malformed", tamper: func(_ *testing.T, sr *awsiam.SignedRequest, _ []byte) { setHeader(sr, "X-Amz-Date", "yesterday") }, wantErr: "malformed", preflight: true},
@@ -224,7 +230,7 @@ func TestVerifyThreats(t *testing.T) {
 			if tc.creds.AccessKeyID != "" {
 				creds = tc.creds
 			}
-			c, err := awsiam.NewCollector(awsiam.AgentConfig{Region: "us-east-1"}, quietLog(),
+			c, err := awsiam.NewCollector(awsiam.AgentConfig{TrustDomain: td, Region: "us-east-1"}, quietLog(),
 				awsiam.WithCredentials(staticCreds(creds)),
 				awsiam.WithCollectorClock(func() time.Time { return time.Now().Add(tc.skew) }))
 			if err != nil {

@@ -56,8 +56,9 @@ type Verifier struct {
 	root   *x509.Certificate
 	policy policy
 
-	// mu guards seen: digests of accepted documents' signatures and their
-	// timestamps, kept until they are too old to be accepted anyway.
+	// mu guards seen: SHA-256 digests of accepted documents' payloads (what
+	// the signature covers) and their timestamps, kept until they are too old
+	// to be accepted anyway.
 	mu   sync.Mutex
 	seen map[[32]byte]time.Time
 }
@@ -262,9 +263,14 @@ func isDebug(pcrs map[uint][]byte) bool {
 	return true
 }
 
-// markSeen rejects a document accepted before (same signature).
+// markSeen rejects a document whose payload was accepted before. The key is
+// the digest of the signed payload, never of the signature: ECDSA signatures
+// are malleable ((r, s) and (r, n-s) both verify) and the COSE envelope has
+// more than one encoding (optional tag, null or empty unprotected header), so
+// one signed document has several valid byte strings. The protected header,
+// the other signed part, is pinned to {1: -35} by the parser.
 func (v *Verifier) markSeen(doc *Document, ts, now time.Time) error {
-	key := sha256.Sum256(doc.signature)
+	key := sha256.Sum256(doc.payload)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if _, dup := v.seen[key]; dup {

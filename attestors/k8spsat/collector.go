@@ -12,7 +12,8 @@ import (
 )
 
 // DefaultAgentTokenPath is where the agent's DaemonSet is expected to
-// project its token (audience "hallmark-server").
+// project its token, with the audience the server requires: by default
+// DefaultAudience of the trust domain, spiffe://<td>/hallmark/server.
 const DefaultAgentTokenPath = "/var/run/secrets/tokens/hallmark-agent"
 
 // AgentConfig is the agent's `node_attestor "k8s_psat" { ... }` block.

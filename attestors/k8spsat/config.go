@@ -7,10 +7,24 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/hallmarkid/hallmark/attestors"
 )
 
-// DefaultAudience is the audience an agent's projected token must carry.
-const DefaultAudience = "hallmark-server"
+// DefaultAudience returns the audience an agent's projected token must
+// carry when the server sets none: the server's SPIFFE ID,
+// spiffe://<td>/hallmark/server. Naming the trust domain means a token
+// projected for another deployment's server is refused here, and the other
+// way round. It returns "" for the zero trust domain.
+func DefaultAudience(td spiffeid.TrustDomain) string {
+	id, err := attestors.ServerID(td)
+	if err != nil {
+		return ""
+	}
+	return id.String()
+}
 
 // ServerConfig is the server's `node_attestor "k8s_psat" { ... }` block.
 type ServerConfig struct {
@@ -30,8 +44,11 @@ type ClusterConfig struct {
 	// ServiceAccountAllowList holds "namespace:name" entries; tokens of
 	// other service accounts are rejected.
 	ServiceAccountAllowList []string `hcl:"service_account_allow_list"`
-	// Audience: the token must carry one of these (default
-	// ["hallmark-server"]).
+	// Audience: the token must carry one of these. Default: the server's
+	// SPIFFE ID, ["spiffe://<td>/hallmark/server"], which is what the
+	// agents' projected token volume must then request. Set it to keep
+	// another name (SPIRE's default is "spire-server"); a list replaces the
+	// default, it does not add to it.
 	Audience []string `hcl:"audience,optional"`
 
 	// KubeConfigFile: validate with the TokenReview API of the cluster it

@@ -2,9 +2,11 @@
 // service-account token (PSAT) presented by an agent pod. The agent half
 // (Collector) reads the token the kubelet projects into the pod; the server
 // half (Verifier) validates it through the cluster's TokenReview API or
-// offline against the cluster's OIDC issuer keys (JWKS), checks audience,
-// expiry, issuer and a service-account allow-list, and derives the agent
-// ID spiffe://<td>/agent/k8s_psat/<cluster>/<node UID, else pod UID>.
+// offline against the cluster's OIDC issuer keys (JWKS), checks audience
+// (by default the server's SPIFFE ID, so tokens projected for another
+// deployment are refused), expiry, issuer and a service-account
+// allow-list, and derives the agent ID
+// spiffe://<td>/agent/k8s_psat/<cluster>/<node UID, else pod UID>.
 //
 // Offline validation (go-jose) lives here. TokenReview goes through a
 // [TokenReviewer], an interface this package declares with its own

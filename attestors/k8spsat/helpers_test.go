@@ -81,7 +81,7 @@ func claims() map[string]any {
 	return map[string]any{
 		"iss": issuer,
 		"sub": "system:serviceaccount:hallmark:agent",
-		"aud": []string{"hallmark-server"},
+		"aud": []string{k8spsat.DefaultAudience(td)},
 		"exp": t0.Add(10 * time.Minute).Unix(),
 		"iat": t0.Add(-time.Minute).Unix(),
 		"nbf": t0.Add(-time.Minute).Unix(),

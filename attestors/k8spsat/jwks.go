@@ -53,10 +53,9 @@ type objRef struct {
 
 // jwksValidator validates tokens offline against the issuer's keys.
 type jwksValidator struct {
-	issuer    string
-	audiences []string
-	now       func() time.Time
-	keys      *keySource
+	issuer string
+	now    func() time.Time
+	keys   *keySource
 }
 
 func newJWKSValidator(c *ClusterConfig, now func() time.Time, log *slog.Logger) (*jwksValidator, error) {
@@ -79,10 +78,10 @@ func newJWKSValidator(c *ClusterConfig, now func() time.Time, log *slog.Logger) 
 		u := c.JWKSURL
 		ks.load = func(ctx context.Context) ([]byte, error) { return fetchJWKS(ctx, client, u) }
 	}
-	return &jwksValidator{issuer: c.Issuer, audiences: c.Audience, now: now, keys: ks}, nil
+	return &jwksValidator{issuer: c.Issuer, now: now, keys: ks}, nil
 }
 
-func (v *jwksValidator) validate(ctx context.Context, token string) (identity, error) {
+func (v *jwksValidator) validate(ctx context.Context, token string, audiences []string) (identity, error) {
 	tok, err := jwt.ParseSigned(token, allowedAlgs)
 	if err != nil {
 		return identity{}, fmt.Errorf("parse token: %w", err)
@@ -112,7 +111,7 @@ func (v *jwksValidator) validate(ctx context.Context, token string) (identity, e
 	if claims.Expiry == nil {
 		return identity{}, errors.New("token has no expiry")
 	}
-	err = claims.ValidateWithLeeway(jwt.Expected{Issuer: v.issuer, AnyAudience: v.audiences, Time: v.now()}, clockLeeway)
+	err = claims.ValidateWithLeeway(jwt.Expected{Issuer: v.issuer, AnyAudience: audiences, Time: v.now()}, clockLeeway)
 	if err != nil {
 		return identity{}, fmt.Errorf("token claims: %w", err)
 	}

@@ -68,9 +68,8 @@ func WithTokenReviewers(f NewTokenReviewerFunc) Option {
 
 // reviewValidator validates tokens with a cluster's TokenReview API.
 type reviewValidator struct {
-	r         TokenReviewer
-	audiences []string
-	issuer    string
+	r      TokenReviewer
+	issuer string
 }
 
 func newReviewValidator(c *ClusterConfig, newReviewer NewTokenReviewerFunc) (*reviewValidator, error) {
@@ -84,10 +83,10 @@ func newReviewValidator(c *ClusterConfig, newReviewer NewTokenReviewerFunc) (*re
 	if r == nil {
 		return nil, fmt.Errorf("k8spsat: cluster %q: no TokenReview client", c.Name)
 	}
-	return &reviewValidator{r: r, audiences: c.Audience, issuer: c.Issuer}, nil
+	return &reviewValidator{r: r, issuer: c.Issuer}, nil
 }
 
-func (v *reviewValidator) validate(ctx context.Context, token string) (identity, error) {
+func (v *reviewValidator) validate(ctx context.Context, token string, audiences []string) (identity, error) {
 	if v.issuer != "" {
 		// The API server checks the signature; this only makes sure the
 		// token comes from the issuer the operator named.
@@ -101,11 +100,11 @@ func (v *reviewValidator) validate(ctx context.Context, token string) (identity,
 	}
 	ctx, cancel := context.WithTimeout(ctx, reviewTimeout)
 	defer cancel()
-	st, err := v.r.Review(ctx, token, v.audiences)
+	st, err := v.r.Review(ctx, token, audiences)
 	if err != nil {
 		return identity{}, err // prefixed by the reviewer's package
 	}
-	return identityFromReview(st, v.audiences)
+	return identityFromReview(st, audiences)
 }
 
 // identityFromReview checks a review and reads the agent's pod from it:

@@ -37,7 +37,7 @@ func TestVerifyTokenReview(t *testing.T) {
 		"no-aud":      {Authenticated: true, User: authv1.UserInfo{Username: "system:serviceaccount:hallmark:agent", Extra: full}},
 		"not-allowed": fakeapi.SAStatus("default", "default", full),
 		"legacy":      fakeapi.SAStatus("hallmark", "agent", nil),
-		"user":        {Authenticated: true, Audiences: []string{"hallmark-server"}, User: authv1.UserInfo{Username: "alice"}},
+		"user":        {Authenticated: true, Audiences: []string{fakeapi.DefaultAudience}, User: authv1.UserInfo{Username: "alice"}},
 		"two-pods":    fakeapi.SAStatus("hallmark", "agent", map[string]authv1.ExtraValue{"authentication.kubernetes.io/pod-uid": {"a", "b"}}),
 		"with-error":  {Authenticated: true, Error: "webhook broke"},
 		"unauth":      {Authenticated: false},

@@ -24,15 +24,19 @@ type identity struct {
 	NodeName, NodeUID         string // empty before Kubernetes 1.30
 }
 
-// validator validates a token for one cluster.
+// validator validates a token for one cluster; the token must carry one
+// of audiences.
 type validator interface {
-	validate(ctx context.Context, token string) (identity, error)
+	validate(ctx context.Context, token string, audiences []string) (identity, error)
 }
 
 type cluster struct {
 	name    string
 	allowed map[string]bool // "ns:sa"
-	v       validator
+	// audiences is the cluster's audience setting; nil means the default,
+	// DefaultAudience of the request's trust domain.
+	audiences []string
+	v         validator
 }
 
 // Verifier is the server half. It is safe for concurrent use.
@@ -83,10 +87,7 @@ func NewVerifier(c ServerConfig, opts ...Option) (*Verifier, error) {
 		if _, dup := v.clusters[cc.Name]; dup {
 			return nil, fmt.Errorf("k8spsat: cluster %q configured twice", cc.Name)
 		}
-		if len(cc.Audience) == 0 {
-			cc.Audience = []string{DefaultAudience}
-		}
-		cl := &cluster{name: cc.Name, allowed: make(map[string]bool)}
+		cl := &cluster{name: cc.Name, allowed: make(map[string]bool), audiences: slices.Clone(cc.Audience)}
 		for _, sa := range cc.ServiceAccountAllowList {
 			cl.allowed[sa] = true
 		}
@@ -130,7 +131,11 @@ func (v *Verifier) verify(ctx context.Context, req attestors.VerifyRequest) (att
 	if !ok {
 		return attestors.Result{}, fmt.Errorf("k8spsat: cluster %q is not configured", truncate(p.Cluster))
 	}
-	id, err := cl.v.validate(ctx, p.Token)
+	audiences := cl.audiences
+	if len(audiences) == 0 {
+		audiences = []string{DefaultAudience(req.TrustDomain)}
+	}
+	id, err := cl.v.validate(ctx, p.Token, audiences)
 	if err != nil {
 		return attestors.Result{}, fmt.Errorf("k8spsat: cluster %q: %w", cl.name, err)
 	}

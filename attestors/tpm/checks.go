@@ -381,8 +381,8 @@ func parseTPMSAN(b []byte) (tpmIdentity, error) {
 	return id, nil
 }
 
-// verifyEKCert checks the chain to a manufacturer root at now and that the
-// certified key is the EK.
+// verifyEKCert checks the chain to a manufacturer root at now and the
+// configured CRLs against every certificate of every chain.
 func verifyEKCert(c *x509.Certificate, chain [][]byte, ek crypto.PublicKey, p *policy, now time.Time) error {
 	inters := p.inters.Clone()
 	for _, der := range chain {
@@ -392,15 +392,16 @@ func verifyEKCert(c *x509.Certificate, chain [][]byte, ek crypto.PublicKey, p *p
 		}
 		inters.AddCert(ic)
 	}
-	if _, err := c.Verify(x509.VerifyOptions{
+	chains, err := c.Verify(x509.VerifyOptions{
 		Roots:         p.roots,
 		Intermediates: inters,
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
-	}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("tpm: EK certificate does not chain to a configured manufacturer CA: %w", err)
 	}
-	return nil
+	return p.crls.check(chains, now)
 }
 
 // sameKey reports whether two public keys are equal.

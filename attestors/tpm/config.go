@@ -30,13 +30,25 @@ var DefaultPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7}
 type ServerConfig struct {
 	// EKCADir holds the TPM manufacturers' CA certificates (PEM or DER
 	// files ending in .pem, .crt, .cer or .der); self-signed ones are roots,
-	// others intermediates.
+	// others intermediates. It must hold at least one root.
 	EKCADir string `hcl:"ek_ca_dir,optional"`
+	// EKCRLDir holds CRLs (PEM or DER files ending in .crl, .pem or .der)
+	// signed by certificates of EKCADir. An EK certificate (or a CA
+	// certificate of its chain) they revoke is refused, even when its EK is
+	// in ek_hashes. Every CRL must verify and be current at start-up; a CA
+	// whose CRLs pass their nextUpdate refuses every EK under it until a
+	// current CRL is installed and the server restarted.
+	EKCRLDir string `hcl:"ek_crl_dir,optional"`
 	// EKHashes allow-lists EKs by hex SHA-256 of the EK public key (PKIX
 	// DER), for TPMs without an EK certificate.
 	EKHashes []string `hcl:"ek_hashes,optional"`
-	// PCRBank is the bank quoted: sha1, sha256 (default), sha384, sha512.
+	// PCRBank is the bank quoted: sha256 (default), sha384, sha512, or
+	// sha1 with AllowSHA1PCRBank.
 	PCRBank string `hcl:"pcr_bank,optional"`
+	// AllowSHA1PCRBank permits pcr_bank = "sha1", for TPMs whose firmware
+	// extends only that bank. SHA-1 is broken for collisions: PCR values and
+	// event logs in it prove less.
+	AllowSHA1PCRBank bool `hcl:"allow_sha1_pcr_bank,optional"`
 	// PCRs is the quoted selection (default 0-7).
 	PCRs []int `hcl:"pcrs,optional"`
 	// PCRPolicy holds golden values; each pcr must be in PCRs.
@@ -90,6 +102,7 @@ type policy struct {
 	ekHashes     map[string]bool
 	roots        *x509.CertPool
 	inters       *x509.CertPool
+	crls         *crlSet // nil without ek_crl_dir
 	quoteTimeout time.Duration
 	reattest     time.Duration
 
@@ -98,6 +111,10 @@ type policy struct {
 }
 
 func (cfg *ServerConfig) validate() (*policy, error) {
+	now := time.Now
+	if cfg.Now != nil {
+		now = cfg.Now
+	}
 	p := &policy{
 		bank:              cfg.PCRBank,
 		golden:            map[int]map[string]bool{},
@@ -111,6 +128,9 @@ func (cfg *ServerConfig) validate() (*policy, error) {
 	_, bankHash, err := tpmdev.Bank(p.bank)
 	if err != nil {
 		return nil, fmt.Errorf("tpm: config: pcr_bank: %w", err)
+	}
+	if p.bank == "sha1" && !cfg.AllowSHA1PCRBank {
+		return nil, errors.New(`tpm: config: pcr_bank "sha1" needs allow_sha1_pcr_bank = true: SHA-1 is broken for collisions, so SHA-1 PCR values and event logs prove less; quote sha256 if the TPM's firmware extends it`)
 	}
 	p.pcrs = slices.Clone(cfg.PCRs)
 	if len(p.pcrs) == 0 {
@@ -138,6 +158,9 @@ func (cfg *ServerConfig) validate() (*policy, error) {
 		set := map[string]bool{}
 		for _, v := range pp.Values {
 			b, err := hex.DecodeString(v)
+			if err == nil && len(b) == 20 && p.bank != "sha1" {
+				return nil, fmt.Errorf("tpm: config: pcr_policy: PCR %d value %q is a SHA-1 value, but pcr_bank is %s (the sha1 bank needs pcr_bank = \"sha1\" and allow_sha1_pcr_bank = true)", pp.PCR, v, p.bank)
+			}
 			if err != nil || len(b) != bankHash.Size() {
 				return nil, fmt.Errorf("tpm: config: pcr_policy: PCR %d value %q is not %d hex bytes", pp.PCR, v, bankHash.Size())
 			}
@@ -156,9 +179,18 @@ func (cfg *ServerConfig) validate() (*policy, error) {
 		p.ekHashes[hex.EncodeToString(b)] = true
 	}
 	if cfg.EKCADir != "" {
-		if p.roots, p.inters, err = loadCADir(cfg.EKCADir); err != nil {
+		cas, err := loadCADir(cfg.EKCADir)
+		if err != nil {
 			return nil, err
 		}
+		p.roots, p.inters = cas.roots, cas.inters
+		if cfg.EKCRLDir != "" {
+			if p.crls, err = loadCRLDir(cfg.EKCRLDir, cas.all, now()); err != nil {
+				return nil, err
+			}
+		}
+	} else if cfg.EKCRLDir != "" {
+		return nil, errors.New("tpm: config: ek_crl_dir needs ek_ca_dir: CRLs must be signed by a configured EK CA")
 	}
 	if p.roots == nil && len(p.ekHashes) == 0 {
 		return nil, errors.New("tpm: config: set ek_ca_dir or ek_hashes (or both)")
@@ -177,14 +209,23 @@ func (cfg *ServerConfig) validate() (*policy, error) {
 	return p, nil
 }
 
-// loadCADir loads manufacturer CA certificates.
-func loadCADir(dir string) (roots, inters *x509.CertPool, err error) {
+// caSet is the content of ek_ca_dir.
+type caSet struct {
+	roots, inters *x509.CertPool
+	all           []*x509.Certificate
+}
+
+// loadCADir loads manufacturer CA certificates. The directory must hold at
+// least one self-signed root: EK certificates chain to roots of this
+// directory only, so without one every EK certificate would be refused.
+func loadCADir(dir string) (*caSet, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tpm: config: ek_ca_dir: %w", err)
+		return nil, fmt.Errorf("tpm: config: ek_ca_dir: %w", err)
 	}
-	roots, inters = x509.NewCertPool(), x509.NewCertPool()
-	n := 0
+	s := &caSet{roots: x509.NewCertPool(), inters: x509.NewCertPool()}
+	var nroots int
+	var interNames []string
 	for _, e := range entries {
 		ext := strings.ToLower(filepath.Ext(e.Name()))
 		if e.IsDir() || (ext != ".pem" && ext != ".crt" && ext != ".cer" && ext != ".der") {
@@ -193,7 +234,7 @@ func loadCADir(dir string) (roots, inters *x509.CertPool, err error) {
 		path := filepath.Join(dir, e.Name())
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return nil, nil, fmt.Errorf("tpm: config: ek_ca_dir: %w", err)
+			return nil, fmt.Errorf("tpm: config: ek_ca_dir: %w", err)
 		}
 		var ders [][]byte
 		if bytes := b; strings.Contains(string(bytes), "-----BEGIN") {
@@ -211,26 +252,31 @@ func loadCADir(dir string) (roots, inters *x509.CertPool, err error) {
 			ders = append(ders, b)
 		}
 		if len(ders) == 0 {
-			return nil, nil, fmt.Errorf("tpm: config: ek_ca_dir: %s holds no certificate", path)
+			return nil, fmt.Errorf("tpm: config: ek_ca_dir: %s holds no certificate", path)
 		}
 		for _, der := range ders {
 			c, err := x509.ParseCertificate(der)
 			if err != nil {
-				return nil, nil, fmt.Errorf("tpm: config: ek_ca_dir: %s: %w", path, err)
+				return nil, fmt.Errorf("tpm: config: ek_ca_dir: %s: %w", path, err)
 			}
 			if !c.IsCA {
-				return nil, nil, fmt.Errorf("tpm: config: ek_ca_dir: %s: %q is not a CA certificate", path, c.Subject)
+				return nil, fmt.Errorf("tpm: config: ek_ca_dir: %s: %q is not a CA certificate", path, c.Subject)
 			}
 			if c.CheckSignatureFrom(c) == nil && string(c.RawIssuer) == string(c.RawSubject) {
-				roots.AddCert(c)
+				s.roots.AddCert(c)
+				nroots++
 			} else {
-				inters.AddCert(c)
+				s.inters.AddCert(c)
+				interNames = append(interNames, fmt.Sprintf("%q", c.Subject.String()))
 			}
-			n++
+			s.all = append(s.all, c)
 		}
 	}
-	if n == 0 {
-		return nil, nil, fmt.Errorf("tpm: config: ek_ca_dir %s holds no certificates", dir)
+	if len(s.all) == 0 {
+		return nil, fmt.Errorf("tpm: config: ek_ca_dir %s holds no certificates", dir)
 	}
-	return roots, inters, nil
+	if nroots == 0 {
+		return nil, fmt.Errorf("tpm: config: ek_ca_dir %s holds no self-signed root certificate, only intermediates (%s): EK certificates must chain to a root in this directory, so every one would be refused; add the manufacturer's root CA", dir, strings.Join(interNames, ", "))
+	}
+	return s, nil
 }

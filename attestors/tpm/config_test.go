@@ -71,6 +71,13 @@ func TestNewVerifierConfig(t *testing.T) {
 	empty := t.TempDir()
 	junk := t.TempDir()
 	os.WriteFile(filepath.Join(junk, "x.pem"), []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), 0o644)
+	// A directory of intermediates only: every EK certificate would fail to
+	// chain, so the server must not start with it.
+	inter, err := tpmtest.SharedCA(t, "a").Intermediate("Hallmark Test EK intermediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	interOnly := inter.WriteDir(t)
 	h := strings.Repeat("ab", 32)
 	zero := strings.Repeat("00", 32)
 	for _, tc := range []struct {
@@ -84,6 +91,15 @@ func TestNewVerifierConfig(t *testing.T) {
 		{name: "missing CA dir", cfg: tpmatt.ServerConfig{EKCADir: "/nonexistent"}, wantErr: "ek_ca_dir"},
 		{name: "empty CA dir", cfg: tpmatt.ServerConfig{EKCADir: empty}, wantErr: "holds no certificates"},
 		{name: "bad CA file", cfg: tpmatt.ServerConfig{EKCADir: junk}, wantErr: "x.pem"},
+		{name: "CA dir without a root", cfg: tpmatt.ServerConfig{EKCADir: interOnly}, wantErr: "holds no self-signed root"},
+		{name: "CA dir without a root, with ek_hashes", cfg: tpmatt.ServerConfig{EKCADir: interOnly, EKHashes: []string{h}}, wantErr: "holds no self-signed root"},
+		{name: "sha1 bank without opt-in", cfg: tpmatt.ServerConfig{EKHashes: []string{h}, PCRBank: "sha1"}, wantErr: "allow_sha1_pcr_bank"},
+		{name: "sha1 bank with opt-in", cfg: tpmatt.ServerConfig{EKHashes: []string{h}, PCRBank: "sha1", AllowSHA1PCRBank: true,
+			PCRPolicy: []tpmatt.PCRPolicy{{PCR: 7, Values: []string{strings.Repeat("00", 20)}}}}},
+		{name: "sha1 policy value in the sha256 bank", cfg: tpmatt.ServerConfig{EKHashes: []string{h}, PCRPolicy: []tpmatt.PCRPolicy{{PCR: 7, Values: []string{strings.Repeat("00", 20)}}}},
+			wantErr: "is a SHA-1 value, but pcr_bank is sha256"},
+		{name: "opt-in alone changes nothing", cfg: tpmatt.ServerConfig{EKHashes: []string{h}, AllowSHA1PCRBank: true,
+			PCRPolicy: []tpmatt.PCRPolicy{{PCR: 7, Values: []string{strings.Repeat("00", 20)}}}}, wantErr: "is a SHA-1 value"},
 		{name: "bad EK hash", cfg: tpmatt.ServerConfig{EKHashes: []string{"abc"}}, wantErr: "not a hex SHA-256"},
 		{name: "unknown bank", cfg: tpmatt.ServerConfig{EKHashes: []string{h}, PCRBank: "md5"}, wantErr: "unknown PCR bank"},
 		{name: "PCR out of range", cfg: tpmatt.ServerConfig{EKHashes: []string{h}, PCRs: []int{24}}, wantErr: "out of range"},

@@ -3,7 +3,8 @@
 // server half (Verifier) side by side, sharing the wire types in wire.go.
 //
 // The server verifies, failing closed, in this order: the EK (certificate
-// chaining to a configured manufacturer CA, or EK hash allow-list), the AK's
+// chaining to a configured manufacturer root and not revoked by the
+// configured CRLs, or EK hash allow-list), the AK's
 // attributes, credential activation (MakeCredential to the EK, secret
 // compared in constant time), the quote (structure, signature, nonce bound
 // to the agent's CSR key, PCR selection and digest), the event log replayed

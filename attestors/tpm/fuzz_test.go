@@ -2,10 +2,14 @@ package tpm_test
 
 import (
 	"crypto"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/google/go-tpm/tpm2"
 
@@ -143,5 +147,35 @@ func FuzzReplayEventLog(f *testing.F) {
 	pcrs[16] = make([]byte, 32)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = tpmatt.ReplayEventLog(b, crypto.SHA256, pcrs)
+	})
+}
+
+// FuzzParseCRLFile: no panic on any file of ek_crl_dir, and every CRL it
+// returns re-parses from its own bytes.
+func FuzzParseCRLFile(f *testing.F) {
+	ca := tpmtest.SharedCA(f, "fuzz")
+	now := time.Now()
+	good := ca.CRL(f, 1, now, now.Add(time.Hour), big.NewInt(7))
+	blk, _ := pem.Decode(good)
+	f.Add(good)
+	f.Add(blk.Bytes)
+	f.Add(append(append([]byte{}, good...), good...))
+	f.Add(append(append([]byte{}, good...), "junk"...))
+	f.Add(ca.CertPEM)
+	f.Add([]byte("-----BEGIN X509 CRL-----\n-----END X509 CRL-----\n"))
+	f.Add([]byte{0x30, 0x80})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		crls, err := tpmatt.ParseCRLFile(b)
+		if err != nil {
+			return
+		}
+		if len(crls) == 0 {
+			t.Fatal("no CRL and no error")
+		}
+		for _, c := range crls {
+			if _, err := x509.ParseRevocationList(c.Raw); err != nil {
+				t.Fatalf("returned a CRL that does not re-parse: %v", err)
+			}
+		}
 	})
 }

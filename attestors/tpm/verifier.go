@@ -236,7 +236,9 @@ func (v *Verifier) checkEK(payload *Payload, ek *ekKey, ekHash string) ([]regist
 		return nil, fmt.Errorf("tpm: EK %s is not in ek_hashes (no ek_ca_dir configured)", ekHash)
 	}
 	if err := verifyEKCert(cert, payload.EKChain, ek.key, v.p, v.now()); err != nil {
-		if allowListed {
+		// A revocation is a statement that the EK must not be trusted: it
+		// overrides the allow-list. Other certificate failures do not.
+		if allowListed && !errors.Is(err, errRevoked) {
 			v.log.Warn("tpm: EK certificate rejected, EK accepted by ek_hashes", "ek_hash", ekHash, "error", err)
 			return nil, nil
 		}
@@ -274,7 +276,11 @@ func (v *Verifier) checkQuote(ak *akKey, ans *Answer, quoteData []byte) (map[int
 		return nil, fmt.Errorf("tpm: quote: %d PCR banks selected, policy quotes one (%s)", len(sels), v.p.bank)
 	}
 	if sels[0].Hash != bankAlg {
-		return nil, fmt.Errorf("tpm: quote: PCR bank %#x, policy bank is %s", uint16(sels[0].Hash), v.p.bank)
+		name := tpmdev.BankName(sels[0].Hash)
+		if name == "" {
+			name = fmt.Sprintf("%#x", uint16(sels[0].Hash))
+		}
+		return nil, fmt.Errorf("tpm: quote: PCR bank %s, policy bank is %s", name, v.p.bank)
 	}
 	if got := tpmdev.SelectedPCRs(sels[0].PCRSelect); !slices.Equal(got, v.p.pcrs) {
 		return nil, fmt.Errorf("tpm: quote: PCR selection %v differs from policy selection %v", got, v.p.pcrs)

@@ -337,7 +337,7 @@ func TestVerifyRejects(t *testing.T) {
 		}, wantErr: "differs from policy selection"},
 		{name: "PCR bank differs from policy", answer: func(t testing.TB, ch *tpmatt.Challenge, an *tpmatt.Answer) {
 			setQuote(an, quoteWith(t, a, qd(t, ch, key), "sha1", ch.PCRs))
-		}, wantErr: "policy bank is sha256"},
+		}, wantErr: "PCR bank sha1, policy bank is sha256"},
 		{name: "PCR value altered", answer: func(t testing.TB, ch *tpmatt.Challenge, a *tpmatt.Answer) { a.PCRs[3].Value[0] ^= 1 }, wantErr: "PCR digest does not match"},
 		{name: "PCR value missing", answer: func(t testing.TB, ch *tpmatt.Challenge, a *tpmatt.Answer) { a.PCRs = a.PCRs[1:] }, wantErr: "PCR 0 is quoted but its value is missing"},
 		{name: "PCR value not quoted", answer: func(t testing.TB, ch *tpmatt.Challenge, a *tpmatt.Answer) {
@@ -389,5 +389,22 @@ func TestVerifyRejects(t *testing.T) {
 				t.Fatalf("a rejection returned a result: %+v", res)
 			}
 		})
+	}
+}
+
+// The SHA-1 bank works once opted into: the agent quotes the bank the
+// server asks for, and the policy and selectors are in SHA-1.
+func TestSHA1PCRBankOptIn(t *testing.T) {
+	n := newNode(t, nodeOpts{})
+	zero := strings.Repeat("00", 20)
+	v := newVerifier(t, tpmatt.ServerConfig{EKCADir: caDir(t, "a"), PCRBank: "sha1", AllowSHA1PCRBank: true,
+		PCRs: []int{0, 16}, PCRPolicy: []tpmatt.PCRPolicy{{PCR: 16, Values: []string{zero}}}})
+	res, err := attest(t, v, n, round{})
+	checkErr(t, err, "")
+	if res.Evidence["pcr_bank"] != "sha1" || len(res.Evidence["pcr0"]) != 40 {
+		t.Fatalf("evidence %v", res.Evidence)
+	}
+	if !registration.NewSelectorSet(res.Selectors...).Includes([]registration.Selector{{Type: "tpm", Value: "pcr:sha1:16:" + zero}}) {
+		t.Fatalf("selectors %v", res.Selectors)
 	}
 }

@@ -14,8 +14,12 @@ datastore {
   path = "/var/lib/hallmark/server/datastore.sqlite3"
 }
 
-# TPM 2.0 machines: EK certificates must chain to a manufacturer CA in
-# ek_ca_dir (PEM files), and the event log must show Secure Boot enabled.
+# TPM 2.0 machines: EK certificates must chain to a manufacturer root CA in
+# ek_ca_dir (PEM files; the server refuses to start without a self-signed
+# root there), and the event log must show Secure Boot enabled. Add
+# ek_crl_dir = "/etc/hallmark/tpm-ek-crl" to refuse EKs the manufacturers
+# have revoked (CRLs signed by those CAs, current at start-up). The sha1
+# bank needs allow_sha1_pcr_bank = true.
 node_attestor "tpm" {
   ek_ca_dir           = "/etc/hallmark/tpm-ek-ca"
   pcr_bank            = "sha256"

@@ -63,6 +63,11 @@ type CA struct {
 
 // NewCA creates a CA named cn, valid for a year from an hour ago.
 func NewCA(cn string) (*CA, error) {
+	return newCA(cn, nil)
+}
+
+// newCA creates a CA named cn, self-signed or signed by parent.
+func newCA(cn string, parent *CA) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -81,7 +86,11 @@ func NewCA(cn string) (*CA, error) {
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	issuer, signer := tmpl, key
+	if parent != nil {
+		issuer, signer = parent.Cert, parent.Key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, &key.PublicKey, signer)
 	if err != nil {
 		return nil, err
 	}
@@ -99,6 +108,27 @@ func NewCA(cn string) (*CA, error) {
 		Key:     key,
 		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8}),
 	}, nil
+}
+
+// Intermediate returns a CA named cn whose certificate ca signs, valid
+// for a year from an hour ago.
+func (ca *CA) Intermediate(cn string) (*CA, error) {
+	return newCA(cn, ca)
+}
+
+// CRL returns a PEM CRL signed by ca that revokes serials, with the given
+// thisUpdate and nextUpdate (a zero nextUpdate is left out).
+func (ca *CA) CRL(tb testing.TB, number int64, thisUpdate, nextUpdate time.Time, serials ...*big.Int) []byte {
+	tb.Helper()
+	tmpl := &x509.RevocationList{Number: big.NewInt(number), ThisUpdate: thisUpdate, NextUpdate: nextUpdate}
+	for _, s := range serials {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: thisUpdate})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		tb.Fatalf("tpmtest: CRL: %v", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
 }
 
 // WriteDir writes the CA certificate as ca.pem into a new directory under

@@ -55,6 +55,12 @@ agent {
 # one, unless join_token is set (then it may be left out). The label is the
 # kind; the body holds that attestor's own settings (see its documentation).
 node_attestor "join_token" {}
+#
+# Other kinds are documented in docs/tpm.md, docs/aws.md and
+# docs/kubernetes.md. aws_iam signs the name of the server it attests to
+# (spiffe://<trust_domain>/hallmark/server, or server_id, which must then
+# equal the server's) into its request; k8s_psat sends the projected token,
+# whose audience must be the server's (by default its SPIFFE ID).
 
 # Workload attestors: how the agent finds out who a calling process is.
 # Zero or more, one block per kind; the body holds that attestor's own

@@ -29,8 +29,10 @@ const AdminToken = fakeapi.AdminToken
 
 // StartAPIServer serves TokenReviews over TLS until the test ends. It
 // accepts only POST /apis/authentication.k8s.io/v1/tokenreviews with
-// AdminToken, a JSON TokenReview and the audiences ["hallmark-server"];
-// a token in reviews gets that status, any other "invalid bearer token".
+// AdminToken and a JSON TokenReview naming audiences; a token in reviews
+// gets that status, any other "invalid bearer token". As a real API server
+// does, it authenticates a token only for the requested audiences the
+// token carries (its status's Audiences; Review gives DefaultAudience).
 func StartAPIServer(t testing.TB, reviews map[string]authv1.TokenReviewStatus) *APIServer {
 	t.Helper()
 	return fakeapi.Start(t, reviews)
@@ -52,8 +54,13 @@ type Pod struct {
 	NodeName, NodeUID string
 }
 
+// DefaultAudience is the audience a hallmark server of the trust domain
+// example.org requires by default (k8spsat.DefaultAudience); the tokens
+// these helpers describe carry it unless told otherwise.
+const DefaultAudience = fakeapi.DefaultAudience
+
 // Review is the API server's review of a projected token bound to p and
-// valid for the audience "hallmark-server".
+// valid for DefaultAudience.
 func Review(p Pod) authv1.TokenReviewStatus {
 	extra := map[string]authv1.ExtraValue{
 		"authentication.kubernetes.io/pod-name": {p.Name},

@@ -44,9 +44,9 @@ func TestHelpersAgainstTheVerifier(t *testing.T) {
 		name, cluster, token string
 		wantErr              string
 	}{
-		{name: "issuer token", cluster: "offline", token: iss.Token(t, pod, []string{"hallmark-server"}, time.Hour)},
+		{name: "issuer token", cluster: "offline", token: iss.Token(t, pod, []string{k8spsattest.DefaultAudience}, time.Hour)},
 		{name: "issuer token for another audience", cluster: "offline", token: iss.Token(t, pod, []string{"vault"}, time.Hour), wantErr: "audience"},
-		{name: "expired issuer token", cluster: "offline", token: iss.Token(t, pod, []string{"hallmark-server"}, -time.Hour), wantErr: "expired"},
+		{name: "expired issuer token", cluster: "offline", token: iss.Token(t, pod, []string{k8spsattest.DefaultAudience}, -time.Hour), wantErr: "expired"},
 		{name: "reviewed token", cluster: "review", token: reviewed},
 		{name: "unknown token", cluster: "review", token: "unknown", wantErr: "invalid bearer token"},
 	}

@@ -13,8 +13,8 @@ import (
 // FuzzDecodeReview feeds arbitrary API server answers to the decoder: no
 // panic, and what it returns survives a round trip through the API type.
 func FuzzDecodeReview(f *testing.F) {
-	f.Add([]byte(`{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"token":"t","audiences":["hallmark-server"]},` +
-		`"status":{"authenticated":true,"audiences":["hallmark-server"],"user":{"username":"system:serviceaccount:hallmark:agent",` +
+	f.Add([]byte(`{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"token":"t","audiences":["spiffe://example.org/hallmark/server"]},` +
+		`"status":{"authenticated":true,"audiences":["spiffe://example.org/hallmark/server"],"user":{"username":"system:serviceaccount:hallmark:agent",` +
 		`"uid":"5a5a","groups":["system:serviceaccounts"],"extra":{"authentication.kubernetes.io/pod-uid":["0f0e"],` +
 		`"authentication.kubernetes.io/pod-name":["p"]}}}}`))
 	f.Add([]byte(`{"status":{"authenticated":false,"error":"invalid bearer token"}}`))

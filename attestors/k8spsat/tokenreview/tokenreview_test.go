@@ -27,7 +27,7 @@ import (
 	"github.com/hallmarkid/hallmark/attestors/k8spsat/tokenreview"
 )
 
-var aud = []string{"hallmark-server"}
+var aud = []string{fakeapi.DefaultAudience}
 
 func newClient(t *testing.T, kubeconfig string) *tokenreview.Client {
 	t.Helper()
@@ -73,8 +73,14 @@ func TestReviewFields(t *testing.T) {
 	if err != nil || got.Authenticated || got.Error != "invalid bearer token" {
 		t.Fatalf("Review = %+v, %v", got, err)
 	}
-	// The fake insists on our audiences: others are a 400.
-	if _, err := c.Review(context.Background(), "good", []string{"other"}); err == nil || !strings.Contains(err.Error(), "400 Bad Request") {
+	// A token reviewed for audiences it does not carry is not
+	// authenticated, as a real API server answers.
+	got, err = c.Review(context.Background(), "good", []string{"other"})
+	if err != nil || got.Authenticated || !strings.Contains(got.Error, "invalid for the target audiences") {
+		t.Fatalf("Review for another audience = %+v, %v", got, err)
+	}
+	// A review must name audiences: without, the fake answers 400.
+	if _, err := c.Review(context.Background(), "good", nil); err == nil || !strings.Contains(err.Error(), "400 Bad Request") {
 		t.Fatalf("err = %v", err)
 	}
 }

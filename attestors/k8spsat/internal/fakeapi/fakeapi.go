@@ -27,6 +27,11 @@ import (
 // AdminToken is the bearer credential the server accepts.
 const AdminToken = "api-server-credential"
 
+// DefaultAudience is the audience of the tokens in the tests' tables unless
+// they say otherwise: the default audience of a hallmark server of the
+// trust domain example.org (k8spsat.DefaultAudience).
+const DefaultAudience = "spiffe://example.org/hallmark/server"
+
 // Path is the TokenReview endpoint.
 const Path = "/apis/authentication.k8s.io/v1/tokenreviews"
 
@@ -39,7 +44,11 @@ type Server struct {
 
 // Start serves reviews until the test ends: a TokenReview of a token in
 // the table gets that status, any other token "invalid bearer token". The
-// request must ask for exactly the audiences ["hallmark-server"].
+// request must name audiences; as a real API server does, the review's
+// audiences are those requested that the token (its status's Audiences)
+// carries, and a token carrying none of them is not authenticated. A
+// status without Audiences models an API server that is not
+// audience-aware and is returned as it is.
 func Start(t testing.TB, reviews map[string]authv1.TokenReviewStatus) *Server {
 	t.Helper()
 	s := &Server{reviews: reviews}
@@ -71,13 +80,26 @@ func Start(t testing.TB, reviews map[string]authv1.TokenReviewStatus) *Server {
 			fail(http.StatusBadRequest, fmt.Sprintf("bad body %s: %v", body, err))
 			return
 		}
-		if !slices.Equal(tr.Spec.Audiences, []string{"hallmark-server"}) {
-			fail(http.StatusBadRequest, fmt.Sprintf("audiences %q", tr.Spec.Audiences))
+		if len(tr.Spec.Audiences) == 0 {
+			fail(http.StatusBadRequest, "no audiences requested")
 			return
 		}
 		st, ok := s.reviews[tr.Spec.Token]
 		if !ok {
 			st = authv1.TokenReviewStatus{Authenticated: false, Error: "invalid bearer token"}
+		}
+		if st.Authenticated && st.Audiences != nil {
+			var both []string
+			for _, a := range tr.Spec.Audiences {
+				if slices.Contains(st.Audiences, a) {
+					both = append(both, a)
+				}
+			}
+			if both == nil {
+				st = authv1.TokenReviewStatus{Error: fmt.Sprintf("[invalid bearer token, token audiences %q is invalid for the target audiences %q]", st.Audiences, tr.Spec.Audiences)}
+			} else {
+				st.Audiences = both
+			}
 		}
 		tr.Status = st
 		w.Header().Set("Content-Type", "application/json")
@@ -134,10 +156,10 @@ users:
 }
 
 // SAStatus is an authenticated review of service account ns:sa with the
-// given extra fields, valid for aud (default ["hallmark-server"]).
+// given extra fields, valid for aud (default [DefaultAudience]).
 func SAStatus(ns, sa string, extra map[string]authv1.ExtraValue, aud ...string) authv1.TokenReviewStatus {
 	if aud == nil {
-		aud = []string{"hallmark-server"}
+		aud = []string{DefaultAudience}
 	}
 	return authv1.TokenReviewStatus{
 		Authenticated: true,
