@@ -94,6 +94,10 @@ func (h *Handler) readFile(c callerInfo, p string) ([]byte, error) {
 			return nil, status.Errorf(codes.InvalidArgument, "sds: %q is not a regular file", truncate(p))
 		case errors.Is(err, os.ErrNotExist):
 			return nil, status.Errorf(codes.NotFound, "sds: file %q does not exist", truncate(p))
+		case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+			// The caller may; the agent itself may not (it runs without
+			// CAP_DAC_READ_SEARCH, say).
+			return nil, status.Errorf(codes.PermissionDenied, "sds: the agent itself cannot read file %q: %v", truncate(p), err)
 		case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP):
 			return nil, status.Errorf(codes.InvalidArgument, "sds: file %q: %v", truncate(p), err)
 		}
