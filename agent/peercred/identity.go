@@ -83,12 +83,18 @@ func (h *pidHandle) verify(pid int32) error {
 	switch {
 	case stErr != nil:
 		return fmt.Errorf("peercred: caller pid %d: %w", pid, stErr)
+	case !st.Equal(h.creds):
+		return changedError(pid, describeChange(h.creds, st))
+	case errors.Is(exeErr, unix.EACCES), errors.Is(exeErr, unix.EPERM):
+		// Visible at the handshake, hidden now: the process became
+		// non-dumpable (exec of a setuid/setgid program, or
+		// prctl(PR_SET_DUMPABLE, 0)) and the agent lacks CAP_SYS_PTRACE.
+		return changedError(pid, "its executable is no longer visible to the agent (it became non-dumpable: "+
+			"a workload that does so should do it before connecting)")
 	case exeErr != nil:
 		return fmt.Errorf("peercred: caller pid %d: %w", pid, exeErr)
 	case exe != h.exe:
 		return changedError(pid, fmt.Sprintf("executable is now %s, was %s (exec)", exe, h.exe))
-	case !st.Equal(h.creds):
-		return changedError(pid, describeChange(h.creds, st))
 	}
 	return nil
 }
