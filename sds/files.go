@@ -98,7 +98,7 @@ func (h *Handler) readFile(c callerInfo, p string) ([]byte, error) {
 			// The caller may; the agent itself may not (it runs without
 			// CAP_DAC_READ_SEARCH, say).
 			return nil, status.Errorf(codes.PermissionDenied, "sds: the agent itself cannot read file %q: %v", truncate(p), err)
-		case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP):
+		case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP), errors.Is(err, errTooLong):
 			return nil, status.Errorf(codes.InvalidArgument, "sds: file %q: %v", truncate(p), err)
 		}
 		return nil, status.Errorf(codes.Unavailable, "sds: open %q: %v", truncate(p), err)

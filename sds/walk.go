@@ -30,8 +30,12 @@ import (
 // check one directory and descend into another.
 
 // maxSymlinks bounds the symlinks followed in one walk (the kernel's
-// limit).
-const maxSymlinks = 40
+// limit); maxSteps bounds the directories looked up in, so that symlinks
+// full of "a/../a/../" cannot make one read cost a million system calls.
+const (
+	maxSymlinks = 40
+	maxSteps    = 1024
+)
 
 // fileCred is the identity a file is read for.
 type fileCred struct {
@@ -118,6 +122,7 @@ func hasACL(fd int) (bool, error) {
 type walker struct {
 	cred  fileCred
 	links int
+	steps int
 }
 
 // openFile opens rel (relative, clean, not ".") below dir (absolute) for
@@ -161,7 +166,10 @@ func (w *walker) openFile(dir, rel string) (*os.File, error) {
 	return os.NewFile(uintptr(rfd), where), nil
 }
 
-var errNotRegular = errors.New("not a regular file")
+var (
+	errNotRegular = errors.New("not a regular file")
+	errTooLong    = fmt.Errorf("more than %d path components to look up", maxSteps)
+)
 
 // openSame opens name in parent for reading; it must be the regular file
 // of stat st that the walk checked.
@@ -222,6 +230,9 @@ func (w *walker) resolve(start int, base, p string, beneath bool) (fd, parent in
 			unix.Close(stack[len(stack)-1])
 			stack, names = stack[:len(stack)-1], names[:len(names)-1]
 			continue
+		}
+		if w.steps++; w.steps > maxSteps {
+			return -1, -1, "", errTooLong
 		}
 		cur, where := stack[len(stack)-1], path.Join(names...)
 		var st unix.Stat_t

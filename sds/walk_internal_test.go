@@ -80,6 +80,9 @@ func walkTree(t *testing.T) string {
 	link("../outside/f.pem", "files/up.pem")
 	link("pub/../priv/f.pem", "files/up-in.pem")
 	link("loop2", "files/loop1")
+	link(strings.Repeat("pub/../", 300)+"pub/f.pem", "files/long1.pem")
+	link(strings.Repeat("pub/../", 550)+"long1.pem", "files/long2.pem")
+	link(strings.Repeat("pub/../", 550)+"long2.pem", "files/long3.pem")
 	link("loop1", "files/loop2")
 	dir("outside", 0o755, 0, 0)
 	file("outside/f.pem", 0o644, 0, 0)
@@ -146,6 +149,9 @@ func TestWalkerAsCaller(t *testing.T) {
 		{name: "absolute symlink", cred: root, rel: "abs.pem", wantErr: errEscape.Error()},
 		{name: "relative symlink out", cred: root, rel: "up.pem", wantErr: errEscape.Error()},
 		{name: "symlink loop", cred: root, rel: "loop1", wantErr: "too many levels of symbolic links"},
+		{name: "300 steps", cred: nobody, rel: "long1.pem"},
+		{name: "850 steps", cred: nobody, rel: "long2.pem"},
+		{name: "more than 1024 steps", cred: nobody, rel: "long3.pem", wantErr: "more than 1024 path components"},
 		{name: "file as a directory", cred: root, rel: "pub/f.pem/x", wantErr: "not a directory"},
 		{name: "missing", cred: nobody, rel: "pub/none.pem", wantErr: "no such file"},
 		{name: "a directory", cred: root, rel: "pub", wantErr: errNotRegular.Error()},

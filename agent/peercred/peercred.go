@@ -191,6 +191,9 @@ func handshake(uc *net.UnixConn) (AuthInfo, error) {
 	}
 	if err == nil {
 		err = h.record(ucred)
+		if err != nil && h.alive() != nil {
+			err = errors.New("process exited")
+		}
 	}
 	if err == nil {
 		// The start time, status and executable belong to the pidfd's
