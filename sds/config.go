@@ -42,8 +42,10 @@ type Config struct {
 	DefaultAllBundlesName string
 
 	// FileDir is the only directory from which Istio's file-root: and
-	// file-cert: names are served. Empty: such names are refused with an
-	// error that says how to enable them.
+	// file-cert: names are served, each file only if the caller could read
+	// it itself (every directory from "/" searchable, the file readable by
+	// the caller's uid, gid or supplementary groups). Empty: such names are
+	// refused with an error that says how to enable them.
 	FileDir string
 	// DisableSPIFFECertValidation sends bundles as trusted_ca to every
 	// Envoy, never as the SPIFFE certificate validator.

@@ -182,6 +182,9 @@ func (st *delta) onRequest(req *discoveryv3.DeltaDiscoveryRequest) error {
 // names that left a wildcard subscription as removed. It reports whether
 // something is still pending.
 func (st *delta) push(stream grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]) (bool, error) {
+	if err := st.h.recheck(st.c, "DeltaSecrets"); err != nil {
+		return false, err
+	}
 	names := make([]string, 0, len(st.refs))
 	for n := range st.refs {
 		names = append(names, n)

@@ -63,87 +63,62 @@ func (h *Handler) readFileResource(c callerInfo, r ref) (*resource, error) {
 }
 
 // readFile reads path for caller c. path must be absolute and lie in
-// FileDir, and stay there through every symlink (openat2 RESOLVE_BENEATH);
-// it must be a regular file of at most 1 MiB that c's uid or gid could
-// read by its mode bits: the agent, usually root, must not become a way
-// for a workload to read files it could not read itself.
-func (h *Handler) readFile(c callerInfo, path string) ([]byte, error) {
+// FileDir, and stay there through every symlink; every directory on the
+// way from "/" must be searchable and the file readable by c's uid, gid
+// and supplementary groups (see walk.go): the agent, usually root, must
+// not become a way for a workload to read files it could not read itself.
+// The file must be a regular file of at most 1 MiB.
+func (h *Handler) readFile(c callerInfo, p string) ([]byte, error) {
 	if h.cfg.FileDir == "" {
 		return nil, status.Errorf(codes.InvalidArgument,
 			"sds: file-root:/file-cert: names are disabled; set file_dir in the agent's sds block to serve files from that directory")
 	}
-	if !filepath.IsAbs(path) {
-		return nil, status.Errorf(codes.InvalidArgument, "sds: file %q: want an absolute path", truncate(path))
+	if !filepath.IsAbs(p) {
+		return nil, status.Errorf(codes.InvalidArgument, "sds: file %q: want an absolute path", truncate(p))
 	}
 	dir := filepath.Clean(h.cfg.FileDir)
-	rel, err := filepath.Rel(dir, filepath.Clean(path))
+	rel, err := filepath.Rel(dir, filepath.Clean(p))
 	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
-		return nil, status.Errorf(codes.PermissionDenied, "sds: file %q is outside file_dir %s", truncate(path), dir)
+		return nil, status.Errorf(codes.PermissionDenied, "sds: file %q is outside file_dir %s", truncate(p), dir)
 	}
-	f, err := openBeneath(dir, rel)
+	w := walker{cred: credOf(c)}
+	f, err := w.openFile(dir, rel)
 	if err != nil {
-		if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ELOOP) {
-			return nil, status.Errorf(codes.PermissionDenied, "sds: file %q leads outside file_dir %s", truncate(path), dir)
+		var denied *deniedError
+		switch {
+		case errors.Is(err, errEscape):
+			return nil, status.Errorf(codes.PermissionDenied, "sds: file %q leads outside file_dir %s", truncate(p), dir)
+		case errors.As(err, &denied):
+			return nil, status.Errorf(codes.PermissionDenied, "sds: file %q is not readable by the caller (%s): %v", truncate(p), w.cred, denied)
+		case errors.Is(err, errNotRegular):
+			return nil, status.Errorf(codes.InvalidArgument, "sds: %q is not a regular file", truncate(p))
+		case errors.Is(err, os.ErrNotExist):
+			return nil, status.Errorf(codes.NotFound, "sds: file %q does not exist", truncate(p))
+		case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+			// The caller may; the agent itself may not (it runs without
+			// CAP_DAC_READ_SEARCH, say).
+			return nil, status.Errorf(codes.PermissionDenied, "sds: the agent itself cannot read file %q: %v", truncate(p), err)
+		case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP), errors.Is(err, errTooLong):
+			return nil, status.Errorf(codes.InvalidArgument, "sds: file %q: %v", truncate(p), err)
 		}
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, status.Errorf(codes.NotFound, "sds: file %q does not exist", truncate(path))
-		}
-		return nil, status.Errorf(codes.Unavailable, "sds: open %q: %v", truncate(path), err)
+		return nil, status.Errorf(codes.Unavailable, "sds: open %q: %v", truncate(p), err)
 	}
 	defer f.Close()
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "sds: stat %q: %v", truncate(path), err)
+		return nil, status.Errorf(codes.Unavailable, "sds: stat %q: %v", truncate(p), err)
 	}
-	switch {
-	case st.Mode&unix.S_IFMT != unix.S_IFREG:
-		return nil, status.Errorf(codes.InvalidArgument, "sds: %q is not a regular file", truncate(path))
-	case st.Size > maxFileSize:
-		return nil, status.Errorf(codes.InvalidArgument, "sds: %q is larger than %d bytes", truncate(path), maxFileSize)
-	case !mayRead(st, c.UID, c.GID):
-		return nil, status.Errorf(codes.PermissionDenied, "sds: %q is not readable by the caller (uid %d, gid %d)", truncate(path), c.UID, c.GID)
+	if st.Size > maxFileSize {
+		return nil, status.Errorf(codes.InvalidArgument, "sds: %q is larger than %d bytes", truncate(p), maxFileSize)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "sds: read %q: %v", truncate(path), err)
+		return nil, status.Errorf(codes.Unavailable, "sds: read %q: %v", truncate(p), err)
 	}
 	if len(b) > maxFileSize {
-		return nil, status.Errorf(codes.InvalidArgument, "sds: %q is larger than %d bytes", truncate(path), maxFileSize)
+		return nil, status.Errorf(codes.InvalidArgument, "sds: %q is larger than %d bytes", truncate(p), maxFileSize)
 	}
 	return b, nil
-}
-
-// openBeneath opens rel inside dir without letting any path component or
-// symlink lead out of dir.
-func openBeneath(dir, rel string) (*os.File, error) {
-	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
-	}
-	defer unix.Close(dfd)
-	fd, err := unix.Openat2(dfd, rel, &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOCTTY | unix.O_NONBLOCK,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
-	})
-	if err != nil {
-		return nil, &os.PathError{Op: "openat2", Path: rel, Err: err}
-	}
-	return os.NewFile(uintptr(fd), filepath.Join(dir, rel)), nil
-}
-
-// mayRead reports whether uid/gid may read a file with st's owner and
-// mode. Supplementary groups are not known from the socket and do not
-// count; root may read anything.
-func mayRead(st unix.Stat_t, uid, gid uint32) bool {
-	switch {
-	case uid == 0:
-		return true
-	case st.Uid == uid:
-		return st.Mode&0o400 != 0
-	case st.Gid == gid:
-		return st.Mode&0o040 != 0
-	}
-	return st.Mode&0o004 != 0
 }
 
 // ParseRootPEM parses a file-root file: one or more PEM CERTIFICATE blocks,

@@ -95,6 +95,17 @@ func (s *server) caller(ctx context.Context) (callerInfo, error) {
 	return c, nil
 }
 
+// recheck refuses to serve a caller that is no longer the process that
+// connected as it was then (exec, setuid, setgid, exit). Streams call it
+// before each push and before reading files for the caller.
+func (h *Handler) recheck(c callerInfo, stream string) error {
+	if err := c.Verify(); err != nil {
+		h.cfg.Log.Warn("SDS stream ended: caller changed", "stream", stream, "pid", c.PID, "uid", c.UID, "gid", c.GID, "error", err)
+		return status.Errorf(codes.PermissionDenied, "sds: workload attestation failed: %v", err)
+	}
+	return nil
+}
+
 func (h *Handler) nextVersion() string {
 	return strconv.FormatUint(h.version.Add(1), 10)
 }
@@ -160,5 +171,8 @@ func (s *server) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryReq
 		case <-t.C:
 		}
 		t.Stop()
+		if err := h.recheck(c, "FetchSecrets"); err != nil {
+			return nil, err
+		}
 	}
 }

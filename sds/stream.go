@@ -182,6 +182,9 @@ func (st *sotw) onRequest(req *discoveryv3.DiscoveryRequest) error {
 // push sends a response if what the stream would get now differs from
 // what it last sent. It reports whether something is still pending.
 func (st *sotw) push(stream grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]) (bool, error) {
+	if err := st.h.recheck(st.c, "StreamSecrets"); err != nil {
+		return false, err
+	}
 	res, pending, err := st.h.resolve(st.c, st.refs, len(st.refs) == 0, st.spiffe, st.sent)
 	if err != nil || pending {
 		return pending, err

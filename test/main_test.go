@@ -22,9 +22,22 @@ func TestMain(m *testing.M) {
 	if os.Getenv("HALLMARK_TEST_CHILD") == "fetch" {
 		os.Exit(childFetch())
 	}
+	if mode := os.Getenv(callerEnv); mode != "" {
+		os.Exit(callerChild(mode, childArgs()))
+	}
 	code := m.Run()
 	tpmtest.Cleanup()
 	os.Exit(code)
+}
+
+// childArgs returns the arguments after "--".
+func childArgs() []string {
+	for i, a := range os.Args {
+		if a == "--" {
+			return os.Args[i+1:]
+		}
+	}
+	return nil
 }
 
 func childFetch() int {

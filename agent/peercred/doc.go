@@ -3,11 +3,15 @@
 // keeps a pidfd to that process, so that a caller that exits and whose PID is
 // reused while it is being attested can be told apart from the original.
 //
-// The credentials are those at connect(): a caller that later calls exec(2)
-// (say, of a setuid program) keeps its PID and pidfd, so StillAlive still
-// succeeds while /proc/<pid> then describes the new program. Attestors read
-// /proc; a consumer that wants connect-time identity too should compare
-// UID/GID with what was attested.
+// The credentials are those at connect(). A process keeps its PID and pidfd
+// across exec(2), setuid(2) and setgid(2), so liveness alone would let a
+// process connect, hand the connection to a helper and exec a program with
+// another identity. The handshake therefore also records the process's
+// executable (device and inode of /proc/<pid>/exe) and its credentials
+// (/proc/<pid>/status: real, effective, saved and filesystem IDs,
+// supplementary groups), and AuthInfo.Verify refuses a caller for which any
+// of them changed. Callers attest from /proc and then Verify before using
+// the result, and Verify again before each push on a long-lived stream.
 //
 // It owns the gRPC transport credentials for the agent's local endpoints
 // (Workload API, SDS) and the AuthInfo they yield. It must not import

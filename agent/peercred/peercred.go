@@ -5,23 +5,29 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+
+	"github.com/hallmarkid/hallmark/internal/procstatus"
 )
 
 const authType = "peercred"
 
 // AuthInfo is what the kernel says about the process that connected: its
 // PID (in the agent's PID namespace) and its effective UID and GID at the
-// time of connect(). It also holds a handle on that very process, used by
-// StillAlive; the handle is released when the connection closes.
+// time of connect(), and its supplementary groups at the handshake. It
+// also holds a handle on that very process and the identity it had at the
+// handshake, used by Verify and StillAlive; the handle is released when
+// the connection closes.
 type AuthInfo struct {
-	PID int32
-	UID uint32
-	GID uint32
+	PID    int32
+	UID    uint32
+	GID    uint32
+	Groups []uint32 // supplementary groups, in the kernel's order
 
 	proc      *pidHandle
 	startTime uint64 // /proc/<pid>/stat field 22, in clock ticks since boot
@@ -39,6 +45,30 @@ func FromContext(ctx context.Context) (AuthInfo, bool) {
 	}
 	a, ok := p.AuthInfo.(AuthInfo)
 	return a, ok
+}
+
+// Verify returns nil if the process that connected is still running, runs
+// the executable it ran at the handshake (same device and inode) and has
+// the credentials it had then: real, effective, saved and filesystem UID
+// and GID and supplementary groups, the effective ones equal to what the
+// kernel recorded at connect(). Call it after attesting the caller from
+// /proc/<pid>/... and before using the result, and again before serving a
+// long-lived stream anything new: a nil return means the attestation
+// described the process that connected, as it was then.
+//
+// Any change is an error naming it: an exec (of a setuid or setgid program
+// or any other), setuid/setgid/setgroups, exit. An exec of the very same
+// executable file with unchanged credentials is not seen (nothing the
+// unix attestor reports changes either). An agent that may not see the
+// caller's executable (not root, another uid) checks credentials only.
+//
+// The cost is one read of /proc/<pid>/status, one stat of /proc/<pid>/exe
+// and one poll(2) of the pidfd.
+func (a AuthInfo) Verify() error {
+	if a.proc == nil {
+		return errors.New("peercred: verify: AuthInfo does not come from a handshake")
+	}
+	return a.proc.verify(a.PID)
 }
 
 // StillAlive returns nil if the process that connected is still running
@@ -153,21 +183,28 @@ func handshake(uc *net.UnixConn) (AuthInfo, error) {
 		// ESRCH/EINVAL: the peer has already exited.
 		return AuthInfo{}, fmt.Errorf("peercred: handshake: SO_PEERPIDFD (pid %d): %w", ucred.Pid, pfdErr)
 	}
-	h := &pidHandle{fd: pidfd}
+	h := newPIDHandle(pidfd, ucred.Pid)
 	info := AuthInfo{PID: ucred.Pid, UID: ucred.Uid, GID: ucred.Gid, proc: h}
 	info.startTime, err = readStartTime(ucred.Pid)
 	if err == nil && fallback && info.startTime > bound+1 {
 		err = fmt.Errorf("started after the connection (at tick %d, bound %d): pid reused", info.startTime, bound)
 	}
 	if err == nil {
-		// The start time belongs to the pidfd's process only if that
-		// process still holds the PID now.
+		err = h.record(ucred)
+		if err != nil && h.alive() != nil {
+			err = errors.New("process exited")
+		}
+	}
+	if err == nil {
+		// The start time, status and executable belong to the pidfd's
+		// process only if that process still holds the PID now.
 		err = h.alive()
 	}
 	if err != nil {
 		h.close()
 		return AuthInfo{}, fmt.Errorf("peercred: handshake: pid %d: %w", ucred.Pid, err)
 	}
+	info.Groups = h.creds.Groups
 	return info, nil
 }
 
@@ -183,10 +220,25 @@ func (c *conn) Close() error {
 	return err
 }
 
-// pidHandle is a pidfd shared by a connection and copies of its AuthInfo.
+// pidHandle is a pidfd shared by a connection and copies of its AuthInfo,
+// with the identity the process had at the handshake.
 type pidHandle struct {
 	mu sync.RWMutex
 	fd int // guarded by mu; -1 once closed
+
+	// Set by the handshake, read-only after.
+	statusPath, exePath string
+	creds               procstatus.Status
+	exe                 fileID
+	exeKnown            bool // false if the agent may not see the executable
+	// changed is set when the credentials at the handshake are not those
+	// the kernel recorded at connect(): every Verify fails with it.
+	changed error
+}
+
+func newPIDHandle(fd int, pid int32) *pidHandle {
+	dir := "/proc/" + strconv.FormatInt(int64(pid), 10)
+	return &pidHandle{fd: fd, statusPath: dir + "/status", exePath: dir + "/exe"}
 }
 
 func (h *pidHandle) close() {

@@ -45,6 +45,8 @@ func TestMain(m *testing.M) {
 //	pass:         connect to sock, send the connection to the parent over
 //	              fd 3, then wait for stdin to close
 //	connect-exit: connect to sock and exit at once
+//	obey:         connect to sock, then run commands from stdin (see obey)
+//	wait:         print "ready", then wait for stdin to close
 func helperMain(mode, sock string) error {
 	switch mode {
 	case "call":
@@ -73,6 +75,12 @@ func helperMain(mode, sock string) error {
 		return err
 	case "connect-exit":
 		_, err := net.Dial("unix", sock)
+		return err
+	case "obey":
+		return obey(sock)
+	case "wait":
+		fmt.Println("ready")
+		_, err := io.Copy(io.Discard, os.Stdin)
 		return err
 	}
 	return fmt.Errorf("unknown mode %q", mode)

@@ -266,6 +266,9 @@ func (h *JWTHandler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.
 		case <-changed:
 		case <-keysChanged:
 		}
+		if err := h.recheck(c, "FetchJWTBundles"); err != nil {
+			return err
+		}
 	}
 }
 

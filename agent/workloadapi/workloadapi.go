@@ -140,7 +140,21 @@ func (h *Handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 		case <-changed:
 		case <-timer:
 		}
+		if err := h.recheck(c, "FetchX509SVID"); err != nil {
+			return err
+		}
 	}
+}
+
+// recheck ends a stream whose caller is no longer the process that
+// connected as it was then (exec, setuid, setgid, exit): before each push,
+// so a helper holding a passed connection gets nothing more.
+func (h *Handler) recheck(c workloadattest.Caller, stream string) error {
+	if err := c.Verify(); err != nil {
+		h.cfg.Log.Warn("Workload API stream ended: caller changed", "stream", stream, "pid", c.PID, "uid", c.UID, "gid", c.GID, "error", err)
+		return status.Errorf(codes.PermissionDenied, "workload attestation failed: %v", err)
+	}
+	return nil
 }
 
 // identityEntries returns the entries of ids.
@@ -244,6 +258,9 @@ func (h *Handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.S
 		case <-ctx.Done():
 			return nil
 		case <-changed:
+		}
+		if err := h.recheck(c, "FetchX509Bundles"); err != nil {
+			return err
 		}
 	}
 }

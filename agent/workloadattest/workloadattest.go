@@ -1,7 +1,8 @@
 // Package workloadattest identifies the caller of an agent endpoint: it
 // takes the kernel credentials of the unix-socket peer, runs every
 // configured workload attestor on the caller's PID and then checks the
-// process is still the one that connected (PID reuse protection).
+// process is still the one that connected, unchanged (PID reuse, exec,
+// setuid, setgid: see agent/peercred).
 //
 // It is shared by the Workload API and SDS; it must not import either.
 package workloadattest
@@ -25,9 +26,23 @@ var ErrNoCredentials = errors.New("workloadattest: caller has no peer credential
 
 // Caller is an attested caller.
 type Caller struct {
-	PID       int32
-	UID, GID  uint32
+	PID      int32
+	UID, GID uint32
+	// Groups are the caller's supplementary groups.
+	Groups    []uint32
 	Selectors []registration.Selector
+
+	info peercred.AuthInfo
+}
+
+// Verify returns nil if the caller is still the process that connected,
+// unchanged (see peercred.AuthInfo.Verify). Long-lived streams call it
+// before each push; a Caller that does not come from Attestor.Caller fails.
+func (c Caller) Verify() error {
+	if err := c.info.Verify(); err != nil {
+		return fmt.Errorf("workloadattest: %w", err)
+	}
+	return nil
 }
 
 // Attestor runs workload attestors for callers.
@@ -45,7 +60,10 @@ func New(log *slog.Logger, as ...attestors.WorkloadAttestor) *Attestor {
 	return &Attestor{attestors: as, timeout: 30 * time.Second, log: log}
 }
 
-// Caller attests the caller of the gRPC call in ctx.
+// Caller attests the caller of the gRPC call in ctx. The selectors are
+// returned only if, after the attestors ran, the process is still the one
+// that connected with the credentials and executable it had then, and the
+// uid and gid the attestors saw are those the kernel gave at connect().
 func (a *Attestor) Caller(ctx context.Context) (Caller, error) {
 	info, ok := peercred.FromContext(ctx)
 	if !ok {
@@ -53,28 +71,40 @@ func (a *Attestor) Caller(ctx context.Context) (Caller, error) {
 	}
 	sels, err := a.Attest(ctx, info.PID)
 	if err != nil {
+		if verr := info.Verify(); verr != nil {
+			// The attestor failed because the process changed or left:
+			// say that rather than what the attestor tripped over.
+			return Caller{}, fmt.Errorf("workloadattest: %w", verr)
+		}
 		return Caller{}, err
 	}
-	if err := info.StillAlive(); err != nil {
-		return Caller{}, fmt.Errorf("workloadattest: caller pid %d changed during attestation: %w", info.PID, err)
+	if err := info.Verify(); err != nil {
+		return Caller{}, fmt.Errorf("workloadattest: %w", err)
 	}
-	// The kernel's credentials at connect() are authoritative: a process
-	// that changed uid since (setuid, exec of a setuid binary) is refused
-	// rather than attested as either identity.
-	if want := "uid:" + strconv.FormatUint(uint64(info.UID), 10); hasOtherUID(sels, want) {
-		return Caller{}, fmt.Errorf("workloadattest: caller pid %d changed uid since it connected (was %d)", info.PID, info.UID)
-	}
-	return Caller{PID: info.PID, UID: info.UID, GID: info.GID, Selectors: sels}, nil
-}
-
-// hasOtherUID reports whether sels carry a unix uid other than want.
-func hasOtherUID(sels []registration.Selector, want string) bool {
-	for _, s := range sels {
-		if s.Type == "unix" && strings.HasPrefix(s.Value, "uid:") && s.Value != want {
-			return true
+	// The kernel's credentials at connect() are authoritative: attested
+	// IDs that differ (the process changed between the attestors' reads
+	// and Verify's, and back) are refused rather than served as either.
+	for _, want := range []struct{ kind, value string }{
+		{"uid:", "uid:" + strconv.FormatUint(uint64(info.UID), 10)},
+		{"gid:", "gid:" + strconv.FormatUint(uint64(info.GID), 10)},
+	} {
+		if other, ok := otherSelector(sels, want.kind, want.value); ok {
+			return Caller{}, fmt.Errorf("workloadattest: caller pid %d %w: attested unix:%s, the kernel said %s at connect()",
+				info.PID, peercred.ErrChanged, other, want.value)
 		}
 	}
-	return false
+	return Caller{PID: info.PID, UID: info.UID, GID: info.GID, Groups: info.Groups, Selectors: sels, info: info}, nil
+}
+
+// otherSelector returns the value of a unix selector of kind (uid: or
+// gid:) in sels other than want, and reports whether there is one.
+func otherSelector(sels []registration.Selector, kind, want string) (string, bool) {
+	for _, s := range sels {
+		if s.Type == "unix" && strings.HasPrefix(s.Value, kind) && s.Value != want {
+			return s.Value, true
+		}
+	}
+	return "", false
 }
 
 // Attest runs every attestor on pid and returns the union of selectors.

@@ -6,7 +6,8 @@
 //
 // It reads /proc only: the caller must pass a PID in the PID namespace of
 // the /proc it is configured with, and must check afterwards that the PID
-// still names the process that connected (agent/peercred StillAlive).
+// still names the process that connected, unchanged (agent/peercred
+// AuthInfo.Verify).
 //
 // It must not import server/ or agent/.
 package unix

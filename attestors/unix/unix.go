@@ -7,19 +7,13 @@ import (
 	"io/fs"
 	"log/slog"
 	"strconv"
-	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/hallmarkid/hallmark/registration"
 )
 
 // Name is the selector type this attestor produces.
 const Name = "unix"
-
-// maxStatusLen bounds what is read from /proc/<pid>/status. The file is
-// about 1.5 KiB; 65536 supplementary groups take at most ~720 KiB.
-const maxStatusLen = 1 << 20
 
 // Config configures an Attestor.
 type Config struct {
@@ -146,62 +140,4 @@ func (a *Attestor) Attest(ctx context.Context, pid int32) ([]registration.Select
 		}
 	}
 	return sels, nil
-}
-
-var statusBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
-
-// readStatus reads and parses a status file. It uses raw system calls: the
-// os.File machinery (poller registration, fcntl) costs more than the read.
-func readStatus(path string) (procStatus, error) {
-	fd, err := openRead(path)
-	if err != nil {
-		return procStatus{}, err
-	}
-	defer syscall.Close(fd)
-	bp := statusBufs.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= 64<<10 {
-			statusBufs.Put(bp)
-		}
-	}()
-	b := (*bp)[:0]
-	for {
-		if len(b) == cap(b) {
-			if len(b) >= maxStatusLen {
-				return procStatus{}, fmt.Errorf("status longer than %d bytes", maxStatusLen)
-			}
-			b = append(b, 0)[:len(b)]
-			*bp = b
-		}
-		n, err := syscall.Read(fd, b[len(b):cap(b)])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return procStatus{}, &fs.PathError{Op: "read", Path: path, Err: err}
-		}
-		if n == 0 {
-			break
-		}
-		b = b[:len(b)+n]
-	}
-	st, err := parseStatus(b)
-	if err != nil {
-		return procStatus{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return st, nil
-}
-
-// openRead opens path read-only with a raw system call.
-func openRead(path string) (int, error) {
-	for {
-		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return -1, &fs.PathError{Op: "open", Path: path, Err: err}
-		}
-		return fd, nil
-	}
 }

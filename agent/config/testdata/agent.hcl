@@ -64,7 +64,13 @@ node_attestor "join_token" {}
 
 # Workload attestors: how the agent finds out who a calling process is.
 # Zero or more, one block per kind; the body holds that attestor's own
-# settings (see its documentation).
+# settings (see its documentation). Whatever the attestors, a caller whose
+# executable or credentials changed since it connected (exec, setuid,
+# setgid) is refused; see docs/workload-attestation.md, which also says what
+# each selector proves.
 workload_attestor "unix" {
+  # true adds unix:path: and unix:sha256: of the caller's executable. They
+  # say which file the process was started from, not what code runs now:
+  # any process of the same uid can ptrace it. Combine them with a uid.
   discover_workload_path = false
 }
