@@ -50,7 +50,7 @@ func BenchmarkNodeAttest(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	srv := env.StartServer(testenv.WithHCL(`
+	srv := env.StartServer(manyAttestations, testenv.WithHCL(`
 node_attestor "aws_iam" {
   account_ids      = ["111122223333"]
   sts_hosts        = ["sts.us-east-1.amazonaws.com"]
