@@ -5,23 +5,14 @@ import (
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/server/admission"
+	"github.com/hallmarkid/hallmark/server/config"
 )
 
 // nodeGate builds the admission gate of the Node API from the server
 // block's limits.
 func (s *Server) nodeGate() (*admission.Gate, error) {
-	l := s.cfg.NodeAPI
 	g, err := admission.New(admission.Config{
-		Limits: admission.Limits{
-			MaxInflightAttestations:   l.MaxInflightAttestations,
-			AttestationRatePerSource:  l.RatePerSource,
-			AttestationBurstPerSource: l.BurstPerSource,
-			MaxConns:                  l.MaxConns,
-			MaxConnsPerSource:         l.MaxConnsPerSource,
-			MaxMessageSize:            l.MaxMessageSize,
-			FirstMessageTimeout:       l.FirstMessageTimeout,
-			AttestationTimeout:        l.AttestationTimeout,
-		},
+		Limits:        gateLimits(s.cfg.NodeAPI),
 		TLS:           s.tlsConfig(),
 		Authenticated: admission.AgentIn(s.cfg.TrustDomain),
 		AttestMethod:  apiv1.Node_Attest_FullMethodName,
@@ -31,4 +22,17 @@ func (s *Server) nodeGate() (*admission.Gate, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	return g, nil
+}
+
+func gateLimits(l config.NodeAPILimits) admission.Limits {
+	return admission.Limits{
+		MaxInflightAttestations:   l.MaxInflightAttestations,
+		AttestationRatePerSource:  l.RatePerSource,
+		AttestationBurstPerSource: l.BurstPerSource,
+		MaxConns:                  l.MaxConns,
+		MaxConnsPerSource:         l.MaxConnsPerSource,
+		MaxMessageSize:            l.MaxMessageSize,
+		FirstMessageTimeout:       l.FirstMessageTimeout,
+		AttestationTimeout:        l.AttestationTimeout,
+	}
 }

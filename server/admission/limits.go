@@ -37,9 +37,10 @@ type Limits struct {
 	AttestationTimeout time.Duration
 }
 
-// Defaults. DefaultMaxMessageSize is 8× the largest attestation message
-// measured from real evidence (a TPM answer carrying a 43 KB Windows
-// measured-boot log is 58 KB): event logs up to ~380 KB fit.
+// Defaults. DefaultMaxMessageSize is 8.7× the largest attestation message
+// built from real evidence (a TPM answer carrying a 43 KB Windows
+// measured-boot log is 60 KB; see TestDefaultMessageLimitFitsRealEvidence):
+// event logs up to ~390 KB fit (they travel base64-encoded in JSON).
 const (
 	DefaultMaxInflightAttestations   = 64
 	DefaultAttestationRatePerSource  = 5.0
