@@ -174,8 +174,16 @@ func flood(t testing.TB, addr string, block, sources, connsPerSource, streamsPer
 }
 
 // anonNode is a Node API client without a client certificate, dialing
-// from the loopback address src.
+// from the loopback address src, closed at cleanup.
 func anonNode(t testing.TB, addr, src string) apiv1.NodeClient {
+	t.Helper()
+	node, closeNode := anonNodeConn(t, addr, src)
+	t.Cleanup(closeNode)
+	return node
+}
+
+// anonNodeConn is anonNode with its close function.
+func anonNodeConn(t testing.TB, addr, src string) (apiv1.NodeClient, func()) {
 	t.Helper()
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 	conn, err := grpc.NewClient("passthrough:///"+addr,
@@ -185,8 +193,7 @@ func anonNode(t testing.TB, addr, src string) apiv1.NodeClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	return apiv1.NewNodeClient(conn)
+	return apiv1.NewNodeClient(conn), func() { conn.Close() }
 }
 
 // attestOnce sends one Attest first message and returns the status the
@@ -475,9 +482,11 @@ func TestNodeAPIAgentWorksDuringFlood(t *testing.T) {
 			default:
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			if status.Code(attestOnce(ctx, anonNode(t, srv.Address, source(6, 200+i%20)), huge)) == codes.ResourceExhausted {
+			node, closeNode := anonNodeConn(t, srv.Address, source(6, 200+i%20))
+			if status.Code(attestOnce(ctx, node, huge)) == codes.ResourceExhausted {
 				hugeRefused.Add(1)
 			}
+			closeNode()
 			cancel()
 		}
 	}()
