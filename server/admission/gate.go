@@ -310,13 +310,17 @@ func (g *Gate) report() {
 			return
 		case <-t.C:
 		}
+		// Failed handshakes alone (port scans, TCP health checks of a
+		// load balancer) are no news; they are counted with refusals.
 		var attrs []any
+		failed := g.refused[reasonHandshakeFailed].Swap(0)
 		for r := range numReasons {
 			if n := g.refused[r].Swap(0); n > 0 {
 				attrs = append(attrs, reasonNames[r], n)
 			}
 		}
 		if len(attrs) > 0 {
+			attrs = append(attrs, reasonNames[reasonHandshakeFailed], failed)
 			g.mu.Lock()
 			attrs = append(attrs, "unauthenticated_connections", g.anon, "handshakes_in_progress", g.handshakes,
 				"attestations_in_flight", len(g.inflight), "interval", g.cfg.ReportInterval)

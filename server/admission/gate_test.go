@@ -1,6 +1,7 @@
 package admission_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,10 +10,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,14 +80,18 @@ func (p *pki) leaf(t *testing.T, id string) tls.Certificate {
 
 // startGate serves the health service behind a gate and returns its
 // address.
-func startGate(t *testing.T, p *pki, l admission.Limits) (string, *admission.Gate) {
+func startGate(t *testing.T, p *pki, l admission.Limits, opts ...func(*admission.Config)) (string, *admission.Gate) {
 	t.Helper()
-	g, err := admission.New(admission.Config{
+	cfg := admission.Config{
 		Limits:        l,
 		TLS:           &tls.Config{Certificates: []tls.Certificate{p.leaf(t, "spiffe://example.org/hallmark/server")}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: p.roots},
 		Authenticated: admission.AgentIn(td),
 		AttestMethod:  watch,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	g, err := admission.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +266,7 @@ func TestGateConnectionBounds(t *testing.T) {
 	p := newPKI(t)
 	l := admission.DefaultLimits()
 	l.MaxConns, l.MaxConnsPerSource = 3, 2
-	l.FirstMessageTimeout = 500 * time.Millisecond
+	l.FirstMessageTimeout = 1500 * time.Millisecond
 	addr, g := startGate(t, p, l)
 
 	// Per source, before TLS: the third TCP connection is closed at once.
@@ -285,7 +292,7 @@ func TestGateConnectionBounds(t *testing.T) {
 	}
 	// Handshakes never started end at the first-message timeout.
 	for _, c := range pending {
-		if !closedWithin(c, 2*time.Second) {
+		if !closedWithin(c, 3*time.Second) {
 			t.Fatal("a connection without a TLS handshake outlived the timeout")
 		}
 	}
@@ -325,5 +332,69 @@ func TestGateConnectionBounds(t *testing.T) {
 	http1 := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}) //nolint:gosec // not under test
 	if err := http1.Handshake(); err == nil && !closedWithin(http1, time.Second) {
 		t.Fatal("a connection without ALPN h2 was kept")
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the gate's logger and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Refusals are logged: the first of a kind at once, then a summary per
+// interval; failed handshakes alone (scans, health checks) are not news.
+func TestGateLogsRefusals(t *testing.T) {
+	p := newPKI(t)
+	l := admission.DefaultLimits()
+	l.AttestationRatePerSource, l.AttestationBurstPerSource = 0.001, 1
+	var logs syncBuffer
+	addr, _ := startGate(t, p, l, func(c *admission.Config) {
+		c.Log = slog.New(slog.NewTextHandler(&logs, nil))
+		c.ReportInterval = 200 * time.Millisecond
+	})
+
+	for range 3 { // TCP health checks
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	time.Sleep(500 * time.Millisecond)
+	if out := logs.String(); out != "" {
+		t.Fatalf("failed handshakes alone were logged:\n%s", out)
+	}
+
+	_ = openWatch(t, client(t, addr, "127.0.5.1", nil))
+	for range 3 {
+		if err := openWatch(t, client(t, addr, "127.0.5.1", nil)); status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("past the burst: %v", err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "Node API refusals") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no summary:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out := logs.String()
+	if n := strings.Count(out, "Node API limit reached"); n != 1 || !strings.Contains(out, "limit=attestation_rate source=127.0.5.1/32") {
+		t.Fatalf("want one immediate line naming the limit and source:\n%s", out)
+	}
+	if !strings.Contains(out, "attestation_rate=3") || !strings.Contains(out, "handshake_failed=") {
+		t.Fatalf("summary lacks the counts:\n%s", out)
 	}
 }
