@@ -133,4 +133,3 @@ func TestLimitsValidate(t *testing.T) {
 		})
 	}
 }
-
