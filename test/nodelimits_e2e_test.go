@@ -292,6 +292,43 @@ func TestNodeAPIHugeFirstMessagesAreNotBuffered(t *testing.T) {
 	}
 }
 
+// The documented worst case of memory held for unauthenticated clients:
+// a hundred sources each trickling a first message just under the limit
+// (500 KiB of a declared 510 KiB) and never finishing it. The server reads
+// at most max_inflight_attestations of them, and ends them at the
+// first-message deadline.
+func TestNodeAPITrickledMessagesBounded(t *testing.T) {
+	env := testenv.New(t)
+	srv, metrics := limitsServer(t, env)
+	rss0 := procMiB(t, srv.PID(), "VmRSS")
+	res, ids := flood(t, srv.Address, 7, 100, 1, 1)
+	var wg sync.WaitGroup
+	var sent atomic.Int64
+	for _, c := range res.conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := ids[c][0]
+			if c.SendPrefix(id, 510<<10, []byte{0x0a}) == nil && c.SendBody(id, 500<<10) == nil {
+				sent.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	time.Sleep(500 * time.Millisecond)
+	held := res.openStreams(ids)
+	hwm := procMiB(t, srv.PID(), "VmHWM")
+	t.Logf("%d of %d streams delivered 500 KiB and are held (%d open); server RSS %.1f MiB → peak %.1f MiB, goroutines %v",
+		sent.Load(), len(res.conns), held, rss0, hwm, metricValue(t, metrics, "go_goroutines"))
+	if held > 64 || sent.Load() > 64 {
+		t.Errorf("%d streams held, %d fully sent; want at most 64 (max_inflight_attestations)", held, sent.Load())
+	}
+	if hwm > 100 {
+		t.Errorf("server peak RSS %.1f MiB; want < 100 MiB", hwm)
+	}
+	testenv.WaitFor(t, 16*time.Second, "trickled messages ended at the first-message deadline", func() bool { return res.openStreams(ids) == 0 })
+}
+
 // (c) One source attesting in a tight loop is refused with
 // ResourceExhausted past its burst; another source is not affected.
 func TestNodeAPIAttestRateLimitPerSource(t *testing.T) {

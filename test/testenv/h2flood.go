@@ -32,9 +32,15 @@ type FloodConn struct {
 	hbuf   bytes.Buffer
 	nextID uint32
 
-	mu     sync.Mutex // guards ended and goAway
+	mu     sync.Mutex // guards the fields that follow
 	ended  map[uint32]StreamEnd
 	goAway bool
+	// Send windows (HTTP/2 flow control): the connection's, each
+	// stream's beyond the initial one, and the initial stream window.
+	connWindow    int64
+	streamWindow  map[uint32]int64
+	initialWindow int64
+	windowChanged *sync.Cond
 
 	closed chan struct{} // closed when the server's side of the connection ends
 }
@@ -64,7 +70,9 @@ func DialFlood(ctx context.Context, addr, source string) (*FloodConn, error) {
 		raw.Close()
 		return nil, fmt.Errorf("tls handshake: %w", err)
 	}
-	c := &FloodConn{conn: conn, bw: bufio.NewWriterSize(conn, 64<<10), nextID: 1, ended: map[uint32]StreamEnd{}, closed: make(chan struct{})}
+	c := &FloodConn{conn: conn, bw: bufio.NewWriterSize(conn, 64<<10), nextID: 1, ended: map[uint32]StreamEnd{}, closed: make(chan struct{}),
+		connWindow: 65535, streamWindow: map[uint32]int64{}, initialWindow: 65535}
+	c.windowChanged = sync.NewCond(&c.mu)
 	c.fr = http2.NewFramer(c.bw, conn)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = 1 << 20
@@ -86,7 +94,12 @@ func DialFlood(ctx context.Context, addr, source string) (*FloodConn, error) {
 }
 
 func (c *FloodConn) read() {
-	defer close(c.closed)
+	defer func() {
+		close(c.closed)
+		c.mu.Lock()
+		c.windowChanged.Broadcast()
+		c.mu.Unlock()
+	}()
 	for {
 		f, err := c.fr.ReadFrame()
 		if err != nil {
@@ -95,8 +108,23 @@ func (c *FloodConn) read() {
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
 			if !f.IsAck() {
+				if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
+					c.mu.Lock()
+					c.initialWindow = int64(v)
+					c.windowChanged.Broadcast()
+					c.mu.Unlock()
+				}
 				c.write(func() error { return c.fr.WriteSettingsAck() })
 			}
+		case *http2.WindowUpdateFrame:
+			c.mu.Lock()
+			if f.StreamID == 0 {
+				c.connWindow += int64(f.Increment)
+			} else {
+				c.streamWindow[f.StreamID] += int64(f.Increment)
+			}
+			c.windowChanged.Broadcast()
+			c.mu.Unlock()
 		case *http2.PingFrame:
 			if !f.IsAck() {
 				c.write(func() error { return c.fr.WritePing(true, f.Data) })
@@ -136,6 +164,7 @@ func (c *FloodConn) end(id uint32, st StreamEnd) {
 	if _, done := c.ended[id]; !done {
 		c.ended[id] = st
 	}
+	c.windowChanged.Broadcast()
 }
 
 func (c *FloodConn) write(fn func() error) error {
@@ -182,7 +211,42 @@ func (c *FloodConn) SendPrefix(id uint32, length uint32, part []byte) error {
 	b := make([]byte, 5+len(part))
 	binary.BigEndian.PutUint32(b[1:], length)
 	copy(b[5:], part)
+	c.mu.Lock()
+	c.connWindow -= int64(len(b)) // the initial windows always hold one small frame
+	c.streamWindow[id] -= int64(len(b))
+	c.mu.Unlock()
 	return c.write(func() error { return c.fr.WriteData(id, false, b) })
+}
+
+// SendBody sends n more bytes of a message body on stream id, as fast as
+// the server's flow-control windows allow (as a real client must, or the
+// server closes the connection). It returns early if the server ends the
+// stream or the connection.
+func (c *FloodConn) SendBody(id uint32, n int) error {
+	chunk := make([]byte, 16<<10)
+	for n > 0 {
+		c.mu.Lock()
+		var grant int64
+		for {
+			if _, done := c.ended[id]; done || c.IsClosed() {
+				c.mu.Unlock()
+				return errors.New("flood: stream or connection ended")
+			}
+			grant = min(int64(n), int64(len(chunk)), c.connWindow, c.initialWindow+c.streamWindow[id])
+			if grant > 0 {
+				break
+			}
+			c.windowChanged.Wait()
+		}
+		c.connWindow -= grant
+		c.streamWindow[id] -= grant
+		c.mu.Unlock()
+		if err := c.write(func() error { return c.fr.WriteData(id, false, chunk[:grant]) }); err != nil {
+			return err
+		}
+		n -= int(grant)
+	}
+	return nil
 }
 
 // Ended returns how the server has ended streams so far, by stream ID.
