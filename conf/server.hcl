@@ -50,6 +50,43 @@ server {
   # be created until the datastore is back.
   datastore_outage_grace = "10m"
 
+  # Node API limits: what a client without an agent SVID (anyone who can
+  # reach bind_port) can make the server hold. Agents presenting their SVID
+  # renew, sync and sign without them. See docs/operations.md, "Node API
+  # limits".
+  #
+  # One attestation, challenges included, must finish within
+  # attestation_timeout; its first message (and the TLS handshake before
+  # it) within attestation_first_message_timeout, which is also how long a
+  # connection without an agent SVID may stay open without a call. The
+  # first must not exceed the second.
+  attestation_timeout               = "30s"
+  attestation_first_message_timeout = "10s"
+
+  # Attestations served at once, all sources together; more are refused at
+  # once with ResourceExhausted (agents retry with backoff).
+  max_inflight_attestations = 64
+
+  # A token bucket of attestations per source (an IPv4 address or an IPv6
+  # /64): attestation_rate_per_source per second (fractions allowed),
+  # bursts of attestation_burst_per_source. Behind NAT or a proxy that
+  # hides client addresses, every agent shares one bucket: raise both.
+  attestation_rate_per_source  = 5
+  attestation_burst_per_source = 20
+
+  # Connections without an agent SVID: in total, and per source (TLS
+  # handshakes in progress included). Past either, a new connection is
+  # closed before any TLS work.
+  max_unauthenticated_connections            = 256
+  max_unauthenticated_connections_per_source = 8
+
+  # Largest message accepted without an agent SVID: the attestation
+  # evidence, including a TPM's measured-boot event log (sent base64 in
+  # JSON: logs up to ~390 KB fit in 512KiB). Larger messages are refused
+  # from their length prefix, unread. Between "32KiB" and "16MiB"; units
+  # "B", "KiB", "MiB".
+  max_unauthenticated_message_size = "512KiB"
+
   # JWT-SVID signing keys: key type ("ec-p256" signs ES256, "ec-p384"
   # ES384, "rsa-2048" RS256) and lifetime of each key. A key's successor is
   # published in the JWT bundle at 1/2 of its lifetime, signs from 5/6, and

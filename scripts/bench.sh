@@ -13,6 +13,8 @@ go test -run='^$' -bench='FetchX509SVIDConcurrent' -benchtime=10000x ./test/
 go test -run='^$' -bench='EntryToWorkload10k' -benchtime=200x ./test/
 go test -run='^$' -bench='BulkCreate10kCLI' -benchtime=3x ./test/
 go test -run='^$' -bench='Idle' -benchtime=1x ./test/
+echo "== Node API under an unauthenticated flood: 10k idle Attest streams + 20 × 15 MiB messages (RSS, goroutines, entry → SVID flooded/quiet)"
+go test -run='^$' -bench='NodeAPIFlood' -benchtime=1x ./test/
 echo "== PostgreSQL HA: 100k entries (idle CPU, restart → ready), entry on server A → SVID at server B's agent"
 go test -run='^$' -bench='Postgres100k' -benchtime=200x ./test/
 if ls sds/*_test.go >/dev/null 2>&1; then

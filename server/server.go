@@ -26,8 +26,6 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/attestors"
@@ -173,6 +171,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 	s.node, err = nodeapi.New(nodeapi.Config{
 		TrustDomain: cfg.TrustDomain, Signer: s.ca, Agents: s.store, Entries: s.entries, Verifiers: verifiers,
 		AgentSVIDTTL: cfg.AgentSVIDTTL, DefaultSVIDTTL: cfg.DefaultX509SVIDTTL,
+		AttestTimeout: cfg.NodeAPI.AttestationTimeout, FirstMessageTimeout: cfg.NodeAPI.FirstMessageTimeout,
 		Audit: s.audit, Metrics: s.metrics, Log: log.With("subsystem", "node_api"),
 		JWTSigner: s.jwt, BundleChanged: s.ca.BundleChanged, Federation: fed, OutageGrace: cfg.DatastoreOutageGrace,
 	})
@@ -301,21 +300,32 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 
-	nodeSrv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(s.tlsConfig())),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxRecvMsgSize(16<<20),
+	// The Node API: agents with their SVID on one gRPC server, everyone
+	// else (attestation) on a tightly bounded one (server/admission).
+	gate, err := s.nodeGate()
+	if err != nil {
+		tcp.Close()
+		adminL.Close()
+		return err
+	}
+	nodeL := gate.Listen(tcp)
+	defer gate.Close()
+	nodeSrv := grpc.NewServer(append(gate.AuthenticatedOptions(),
 		grpc.ChainUnaryInterceptor(audit.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor()),
-	)
+		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor()))...)
+	attestSrv := grpc.NewServer(append(gate.UnauthenticatedOptions(),
+		grpc.ChainUnaryInterceptor(audit.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor()))...)
 	apiv1.RegisterNodeServer(nodeSrv, s.node)
+	apiv1.RegisterNodeServer(attestSrv, s.node)
 	adminSrv := grpc.NewServer(grpc.MaxRecvMsgSize(256<<20),
 		grpc.ChainUnaryInterceptor(audit.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor()))
 	apiv1.RegisterAdminServer(adminSrv, s.admin)
 
-	errCh := make(chan error, 3)
-	go func() { errCh <- nodeSrv.Serve(tcp) }()
+	errCh := make(chan error, 4)
+	go func() { errCh <- nodeSrv.Serve(nodeL.Authenticated) }()
+	go func() { errCh <- attestSrv.Serve(nodeL.Unauthenticated) }()
 	go func() { errCh <- adminSrv.Serve(adminL) }()
 	if s.fed != nil {
 		go func() { _ = s.fed.Run(ctx) }()
@@ -350,6 +360,7 @@ func (s *Server) Run(ctx context.Context) error {
 		addr, err := telemetry.Serve(ctx, s.tele.ListenAddress, s.metrics, s.Ready, s.log.With("subsystem", "telemetry"))
 		if err != nil {
 			nodeSrv.Stop()
+			attestSrv.Stop()
 			adminSrv.Stop()
 			return fmt.Errorf("server: telemetry: %w", err)
 		}
@@ -364,6 +375,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("Server stopping")
 	stopped := make(chan struct{})
 	go func() {
+		attestSrv.GracefulStop()
 		nodeSrv.GracefulStop()
 		adminSrv.GracefulStop()
 		close(stopped)
@@ -371,6 +383,7 @@ func (s *Server) Run(ctx context.Context) error {
 	select {
 	case <-stopped:
 	case <-time.After(3 * time.Second):
+		attestSrv.Stop()
 		nodeSrv.Stop()
 		adminSrv.Stop()
 	}

@@ -22,8 +22,8 @@ import (
 func TestHATwoServersOnePostgres(t *testing.T) {
 	ds := postgresDatastore(t)
 	env := testenv.New(t)
-	a := env.StartServer(testenv.WithHCL(ds))
-	b := env.StartServer(testenv.WithHCL(ds), testenv.WithCAFrom(a))
+	a := env.StartServer(testenv.WithHCL(ds), manyAttestations)
+	b := env.StartServer(testenv.WithHCL(ds), testenv.WithCAFrom(a), manyAttestations)
 	lbA, lbB := env.StartLB(a, b), env.StartLB(b, a)
 	agA := env.StartAgent(a, a.Token(), testenv.WithServerAddress(lbA.Address))
 	agB := env.StartAgent(b, b.Token(), testenv.WithServerAddress(lbB.Address))

@@ -50,22 +50,22 @@ func BenchmarkNodeAttest(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	srv := env.StartServer(testenv.WithHCL(`
+	srv := env.StartServer(manyAttestations, testenv.WithHCL(`
 node_attestor "aws_iam" {
   account_ids      = ["111122223333"]
   sts_hosts        = ["sts.us-east-1.amazonaws.com"]
-  sts_url_override = "` + sts.URL + `"
+  sts_url_override = "`+sts.URL+`"
 }
 node_attestor "k8s_psat" {
   cluster "eks" {
     service_account_allow_list = ["hallmark:hallmark-agent"]
-    jwks_url     = "` + issuer.JWKSURL + `"
-    jwks_ca_file = "` + caPath + `"
-    issuer       = "` + issuer.Name + `"
+    jwks_url     = "`+issuer.JWKSURL+`"
+    jwks_ca_file = "`+caPath+`"
+    issuer       = "`+issuer.Name+`"
   }
   cluster "onprem" {
     service_account_allow_list = ["hallmark:hallmark-agent"]
-    kube_config_file = "` + k8spsattest.Kubeconfig(b, api) + `"
+    kube_config_file = "`+k8spsattest.Kubeconfig(b, api)+`"
   }
 }`))
 	c, err := client.New(client.Config{Address: srv.Address, TrustDomain: td, InsecureBootstrap: true})

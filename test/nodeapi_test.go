@@ -56,7 +56,7 @@ func attestWithToken(ctx context.Context, c *client.Client, token string) (*clie
 
 func TestJoinTokenConcurrentUseExactlyOneWins(t *testing.T) {
 	env := testenv.New(t)
-	srv := env.StartServer()
+	srv := env.StartServer(manyAttestations)
 	tok := srv.Token()
 	c := nodeClient(t, srv)
 

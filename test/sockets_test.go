@@ -28,7 +28,7 @@ const nobody = 65534
 
 // mkdirOwned creates dir with mode (exactly, whatever the umask) owned
 // by uid.
-func mkdirOwned(t *testing.T, dir string, uid int, mode os.FileMode) {
+func mkdirAllOwned(t *testing.T, dir string, uid int, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -122,35 +122,35 @@ func TestServerRefusesUntrustedSocketDir(t *testing.T) {
 		want  []string // in the log; the first %s is base
 	}{
 		{name: "dir pre-created by another user, 0777", setup: func(t *testing.T, base string) string {
-			mkdirOwned(t, filepath.Join(base, "private"), nobody, 0o777)
+			mkdirAllOwned(t, filepath.Join(base, "private"), nobody, 0o777)
 			return filepath.Join(base, "private", "api.sock")
 		}, want: []string{"%s/private", "uid 65534", "0777"}},
 		{name: "dir pre-created by another user, 0700", setup: func(t *testing.T, base string) string {
-			mkdirOwned(t, filepath.Join(base, "private"), nobody, 0o700)
+			mkdirAllOwned(t, filepath.Join(base, "private"), nobody, 0o700)
 			return filepath.Join(base, "private", "api.sock")
 		}, want: []string{"%s/private", "uid 65534", "0700"}},
 		{name: "own dir writable by others", setup: func(t *testing.T, base string) string {
-			mkdirOwned(t, filepath.Join(base, "private"), 0, 0o777)
+			mkdirAllOwned(t, filepath.Join(base, "private"), 0, 0o777)
 			return filepath.Join(base, "private", "api.sock")
 		}, want: []string{"%s/private", "uid 0", "0777"}},
 		{name: "own dir writable by group", setup: func(t *testing.T, base string) string {
-			mkdirOwned(t, filepath.Join(base, "private"), 0, 0o770)
+			mkdirAllOwned(t, filepath.Join(base, "private"), 0, 0o770)
 			return filepath.Join(base, "private", "api.sock")
 		}, want: []string{"%s/private", "0770"}},
 		{name: "admin dir readable by others", setup: func(t *testing.T, base string) string {
-			mkdirOwned(t, filepath.Join(base, "private"), 0, 0o755)
+			mkdirAllOwned(t, filepath.Join(base, "private"), 0, 0o755)
 			return filepath.Join(base, "private", "api.sock")
 		}, want: []string{"%s/private", "0755", "0700"}},
 		{name: "parent writable by others, not sticky", setup: func(t *testing.T, base string) string {
-			mkdirOwned(t, filepath.Join(base, "shared"), 0, 0o777)
+			mkdirAllOwned(t, filepath.Join(base, "shared"), 0, 0o777)
 			return filepath.Join(base, "shared", "private", "api.sock")
 		}, want: []string{"%s/shared", "0777"}},
 		{name: "parent owned by another user", setup: func(t *testing.T, base string) string {
-			mkdirOwned(t, filepath.Join(base, "theirs"), nobody, 0o755)
+			mkdirAllOwned(t, filepath.Join(base, "theirs"), nobody, 0o755)
 			return filepath.Join(base, "theirs", "private", "api.sock")
 		}, want: []string{"%s/theirs", "uid 65534"}},
 		{name: "socket dir is a symlink", setup: func(t *testing.T, base string) string {
-			mkdirOwned(t, filepath.Join(base, "real"), 0, 0o700)
+			mkdirAllOwned(t, filepath.Join(base, "real"), 0, 0o700)
 			if err := os.Symlink(filepath.Join(base, "real"), filepath.Join(base, "link")); err != nil {
 				t.Fatal(err)
 			}
@@ -160,7 +160,7 @@ func TestServerRefusesUntrustedSocketDir(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			base := filepath.Join(env.Dir, fmt.Sprintf("s%d", i))
-			mkdirOwned(t, base, 0, 0o755)
+			mkdirAllOwned(t, base, 0, 0o755)
 			sock := tt.setup(t, base)
 			cfg := serverHCL(t, filepath.Join(env.Dir, fmt.Sprintf("c%d", i)), filepath.Join(env.Dir, fmt.Sprintf("d%d", i)), sock)
 			p := env.StartProcess("hallmark-server", "run", "-config", cfg)
@@ -179,7 +179,7 @@ func TestServerRefusesUntrustedSocketDir(t *testing.T) {
 	// rename what the server creates in it.
 	t.Run("sticky parent", func(t *testing.T) {
 		base := filepath.Join(env.Dir, "sticky")
-		mkdirOwned(t, base, 0, 0o777|os.ModeSticky)
+		mkdirAllOwned(t, base, 0, 0o777|os.ModeSticky)
 		sock := filepath.Join(base, "private", "api.sock")
 		cfg := serverHCL(t, filepath.Join(env.Dir, "csticky"), filepath.Join(env.Dir, "dsticky"), sock)
 		p := env.StartProcess("hallmark-server", "run", "-config", cfg)
@@ -210,26 +210,26 @@ func TestAgentRefusesUntrustedSocketDir(t *testing.T) {
 		want  []string
 	}{
 		{name: "dir pre-created by another user", setup: func(t *testing.T, base string) (string, string) {
-			mkdirOwned(t, filepath.Join(base, "public"), nobody, 0o755)
+			mkdirAllOwned(t, filepath.Join(base, "public"), nobody, 0o755)
 			return filepath.Join(base, "public", "api.sock"), ""
 		}, want: []string{"%s/public", "uid 65534", "0755"}},
 		{name: "dir writable by others", setup: func(t *testing.T, base string) (string, string) {
-			mkdirOwned(t, filepath.Join(base, "public"), 0, 0o777)
+			mkdirAllOwned(t, filepath.Join(base, "public"), 0, 0o777)
 			return filepath.Join(base, "public", "api.sock"), ""
 		}, want: []string{"%s/public", "0777"}},
 		{name: "parent writable by others", setup: func(t *testing.T, base string) (string, string) {
-			mkdirOwned(t, filepath.Join(base, "shared"), 0, 0o777)
+			mkdirAllOwned(t, filepath.Join(base, "shared"), 0, 0o777)
 			return filepath.Join(base, "shared", "public", "api.sock"), ""
 		}, want: []string{"%s/shared", "0777"}},
 		{name: "sds socket dir pre-created by another user", setup: func(t *testing.T, base string) (string, string) {
-			mkdirOwned(t, filepath.Join(base, "istio"), nobody, 0o755)
+			mkdirAllOwned(t, filepath.Join(base, "istio"), nobody, 0o755)
 			return filepath.Join(base, "public", "api.sock"), fmt.Sprintf("sds {\n  socket_path = %q\n}\n", filepath.Join(base, "istio", "socket"))
 		}, want: []string{"%s/istio", "uid 65534"}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			base := filepath.Join(env.Dir, fmt.Sprintf("a%d", i))
-			mkdirOwned(t, base, 0, 0o755)
+			mkdirAllOwned(t, base, 0, 0o755)
 			sock, extra := tt.setup(t, base)
 			cfg := agentHCL(t, filepath.Join(env.Dir, fmt.Sprintf("c%d", i)), srv, filepath.Join(env.Dir, fmt.Sprintf("d%d", i)), sock, extra)
 			p := env.StartProcess("hallmark-agent", "run", "-config", cfg, "-joinToken", srv.Token())
@@ -245,7 +245,7 @@ func TestAgentRefusesUntrustedSocketDir(t *testing.T) {
 	// is fine.
 	t.Run("prepared public dir", func(t *testing.T) {
 		base := filepath.Join(env.Dir, "ok")
-		mkdirOwned(t, filepath.Join(base, "public"), 0, 0o755)
+		mkdirAllOwned(t, filepath.Join(base, "public"), 0, 0o755)
 		sock := filepath.Join(base, "public", "api.sock")
 		cfg := agentHCL(t, filepath.Join(env.Dir, "cok"), srv, filepath.Join(env.Dir, "dok"), sock, "")
 		p := env.StartProcess("hallmark-agent", "run", "-config", cfg, "-joinToken", srv.Token())
@@ -295,27 +295,27 @@ func TestCLIRefusesUntrustedAdminSocket(t *testing.T) {
 		want  []string
 	}{
 		{name: "socket owned by another user", setup: func(t *testing.T, base string) (string, int) {
-			mkdirOwned(t, filepath.Join(base, "d"), 0, 0o755)
+			mkdirAllOwned(t, filepath.Join(base, "d"), 0, 0o755)
 			return filepath.Join(base, "d"), nobody
 		}, want: []string{"%s/d/api.sock", "uid 65534"}},
 		{name: "socket dir owned by another user", setup: func(t *testing.T, base string) (string, int) {
-			mkdirOwned(t, filepath.Join(base, "d"), nobody, 0o755)
+			mkdirAllOwned(t, filepath.Join(base, "d"), nobody, 0o755)
 			return filepath.Join(base, "d"), 0
 		}, want: []string{"%s/d", "uid 65534"}},
 		{name: "socket dir writable by others", setup: func(t *testing.T, base string) (string, int) {
-			mkdirOwned(t, filepath.Join(base, "d"), 0, 0o777)
+			mkdirAllOwned(t, filepath.Join(base, "d"), 0, 0o777)
 			return filepath.Join(base, "d"), 0
 		}, want: []string{"%s/d", "0777"}},
 		{name: "parent writable by others", setup: func(t *testing.T, base string) (string, int) {
-			mkdirOwned(t, filepath.Join(base, "w"), 0, 0o777)
-			mkdirOwned(t, filepath.Join(base, "w", "d"), 0, 0o700)
+			mkdirAllOwned(t, filepath.Join(base, "w"), 0, 0o777)
+			mkdirAllOwned(t, filepath.Join(base, "w", "d"), 0, 0o700)
 			return filepath.Join(base, "w", "d"), 0
 		}, want: []string{"%s/w", "0777"}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			base := filepath.Join(env.Dir, fmt.Sprintf("x%d", i))
-			mkdirOwned(t, base, 0, 0o755)
+			mkdirAllOwned(t, base, 0, 0o755)
 			dir, uid := tt.setup(t, base)
 			sock := filepath.Join(dir, "api.sock")
 			l, err := net.Listen("unix", sock)

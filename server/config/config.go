@@ -127,6 +127,9 @@ type Config struct {
 	// OIDC is the oidc block (OIDC discovery for JWT-SVIDs); nil when
 	// absent.
 	OIDC *OIDC
+
+	// NodeAPI bounds the Node API's unauthenticated path.
+	NodeAPI NodeAPILimits
 }
 
 // Datastore says where registration data is kept.
@@ -177,6 +180,15 @@ type rawServer struct {
 	LogLevel           string `hcl:"log_level,optional"`
 	LogFormat          string `hcl:"log_format,optional"`
 	LogFile            string `hcl:"log_file,optional"`
+	// Node API limits (limits.go).
+	AttestationTimeout  string  `hcl:"attestation_timeout,optional"`
+	FirstMessageTimeout string  `hcl:"attestation_first_message_timeout,optional"`
+	MaxInflight         int     `hcl:"max_inflight_attestations,optional"`
+	RatePerSource       float64 `hcl:"attestation_rate_per_source,optional"`
+	BurstPerSource      int     `hcl:"attestation_burst_per_source,optional"`
+	MaxConns            int     `hcl:"max_unauthenticated_connections,optional"`
+	MaxConnsPerSource   int     `hcl:"max_unauthenticated_connections_per_source,optional"`
+	MaxMessageSize      string  `hcl:"max_unauthenticated_message_size,optional"`
 }
 
 type rawDatastore struct {
@@ -290,6 +302,7 @@ func (c *Config) server(body hcl.Body) (hclconf.Section, hcl.Diagnostics) {
 	}
 
 	diags = append(diags, c.jwt(s, &raw)...)
+	diags = append(diags, c.limits(s, &raw)...)
 
 	c.LogLevel, c.LogFormat = s.CheckLogging(raw.LogLevel, raw.LogFormat, &diags)
 	c.LogFile = raw.LogFile

@@ -47,6 +47,7 @@ func defaults() config.Config {
 		LogLevel:             "info",
 		LogFormat:            "text",
 		Datastore:            config.Datastore{Type: "sqlite", Path: "/var/lib/hallmark/datastore.sqlite3"},
+		NodeAPI:              config.DefaultNodeAPILimits(),
 	}
 }
 

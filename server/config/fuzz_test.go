@@ -26,6 +26,9 @@ func FuzzParse(f *testing.F) {
 		"server {\n  log_level = [for x in [1]: x]\n  ca_ttl = \"1h\" == \"1h\" ? \"2h\" : null\n}\n",
 		"server \"label\" {}\nnode_attestor a b {}\n",
 		"\xff\xfe{",
+		srv("attestation_timeout = \"1m\"\nattestation_first_message_timeout = \"5s\"\nmax_inflight_attestations = 8\nattestation_rate_per_source = 0.5\n" +
+			"attestation_burst_per_source = 3\nmax_unauthenticated_connections = 10\nmax_unauthenticated_connections_per_source = 10\nmax_unauthenticated_message_size = \"64KiB\""),
+		srv("max_unauthenticated_message_size = \"99999999999MiB\"\nattestation_rate_per_source = -0.0\nmax_unauthenticated_connections = 1"),
 	} {
 		f.Add([]byte(s))
 	}
@@ -43,6 +46,11 @@ func FuzzParse(f *testing.F) {
 		}
 		if c.DefaultJWTSVIDTTL >= c.JWTKeyTTL || c.DefaultJWTSVIDTTL > config.MaxJWTSVIDTTL || c.JWTKeyType.JWTAlgorithm() == "" {
 			t.Fatalf("accepted invalid JWT settings: %+v", c)
+		}
+		if l := c.NodeAPI; l.FirstMessageTimeout > l.AttestationTimeout || l.FirstMessageTimeout <= 0 || l.MaxInflightAttestations < 1 ||
+			!(l.RatePerSource > 0) || l.BurstPerSource < 1 || l.MaxConnsPerSource < 1 || l.MaxConnsPerSource > l.MaxConns ||
+			l.MaxMessageSize < config.MinUnauthMessageSize || l.MaxMessageSize > config.MaxUnauthMessageSize {
+			t.Fatalf("accepted invalid Node API limits: %+v", l)
 		}
 		if o := c.OIDC; o != nil && (c.JWTIssuer == "" || o.ListenAddress == "" || len(o.Domains) == 0 || (o.CertFile == "") != (o.KeyFile == "")) {
 			t.Fatalf("accepted an invalid oidc block: %+v %+v", c, o)

@@ -79,6 +79,9 @@ type Config struct {
 	DefaultSVIDTTL time.Duration
 	// AttestTimeout bounds one attestation, challenges included.
 	AttestTimeout time.Duration
+	// FirstMessageTimeout bounds the wait for an attestation's first
+	// message (default 10 s, at most AttestTimeout).
+	FirstMessageTimeout time.Duration
 	// BundleChanged, when set, returns a channel closed at the next bundle change.
 	BundleChanged func() <-chan struct{}
 	Audit         Auditor
@@ -135,6 +138,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.AttestTimeout == 0 {
 		cfg.AttestTimeout = 30 * time.Second
+	}
+	if cfg.FirstMessageTimeout == 0 {
+		cfg.FirstMessageTimeout = min(10*time.Second, cfg.AttestTimeout)
 	}
 	if cfg.Audit == nil {
 		cfg.Audit = nopAudit{}
@@ -210,9 +216,9 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 		s.cfg.Audit.Record(ctx, "attestation", audit)
 	}()
 
-	first, err := stream.Recv()
+	first, err := s.recvFirst(ctx, stream)
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "receive attestation parameters: %v", err)
+		return err
 	}
 	params := first.GetParams()
 	if params == nil {
