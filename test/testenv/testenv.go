@@ -41,6 +41,13 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
+// Race reports whether the daemons are built with the race detector
+// (HALLMARK_RACE=1, set by `make race`). A data race reported in a daemon's
+// output then fails the test that started it. Memory bounds do not hold
+// under the race detector (it multiplies memory use); tests that assert
+// them check Race.
+var Race = os.Getenv("HALLMARK_RACE") == "1"
+
 // Binaries builds the binaries (once, with the release build tags: see
 // BUILD_TAGS in the Makefile) and returns their directory.
 func Binaries(t testing.TB) string {
@@ -50,7 +57,12 @@ func Binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-tags", "grpcnotrace", "-o", binDir, "./cmd/hallmark-server", "./cmd/hallmark-agent")
+		args := []string{"build", "-tags", "grpcnotrace"}
+		if Race {
+			args = append(args, "-race")
+		}
+		args = append(args, "-o", binDir, "./cmd/hallmark-server", "./cmd/hallmark-agent")
+		cmd := exec.Command("go", args...)
 		cmd.Dir = RepoRoot()
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -146,6 +158,9 @@ func (e *Env) startEnv(env []string, name string, args ...string) *Process {
 	}()
 	e.t.Cleanup(func() {
 		p.Stop()
+		if Race && strings.Contains(p.Log(), "WARNING: DATA RACE") {
+			e.t.Errorf("%s: the race detector reported a data race", name)
+		}
 		if e.t.Failed() {
 			e.t.Logf("--- %s log ---\n%s", name, p.Log())
 		}
