@@ -17,6 +17,9 @@ import (
 var (
 	ErrNotFound      = errors.New("datastore: not found")
 	ErrAlreadyExists = errors.New("datastore: already exists")
+	// ErrBanned: the agent's record is kept, marked banned, and may not
+	// change until an operator deletes it (which lifts the ban).
+	ErrBanned = errors.New("datastore: agent is banned")
 )
 
 // CreateResult is the outcome of one entry in a bulk create.
@@ -64,21 +67,31 @@ type Agent struct {
 	SerialNumber    string // of the current agent SVID
 	ExpiresAt       time.Time
 	CanReattest     bool
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
+	// Banned is set by BanAgent only: CreateAgent and UpdateAgent ignore it.
+	Banned    bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // Agents stores attested agents.
 type Agents interface {
 	// CreateAgent inserts a new agent; ErrAlreadyExists if the ID is taken
-	// (trust-on-first-use attestors rely on this being atomic).
+	// (trust-on-first-use attestors rely on this being atomic), banned or
+	// not.
 	CreateAgent(ctx context.Context, a Agent) error
-	// UpdateAgent replaces an existing agent; ErrNotFound if absent.
+	// UpdateAgent replaces an existing agent; ErrNotFound if absent,
+	// ErrBanned (and no change) if it is banned.
 	UpdateAgent(ctx context.Context, a Agent) error
 	GetAgent(ctx context.Context, id string) (Agent, error)
 	ListAgents(ctx context.Context) ([]Agent, error)
-	// DeleteAgent evicts an agent; ErrNotFound if absent.
+	// DeleteAgent evicts an agent, banned or not (deleting a banned agent
+	// lifts the ban); ErrNotFound if absent.
 	DeleteAgent(ctx context.Context, id string) error
+	// BanAgent marks an agent banned and keeps its record, so that it can
+	// neither renew nor attest again until DeleteAgent; ErrNotFound if
+	// absent. Banning a banned agent succeeds. Watchers of an
+	// EvictionNotifier hear of a ban as of an eviction.
+	BanAgent(ctx context.Context, id string) error
 }
 
 // JoinToken is a single-use attestation secret.

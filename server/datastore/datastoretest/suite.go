@@ -41,6 +41,8 @@ func Run(t *testing.T, open func(t *testing.T) datastore.Store) {
 		{"Agents", testAgents},
 		{"AgentRoundTrip", testAgentRoundTrip},
 		{"AgentCreateRace", testAgentCreateRace},
+		{"AgentBan", testAgentBan},
+		{"AgentBanRace", testAgentBanRace},
 		{"JoinTokens", testJoinTokens},
 		{"JoinTokenExpiry", testJoinTokenExpiry},
 		{"JoinTokenConsumeRace", testJoinTokenConsumeRace},
@@ -176,6 +178,9 @@ func diffAgent(got, want datastore.Agent) string {
 	}
 	if got.CanReattest != want.CanReattest {
 		add("CanReattest", got.CanReattest, want.CanReattest)
+	}
+	if got.Banned != want.Banned {
+		add("Banned", got.Banned, want.Banned)
 	}
 	if !got.CreatedAt.Equal(want.CreatedAt) {
 		add("CreatedAt", got.CreatedAt, want.CreatedAt)

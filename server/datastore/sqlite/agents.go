@@ -11,7 +11,11 @@ import (
 	"github.com/hallmarkid/hallmark/server/datastore"
 )
 
+// agentColumns are the columns CreateAgent writes; scanAgent reads them
+// and banned.
 const agentColumns = `id, attestation_type, selectors, serial_number, expires_at, can_reattest, created_at, updated_at`
+
+const agentSelect = `SELECT ` + agentColumns + `, banned FROM agents`
 
 // agentArgs encodes the caller-supplied fields of a.
 func agentArgs(a *datastore.Agent) (selectors string, expires any, err error) {
@@ -62,7 +66,8 @@ func (s *Store) CreateAgent(ctx context.Context, a datastore.Agent) error {
 }
 
 // UpdateAgent replaces an existing agent's fields; CreatedAt is kept and
-// UpdatedAt set by the store. datastore.ErrNotFound if absent.
+// UpdatedAt set by the store. datastore.ErrNotFound if absent,
+// datastore.ErrBanned (and no change) if banned.
 func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 	selectors, expires, err := agentArgs(&a)
 	if err != nil {
@@ -74,7 +79,7 @@ func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 	}
 	return s.write(ctx, "update agent", func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE agents SET attestation_type = ?, selectors = ?, serial_number = ?,
-			expires_at = ?, can_reattest = ?, updated_at = max(?, created_at) WHERE id = ?`,
+			expires_at = ?, can_reattest = ?, updated_at = max(?, created_at) WHERE id = ? AND banned = 0`,
 			a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now, a.ID)
 		if err != nil {
 			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, err)
@@ -83,8 +88,42 @@ func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 		if err != nil {
 			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, err)
 		}
-		if n == 0 {
+		if n > 0 {
+			return nil
+		}
+		// Absent, or banned: the write lock is held, so the answer is current.
+		var banned bool
+		err = tx.QueryRowContext(ctx, `SELECT banned FROM agents WHERE id = ?`, a.ID).Scan(&banned)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, datastore.ErrNotFound)
+		case err != nil:
+			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, err)
+		case banned:
+			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, datastore.ErrBanned)
+		}
+		return fmt.Errorf("sqlite: update agent %q: no row changed", a.ID)
+	})
+}
+
+// BanAgent marks an agent banned, keeping its record; datastore.ErrNotFound
+// if absent.
+func (s *Store) BanAgent(ctx context.Context, id string) error {
+	now, err := encodeTime(s.now())
+	if err != nil {
+		return fmt.Errorf("sqlite: ban agent: %w", err)
+	}
+	return s.write(ctx, "ban agent", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE agents SET banned = 1, updated_at = max(?, created_at) WHERE id = ?`, now, id)
+		if err != nil {
+			return fmt.Errorf("sqlite: ban agent %q: %w", id, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("sqlite: ban agent %q: %w", id, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("sqlite: ban agent %q: %w", id, datastore.ErrNotFound)
 		}
 		return nil
 	})
@@ -92,7 +131,7 @@ func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 
 // GetAgent returns one agent; datastore.ErrNotFound if absent.
 func (s *Store) GetAgent(ctx context.Context, id string) (datastore.Agent, error) {
-	a, err := scanAgent(s.readDB.QueryRowContext(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = ?`, id))
+	a, err := scanAgent(s.readDB.QueryRowContext(ctx, agentSelect+` WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return datastore.Agent{}, fmt.Errorf("sqlite: get agent %q: %w", id, datastore.ErrNotFound)
 	}
@@ -104,7 +143,7 @@ func (s *Store) GetAgent(ctx context.Context, id string) (datastore.Agent, error
 
 // ListAgents returns every agent ordered by ID.
 func (s *Store) ListAgents(ctx context.Context) ([]datastore.Agent, error) {
-	rows, err := s.readDB.QueryContext(ctx, `SELECT `+agentColumns+` FROM agents ORDER BY id`)
+	rows, err := s.readDB.QueryContext(ctx, agentSelect+` ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list agents: %w", err)
 	}
@@ -149,7 +188,7 @@ func scanAgent(sc scanner) (datastore.Agent, error) {
 		created, updated int64
 	)
 	if err := sc.Scan(&a.ID, &a.AttestationType, &selectors, &a.SerialNumber, &expires, &a.CanReattest,
-		&created, &updated); err != nil {
+		&created, &updated, &a.Banned); err != nil {
 		return datastore.Agent{}, err
 	}
 	var err error
