@@ -17,9 +17,9 @@ func TestVerifyErrorClassification(t *testing.T) {
 	n := newNode(t, nodeOpts{})
 	v := newVerifier(t, tpmatt.ServerConfig{EKCADir: caDir(t, "a"), QuoteTimeout: "300ms"})
 	for _, tc := range []struct {
-		name       string
-		r          round
-		wantErr    string
+		name        string
+		r           round
+		wantErr     string
 		provedFalse bool
 	}{
 		{name: "wrong activation secret", provedFalse: true, wantErr: "credential activation failed",
