@@ -228,6 +228,9 @@ func (s *Server) GenerateJoinToken(ctx context.Context, req *apiv1.GenerateJoinT
 	var alias *registration.Entry
 	if req.GetSpiffeId() != "" {
 		id, err := registration.ParseIDInDomain(req.GetSpiffeId(), s.cfg.TrustDomain)
+		if err == nil {
+			err = registration.CheckNotReserved(id)
+		}
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 		}

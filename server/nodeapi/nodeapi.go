@@ -178,7 +178,10 @@ func (s *Server) Attest(stream apiv1.Node_AttestServer) error {
 	return s.attest(stream, spiffeid.ID{})
 }
 
-// RenewAgent renews the calling agent's SVID.
+// RenewAgent renews the calling agent's SVID. The caller must present the
+// SVID its record names, like every other Node API call: a superseded
+// (rotated-out, stolen) SVID, a banned or evicted agent, or a workload
+// SVID naming an agent gets nothing, and changes nothing.
 func (s *Server) RenewAgent(stream apiv1.Node_RenewAgentServer) error {
 	agentID, err := s.callerAgent(stream.Context())
 	if err != nil {
@@ -210,6 +213,17 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 		s.cfg.Audit.Record(ctx, "attestation", audit)
 	}()
 
+	var existing datastore.Agent
+	if renewal {
+		// Before reading anything from the caller: its SVID must be the
+		// one its record names, and the agent neither evicted nor banned.
+		audit["agent_id"] = current.String()
+		if existing, _, err = s.callerRecord(ctx); err != nil {
+			return err
+		}
+		audit["attestor"] = existing.AttestationType
+	}
+
 	first, err := stream.Recv()
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "receive attestation parameters: %v", err)
@@ -223,15 +237,6 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 		return status.Errorf(codes.InvalidArgument, "CSR: %v", err)
 	}
 
-	var existing datastore.Agent
-	if renewal {
-		audit["agent_id"] = current.String()
-		existing, err = s.cfg.Agents.GetAgent(ctx, current.String())
-		if err != nil {
-			return status.Error(codes.PermissionDenied, "agent is not attested (evicted?)")
-		}
-		audit["attestor"] = existing.AttestationType
-	}
 
 	var res attestors.Result
 	data := params.GetData()
@@ -265,13 +270,18 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 			audit["evidence."+k] = v
 		}
 		if err == nil && renewal && res.AgentID != current {
-			err = errors.New("re-attestation yielded a different agent ID")
+			// Valid evidence of another node, from the holder of this
+			// agent's current key: the key is not where it was attested.
+			err = attestors.Rejected(fmt.Errorf("re-attestation yielded agent ID %s", res.AgentID))
 		}
 		if err != nil {
-			if renewal {
-				// Continuous attestation failed: the node no longer proves
-				// what it proved. Fail closed: evict it at once, so neither
-				// its open streams nor its current SVID get anything more.
+			if renewal && attestors.ProvedFalse(err) {
+				// Continuous attestation failed: the node sent evidence
+				// and it no longer proves what it proved. Fail closed:
+				// evict it at once, so neither its open streams nor its
+				// current SVID get anything more. Anything else (a dropped
+				// connection, a timeout mid-challenge, an upstream service
+				// down) refuses this renewal and changes nothing.
 				s.evictAfterFailedReattestation(current, err)
 				audit["evicted"] = true
 			}
@@ -282,6 +292,13 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 	audit["selectors"] = selectorStrings(res.Selectors)
 	if err := s.checkAgentID(res.AgentID); err != nil {
 		return status.Errorf(codes.Internal, "%v", err)
+	}
+	if !renewal {
+		// A banned agent attests in vain: refuse before signing anything.
+		// (storeAgent checks again, atomically.)
+		if rec, err := s.cfg.Agents.GetAgent(ctx, res.AgentID.String()); err == nil && rec.Banned {
+			return bannedError(res.AgentID.String())
+		}
 	}
 
 	ttl := s.cfg.AgentSVIDTTL
@@ -338,7 +355,11 @@ func (s *Server) evictAfterFailedReattestation(id spiffeid.ID, cause error) {
 func (s *Server) storeAgent(ctx context.Context, rec datastore.Agent, renewal bool, existing datastore.Agent) error {
 	if renewal {
 		rec.CreatedAt = existing.CreatedAt
-		if err := s.cfg.Agents.UpdateAgent(ctx, rec); err != nil {
+		err := s.cfg.Agents.UpdateAgent(ctx, rec)
+		switch {
+		case errors.Is(err, datastore.ErrBanned):
+			return bannedError(rec.ID)
+		case err != nil:
 			return status.Errorf(codes.PermissionDenied, "update agent: %v", err)
 		}
 		return nil
@@ -346,19 +367,30 @@ func (s *Server) storeAgent(ctx context.Context, rec datastore.Agent, renewal bo
 	rec.CreatedAt = rec.UpdatedAt
 	err := s.cfg.Agents.CreateAgent(ctx, rec)
 	if errors.Is(err, datastore.ErrAlreadyExists) {
+		old, gerr := s.cfg.Agents.GetAgent(ctx, rec.ID)
+		if gerr == nil && old.Banned {
+			return bannedError(rec.ID)
+		}
 		if !rec.CanReattest {
 			return status.Errorf(codes.PermissionDenied, "agent %s has already attested; an operator must evict it first", rec.ID)
 		}
-		old, gerr := s.cfg.Agents.GetAgent(ctx, rec.ID)
 		if gerr == nil {
 			rec.CreatedAt = old.CreatedAt
 		}
 		err = s.cfg.Agents.UpdateAgent(ctx, rec)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, datastore.ErrBanned):
+		return bannedError(rec.ID)
+	case err != nil:
 		return status.Errorf(codes.Internal, "store agent: %v", err)
 	}
 	return nil
+}
+
+// bannedError refuses a banned agent, saying how the ban is lifted.
+func bannedError(id string) error {
+	return status.Errorf(codes.PermissionDenied, "agent %s is banned; an operator must evict it (lifting the ban) before it can attest again", id)
 }
 
 func (s *Server) checkAgentID(id spiffeid.ID) error {
@@ -461,8 +493,14 @@ func (s *Server) callerRecord(ctx context.Context) (datastore.Agent, *x509.Certi
 			"age", age.Round(time.Second), "error", err)
 		rec = cached
 	}
-	if rec.SerialNumber != "" && rec.SerialNumber != leaf.SerialNumber.String() {
-		// A superseded SVID (the agent renewed, or someone holds an old key).
+	if rec.Banned {
+		return datastore.Agent{}, nil, bannedError(rec.ID)
+	}
+	if rec.SerialNumber != leaf.SerialNumber.String() {
+		// A superseded SVID (the agent renewed, or someone holds an old
+		// key), or not an agent SVID at all (a workload SVID whose ID
+		// lies in the agent namespace): only the SVID the record names
+		// is the agent's credential.
 		return datastore.Agent{}, nil, status.Error(codes.Unauthenticated, "agent SVID superseded by a newer one")
 	}
 	return rec, leaf, nil
