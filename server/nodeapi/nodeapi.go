@@ -237,7 +237,6 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 		return status.Errorf(codes.InvalidArgument, "CSR: %v", err)
 	}
 
-
 	var res attestors.Result
 	data := params.GetData()
 	switch {
