@@ -173,7 +173,7 @@ func TestAgentPurge(t *testing.T) {
 	tpmtest.Require(t)
 	ca := tpmtest.SharedCA(t, "lifecycle")
 	env := testenv.New(t)
-	srv := tpmServer(t, env, ca, `agent_svid_ttl = "2s"`)
+	srv := tpmServer(t, env, ca, `agent_svid_ttl = "2s"`, testenv.WithHCL(`node_attestor "join_token" {}`))
 	attest := func(name string) string {
 		inst := tpmtest.Shared(t, name, ca).Start(t)
 		col, err := tpmattestor.NewCollector(tpmattestor.AgentConfig{Device: inst.Device(), EventLog: "none"}, t.TempDir(), nil)
