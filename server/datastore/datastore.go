@@ -64,7 +64,14 @@ type Agent struct {
 	ID              string // SPIFFE ID
 	AttestationType string
 	Selectors       []registration.Selector
-	SerialNumber    string // of the current agent SVID
+	// SerialNumber is the serial of the agent SVID the agent is known to
+	// hold (it used it, or it was issued by a fresh attestation).
+	SerialNumber string
+	// NewSerialNumber is the serial of the SVID the last renewal issued,
+	// until the agent first uses it (it then becomes SerialNumber, and the
+	// older SVID is dead); "" when none is pending. Until then both are
+	// the agent's, so that a renewal whose answer was lost is not fatal.
+	NewSerialNumber string
 	ExpiresAt       time.Time
 	CanReattest     bool
 	// Banned is set by BanAgent only: CreateAgent and UpdateAgent ignore it.
@@ -87,6 +94,12 @@ type Agents interface {
 	// DeleteAgent evicts an agent, banned or not (deleting a banned agent
 	// lifts the ban); ErrNotFound if absent.
 	DeleteAgent(ctx context.Context, id string) error
+	// PromoteAgentSerial records the agent's first use of its pending SVID:
+	// if the agent's NewSerialNumber is serial, it becomes its
+	// SerialNumber and NewSerialNumber is cleared, atomically. ErrNotFound
+	// if the agent is absent or serial is not its pending serial (any
+	// more), ErrBanned if it is banned.
+	PromoteAgentSerial(ctx context.Context, id, serial string) error
 	// BanAgent marks an agent banned and keeps its record, so that it can
 	// neither renew nor attest again until DeleteAgent; ErrNotFound if
 	// absent. Banning a banned agent succeeds. Watchers of an

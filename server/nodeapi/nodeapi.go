@@ -39,6 +39,7 @@ type AgentStore interface {
 	UpdateAgent(ctx context.Context, a datastore.Agent) error
 	GetAgent(ctx context.Context, id string) (datastore.Agent, error)
 	DeleteAgent(ctx context.Context, id string) error
+	PromoteAgentSerial(ctx context.Context, id, serial string) error
 }
 
 // Auditor records security decisions. Implementations must not block long.
@@ -213,14 +214,19 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 		s.cfg.Audit.Record(ctx, "attestation", audit)
 	}()
 
-	var existing datastore.Agent
+	var (
+		existing     datastore.Agent
+		callerSerial string // of the SVID a renewing agent presented
+	)
 	if renewal {
-		// Before reading anything from the caller: its SVID must be the
-		// one its record names, and the agent neither evicted nor banned.
+		// Before reading anything from the caller: its SVID must be one
+		// its record names, and the agent neither evicted nor banned.
 		audit["agent_id"] = current.String()
-		if existing, _, err = s.callerRecord(ctx); err != nil {
+		var leaf *x509.Certificate
+		if existing, leaf, err = s.callerRecord(ctx); err != nil {
 			return err
 		}
+		callerSerial = leaf.SerialNumber.String()
 		audit["attestor"] = existing.AttestationType
 	}
 
@@ -274,7 +280,10 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 			err = attestors.Rejected(fmt.Errorf("re-attestation yielded agent ID %s", res.AgentID))
 		}
 		if err != nil {
-			if renewal && attestors.ProvedFalse(err) {
+			// Only the holder of the agent's newest SVID can get it
+			// evicted: the older one, still valid while the agent has not
+			// used a renewal's answer, may be a copy.
+			if renewal && attestors.ProvedFalse(err) && existing.NewSerialNumber == "" {
 				// Continuous attestation failed: the node sent evidence
 				// and it no longer proves what it proved. Fail closed:
 				// evict it at once, so neither its open streams nor its
@@ -322,6 +331,11 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 		ExpiresAt:       leaf.NotAfter,
 		CanReattest:     res.CanReattest,
 		UpdatedAt:       now,
+	}
+	if renewal {
+		// The new SVID is pending until the agent uses it; until then the
+		// one it renewed with stays valid, so a lost answer is not fatal.
+		rec.SerialNumber, rec.NewSerialNumber = callerSerial, leaf.SerialNumber.String()
 	}
 	if err := s.storeAgent(ctx, rec, renewal, existing); err != nil {
 		return err
@@ -495,14 +509,46 @@ func (s *Server) callerRecord(ctx context.Context) (datastore.Agent, *x509.Certi
 	if rec.Banned {
 		return datastore.Agent{}, nil, bannedError(rec.ID)
 	}
-	if rec.SerialNumber != leaf.SerialNumber.String() {
-		// A superseded SVID (the agent renewed, or someone holds an old
-		// key), or not an agent SVID at all (a workload SVID whose ID
-		// lies in the agent namespace): only the SVID the record names
-		// is the agent's credential.
+	switch serial := leaf.SerialNumber.String(); {
+	case serial == rec.SerialNumber:
+	case rec.NewSerialNumber != "" && serial == rec.NewSerialNumber:
+		// The agent's first use of the SVID its last renewal issued: from
+		// now on it alone is the agent's, and the older one is dead.
+		if rec, err = s.promote(ctx, rec); err != nil {
+			return datastore.Agent{}, nil, err
+		}
+	default:
+		// A superseded SVID (the agent renewed and used the new one, or
+		// someone holds an old copy), or not an agent SVID at all (a
+		// workload SVID whose ID lies in the agent namespace): only the
+		// SVIDs the record names are the agent's credential.
 		return datastore.Agent{}, nil, status.Error(codes.Unauthenticated, "agent SVID superseded by a newer one")
 	}
 	return rec, leaf, nil
+}
+
+// promote records that the agent uses the SVID its last renewal issued
+// and returns the record as it now stands. When the datastore cannot be
+// written the record is returned promoted in memory: both SVIDs stay the
+// agent's until the write succeeds at a later call.
+func (s *Server) promote(ctx context.Context, rec datastore.Agent) (datastore.Agent, error) {
+	next := rec
+	next.SerialNumber, next.NewSerialNumber = rec.NewSerialNumber, ""
+	err := s.cfg.Agents.PromoteAgentSerial(ctx, rec.ID, rec.NewSerialNumber)
+	switch {
+	case err == nil:
+		s.records.confirmed(next)
+	case errors.Is(err, datastore.ErrBanned):
+		return datastore.Agent{}, bannedError(rec.ID)
+	case errors.Is(err, datastore.ErrNotFound):
+		// Evicted, or the record moved on meanwhile (a fresh attestation
+		// or another renewal): this SVID is no longer the agent's.
+		s.records.forget(rec.ID)
+		return datastore.Agent{}, status.Error(codes.Unauthenticated, "agent SVID superseded by a newer one")
+	default:
+		s.cfg.Log.Warn("Recording the agent's new SVID failed; retrying at its next call", "agent_id", rec.ID, "error", err)
+	}
+	return next, nil
 }
 
 func firstNonEmpty(a, b string) string {

@@ -336,3 +336,79 @@ func TestBannedAgentGetsNothing(t *testing.T) {
 		t.Fatalf("attestation after the ban was lifted: %v", err)
 	}
 }
+
+// renewKeep renews as svid and returns the new SVID.
+func renewKeep(t *testing.T, e *nodeapitest.Env, svid *x509svid.SVID) *x509svid.SVID {
+	t.Helper()
+	c := agentClient(t, e, &nodeapitest.Agent{ID: svid.ID, SVID: svid})
+	key, csr, err := manager.NewKeyAndCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := c.Renew(ctx, testCollector{}, key, csr)
+	if err != nil {
+		t.Fatalf("renewal: %v", err)
+	}
+	return &x509svid.SVID{ID: svid.ID, Certificates: res.Certs, PrivateKey: key}
+}
+
+func syncErr(t *testing.T, e *nodeapitest.Env, svid *x509svid.SVID) error {
+	t.Helper()
+	s, cancel := openSync(t, agentClient(t, e, &nodeapitest.Agent{ID: svid.ID, SVID: svid}), nil)
+	defer cancel()
+	_, err := s.Recv()
+	return err
+}
+
+// A renewal's answer is lost (the connection dropped after the server
+// recorded it, or the agent died before saving it): the SVID the agent
+// still holds stays valid until it uses a newer one, so it renews again.
+// Once the agent uses its new SVID, every older one is dead.
+func TestLostRenewalAnswerIsNotFatal(t *testing.T) {
+	e, _, _ := newRenewEnv(t)
+	a := e.NewAgent("lost")
+	lost := renewKeep(t, e, a.SVID) // the answer the agent never got
+	if err := syncErr(t, e, a.SVID); err != nil {
+		t.Fatalf("the SVID the agent holds, after a renewal it never saw: %v", err)
+	}
+	next := renewKeep(t, e, a.SVID)
+	if err := syncErr(t, e, lost); grpcCode(err) != codes.Unauthenticated {
+		t.Fatalf("the lost SVID, replaced by a later renewal: %v, want Unauthenticated", err)
+	}
+	if err := syncErr(t, e, next); err != nil {
+		t.Fatalf("the new SVID: %v", err)
+	}
+	rec, err := e.Store.GetAgent(context.Background(), a.ID.String())
+	if err != nil || rec.SerialNumber != next.Certificates[0].SerialNumber.String() || rec.NewSerialNumber != "" {
+		t.Fatalf("record after first use of the new SVID: %+v (err %v)", rec, err)
+	}
+	if err := syncErr(t, e, a.SVID); grpcCode(err) != codes.Unauthenticated {
+		t.Fatalf("the old SVID once the new one was used: %v, want Unauthenticated", err)
+	}
+}
+
+// While a renewal's answer is unused, the older SVID (maybe a copy) can
+// fail a re-attestation without getting the agent evicted; the holder of
+// the newest SVID cannot.
+func TestOnlyTheNewestSVIDCanGetTheAgentEvicted(t *testing.T) {
+	e, v, _ := newRenewEnv(t)
+	a := e.NewAgent("older")
+	newer := renewKeep(t, e, a.SVID)
+	v.set(func(context.Context, attestors.VerifyRequest) (attestors.Result, error) {
+		return attestors.Result{}, attestors.Rejected(errors.New("quote: bad signature"))
+	})
+	if _, err := renew(t, e, a.SVID, testCollector{}); grpcCode(err) != codes.PermissionDenied {
+		t.Fatalf("renewal with false evidence: %v", err)
+	}
+	if serialOf(t, e, a.ID) == "" {
+		t.Fatal("false evidence from the older of two valid SVIDs evicted the agent")
+	}
+	if _, err := renew(t, e, newer, testCollector{}); grpcCode(err) != codes.PermissionDenied {
+		t.Fatalf("renewal with false evidence: %v", err)
+	}
+	if serialOf(t, e, a.ID) != "" {
+		t.Fatal("false evidence from the agent's newest SVID did not evict it")
+	}
+}

@@ -156,3 +156,79 @@ func testAgentBanRace(t *testing.T, s datastore.Store) {
 		t.Errorf("UpdateAgent after the race: %v, want ErrBanned", err)
 	}
 }
+
+// testAgentPromoteSerial: a renewal's pending serial becomes the agent's
+// current one exactly once, only if it is still the pending one, never on
+// a banned agent.
+func testAgentPromoteSerial(t *testing.T, s datastore.Store) {
+	c := ctx(t)
+	a := agent("promote")
+	a.SerialNumber, a.NewSerialNumber = "1", "2"
+	if err := s.CreateAgent(c, a); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, id, serial string
+		want             error
+	}{
+		{name: "unknown agent", id: "spiffe://example.org/agent/nobody", serial: "2", want: datastore.ErrNotFound},
+		{name: "not the pending serial", id: a.ID, serial: "1", want: datastore.ErrNotFound},
+		{name: "empty serial", id: a.ID, serial: "", want: datastore.ErrNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := s.PromoteAgentSerial(c, tc.id, tc.serial); !errors.Is(err, tc.want) {
+				t.Fatalf("PromoteAgentSerial: %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// Concurrent first uses: one promotes, the others find nothing pending.
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		wins int
+		errs []error
+	)
+	for range 10 {
+		wg.Go(func() {
+			err := s.PromoteAgentSerial(ctx(t), a.ID, "2")
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				wins++
+			case !errors.Is(err, datastore.ErrNotFound):
+				errs = append(errs, err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins != 1 || len(errs) > 0 {
+		t.Fatalf("%d promotions succeeded (errors %v), want exactly 1", wins, errs)
+	}
+	got, err := s.GetAgent(c, a.ID)
+	if err != nil || got.SerialNumber != "2" || got.NewSerialNumber != "" {
+		t.Fatalf("after promotion: serial %q pending %q (err %v), want 2 and none", got.SerialNumber, got.NewSerialNumber, err)
+	}
+
+	// A pending serial replaced by another renewal cannot be promoted.
+	got.NewSerialNumber = "3"
+	if err := s.UpdateAgent(c, got); err != nil {
+		t.Fatal(err)
+	}
+	got.SerialNumber, got.NewSerialNumber = "2", "4" // the agent renewed again with 2
+	if err := s.UpdateAgent(c, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PromoteAgentSerial(c, a.ID, "3"); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("promoting a replaced pending serial: %v, want ErrNotFound", err)
+	}
+	if err := s.BanAgent(c, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PromoteAgentSerial(c, a.ID, "4"); !errors.Is(err, datastore.ErrBanned) {
+		t.Fatalf("promoting on a banned agent: %v, want ErrBanned", err)
+	}
+	if got, _ := s.GetAgent(c, a.ID); got.SerialNumber != "2" || got.NewSerialNumber != "4" {
+		t.Fatalf("banned record changed: serial %q pending %q", got.SerialNumber, got.NewSerialNumber)
+	}
+}

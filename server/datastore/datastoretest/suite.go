@@ -43,6 +43,7 @@ func Run(t *testing.T, open func(t *testing.T) datastore.Store) {
 		{"AgentCreateRace", testAgentCreateRace},
 		{"AgentBan", testAgentBan},
 		{"AgentBanRace", testAgentBanRace},
+		{"AgentPromoteSerial", testAgentPromoteSerial},
 		{"JoinTokens", testJoinTokens},
 		{"JoinTokenExpiry", testJoinTokenExpiry},
 		{"JoinTokenConsumeRace", testJoinTokenConsumeRace},
@@ -172,6 +173,9 @@ func diffAgent(got, want datastore.Agent) string {
 	}
 	if got.SerialNumber != want.SerialNumber {
 		add("SerialNumber", got.SerialNumber, want.SerialNumber)
+	}
+	if got.NewSerialNumber != want.NewSerialNumber {
+		add("NewSerialNumber", got.NewSerialNumber, want.NewSerialNumber)
 	}
 	if !got.ExpiresAt.Equal(want.ExpiresAt) {
 		add("ExpiresAt", got.ExpiresAt, want.ExpiresAt)

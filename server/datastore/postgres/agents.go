@@ -13,7 +13,7 @@ import (
 
 // agentColumns are the columns CreateAgent writes; scanAgent reads them
 // and banned.
-const agentColumns = `id, attestation_type, selectors, serial_number, expires_at, can_reattest, created_at, updated_at`
+const agentColumns = `id, attestation_type, selectors, serial_number, expires_at, can_reattest, created_at, updated_at, new_serial_number`
 
 const agentSelect = `SELECT ` + agentColumns + `, banned FROM agents`
 
@@ -22,7 +22,8 @@ func agentArgs(a *datastore.Agent) (selectors string, expires *int64, err error)
 	if a.ID == "" {
 		return "", nil, errors.New("agent ID is empty")
 	}
-	for _, f := range [][2]string{{"agent ID", a.ID}, {"attestation type", a.AttestationType}, {"serial number", a.SerialNumber}} {
+	for _, f := range [][2]string{{"agent ID", a.ID}, {"attestation type", a.AttestationType}, {"serial number", a.SerialNumber},
+		{"new serial number", a.NewSerialNumber}} {
 		if err := checkText(f[0], f[1]); err != nil {
 			return "", nil, err
 		}
@@ -49,9 +50,9 @@ func (s *Store) CreateAgent(ctx context.Context, a datastore.Agent) error {
 	if err != nil {
 		return fmt.Errorf("postgres: create agent: %w", err)
 	}
-	tag, err := s.pool.Exec(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+	tag, err := s.pool.Exec(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)
 		ON CONFLICT (id) DO NOTHING`,
-		a.ID, a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now)
+		a.ID, a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now, a.NewSerialNumber)
 	if err != nil {
 		return fmt.Errorf("postgres: create agent %q: %w", a.ID, err)
 	}
@@ -75,8 +76,9 @@ func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 		return fmt.Errorf("postgres: update agent: %w", err)
 	}
 	tag, err := s.pool.Exec(ctx, `UPDATE agents SET attestation_type = $1, selectors = $2, serial_number = $3,
-		expires_at = $4, can_reattest = $5, updated_at = GREATEST($6, created_at) WHERE id = $7 AND NOT banned`,
-		a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now, a.ID)
+		expires_at = $4, can_reattest = $5, new_serial_number = $6, updated_at = GREATEST($7, created_at)
+		WHERE id = $8 AND NOT banned`,
+		a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, a.NewSerialNumber, now, a.ID)
 	if err != nil {
 		return fmt.Errorf("postgres: update agent %q: %w", a.ID, err)
 	}
@@ -98,6 +100,37 @@ func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 	// Deleted and re-created between the two statements: report it as
 	// absent, as the update found it.
 	return fmt.Errorf("postgres: update agent %q: %w", a.ID, datastore.ErrNotFound)
+}
+
+// PromoteAgentSerial makes the agent's pending serial its current one if
+// it is serial, in one conditional UPDATE; datastore.ErrNotFound if absent
+// or serial is not pending, datastore.ErrBanned if banned.
+func (s *Store) PromoteAgentSerial(ctx context.Context, id, serial string) error {
+	if !storable(id) || !storable(serial) {
+		return fmt.Errorf("postgres: promote agent serial %q: %w", id, datastore.ErrNotFound)
+	}
+	now, err := encodeTime(s.now())
+	if err != nil {
+		return fmt.Errorf("postgres: promote agent serial: %w", err)
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE agents SET serial_number = new_serial_number, new_serial_number = '',
+		updated_at = GREATEST($1, created_at) WHERE id = $2 AND new_serial_number = $3 AND new_serial_number <> '' AND NOT banned`,
+		now, id, serial)
+	if err != nil {
+		return fmt.Errorf("postgres: promote agent serial %q: %w", id, err)
+	}
+	if tag.RowsAffected() > 0 {
+		return nil
+	}
+	var banned bool
+	err = s.pool.QueryRow(ctx, `SELECT banned FROM agents WHERE id = $1`, id).Scan(&banned)
+	switch {
+	case err == nil && banned:
+		return fmt.Errorf("postgres: promote agent serial %q: %w", id, datastore.ErrBanned)
+	case err != nil && !errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("postgres: promote agent serial %q: %w", id, err)
+	}
+	return fmt.Errorf("postgres: promote agent serial %q: no such pending serial: %w", id, datastore.ErrNotFound)
 }
 
 // BanAgent marks an agent banned, keeping its record; datastore.ErrNotFound
@@ -187,7 +220,7 @@ func scanAgent(row pgx.Row) (datastore.Agent, error) {
 		created, updated int64
 	)
 	if err := row.Scan(&a.ID, &a.AttestationType, &selectors, &a.SerialNumber, &expires, &a.CanReattest,
-		&created, &updated, &a.Banned); err != nil {
+		&created, &updated, &a.NewSerialNumber, &a.Banned); err != nil {
 		return datastore.Agent{}, err
 	}
 	var err error

@@ -13,7 +13,7 @@ import (
 
 // agentColumns are the columns CreateAgent writes; scanAgent reads them
 // and banned.
-const agentColumns = `id, attestation_type, selectors, serial_number, expires_at, can_reattest, created_at, updated_at`
+const agentColumns = `id, attestation_type, selectors, serial_number, expires_at, can_reattest, created_at, updated_at, new_serial_number`
 
 const agentSelect = `SELECT ` + agentColumns + `, banned FROM agents`
 
@@ -22,7 +22,7 @@ func agentArgs(a *datastore.Agent) (selectors string, expires any, err error) {
 	if a.ID == "" {
 		return "", nil, errors.New("agent ID is empty")
 	}
-	for _, s := range []string{a.ID, a.AttestationType, a.SerialNumber} {
+	for _, s := range []string{a.ID, a.AttestationType, a.SerialNumber, a.NewSerialNumber} {
 		if !utf8.ValidString(s) {
 			return "", nil, errors.New("agent field is not valid UTF-8")
 		}
@@ -48,9 +48,9 @@ func (s *Store) CreateAgent(ctx context.Context, a datastore.Agent) error {
 		return fmt.Errorf("sqlite: create agent: %w", err)
 	}
 	return s.write(ctx, "create agent", func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		res, err := tx.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
-			a.ID, a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now, now)
+			a.ID, a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now, now, a.NewSerialNumber)
 		if err != nil {
 			return fmt.Errorf("sqlite: create agent %q: %w", a.ID, err)
 		}
@@ -79,8 +79,8 @@ func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 	}
 	return s.write(ctx, "update agent", func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE agents SET attestation_type = ?, selectors = ?, serial_number = ?,
-			expires_at = ?, can_reattest = ?, updated_at = max(?, created_at) WHERE id = ? AND banned = 0`,
-			a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now, a.ID)
+			expires_at = ?, can_reattest = ?, new_serial_number = ?, updated_at = max(?, created_at) WHERE id = ? AND banned = 0`,
+			a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, a.NewSerialNumber, now, a.ID)
 		if err != nil {
 			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, err)
 		}
@@ -103,6 +103,40 @@ func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, datastore.ErrBanned)
 		}
 		return fmt.Errorf("sqlite: update agent %q: no row changed", a.ID)
+	})
+}
+
+// PromoteAgentSerial makes the agent's pending serial its current one if
+// it is serial; datastore.ErrNotFound if absent or serial is not pending,
+// datastore.ErrBanned if banned.
+func (s *Store) PromoteAgentSerial(ctx context.Context, id, serial string) error {
+	now, err := encodeTime(s.now())
+	if err != nil {
+		return fmt.Errorf("sqlite: promote agent serial: %w", err)
+	}
+	return s.write(ctx, "promote agent serial", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE agents SET serial_number = new_serial_number, new_serial_number = '',
+			updated_at = max(?, created_at) WHERE id = ? AND new_serial_number = ? AND new_serial_number != '' AND banned = 0`,
+			now, id, serial)
+		if err != nil {
+			return fmt.Errorf("sqlite: promote agent serial %q: %w", id, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("sqlite: promote agent serial %q: %w", id, err)
+		}
+		if n > 0 {
+			return nil
+		}
+		var banned bool
+		err = tx.QueryRowContext(ctx, `SELECT banned FROM agents WHERE id = ?`, id).Scan(&banned)
+		switch {
+		case err == nil && banned:
+			return fmt.Errorf("sqlite: promote agent serial %q: %w", id, datastore.ErrBanned)
+		case err != nil && !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("sqlite: promote agent serial %q: %w", id, err)
+		}
+		return fmt.Errorf("sqlite: promote agent serial %q: no such pending serial: %w", id, datastore.ErrNotFound)
 	})
 }
 
@@ -188,7 +222,7 @@ func scanAgent(sc scanner) (datastore.Agent, error) {
 		created, updated int64
 	)
 	if err := sc.Scan(&a.ID, &a.AttestationType, &selectors, &a.SerialNumber, &expires, &a.CanReattest,
-		&created, &updated, &a.Banned); err != nil {
+		&created, &updated, &a.NewSerialNumber, &a.Banned); err != nil {
 		return datastore.Agent{}, err
 	}
 	var err error

@@ -37,7 +37,7 @@ func TestUpgradeFromSchemaVersion1(t *testing.T) {
 	}
 	defer s.Close()
 	a, err := s.GetAgent(t.Context(), "spiffe://example.org/agent/tpm/old")
-	if err != nil || a.Banned || a.SerialNumber != "42" {
+	if err != nil || a.Banned || a.SerialNumber != "42" || a.NewSerialNumber != "" {
 		t.Fatalf("agent from version 1: %+v (err %v)", a, err)
 	}
 	if err := s.BanAgent(t.Context(), a.ID); err != nil {
