@@ -44,9 +44,10 @@ FUZZTIME ?= 10s
 fuzz:
 	@scripts/fuzz.sh $(FUZZTIME)
 
-# Regenerate protobuf code (needs protoc, protoc-gen-go, protoc-gen-go-grpc).
+# Regenerate protobuf code; installs protoc (apt-get, as root) and the Go
+# plugins at the versions the checked-in code was generated with.
 proto:
-	protoc --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative api/v1/*.proto
+	@scripts/proto.sh
 
 clean:
 	rm -rf bin .demo

@@ -65,6 +65,9 @@ type Agent struct {
 	svid        *x509svid.SVID
 	svidAt      time.Time // when svid was received; zero when loaded from disk
 	canReattest bool
+	// refused says why the server no longer accepts this agent (evicted,
+	// banned, re-attestation refused); "" while it is attested.
+	refused string
 }
 
 // New builds an agent from cfg. Nothing connects or listens until Run.
@@ -162,7 +165,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	wh.Register(srv)
-	healthpb.RegisterHealthServer(srv, a.health)
+	healthpb.RegisterHealthServer(srv, healthWithDetail{a.health, a.Ready})
 	servers := []*grpc.Server{srv}
 	listeners := []net.Listener{l}
 	extra, extraL, err := a.sds(srv, wa)
@@ -253,14 +256,21 @@ func (a *Agent) sds(srv *grpc.Server, wa *workloadattest.Attestor) (*grpc.Server
 	}
 	extra := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()))
 	h.RegisterExtraSocket(extra)
-	healthpb.RegisterHealthServer(extra, a.health)
+	healthpb.RegisterHealthServer(extra, healthWithDetail{a.health, a.Ready})
 	a.log.Info("Serving SDS on an extra socket", "socket_path", hc.ExtraSocketPath)
 	return extra, l, nil
 }
 
 // Ready reports whether the agent has a valid SVID (and so can mint and
-// serve); an agent whose SVID expired is not ready.
+// serve); an agent whose SVID expired, or that the server evicted or
+// banned, is not ready, and the error says why.
 func (a *Agent) Ready(context.Context) error {
+	a.mu.Lock()
+	refused := a.refused
+	a.mu.Unlock()
+	if refused != "" {
+		return errors.New(refused)
+	}
 	s := a.currentSVID()
 	if s == nil {
 		return errors.New("no agent SVID yet")
@@ -284,6 +294,7 @@ func (a *Agent) setSVID(s *x509svid.SVID, canReattest bool) error {
 	a.mu.Lock()
 	a.svid, a.svidAt = s, time.Now()
 	a.canReattest = canReattest
+	a.refused = ""
 	a.mu.Unlock()
 	a.client.SetSVID(s)
 	a.metrics.AgentSVIDRotated(s.Certificates[0].NotAfter)
@@ -477,19 +488,32 @@ func (a *Agent) renewOnce(ctx context.Context) error {
 	return a.adopt(res, key)
 }
 
-// onEvicted re-attests an evicted agent when its attestor allows it.
+// onEvicted re-attests an evicted agent when its attestor allows it. Until
+// it is attested again the agent reports not ready, saying why: a banned
+// agent stays so until an operator lifts the ban (and it re-attests at its
+// next try), one that cannot re-attest until an operator acts.
 func (a *Agent) onEvicted(err error) {
 	a.mu.Lock()
 	can := a.canReattest
 	a.mu.Unlock()
+	why := "evicted by the server (" + status.Convert(err).Message() + ")"
 	if !can {
+		a.setRefused(why + "; the node attestor cannot re-attest: an operator must provide new attestation material")
 		a.log.Error("The server does not know this agent (evicted?) and its node attestor cannot re-attest", "error", err)
 		return
 	}
+	a.setRefused(why + "; re-attesting")
 	a.log.Warn("The server does not know this agent (evicted?); re-attesting", "error", err)
 	if err := a.attestOnce(context.Background()); err != nil {
+		a.setRefused(why + "; re-attestation failed: " + err.Error())
 		a.log.Error("Re-attestation failed", "error", err)
 	}
+}
+
+func (a *Agent) setRefused(why string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.refused = why
 }
 
 // healthLoop keeps the health status: serving while the agent SVID is valid.

@@ -9,6 +9,7 @@ package attestors
 import (
 	"context"
 	"crypto"
+	"errors"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -56,8 +57,58 @@ type Result struct {
 type NodeVerifier interface {
 	// Type is the attestation type on the wire, e.g. "join_token", "tpm".
 	Type() string
-	// Verify checks evidence and fails closed on any error.
+	// Verify checks evidence and fails closed on any error. An error that
+	// means the evidence arrived and proved false wraps ErrEvidenceRejected
+	// (see Rejected); one that means it never arrived (a failed challenge
+	// round, a deadline) wraps ErrNoEvidence or a context error.
 	Verify(ctx context.Context, req VerifyRequest) (Result, error)
+}
+
+// Verifier errors are classified because a failed re-attestation of an
+// attested agent has two outcomes: every failure refuses the renewal (the
+// agent gets no SVID), but only evidence that was received and proved
+// false (a bad signature or quote, a policy violation, evidence of another
+// node) evicts the agent. A dropped connection, a timeout mid-challenge or
+// an upstream service being down proves nothing about the node.
+var (
+	// ErrEvidenceRejected marks evidence that was received and proved false.
+	ErrEvidenceRejected = errors.New("attestors: evidence rejected")
+	// ErrNoEvidence marks evidence that never arrived, or arrived too late.
+	ErrNoEvidence = errors.New("attestors: no evidence")
+)
+
+// Rejected marks err as evidence proved false (errors.Is(err,
+// ErrEvidenceRejected)), keeping its message and chain. Rejected(nil) is nil.
+func Rejected(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &markedError{err: err, mark: ErrEvidenceRejected}
+}
+
+// NoEvidence marks err as evidence that never arrived. NoEvidence(nil) is nil.
+func NoEvidence(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &markedError{err: err, mark: ErrNoEvidence}
+}
+
+type markedError struct {
+	err  error
+	mark error
+}
+
+func (e *markedError) Error() string        { return e.err.Error() }
+func (e *markedError) Unwrap() error        { return e.err }
+func (e *markedError) Is(target error) bool { return target == e.mark }
+
+// ProvedFalse reports whether err says the evidence was received and
+// proved false, and nothing in it says evidence went missing: only then
+// may a failed re-attestation evict. Unclassified errors are not proof.
+func ProvedFalse(err error) bool {
+	return errors.Is(err, ErrEvidenceRejected) && !errors.Is(err, ErrNoEvidence) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // CollectRequest is what an agent-side collector is given.

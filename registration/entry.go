@@ -51,6 +51,9 @@ func (e *Entry) Validate(td spiffeid.TrustDomain) error {
 	if e.SPIFFEID.Path() == "" {
 		return fmt.Errorf("registration: entry: SPIFFE ID %q has no path", e.SPIFFEID)
 	}
+	if err := CheckNotReserved(e.SPIFFEID); err != nil {
+		return err
+	}
 	if len(e.Selectors) == 0 {
 		return errors.New("registration: entry: at least one selector is required")
 	}

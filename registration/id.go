@@ -2,6 +2,7 @@ package registration
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -33,6 +34,26 @@ func ParseIDInDomain(s string, td spiffeid.TrustDomain) (spiffeid.ID, error) {
 		return spiffeid.ID{}, fmt.Errorf("registration: SPIFFE ID %q is not in trust domain %q", s, td)
 	}
 	return id, nil
+}
+
+// ReservedPaths are the paths, in every trust domain, that no registration
+// entry may name, nor anything below them: /agent holds the agents' own
+// IDs (spiffe://<td>/agent/<attestor>/...), /hallmark the server's
+// (spiffe://<td>/hallmark/server). An entry there would give a workload an
+// SVID naming an agent or the server.
+var ReservedPaths = []string{"/agent", "/hallmark"}
+
+// CheckNotReserved returns an error if id is one of ReservedPaths or lies
+// below one.
+func CheckNotReserved(id spiffeid.ID) error {
+	p := id.Path()
+	for _, r := range ReservedPaths {
+		if p == r || strings.HasPrefix(p, r+"/") {
+			return fmt.Errorf("registration: SPIFFE ID %q is reserved: spiffe://%s%s/... names agents and the server, never a workload",
+				truncate(id.String()), id.TrustDomain().Name(), r)
+		}
+	}
+	return nil
 }
 
 func truncate(s string) string {

@@ -111,6 +111,21 @@ func TestEntryValidate(t *testing.T) {
 		{name: "bad dns", mod: func(e *registration.Entry) { e.DNSNames = []string{"a..b"} }, wantErr: "bad label"},
 		{name: "wildcard dns", mod: func(e *registration.Entry) { e.DNSNames = []string{"*.example.org"} }},
 		{name: "dns with space", mod: func(e *registration.Entry) { e.DNSNames = []string{"a b.org"} }, wantErr: "bad character"},
+		{name: "agent namespace", mod: func(e *registration.Entry) { e.SPIFFEID = e.ParentID }, wantErr: "is reserved"},
+		{name: "agent namespace root", mod: func(e *registration.Entry) { e.SPIFFEID = spiffeid.RequireFromString("spiffe://example.org/agent") }, wantErr: "is reserved"},
+		{name: "server ID", mod: func(e *registration.Entry) {
+			e.SPIFFEID = spiffeid.RequireFromString("spiffe://example.org/hallmark/server")
+		}, wantErr: "is reserved"},
+		{name: "server namespace", mod: func(e *registration.Entry) {
+			e.SPIFFEID = spiffeid.RequireFromString("spiffe://example.org/hallmark/x/y")
+		}, wantErr: "is reserved"},
+		{name: "prefix is not a namespace", mod: func(e *registration.Entry) { e.SPIFFEID = spiffeid.RequireFromString("spiffe://example.org/agents/x") }},
+		{name: "hallmark elsewhere", mod: func(e *registration.Entry) {
+			e.SPIFFEID = spiffeid.RequireFromString("spiffe://example.org/svc/hallmark/agent")
+		}},
+		{name: "parent in the server namespace", mod: func(e *registration.Entry) {
+			e.ParentID = spiffeid.RequireFromString("spiffe://example.org/hallmark/server")
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

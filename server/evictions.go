@@ -37,13 +37,16 @@ func (s *Server) followEvictions(ctx context.Context, n datastore.EvictionNotifi
 }
 
 // recheckStreamingAgents ends the streams of streaming agents that are no
-// longer in the datastore.
+// longer in the datastore, or banned.
 func (s *Server) recheckStreamingAgents(ctx context.Context) {
 	for _, id := range s.node.StreamingAgentIDs() {
-		_, err := s.store.GetAgent(ctx, id)
+		a, err := s.store.GetAgent(ctx, id)
 		switch {
 		case errors.Is(err, datastore.ErrNotFound):
 			s.log.Info("Agent evicted while the eviction feed was down; ending its streams", "agent_id", id)
+			s.node.AgentEvicted(id)
+		case err == nil && a.Banned:
+			s.log.Info("Agent banned while the eviction feed was down; ending its streams", "agent_id", id)
 			s.node.AgentEvicted(id)
 		case err != nil:
 			s.log.Warn("Rechecking a streaming agent failed", "agent_id", id, "error", err)

@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -204,7 +205,7 @@ func runAttest(ctx context.Context, stream attestClient, collector attestors.Nod
 		params.Data = &apiv1.AttestationData{Type: collector.Type(), Payload: payload}
 	}
 	if err := stream.Send(&apiv1.AttestRequest{Step: &apiv1.AttestRequest_Params{Params: params}}); err != nil {
-		return nil, fmt.Errorf("client: send attestation: %w", err)
+		return nil, fmt.Errorf("client: send attestation: %w", sendError(stream, err))
 	}
 	for {
 		resp, err := stream.Recv()
@@ -220,7 +221,7 @@ func runAttest(ctx context.Context, stream attestClient, collector attestors.Nod
 				return nil, fmt.Errorf("client: answer challenge: %w", err)
 			}
 			if err := stream.Send(&apiv1.AttestRequest{Step: &apiv1.AttestRequest_ChallengeResponse{ChallengeResponse: answer}}); err != nil {
-				return nil, fmt.Errorf("client: send challenge response: %w", err)
+				return nil, fmt.Errorf("client: send challenge response: %w", sendError(stream, err))
 			}
 			continue
 		}
@@ -239,6 +240,18 @@ func runAttest(ctx context.Context, stream attestClient, collector attestors.Nod
 		}
 		return &AttestResult{Certs: certs, Bundle: bundle, CanReattest: res.GetCanReattest()}, nil
 	}
+}
+
+// sendError returns why a Send failed: io.EOF means the server ended the
+// stream, and its status (a refusal, say) is what Recv returns.
+func sendError(stream attestClient, err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	if _, rerr := stream.Recv(); rerr != nil && !errors.Is(rerr, io.EOF) {
+		return rerr
+	}
+	return err
 }
 
 // Sync opens the entry push stream. A nil or empty req asks for a full

@@ -21,6 +21,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// SelectorMatch says how an agent's selectors must relate to a filter's.
+type SelectorMatch int32
+
+const (
+	SelectorMatch_SELECTOR_MATCH_SUPERSET SelectorMatch = 0 // the agent has every selector of the filter (and maybe more)
+	SelectorMatch_SELECTOR_MATCH_EXACT    SelectorMatch = 1 // the same set
+	SelectorMatch_SELECTOR_MATCH_SUBSET   SelectorMatch = 2 // every selector of the agent is in the filter
+	SelectorMatch_SELECTOR_MATCH_ANY      SelectorMatch = 3 // at least one in common
+)
+
+// Enum value maps for SelectorMatch.
+var (
+	SelectorMatch_name = map[int32]string{
+		0: "SELECTOR_MATCH_SUPERSET",
+		1: "SELECTOR_MATCH_EXACT",
+		2: "SELECTOR_MATCH_SUBSET",
+		3: "SELECTOR_MATCH_ANY",
+	}
+	SelectorMatch_value = map[string]int32{
+		"SELECTOR_MATCH_SUPERSET": 0,
+		"SELECTOR_MATCH_EXACT":    1,
+		"SELECTOR_MATCH_SUBSET":   2,
+		"SELECTOR_MATCH_ANY":      3,
+	}
+)
+
+func (x SelectorMatch) Enum() *SelectorMatch {
+	p := new(SelectorMatch)
+	*p = x
+	return p
+}
+
+func (x SelectorMatch) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SelectorMatch) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (SelectorMatch) Type() protoreflect.EnumType {
+	return &file_api_v1_admin_proto_enumTypes[0]
+}
+
+func (x SelectorMatch) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SelectorMatch.Descriptor instead.
+func (SelectorMatch) EnumDescriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
 type CreateEntriesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Entries       []*Entry               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
@@ -553,15 +606,101 @@ func (x *GenerateJoinTokenResponse) GetAgentId() string {
 	return ""
 }
 
+// AgentFilter selects agents; every field set must match.
+type AgentFilter struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	ByAttestationType string                 `protobuf:"bytes,1,opt,name=by_attestation_type,json=byAttestationType,proto3" json:"by_attestation_type,omitempty"`
+	ByBanned          *bool                  `protobuf:"varint,2,opt,name=by_banned,json=byBanned,proto3,oneof" json:"by_banned,omitempty"`
+	ByCanReattest     *bool                  `protobuf:"varint,3,opt,name=by_can_reattest,json=byCanReattest,proto3,oneof" json:"by_can_reattest,omitempty"`
+	ByExpiresBefore   int64                  `protobuf:"varint,4,opt,name=by_expires_before,json=byExpiresBefore,proto3" json:"by_expires_before,omitempty"` // unix seconds: SVID expires before; 0: any
+	BySelectors       []*Selector            `protobuf:"bytes,5,rep,name=by_selectors,json=bySelectors,proto3" json:"by_selectors,omitempty"`                // none: any
+	SelectorMatch     SelectorMatch          `protobuf:"varint,6,opt,name=selector_match,json=selectorMatch,proto3,enum=hallmark.v1.SelectorMatch" json:"selector_match,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *AgentFilter) Reset() {
+	*x = AgentFilter{}
+	mi := &file_api_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentFilter) ProtoMessage() {}
+
+func (x *AgentFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentFilter.ProtoReflect.Descriptor instead.
+func (*AgentFilter) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *AgentFilter) GetByAttestationType() string {
+	if x != nil {
+		return x.ByAttestationType
+	}
+	return ""
+}
+
+func (x *AgentFilter) GetByBanned() bool {
+	if x != nil && x.ByBanned != nil {
+		return *x.ByBanned
+	}
+	return false
+}
+
+func (x *AgentFilter) GetByCanReattest() bool {
+	if x != nil && x.ByCanReattest != nil {
+		return *x.ByCanReattest
+	}
+	return false
+}
+
+func (x *AgentFilter) GetByExpiresBefore() int64 {
+	if x != nil {
+		return x.ByExpiresBefore
+	}
+	return 0
+}
+
+func (x *AgentFilter) GetBySelectors() []*Selector {
+	if x != nil {
+		return x.BySelectors
+	}
+	return nil
+}
+
+func (x *AgentFilter) GetSelectorMatch() SelectorMatch {
+	if x != nil {
+		return x.SelectorMatch
+	}
+	return SelectorMatch_SELECTOR_MATCH_SUPERSET
+}
+
 type ListAgentsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filter        *AgentFilter           `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[11]
+	mi := &file_api_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +712,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[11]
+	mi := &file_api_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,19 +725,26 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListAgentsRequest) GetFilter() *AgentFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
 }
 
 type ListAgentsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Agents        []*Agent               `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
+	Agents        []*Agent               `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"` // by SPIFFE ID
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[12]
+	mi := &file_api_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +756,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[12]
+	mi := &file_api_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +769,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -631,6 +777,138 @@ func (x *ListAgentsResponse) GetAgents() []*Agent {
 		return x.Agents
 	}
 	return nil
+}
+
+type CountAgentsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Filter        *AgentFilter           `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountAgentsRequest) Reset() {
+	*x = CountAgentsRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountAgentsRequest) ProtoMessage() {}
+
+func (x *CountAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountAgentsRequest.ProtoReflect.Descriptor instead.
+func (*CountAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CountAgentsRequest) GetFilter() *AgentFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+type CountAgentsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         int32                  `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountAgentsResponse) Reset() {
+	*x = CountAgentsResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountAgentsResponse) ProtoMessage() {}
+
+func (x *CountAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountAgentsResponse.ProtoReflect.Descriptor instead.
+func (*CountAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CountAgentsResponse) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type GetAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAgentRequest) Reset() {
+	*x = GetAgentRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAgentRequest) ProtoMessage() {}
+
+func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
+func (*GetAgentRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetAgentRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
 }
 
 type EvictAgentRequest struct {
@@ -642,7 +920,7 @@ type EvictAgentRequest struct {
 
 func (x *EvictAgentRequest) Reset() {
 	*x = EvictAgentRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[13]
+	mi := &file_api_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +932,7 @@ func (x *EvictAgentRequest) String() string {
 func (*EvictAgentRequest) ProtoMessage() {}
 
 func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[13]
+	mi := &file_api_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +945,7 @@ func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentRequest.ProtoReflect.Descriptor instead.
 func (*EvictAgentRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EvictAgentRequest) GetSpiffeId() string {
@@ -685,7 +963,7 @@ type EvictAgentResponse struct {
 
 func (x *EvictAgentResponse) Reset() {
 	*x = EvictAgentResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[14]
+	mi := &file_api_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +975,7 @@ func (x *EvictAgentResponse) String() string {
 func (*EvictAgentResponse) ProtoMessage() {}
 
 func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[14]
+	mi := &file_api_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +988,243 @@ func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentResponse.ProtoReflect.Descriptor instead.
 func (*EvictAgentResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+type BanAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BanAgentRequest) Reset() {
+	*x = BanAgentRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BanAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BanAgentRequest) ProtoMessage() {}
+
+func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BanAgentRequest.ProtoReflect.Descriptor instead.
+func (*BanAgentRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *BanAgentRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+type BanAgentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BanAgentResponse) Reset() {
+	*x = BanAgentResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BanAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BanAgentResponse) ProtoMessage() {}
+
+func (x *BanAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BanAgentResponse.ProtoReflect.Descriptor instead.
+func (*BanAgentResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+type PurgeAgentsRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	ExpiredForSeconds int64                  `protobuf:"varint,1,opt,name=expired_for_seconds,json=expiredForSeconds,proto3" json:"expired_for_seconds,omitempty"` // must be positive
+	DryRun            bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *PurgeAgentsRequest) Reset() {
+	*x = PurgeAgentsRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeAgentsRequest) ProtoMessage() {}
+
+func (x *PurgeAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeAgentsRequest.ProtoReflect.Descriptor instead.
+func (*PurgeAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PurgeAgentsRequest) GetExpiredForSeconds() int64 {
+	if x != nil {
+		return x.ExpiredForSeconds
+	}
+	return 0
+}
+
+func (x *PurgeAgentsRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type PurgedAgent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Deleted       bool                   `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"` // why it was not deleted
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgedAgent) Reset() {
+	*x = PurgedAgent{}
+	mi := &file_api_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgedAgent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgedAgent) ProtoMessage() {}
+
+func (x *PurgedAgent) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgedAgent.ProtoReflect.Descriptor instead.
+func (*PurgedAgent) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PurgedAgent) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *PurgedAgent) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *PurgedAgent) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type PurgeAgentsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agents        []*PurgedAgent         `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"` // by SPIFFE ID
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeAgentsResponse) Reset() {
+	*x = PurgeAgentsResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeAgentsResponse) ProtoMessage() {}
+
+func (x *PurgeAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeAgentsResponse.ProtoReflect.Descriptor instead.
+func (*PurgeAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *PurgeAgentsResponse) GetAgents() []*PurgedAgent {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
 }
 
 type GetBundleRequest struct {
@@ -721,7 +1235,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[15]
+	mi := &file_api_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +1247,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[15]
+	mi := &file_api_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +1260,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 type HealthRequest struct {
@@ -757,7 +1271,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[16]
+	mi := &file_api_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +1283,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[16]
+	mi := &file_api_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +1296,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type HealthResponse struct {
@@ -795,7 +1309,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[17]
+	mi := &file_api_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +1321,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[17]
+	mi := &file_api_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +1334,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HealthResponse) GetReady() bool {
@@ -850,7 +1364,7 @@ type BundleDocument struct {
 
 func (x *BundleDocument) Reset() {
 	*x = BundleDocument{}
-	mi := &file_api_v1_admin_proto_msgTypes[18]
+	mi := &file_api_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +1376,7 @@ func (x *BundleDocument) String() string {
 func (*BundleDocument) ProtoMessage() {}
 
 func (x *BundleDocument) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[18]
+	mi := &file_api_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +1389,7 @@ func (x *BundleDocument) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleDocument.ProtoReflect.Descriptor instead.
 func (*BundleDocument) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BundleDocument) GetTrustDomain() string {
@@ -901,7 +1415,7 @@ type ListFederatedBundlesRequest struct {
 
 func (x *ListFederatedBundlesRequest) Reset() {
 	*x = ListFederatedBundlesRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[19]
+	mi := &file_api_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1427,7 @@ func (x *ListFederatedBundlesRequest) String() string {
 func (*ListFederatedBundlesRequest) ProtoMessage() {}
 
 func (x *ListFederatedBundlesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[19]
+	mi := &file_api_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1440,7 @@ func (x *ListFederatedBundlesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFederatedBundlesRequest.ProtoReflect.Descriptor instead.
 func (*ListFederatedBundlesRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListFederatedBundlesRequest) GetTrustDomain() string {
@@ -945,7 +1459,7 @@ type ListFederatedBundlesResponse struct {
 
 func (x *ListFederatedBundlesResponse) Reset() {
 	*x = ListFederatedBundlesResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[20]
+	mi := &file_api_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1471,7 @@ func (x *ListFederatedBundlesResponse) String() string {
 func (*ListFederatedBundlesResponse) ProtoMessage() {}
 
 func (x *ListFederatedBundlesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[20]
+	mi := &file_api_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1484,7 @@ func (x *ListFederatedBundlesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFederatedBundlesResponse.ProtoReflect.Descriptor instead.
 func (*ListFederatedBundlesResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListFederatedBundlesResponse) GetBundles() []*BundleDocument {
@@ -989,7 +1503,7 @@ type SetFederatedBundleRequest struct {
 
 func (x *SetFederatedBundleRequest) Reset() {
 	*x = SetFederatedBundleRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[21]
+	mi := &file_api_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1515,7 @@ func (x *SetFederatedBundleRequest) String() string {
 func (*SetFederatedBundleRequest) ProtoMessage() {}
 
 func (x *SetFederatedBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[21]
+	mi := &file_api_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1528,7 @@ func (x *SetFederatedBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFederatedBundleRequest.ProtoReflect.Descriptor instead.
 func (*SetFederatedBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SetFederatedBundleRequest) GetBundle() *BundleDocument {
@@ -1033,7 +1547,7 @@ type SetFederatedBundleResponse struct {
 
 func (x *SetFederatedBundleResponse) Reset() {
 	*x = SetFederatedBundleResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[22]
+	mi := &file_api_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1559,7 @@ func (x *SetFederatedBundleResponse) String() string {
 func (*SetFederatedBundleResponse) ProtoMessage() {}
 
 func (x *SetFederatedBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[22]
+	mi := &file_api_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1572,7 @@ func (x *SetFederatedBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFederatedBundleResponse.ProtoReflect.Descriptor instead.
 func (*SetFederatedBundleResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetFederatedBundleResponse) GetRelationship() *FederationRelationship {
@@ -1077,7 +1591,7 @@ type DeleteFederatedBundleRequest struct {
 
 func (x *DeleteFederatedBundleRequest) Reset() {
 	*x = DeleteFederatedBundleRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[23]
+	mi := &file_api_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1603,7 @@ func (x *DeleteFederatedBundleRequest) String() string {
 func (*DeleteFederatedBundleRequest) ProtoMessage() {}
 
 func (x *DeleteFederatedBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[23]
+	mi := &file_api_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1616,7 @@ func (x *DeleteFederatedBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFederatedBundleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFederatedBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeleteFederatedBundleRequest) GetTrustDomain() string {
@@ -1120,7 +1634,7 @@ type DeleteFederatedBundleResponse struct {
 
 func (x *DeleteFederatedBundleResponse) Reset() {
 	*x = DeleteFederatedBundleResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[24]
+	mi := &file_api_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1646,7 @@ func (x *DeleteFederatedBundleResponse) String() string {
 func (*DeleteFederatedBundleResponse) ProtoMessage() {}
 
 func (x *DeleteFederatedBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[24]
+	mi := &file_api_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1659,7 @@ func (x *DeleteFederatedBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFederatedBundleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteFederatedBundleResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 type ListFederationRelationshipsRequest struct {
@@ -1156,7 +1670,7 @@ type ListFederationRelationshipsRequest struct {
 
 func (x *ListFederationRelationshipsRequest) Reset() {
 	*x = ListFederationRelationshipsRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[25]
+	mi := &file_api_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1682,7 @@ func (x *ListFederationRelationshipsRequest) String() string {
 func (*ListFederationRelationshipsRequest) ProtoMessage() {}
 
 func (x *ListFederationRelationshipsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[25]
+	mi := &file_api_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1695,7 @@ func (x *ListFederationRelationshipsRequest) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use ListFederationRelationshipsRequest.ProtoReflect.Descriptor instead.
 func (*ListFederationRelationshipsRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 type ListFederationRelationshipsResponse struct {
@@ -1193,7 +1707,7 @@ type ListFederationRelationshipsResponse struct {
 
 func (x *ListFederationRelationshipsResponse) Reset() {
 	*x = ListFederationRelationshipsResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[26]
+	mi := &file_api_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1719,7 @@ func (x *ListFederationRelationshipsResponse) String() string {
 func (*ListFederationRelationshipsResponse) ProtoMessage() {}
 
 func (x *ListFederationRelationshipsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[26]
+	mi := &file_api_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1732,7 @@ func (x *ListFederationRelationshipsResponse) ProtoReflect() protoreflect.Messag
 
 // Deprecated: Use ListFederationRelationshipsResponse.ProtoReflect.Descriptor instead.
 func (*ListFederationRelationshipsResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListFederationRelationshipsResponse) GetRelationships() []*FederationRelationship {
@@ -1237,7 +1751,7 @@ type RefreshFederatedBundleRequest struct {
 
 func (x *RefreshFederatedBundleRequest) Reset() {
 	*x = RefreshFederatedBundleRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[27]
+	mi := &file_api_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1763,7 @@ func (x *RefreshFederatedBundleRequest) String() string {
 func (*RefreshFederatedBundleRequest) ProtoMessage() {}
 
 func (x *RefreshFederatedBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[27]
+	mi := &file_api_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1776,7 @@ func (x *RefreshFederatedBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshFederatedBundleRequest.ProtoReflect.Descriptor instead.
 func (*RefreshFederatedBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RefreshFederatedBundleRequest) GetTrustDomain() string {
@@ -1295,7 +1809,7 @@ type FederationRelationship struct {
 
 func (x *FederationRelationship) Reset() {
 	*x = FederationRelationship{}
-	mi := &file_api_v1_admin_proto_msgTypes[28]
+	mi := &file_api_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1821,7 @@ func (x *FederationRelationship) String() string {
 func (*FederationRelationship) ProtoMessage() {}
 
 func (x *FederationRelationship) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[28]
+	mi := &file_api_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1834,7 @@ func (x *FederationRelationship) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederationRelationship.ProtoReflect.Descriptor instead.
 func (*FederationRelationship) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *FederationRelationship) GetTrustDomain() string {
@@ -1443,7 +1957,7 @@ type LocalAuthority struct {
 
 func (x *LocalAuthority) Reset() {
 	*x = LocalAuthority{}
-	mi := &file_api_v1_admin_proto_msgTypes[29]
+	mi := &file_api_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1969,7 @@ func (x *LocalAuthority) String() string {
 func (*LocalAuthority) ProtoMessage() {}
 
 func (x *LocalAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[29]
+	mi := &file_api_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1982,7 @@ func (x *LocalAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalAuthority.ProtoReflect.Descriptor instead.
 func (*LocalAuthority) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LocalAuthority) GetAuthorityId() string {
@@ -1563,7 +2077,7 @@ type ListLocalAuthoritiesRequest struct {
 
 func (x *ListLocalAuthoritiesRequest) Reset() {
 	*x = ListLocalAuthoritiesRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[30]
+	mi := &file_api_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +2089,7 @@ func (x *ListLocalAuthoritiesRequest) String() string {
 func (*ListLocalAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListLocalAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[30]
+	mi := &file_api_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +2102,7 @@ func (x *ListLocalAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocalAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListLocalAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 type ListLocalAuthoritiesResponse struct {
@@ -1600,7 +2114,7 @@ type ListLocalAuthoritiesResponse struct {
 
 func (x *ListLocalAuthoritiesResponse) Reset() {
 	*x = ListLocalAuthoritiesResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[31]
+	mi := &file_api_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +2126,7 @@ func (x *ListLocalAuthoritiesResponse) String() string {
 func (*ListLocalAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListLocalAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[31]
+	mi := &file_api_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +2139,7 @@ func (x *ListLocalAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocalAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListLocalAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListLocalAuthoritiesResponse) GetAuthorities() []*LocalAuthority {
@@ -1643,7 +2157,7 @@ type PrepareLocalAuthorityRequest struct {
 
 func (x *PrepareLocalAuthorityRequest) Reset() {
 	*x = PrepareLocalAuthorityRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[32]
+	mi := &file_api_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +2169,7 @@ func (x *PrepareLocalAuthorityRequest) String() string {
 func (*PrepareLocalAuthorityRequest) ProtoMessage() {}
 
 func (x *PrepareLocalAuthorityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[32]
+	mi := &file_api_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +2182,7 @@ func (x *PrepareLocalAuthorityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareLocalAuthorityRequest.ProtoReflect.Descriptor instead.
 func (*PrepareLocalAuthorityRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 type LocalAuthorityRequest struct {
@@ -1680,7 +2194,7 @@ type LocalAuthorityRequest struct {
 
 func (x *LocalAuthorityRequest) Reset() {
 	*x = LocalAuthorityRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[33]
+	mi := &file_api_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +2206,7 @@ func (x *LocalAuthorityRequest) String() string {
 func (*LocalAuthorityRequest) ProtoMessage() {}
 
 func (x *LocalAuthorityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[33]
+	mi := &file_api_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +2219,7 @@ func (x *LocalAuthorityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalAuthorityRequest.ProtoReflect.Descriptor instead.
 func (*LocalAuthorityRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LocalAuthorityRequest) GetAuthorityId() string {
@@ -1749,13 +2263,42 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1d\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\x03R\texpiresAt\x12\x19\n" +
-	"\bagent_id\x18\x03 \x01(\tR\aagentId\"\x13\n" +
-	"\x11ListAgentsRequest\"@\n" +
+	"\bagent_id\x18\x03 \x01(\tR\aagentId\"\xd7\x02\n" +
+	"\vAgentFilter\x12.\n" +
+	"\x13by_attestation_type\x18\x01 \x01(\tR\x11byAttestationType\x12 \n" +
+	"\tby_banned\x18\x02 \x01(\bH\x00R\bbyBanned\x88\x01\x01\x12+\n" +
+	"\x0fby_can_reattest\x18\x03 \x01(\bH\x01R\rbyCanReattest\x88\x01\x01\x12*\n" +
+	"\x11by_expires_before\x18\x04 \x01(\x03R\x0fbyExpiresBefore\x128\n" +
+	"\fby_selectors\x18\x05 \x03(\v2\x15.hallmark.v1.SelectorR\vbySelectors\x12A\n" +
+	"\x0eselector_match\x18\x06 \x01(\x0e2\x1a.hallmark.v1.SelectorMatchR\rselectorMatchB\f\n" +
+	"\n" +
+	"_by_bannedB\x12\n" +
+	"\x10_by_can_reattest\"E\n" +
+	"\x11ListAgentsRequest\x120\n" +
+	"\x06filter\x18\x01 \x01(\v2\x18.hallmark.v1.AgentFilterR\x06filter\"@\n" +
 	"\x12ListAgentsResponse\x12*\n" +
-	"\x06agents\x18\x01 \x03(\v2\x12.hallmark.v1.AgentR\x06agents\"0\n" +
+	"\x06agents\x18\x01 \x03(\v2\x12.hallmark.v1.AgentR\x06agents\"F\n" +
+	"\x12CountAgentsRequest\x120\n" +
+	"\x06filter\x18\x01 \x01(\v2\x18.hallmark.v1.AgentFilterR\x06filter\"+\n" +
+	"\x13CountAgentsResponse\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x05R\x05count\".\n" +
+	"\x0fGetAgentRequest\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\"0\n" +
 	"\x11EvictAgentRequest\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\"\x14\n" +
-	"\x12EvictAgentResponse\"\x12\n" +
+	"\x12EvictAgentResponse\".\n" +
+	"\x0fBanAgentRequest\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\"\x12\n" +
+	"\x10BanAgentResponse\"]\n" +
+	"\x12PurgeAgentsRequest\x12.\n" +
+	"\x13expired_for_seconds\x18\x01 \x01(\x03R\x11expiredForSeconds\x12\x17\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"X\n" +
+	"\vPurgedAgent\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\bR\adeleted\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"G\n" +
+	"\x13PurgeAgentsResponse\x120\n" +
+	"\x06agents\x18\x01 \x03(\v2\x18.hallmark.v1.PurgedAgentR\x06agents\"\x12\n" +
 	"\x10GetBundleRequest\"\x0f\n" +
 	"\rHealthRequest\">\n" +
 	"\x0eHealthResponse\x12\x14\n" +
@@ -1819,7 +2362,12 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\vauthorities\x18\x01 \x03(\v2\x1b.hallmark.v1.LocalAuthorityR\vauthorities\"\x1e\n" +
 	"\x1cPrepareLocalAuthorityRequest\":\n" +
 	"\x15LocalAuthorityRequest\x12!\n" +
-	"\fauthority_id\x18\x01 \x01(\tR\vauthorityId2\xb8\x11\n" +
+	"\fauthority_id\x18\x01 \x01(\tR\vauthorityId*y\n" +
+	"\rSelectorMatch\x12\x1b\n" +
+	"\x17SELECTOR_MATCH_SUPERSET\x10\x00\x12\x18\n" +
+	"\x14SELECTOR_MATCH_EXACT\x10\x01\x12\x19\n" +
+	"\x15SELECTOR_MATCH_SUBSET\x10\x02\x12\x16\n" +
+	"\x12SELECTOR_MATCH_ANY\x10\x032\xe3\x13\n" +
 	"\x05Admin\x12V\n" +
 	"\rCreateEntries\x12!.hallmark.v1.CreateEntriesRequest\x1a\".hallmark.v1.CreateEntriesResponse\x12P\n" +
 	"\vListEntries\x12\x1f.hallmark.v1.ListEntriesRequest\x1a .hallmark.v1.ListEntriesResponse\x12P\n" +
@@ -1827,9 +2375,13 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\rUpdateEntries\x12!.hallmark.v1.UpdateEntriesRequest\x1a\".hallmark.v1.UpdateEntriesResponse\x12b\n" +
 	"\x11GenerateJoinToken\x12%.hallmark.v1.GenerateJoinTokenRequest\x1a&.hallmark.v1.GenerateJoinTokenResponse\x12M\n" +
 	"\n" +
-	"ListAgents\x12\x1e.hallmark.v1.ListAgentsRequest\x1a\x1f.hallmark.v1.ListAgentsResponse\x12M\n" +
+	"ListAgents\x12\x1e.hallmark.v1.ListAgentsRequest\x1a\x1f.hallmark.v1.ListAgentsResponse\x12P\n" +
+	"\vCountAgents\x12\x1f.hallmark.v1.CountAgentsRequest\x1a .hallmark.v1.CountAgentsResponse\x12<\n" +
+	"\bGetAgent\x12\x1c.hallmark.v1.GetAgentRequest\x1a\x12.hallmark.v1.Agent\x12M\n" +
 	"\n" +
-	"EvictAgent\x12\x1e.hallmark.v1.EvictAgentRequest\x1a\x1f.hallmark.v1.EvictAgentResponse\x12?\n" +
+	"EvictAgent\x12\x1e.hallmark.v1.EvictAgentRequest\x1a\x1f.hallmark.v1.EvictAgentResponse\x12G\n" +
+	"\bBanAgent\x12\x1c.hallmark.v1.BanAgentRequest\x1a\x1d.hallmark.v1.BanAgentResponse\x12P\n" +
+	"\vPurgeAgents\x12\x1f.hallmark.v1.PurgeAgentsRequest\x1a .hallmark.v1.PurgeAgentsResponse\x12?\n" +
 	"\tGetBundle\x12\x1d.hallmark.v1.GetBundleRequest\x1a\x13.hallmark.v1.Bundle\x12A\n" +
 	"\x06Health\x12\x1a.hallmark.v1.HealthRequest\x1a\x1b.hallmark.v1.HealthResponse\x12k\n" +
 	"\x14ListFederatedBundles\x12(.hallmark.v1.ListFederatedBundlesRequest\x1a).hallmark.v1.ListFederatedBundlesResponse\x12e\n" +
@@ -1860,115 +2412,139 @@ func file_api_v1_admin_proto_rawDescGZIP() []byte {
 	return file_api_v1_admin_proto_rawDescData
 }
 
-var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_api_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_api_v1_admin_proto_goTypes = []any{
-	(*CreateEntriesRequest)(nil),                // 0: hallmark.v1.CreateEntriesRequest
-	(*EntryResult)(nil),                         // 1: hallmark.v1.EntryResult
-	(*CreateEntriesResponse)(nil),               // 2: hallmark.v1.CreateEntriesResponse
-	(*ListEntriesRequest)(nil),                  // 3: hallmark.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),                 // 4: hallmark.v1.ListEntriesResponse
-	(*UpdateEntriesRequest)(nil),                // 5: hallmark.v1.UpdateEntriesRequest
-	(*UpdateEntriesResponse)(nil),               // 6: hallmark.v1.UpdateEntriesResponse
-	(*DeleteEntryRequest)(nil),                  // 7: hallmark.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),                 // 8: hallmark.v1.DeleteEntryResponse
-	(*GenerateJoinTokenRequest)(nil),            // 9: hallmark.v1.GenerateJoinTokenRequest
-	(*GenerateJoinTokenResponse)(nil),           // 10: hallmark.v1.GenerateJoinTokenResponse
-	(*ListAgentsRequest)(nil),                   // 11: hallmark.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),                  // 12: hallmark.v1.ListAgentsResponse
-	(*EvictAgentRequest)(nil),                   // 13: hallmark.v1.EvictAgentRequest
-	(*EvictAgentResponse)(nil),                  // 14: hallmark.v1.EvictAgentResponse
-	(*GetBundleRequest)(nil),                    // 15: hallmark.v1.GetBundleRequest
-	(*HealthRequest)(nil),                       // 16: hallmark.v1.HealthRequest
-	(*HealthResponse)(nil),                      // 17: hallmark.v1.HealthResponse
-	(*BundleDocument)(nil),                      // 18: hallmark.v1.BundleDocument
-	(*ListFederatedBundlesRequest)(nil),         // 19: hallmark.v1.ListFederatedBundlesRequest
-	(*ListFederatedBundlesResponse)(nil),        // 20: hallmark.v1.ListFederatedBundlesResponse
-	(*SetFederatedBundleRequest)(nil),           // 21: hallmark.v1.SetFederatedBundleRequest
-	(*SetFederatedBundleResponse)(nil),          // 22: hallmark.v1.SetFederatedBundleResponse
-	(*DeleteFederatedBundleRequest)(nil),        // 23: hallmark.v1.DeleteFederatedBundleRequest
-	(*DeleteFederatedBundleResponse)(nil),       // 24: hallmark.v1.DeleteFederatedBundleResponse
-	(*ListFederationRelationshipsRequest)(nil),  // 25: hallmark.v1.ListFederationRelationshipsRequest
-	(*ListFederationRelationshipsResponse)(nil), // 26: hallmark.v1.ListFederationRelationshipsResponse
-	(*RefreshFederatedBundleRequest)(nil),       // 27: hallmark.v1.RefreshFederatedBundleRequest
-	(*FederationRelationship)(nil),              // 28: hallmark.v1.FederationRelationship
-	(*LocalAuthority)(nil),                      // 29: hallmark.v1.LocalAuthority
-	(*ListLocalAuthoritiesRequest)(nil),         // 30: hallmark.v1.ListLocalAuthoritiesRequest
-	(*ListLocalAuthoritiesResponse)(nil),        // 31: hallmark.v1.ListLocalAuthoritiesResponse
-	(*PrepareLocalAuthorityRequest)(nil),        // 32: hallmark.v1.PrepareLocalAuthorityRequest
-	(*LocalAuthorityRequest)(nil),               // 33: hallmark.v1.LocalAuthorityRequest
-	(*Entry)(nil),                               // 34: hallmark.v1.Entry
-	(*Selector)(nil),                            // 35: hallmark.v1.Selector
-	(*Agent)(nil),                               // 36: hallmark.v1.Agent
-	(*Bundle)(nil),                              // 37: hallmark.v1.Bundle
+	(SelectorMatch)(0),                          // 0: hallmark.v1.SelectorMatch
+	(*CreateEntriesRequest)(nil),                // 1: hallmark.v1.CreateEntriesRequest
+	(*EntryResult)(nil),                         // 2: hallmark.v1.EntryResult
+	(*CreateEntriesResponse)(nil),               // 3: hallmark.v1.CreateEntriesResponse
+	(*ListEntriesRequest)(nil),                  // 4: hallmark.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),                 // 5: hallmark.v1.ListEntriesResponse
+	(*UpdateEntriesRequest)(nil),                // 6: hallmark.v1.UpdateEntriesRequest
+	(*UpdateEntriesResponse)(nil),               // 7: hallmark.v1.UpdateEntriesResponse
+	(*DeleteEntryRequest)(nil),                  // 8: hallmark.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),                 // 9: hallmark.v1.DeleteEntryResponse
+	(*GenerateJoinTokenRequest)(nil),            // 10: hallmark.v1.GenerateJoinTokenRequest
+	(*GenerateJoinTokenResponse)(nil),           // 11: hallmark.v1.GenerateJoinTokenResponse
+	(*AgentFilter)(nil),                         // 12: hallmark.v1.AgentFilter
+	(*ListAgentsRequest)(nil),                   // 13: hallmark.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),                  // 14: hallmark.v1.ListAgentsResponse
+	(*CountAgentsRequest)(nil),                  // 15: hallmark.v1.CountAgentsRequest
+	(*CountAgentsResponse)(nil),                 // 16: hallmark.v1.CountAgentsResponse
+	(*GetAgentRequest)(nil),                     // 17: hallmark.v1.GetAgentRequest
+	(*EvictAgentRequest)(nil),                   // 18: hallmark.v1.EvictAgentRequest
+	(*EvictAgentResponse)(nil),                  // 19: hallmark.v1.EvictAgentResponse
+	(*BanAgentRequest)(nil),                     // 20: hallmark.v1.BanAgentRequest
+	(*BanAgentResponse)(nil),                    // 21: hallmark.v1.BanAgentResponse
+	(*PurgeAgentsRequest)(nil),                  // 22: hallmark.v1.PurgeAgentsRequest
+	(*PurgedAgent)(nil),                         // 23: hallmark.v1.PurgedAgent
+	(*PurgeAgentsResponse)(nil),                 // 24: hallmark.v1.PurgeAgentsResponse
+	(*GetBundleRequest)(nil),                    // 25: hallmark.v1.GetBundleRequest
+	(*HealthRequest)(nil),                       // 26: hallmark.v1.HealthRequest
+	(*HealthResponse)(nil),                      // 27: hallmark.v1.HealthResponse
+	(*BundleDocument)(nil),                      // 28: hallmark.v1.BundleDocument
+	(*ListFederatedBundlesRequest)(nil),         // 29: hallmark.v1.ListFederatedBundlesRequest
+	(*ListFederatedBundlesResponse)(nil),        // 30: hallmark.v1.ListFederatedBundlesResponse
+	(*SetFederatedBundleRequest)(nil),           // 31: hallmark.v1.SetFederatedBundleRequest
+	(*SetFederatedBundleResponse)(nil),          // 32: hallmark.v1.SetFederatedBundleResponse
+	(*DeleteFederatedBundleRequest)(nil),        // 33: hallmark.v1.DeleteFederatedBundleRequest
+	(*DeleteFederatedBundleResponse)(nil),       // 34: hallmark.v1.DeleteFederatedBundleResponse
+	(*ListFederationRelationshipsRequest)(nil),  // 35: hallmark.v1.ListFederationRelationshipsRequest
+	(*ListFederationRelationshipsResponse)(nil), // 36: hallmark.v1.ListFederationRelationshipsResponse
+	(*RefreshFederatedBundleRequest)(nil),       // 37: hallmark.v1.RefreshFederatedBundleRequest
+	(*FederationRelationship)(nil),              // 38: hallmark.v1.FederationRelationship
+	(*LocalAuthority)(nil),                      // 39: hallmark.v1.LocalAuthority
+	(*ListLocalAuthoritiesRequest)(nil),         // 40: hallmark.v1.ListLocalAuthoritiesRequest
+	(*ListLocalAuthoritiesResponse)(nil),        // 41: hallmark.v1.ListLocalAuthoritiesResponse
+	(*PrepareLocalAuthorityRequest)(nil),        // 42: hallmark.v1.PrepareLocalAuthorityRequest
+	(*LocalAuthorityRequest)(nil),               // 43: hallmark.v1.LocalAuthorityRequest
+	(*Entry)(nil),                               // 44: hallmark.v1.Entry
+	(*Selector)(nil),                            // 45: hallmark.v1.Selector
+	(*Agent)(nil),                               // 46: hallmark.v1.Agent
+	(*Bundle)(nil),                              // 47: hallmark.v1.Bundle
 }
 var file_api_v1_admin_proto_depIdxs = []int32{
-	34, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
-	34, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
-	1,  // 2: hallmark.v1.CreateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
-	35, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
-	34, // 4: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
-	34, // 5: hallmark.v1.UpdateEntriesRequest.entries:type_name -> hallmark.v1.Entry
-	1,  // 6: hallmark.v1.UpdateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
-	34, // 7: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
-	36, // 8: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
-	18, // 9: hallmark.v1.ListFederatedBundlesResponse.bundles:type_name -> hallmark.v1.BundleDocument
-	18, // 10: hallmark.v1.SetFederatedBundleRequest.bundle:type_name -> hallmark.v1.BundleDocument
-	28, // 11: hallmark.v1.SetFederatedBundleResponse.relationship:type_name -> hallmark.v1.FederationRelationship
-	28, // 12: hallmark.v1.ListFederationRelationshipsResponse.relationships:type_name -> hallmark.v1.FederationRelationship
-	29, // 13: hallmark.v1.ListLocalAuthoritiesResponse.authorities:type_name -> hallmark.v1.LocalAuthority
-	0,  // 14: hallmark.v1.Admin.CreateEntries:input_type -> hallmark.v1.CreateEntriesRequest
-	3,  // 15: hallmark.v1.Admin.ListEntries:input_type -> hallmark.v1.ListEntriesRequest
-	7,  // 16: hallmark.v1.Admin.DeleteEntry:input_type -> hallmark.v1.DeleteEntryRequest
-	5,  // 17: hallmark.v1.Admin.UpdateEntries:input_type -> hallmark.v1.UpdateEntriesRequest
-	9,  // 18: hallmark.v1.Admin.GenerateJoinToken:input_type -> hallmark.v1.GenerateJoinTokenRequest
-	11, // 19: hallmark.v1.Admin.ListAgents:input_type -> hallmark.v1.ListAgentsRequest
-	13, // 20: hallmark.v1.Admin.EvictAgent:input_type -> hallmark.v1.EvictAgentRequest
-	15, // 21: hallmark.v1.Admin.GetBundle:input_type -> hallmark.v1.GetBundleRequest
-	16, // 22: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
-	19, // 23: hallmark.v1.Admin.ListFederatedBundles:input_type -> hallmark.v1.ListFederatedBundlesRequest
-	21, // 24: hallmark.v1.Admin.SetFederatedBundle:input_type -> hallmark.v1.SetFederatedBundleRequest
-	23, // 25: hallmark.v1.Admin.DeleteFederatedBundle:input_type -> hallmark.v1.DeleteFederatedBundleRequest
-	25, // 26: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
-	27, // 27: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
-	30, // 28: hallmark.v1.Admin.ListX509Authorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
-	32, // 29: hallmark.v1.Admin.PrepareX509Authority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
-	33, // 30: hallmark.v1.Admin.ActivateX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	33, // 31: hallmark.v1.Admin.TaintX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	33, // 32: hallmark.v1.Admin.RevokeX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	30, // 33: hallmark.v1.Admin.ListJWTAuthorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
-	32, // 34: hallmark.v1.Admin.PrepareJWTAuthority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
-	33, // 35: hallmark.v1.Admin.ActivateJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	33, // 36: hallmark.v1.Admin.TaintJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	33, // 37: hallmark.v1.Admin.RevokeJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	2,  // 38: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
-	4,  // 39: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
-	8,  // 40: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
-	6,  // 41: hallmark.v1.Admin.UpdateEntries:output_type -> hallmark.v1.UpdateEntriesResponse
-	10, // 42: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
-	12, // 43: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
-	14, // 44: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
-	37, // 45: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
-	17, // 46: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
-	20, // 47: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
-	22, // 48: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
-	24, // 49: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
-	26, // 50: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
-	28, // 51: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
-	31, // 52: hallmark.v1.Admin.ListX509Authorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
-	29, // 53: hallmark.v1.Admin.PrepareX509Authority:output_type -> hallmark.v1.LocalAuthority
-	29, // 54: hallmark.v1.Admin.ActivateX509Authority:output_type -> hallmark.v1.LocalAuthority
-	29, // 55: hallmark.v1.Admin.TaintX509Authority:output_type -> hallmark.v1.LocalAuthority
-	29, // 56: hallmark.v1.Admin.RevokeX509Authority:output_type -> hallmark.v1.LocalAuthority
-	31, // 57: hallmark.v1.Admin.ListJWTAuthorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
-	29, // 58: hallmark.v1.Admin.PrepareJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	29, // 59: hallmark.v1.Admin.ActivateJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	29, // 60: hallmark.v1.Admin.TaintJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	29, // 61: hallmark.v1.Admin.RevokeJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	38, // [38:62] is the sub-list for method output_type
-	14, // [14:38] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	44, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
+	44, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
+	2,  // 2: hallmark.v1.CreateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
+	45, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
+	44, // 4: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
+	44, // 5: hallmark.v1.UpdateEntriesRequest.entries:type_name -> hallmark.v1.Entry
+	2,  // 6: hallmark.v1.UpdateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
+	44, // 7: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
+	45, // 8: hallmark.v1.AgentFilter.by_selectors:type_name -> hallmark.v1.Selector
+	0,  // 9: hallmark.v1.AgentFilter.selector_match:type_name -> hallmark.v1.SelectorMatch
+	12, // 10: hallmark.v1.ListAgentsRequest.filter:type_name -> hallmark.v1.AgentFilter
+	46, // 11: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
+	12, // 12: hallmark.v1.CountAgentsRequest.filter:type_name -> hallmark.v1.AgentFilter
+	23, // 13: hallmark.v1.PurgeAgentsResponse.agents:type_name -> hallmark.v1.PurgedAgent
+	28, // 14: hallmark.v1.ListFederatedBundlesResponse.bundles:type_name -> hallmark.v1.BundleDocument
+	28, // 15: hallmark.v1.SetFederatedBundleRequest.bundle:type_name -> hallmark.v1.BundleDocument
+	38, // 16: hallmark.v1.SetFederatedBundleResponse.relationship:type_name -> hallmark.v1.FederationRelationship
+	38, // 17: hallmark.v1.ListFederationRelationshipsResponse.relationships:type_name -> hallmark.v1.FederationRelationship
+	39, // 18: hallmark.v1.ListLocalAuthoritiesResponse.authorities:type_name -> hallmark.v1.LocalAuthority
+	1,  // 19: hallmark.v1.Admin.CreateEntries:input_type -> hallmark.v1.CreateEntriesRequest
+	4,  // 20: hallmark.v1.Admin.ListEntries:input_type -> hallmark.v1.ListEntriesRequest
+	8,  // 21: hallmark.v1.Admin.DeleteEntry:input_type -> hallmark.v1.DeleteEntryRequest
+	6,  // 22: hallmark.v1.Admin.UpdateEntries:input_type -> hallmark.v1.UpdateEntriesRequest
+	10, // 23: hallmark.v1.Admin.GenerateJoinToken:input_type -> hallmark.v1.GenerateJoinTokenRequest
+	13, // 24: hallmark.v1.Admin.ListAgents:input_type -> hallmark.v1.ListAgentsRequest
+	15, // 25: hallmark.v1.Admin.CountAgents:input_type -> hallmark.v1.CountAgentsRequest
+	17, // 26: hallmark.v1.Admin.GetAgent:input_type -> hallmark.v1.GetAgentRequest
+	18, // 27: hallmark.v1.Admin.EvictAgent:input_type -> hallmark.v1.EvictAgentRequest
+	20, // 28: hallmark.v1.Admin.BanAgent:input_type -> hallmark.v1.BanAgentRequest
+	22, // 29: hallmark.v1.Admin.PurgeAgents:input_type -> hallmark.v1.PurgeAgentsRequest
+	25, // 30: hallmark.v1.Admin.GetBundle:input_type -> hallmark.v1.GetBundleRequest
+	26, // 31: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
+	29, // 32: hallmark.v1.Admin.ListFederatedBundles:input_type -> hallmark.v1.ListFederatedBundlesRequest
+	31, // 33: hallmark.v1.Admin.SetFederatedBundle:input_type -> hallmark.v1.SetFederatedBundleRequest
+	33, // 34: hallmark.v1.Admin.DeleteFederatedBundle:input_type -> hallmark.v1.DeleteFederatedBundleRequest
+	35, // 35: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
+	37, // 36: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
+	40, // 37: hallmark.v1.Admin.ListX509Authorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
+	42, // 38: hallmark.v1.Admin.PrepareX509Authority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
+	43, // 39: hallmark.v1.Admin.ActivateX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	43, // 40: hallmark.v1.Admin.TaintX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	43, // 41: hallmark.v1.Admin.RevokeX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	40, // 42: hallmark.v1.Admin.ListJWTAuthorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
+	42, // 43: hallmark.v1.Admin.PrepareJWTAuthority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
+	43, // 44: hallmark.v1.Admin.ActivateJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	43, // 45: hallmark.v1.Admin.TaintJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	43, // 46: hallmark.v1.Admin.RevokeJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	3,  // 47: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
+	5,  // 48: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
+	9,  // 49: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
+	7,  // 50: hallmark.v1.Admin.UpdateEntries:output_type -> hallmark.v1.UpdateEntriesResponse
+	11, // 51: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
+	14, // 52: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
+	16, // 53: hallmark.v1.Admin.CountAgents:output_type -> hallmark.v1.CountAgentsResponse
+	46, // 54: hallmark.v1.Admin.GetAgent:output_type -> hallmark.v1.Agent
+	19, // 55: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
+	21, // 56: hallmark.v1.Admin.BanAgent:output_type -> hallmark.v1.BanAgentResponse
+	24, // 57: hallmark.v1.Admin.PurgeAgents:output_type -> hallmark.v1.PurgeAgentsResponse
+	47, // 58: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
+	27, // 59: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
+	30, // 60: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
+	32, // 61: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
+	34, // 62: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
+	36, // 63: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
+	38, // 64: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
+	41, // 65: hallmark.v1.Admin.ListX509Authorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
+	39, // 66: hallmark.v1.Admin.PrepareX509Authority:output_type -> hallmark.v1.LocalAuthority
+	39, // 67: hallmark.v1.Admin.ActivateX509Authority:output_type -> hallmark.v1.LocalAuthority
+	39, // 68: hallmark.v1.Admin.TaintX509Authority:output_type -> hallmark.v1.LocalAuthority
+	39, // 69: hallmark.v1.Admin.RevokeX509Authority:output_type -> hallmark.v1.LocalAuthority
+	41, // 70: hallmark.v1.Admin.ListJWTAuthorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
+	39, // 71: hallmark.v1.Admin.PrepareJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	39, // 72: hallmark.v1.Admin.ActivateJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	39, // 73: hallmark.v1.Admin.TaintJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	39, // 74: hallmark.v1.Admin.RevokeJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	47, // [47:75] is the sub-list for method output_type
+	19, // [19:47] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_admin_proto_init() }
@@ -1977,18 +2553,20 @@ func file_api_v1_admin_proto_init() {
 		return
 	}
 	file_api_v1_types_proto_init()
+	file_api_v1_admin_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_admin_proto_rawDesc), len(file_api_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   34,
+			NumEnums:      1,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_api_v1_admin_proto_goTypes,
 		DependencyIndexes: file_api_v1_admin_proto_depIdxs,
+		EnumInfos:         file_api_v1_admin_proto_enumTypes,
 		MessageInfos:      file_api_v1_admin_proto_msgTypes,
 	}.Build()
 	File_api_v1_admin_proto = out.File

@@ -25,7 +25,11 @@ const (
 	Admin_UpdateEntries_FullMethodName               = "/hallmark.v1.Admin/UpdateEntries"
 	Admin_GenerateJoinToken_FullMethodName           = "/hallmark.v1.Admin/GenerateJoinToken"
 	Admin_ListAgents_FullMethodName                  = "/hallmark.v1.Admin/ListAgents"
+	Admin_CountAgents_FullMethodName                 = "/hallmark.v1.Admin/CountAgents"
+	Admin_GetAgent_FullMethodName                    = "/hallmark.v1.Admin/GetAgent"
 	Admin_EvictAgent_FullMethodName                  = "/hallmark.v1.Admin/EvictAgent"
+	Admin_BanAgent_FullMethodName                    = "/hallmark.v1.Admin/BanAgent"
+	Admin_PurgeAgents_FullMethodName                 = "/hallmark.v1.Admin/PurgeAgents"
 	Admin_GetBundle_FullMethodName                   = "/hallmark.v1.Admin/GetBundle"
 	Admin_Health_FullMethodName                      = "/hallmark.v1.Admin/Health"
 	Admin_ListFederatedBundles_FullMethodName        = "/hallmark.v1.Admin/ListFederatedBundles"
@@ -61,8 +65,28 @@ type AdminClient interface {
 	// SPIFFE ID, parent and selector set) fails alone.
 	UpdateEntries(ctx context.Context, in *UpdateEntriesRequest, opts ...grpc.CallOption) (*UpdateEntriesResponse, error)
 	GenerateJoinToken(ctx context.Context, in *GenerateJoinTokenRequest, opts ...grpc.CallOption) (*GenerateJoinTokenResponse, error)
+	// Agents (SPIRE's `agent` commands). ListAgents and CountAgents take the
+	// same filter; an unset filter matches every agent.
 	ListAgents(ctx context.Context, in *ListAgentsRequest, opts ...grpc.CallOption) (*ListAgentsResponse, error)
+	CountAgents(ctx context.Context, in *CountAgentsRequest, opts ...grpc.CallOption) (*CountAgentsResponse, error)
+	// GetAgent returns one agent's record (banned or not); NotFound if none.
+	GetAgent(ctx context.Context, in *GetAgentRequest, opts ...grpc.CallOption) (*Agent, error)
+	// EvictAgent deletes an agent's record and ends its streams on every
+	// server: the agent must attest again, and one whose attestor can
+	// re-attest (TPM, Nitro, IAM, PSAT) does so at once, with fresh
+	// evidence. Evicting a banned agent deletes its record: that lifts the
+	// ban. NotFound if the agent has no record.
 	EvictAgent(ctx context.Context, in *EvictAgentRequest, opts ...grpc.CallOption) (*EvictAgentResponse, error)
+	// BanAgent ends the agent's streams on every server and keeps its record
+	// marked banned: the agent can neither renew nor attest again, on any
+	// server, until EvictAgent deletes the record. NotFound if none.
+	BanAgent(ctx context.Context, in *BanAgentRequest, opts ...grpc.CallOption) (*BanAgentResponse, error)
+	// PurgeAgents deletes the agents whose SVID expired more than
+	// expired_for_seconds ago, among those that can re-attest and are not
+	// banned (deleting a trust-on-first-use agent's record would let the
+	// same evidence attest again; deleting a banned one would lift the ban).
+	// With dry_run it only lists them.
+	PurgeAgents(ctx context.Context, in *PurgeAgentsRequest, opts ...grpc.CallOption) (*PurgeAgentsResponse, error)
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*Bundle, error)
 	Health(ctx context.Context, in *HealthRequest, opts ...grpc.CallOption) (*HealthResponse, error)
 	// Federation. Trust domains are names ("other.org") or IDs
@@ -164,10 +188,50 @@ func (c *adminClient) ListAgents(ctx context.Context, in *ListAgentsRequest, opt
 	return out, nil
 }
 
+func (c *adminClient) CountAgents(ctx context.Context, in *CountAgentsRequest, opts ...grpc.CallOption) (*CountAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CountAgentsResponse)
+	err := c.cc.Invoke(ctx, Admin_CountAgents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) GetAgent(ctx context.Context, in *GetAgentRequest, opts ...grpc.CallOption) (*Agent, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Agent)
+	err := c.cc.Invoke(ctx, Admin_GetAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) EvictAgent(ctx context.Context, in *EvictAgentRequest, opts ...grpc.CallOption) (*EvictAgentResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(EvictAgentResponse)
 	err := c.cc.Invoke(ctx, Admin_EvictAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) BanAgent(ctx context.Context, in *BanAgentRequest, opts ...grpc.CallOption) (*BanAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BanAgentResponse)
+	err := c.cc.Invoke(ctx, Admin_BanAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) PurgeAgents(ctx context.Context, in *PurgeAgentsRequest, opts ...grpc.CallOption) (*PurgeAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PurgeAgentsResponse)
+	err := c.cc.Invoke(ctx, Admin_PurgeAgents_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -360,8 +424,28 @@ type AdminServer interface {
 	// SPIFFE ID, parent and selector set) fails alone.
 	UpdateEntries(context.Context, *UpdateEntriesRequest) (*UpdateEntriesResponse, error)
 	GenerateJoinToken(context.Context, *GenerateJoinTokenRequest) (*GenerateJoinTokenResponse, error)
+	// Agents (SPIRE's `agent` commands). ListAgents and CountAgents take the
+	// same filter; an unset filter matches every agent.
 	ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error)
+	CountAgents(context.Context, *CountAgentsRequest) (*CountAgentsResponse, error)
+	// GetAgent returns one agent's record (banned or not); NotFound if none.
+	GetAgent(context.Context, *GetAgentRequest) (*Agent, error)
+	// EvictAgent deletes an agent's record and ends its streams on every
+	// server: the agent must attest again, and one whose attestor can
+	// re-attest (TPM, Nitro, IAM, PSAT) does so at once, with fresh
+	// evidence. Evicting a banned agent deletes its record: that lifts the
+	// ban. NotFound if the agent has no record.
 	EvictAgent(context.Context, *EvictAgentRequest) (*EvictAgentResponse, error)
+	// BanAgent ends the agent's streams on every server and keeps its record
+	// marked banned: the agent can neither renew nor attest again, on any
+	// server, until EvictAgent deletes the record. NotFound if none.
+	BanAgent(context.Context, *BanAgentRequest) (*BanAgentResponse, error)
+	// PurgeAgents deletes the agents whose SVID expired more than
+	// expired_for_seconds ago, among those that can re-attest and are not
+	// banned (deleting a trust-on-first-use agent's record would let the
+	// same evidence attest again; deleting a banned one would lift the ban).
+	// With dry_run it only lists them.
+	PurgeAgents(context.Context, *PurgeAgentsRequest) (*PurgeAgentsResponse, error)
 	GetBundle(context.Context, *GetBundleRequest) (*Bundle, error)
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
 	// Federation. Trust domains are names ("other.org") or IDs
@@ -421,8 +505,20 @@ func (UnimplementedAdminServer) GenerateJoinToken(context.Context, *GenerateJoin
 func (UnimplementedAdminServer) ListAgents(context.Context, *ListAgentsRequest) (*ListAgentsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAgents not implemented")
 }
+func (UnimplementedAdminServer) CountAgents(context.Context, *CountAgentsRequest) (*CountAgentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CountAgents not implemented")
+}
+func (UnimplementedAdminServer) GetAgent(context.Context, *GetAgentRequest) (*Agent, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAgent not implemented")
+}
 func (UnimplementedAdminServer) EvictAgent(context.Context, *EvictAgentRequest) (*EvictAgentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method EvictAgent not implemented")
+}
+func (UnimplementedAdminServer) BanAgent(context.Context, *BanAgentRequest) (*BanAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BanAgent not implemented")
+}
+func (UnimplementedAdminServer) PurgeAgents(context.Context, *PurgeAgentsRequest) (*PurgeAgentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PurgeAgents not implemented")
 }
 func (UnimplementedAdminServer) GetBundle(context.Context, *GetBundleRequest) (*Bundle, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBundle not implemented")
@@ -604,6 +700,42 @@ func _Admin_ListAgents_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_CountAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CountAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CountAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CountAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CountAgents(ctx, req.(*CountAgentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_GetAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetAgent(ctx, req.(*GetAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_EvictAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(EvictAgentRequest)
 	if err := dec(in); err != nil {
@@ -618,6 +750,42 @@ func _Admin_EvictAgent_Handler(srv interface{}, ctx context.Context, dec func(in
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServer).EvictAgent(ctx, req.(*EvictAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_BanAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BanAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).BanAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_BanAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).BanAgent(ctx, req.(*BanAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_PurgeAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PurgeAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).PurgeAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_PurgeAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).PurgeAgents(ctx, req.(*PurgeAgentsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -960,8 +1128,24 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Admin_ListAgents_Handler,
 		},
 		{
+			MethodName: "CountAgents",
+			Handler:    _Admin_CountAgents_Handler,
+		},
+		{
+			MethodName: "GetAgent",
+			Handler:    _Admin_GetAgent_Handler,
+		},
+		{
 			MethodName: "EvictAgent",
 			Handler:    _Admin_EvictAgent_Handler,
+		},
+		{
+			MethodName: "BanAgent",
+			Handler:    _Admin_BanAgent_Handler,
+		},
+		{
+			MethodName: "PurgeAgents",
+			Handler:    _Admin_PurgeAgents_Handler,
 		},
 		{
 			MethodName: "GetBundle",

@@ -368,6 +368,7 @@ type Agent struct {
 	CanReattest          bool                   `protobuf:"varint,6,opt,name=can_reattest,json=canReattest,proto3" json:"can_reattest,omitempty"`
 	CreatedAt            int64                  `protobuf:"varint,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	UpdatedAt            int64                  `protobuf:"varint,8,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	Banned               bool                   `protobuf:"varint,9,opt,name=banned,proto3" json:"banned,omitempty"` // kept, marked banned, by BanAgent
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -458,6 +459,13 @@ func (x *Agent) GetUpdatedAt() int64 {
 	return 0
 }
 
+func (x *Agent) GetBanned() bool {
+	if x != nil {
+		return x.Banned
+	}
+	return false
+}
+
 var File_api_v1_types_proto protoreflect.FileDescriptor
 
 const file_api_v1_types_proto_rawDesc = "" +
@@ -496,7 +504,7 @@ const file_api_v1_types_proto_rawDesc = "" +
 	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12'\n" +
 	"\x0fsequence_number\x18\x03 \x01(\x03R\x0esequenceNumber\x12!\n" +
 	"\frefresh_hint\x18\x04 \x01(\x03R\vrefreshHint\x129\n" +
-	"\x19tainted_authority_key_ids\x18\x05 \x03(\fR\x16taintedAuthorityKeyIds\"\xcd\x02\n" +
+	"\x19tainted_authority_key_ids\x18\x05 \x03(\fR\x16taintedAuthorityKeyIds\"\xe5\x02\n" +
 	"\x05Agent\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12)\n" +
 	"\x10attestation_type\x18\x02 \x01(\tR\x0fattestationType\x123\n" +
@@ -507,7 +515,8 @@ const file_api_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\a \x01(\x03R\tcreatedAt\x12\x1d\n" +
 	"\n" +
-	"updated_at\x18\b \x01(\x03R\tupdatedAtB-Z+github.com/hallmarkid/hallmark/api/v1;apiv1b\x06proto3"
+	"updated_at\x18\b \x01(\x03R\tupdatedAt\x12\x16\n" +
+	"\x06banned\x18\t \x01(\bR\x06bannedB-Z+github.com/hallmarkid/hallmark/api/v1;apiv1b\x06proto3"
 
 var (
 	file_api_v1_types_proto_rawDescOnce sync.Once

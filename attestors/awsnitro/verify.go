@@ -105,10 +105,10 @@ type Expect struct {
 func (v *Verifier) Verify(ctx context.Context, req attestors.VerifyRequest) (attestors.Result, error) {
 	var hello Hello
 	if err := decodeStrictJSON(req.Payload, &hello); err != nil {
-		return attestors.Result{}, fmt.Errorf("awsnitro: payload: %w", err)
+		return attestors.Result{}, attestors.Rejected(fmt.Errorf("awsnitro: payload: %w", err))
 	}
 	if hello.Version != 1 {
-		return attestors.Result{}, fmt.Errorf("awsnitro: payload: unsupported version %d", hello.Version)
+		return attestors.Result{}, attestors.Rejected(fmt.Errorf("awsnitro: payload: unsupported version %d", hello.Version))
 	}
 	if req.Challenge == nil {
 		return attestors.Result{}, errors.New("awsnitro: no challenge channel")
@@ -126,12 +126,13 @@ func (v *Verifier) Verify(ctx context.Context, req attestors.VerifyRequest) (att
 	}
 	answer, err := req.Challenge(ctx, nonce)
 	if err != nil {
-		return attestors.Result{}, fmt.Errorf("awsnitro: challenge: %w", err)
+		return attestors.Result{}, attestors.NoEvidence(fmt.Errorf("awsnitro: challenge: %w", err))
 	}
+	// From here on every failure is about the document the agent sent.
 	doc, err := v.VerifyDocument(answer, Expect{Nonce: nonce, PublicKey: pkix})
 	if err != nil {
 		v.log.Warn("aws_nitro attestation rejected", "err", err)
-		return attestors.Result{}, err
+		return attestors.Result{}, attestors.Rejected(err)
 	}
 	res, err := v.result(doc, req.TrustDomain)
 	if err == nil && req.Renewal && res.AgentID != req.CurrentID {
@@ -139,7 +140,7 @@ func (v *Verifier) Verify(ctx context.Context, req attestors.VerifyRequest) (att
 	}
 	if err != nil {
 		v.log.Warn("aws_nitro attestation rejected", "module_id", doc.ModuleID, "err", err)
-		return attestors.Result{}, err
+		return attestors.Result{}, attestors.Rejected(err)
 	}
 	v.log.Info("aws_nitro attestation verified", "agent_id", res.AgentID.String(), "pcr0", res.Evidence["pcr0"])
 	return res, nil

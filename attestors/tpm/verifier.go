@@ -84,6 +84,7 @@ func idString(id spiffeid.ID) string {
 
 // session is one attestation between its challenge and the answer.
 type session struct {
+	ek        *ekKey
 	agentID   spiffeid.ID
 	ekHash    string
 	certSels  []registration.Selector
@@ -106,15 +107,23 @@ func (v *Verifier) verify(ctx context.Context, req attestors.VerifyRequest) (att
 	defer cancel()
 	raw, err := req.Challenge(cctx, chal)
 	if err != nil {
-		return attestors.Result{}, fmt.Errorf("tpm: challenge: %w", err)
+		// The answer never arrived: that proves nothing about the node.
+		return attestors.Result{}, attestors.NoEvidence(fmt.Errorf("tpm: challenge: %w", err))
 	}
 	if v.now().After(deadline) || cctx.Err() != nil {
-		return attestors.Result{}, fmt.Errorf("tpm: challenge: answer came after the %s deadline: nonce expired", v.p.quoteTimeout)
+		return attestors.Result{}, attestors.NoEvidence(fmt.Errorf("tpm: challenge: answer came after the %s deadline: nonce expired", v.p.quoteTimeout))
 	}
-	return v.finish(s, raw)
+	res, err := v.finish(s, raw)
+	if err != nil {
+		// The answer arrived and does not hold: activation, quote, event
+		// log or policy.
+		return attestors.Result{}, attestors.Rejected(err)
+	}
+	return res, nil
 }
 
-// begin checks the payload (EK, AK) and makes the challenge.
+// begin checks the payload (EK, AK) and makes the challenge. Errors about
+// the payload are marked attestors.Rejected; the others are the server's.
 func (v *Verifier) begin(req attestors.VerifyRequest) (*session, []byte, error) {
 	if req.TrustDomain.IsZero() {
 		return nil, nil, errors.New("tpm: no trust domain")
@@ -122,34 +131,54 @@ func (v *Verifier) begin(req attestors.VerifyRequest) (*session, []byte, error) 
 	if req.Renewal && req.CurrentID.IsZero() {
 		return nil, nil, errors.New("tpm: renewal without a current agent ID")
 	}
-	payload, err := DecodePayload(req.Payload)
+	s, err := v.checkPayload(req)
+	if err != nil {
+		return nil, nil, attestors.Rejected(err)
+	}
+	chal, err := v.challenge(s, req)
 	if err != nil {
 		return nil, nil, err
+	}
+	return s, chal, nil
+}
+
+// checkPayload checks the agent's first message: the EK (certificate
+// chain or allow-list) and the AK's attributes.
+func (v *Verifier) checkPayload(req attestors.VerifyRequest) (*session, error) {
+	payload, err := DecodePayload(req.Payload)
+	if err != nil {
+		return nil, err
 	}
 
 	// 1. The EK: certificate chain or allow-list.
 	ek, err := parseEKPublic(payload.EKPublic)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	s := &session{renewal: req.Renewal}
+	s := &session{renewal: req.Renewal, ek: ek}
 	if s.ekHash, err = tpmdev.PublicKeyHash(ek.key); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if s.agentID, err = spiffeid.FromSegments(req.TrustDomain, "agent", "tpm", s.ekHash); err != nil {
-		return nil, nil, fmt.Errorf("tpm: agent ID: %w", err)
+		return nil, fmt.Errorf("tpm: agent ID: %w", err)
 	}
 	if req.Renewal && s.agentID != req.CurrentID {
-		return nil, nil, fmt.Errorf("tpm: renewal: EK gives agent ID %s, but the agent is %s", s.agentID, req.CurrentID)
+		return nil, fmt.Errorf("tpm: renewal: EK gives agent ID %s, but the agent is %s", s.agentID, req.CurrentID)
 	}
 	if s.certSels, err = v.checkEK(payload, ek, s.ekHash); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 
 	// 2. The AK's attributes, before anything is sealed to it.
 	if s.ak, err = parseAKPublic(payload.AKPublic); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	return s, nil
+}
+
+// challenge makes the challenge of session s.
+func (v *Verifier) challenge(s *session, req attestors.VerifyRequest) ([]byte, error) {
+	ek := s.ek
 
 	// 3. The challenge: a credential only the TPM holding both the EK and
 	// the AK can activate, and a fresh nonce for the quote, bound to this
@@ -157,23 +186,20 @@ func (v *Verifier) begin(req attestors.VerifyRequest) (*session, []byte, error) 
 	s.secret = make([]byte, 32)
 	nonce := make([]byte, NonceSize)
 	if _, err := rand.Read(s.secret); err != nil {
-		return nil, nil, fmt.Errorf("tpm: random: %w", err)
+		return nil, fmt.Errorf("tpm: random: %w", err)
 	}
 	if _, err := rand.Read(nonce); err != nil {
-		return nil, nil, fmt.Errorf("tpm: random: %w", err)
+		return nil, fmt.Errorf("tpm: random: %w", err)
 	}
+	var err error
 	if s.quoteData, err = QuoteData(nonce, req.AgentKey); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	credential, encSecret, err := tpm2.CreateCredential(rand.Reader, ek.enc, s.ak.name, s.secret)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tpm: make credential: %w", err)
+		return nil, fmt.Errorf("tpm: make credential: %w", err)
 	}
-	chal, err := Marshal(Challenge{Nonce: nonce, Credential: credential, Secret: encSecret, Bank: v.p.bank, PCRs: v.p.pcrs})
-	if err != nil {
-		return nil, nil, err
-	}
-	return s, chal, nil
+	return Marshal(Challenge{Nonce: nonce, Credential: credential, Secret: encSecret, Bank: v.p.bank, PCRs: v.p.pcrs})
 }
 
 // finish checks the answer: activation, quote, event log, policy.

@@ -14,6 +14,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/hallmarkid/hallmark/agent"
 )
 
 func fetchX509(args []string, stdout io.Writer) error {
@@ -94,12 +97,17 @@ func healthcheck(args []string, stdout io.Writer) error {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	var trailer metadata.MD
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Trailer(&trailer))
 	if err != nil {
 		return fmt.Errorf("agent is unhealthy: unable to reach the agent: %w", err)
 	}
 	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("agent is unhealthy: %s (no valid agent SVID)", resp.GetStatus())
+		why := "no valid agent SVID"
+		if d := trailer.Get(agent.HealthDetailTrailer); len(d) > 0 && d[0] != "" {
+			why = d[0]
+		}
+		return fmt.Errorf("agent is unhealthy: %s: %s", resp.GetStatus(), why)
 	}
 	if *verbose {
 		fmt.Fprintf(stdout, "Status: %s\n", resp.GetStatus())

@@ -91,42 +91,6 @@ func admin(cmd string, args []string, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "Token: %s\n", resp.GetToken())
 			return nil
 		}
-	case "agent list":
-		output := fs.String("output", "pretty", "output format: pretty or json")
-		run = func(ctx context.Context, c apiv1.AdminClient) error {
-			resp, err := c.ListAgents(ctx, &apiv1.ListAgentsRequest{})
-			if err != nil {
-				return err
-			}
-			if *output == "json" {
-				return writeProtoJSON(stdout, resp)
-			}
-			fmt.Fprintf(stdout, "Found %d attested agent%s:\n\n", len(resp.GetAgents()), plural(len(resp.GetAgents())))
-			for _, a := range resp.GetAgents() {
-				fmt.Fprintf(stdout, "SPIFFE ID         : %s\n", a.GetSpiffeId())
-				fmt.Fprintf(stdout, "Attestation type  : %s\n", a.GetAttestationType())
-				fmt.Fprintf(stdout, "Expiration time   : %s\n", time.Unix(a.GetX509SvidExpiresAt(), 0).UTC().Format(time.RFC3339))
-				fmt.Fprintf(stdout, "Serial number     : %s\n", a.GetX509SvidSerialNumber())
-				fmt.Fprintf(stdout, "Can re-attest     : %t\n", a.GetCanReattest())
-				for _, s := range a.GetSelectors() {
-					fmt.Fprintf(stdout, "Selector          : %s:%s\n", s.GetType(), s.GetValue())
-				}
-				fmt.Fprintln(stdout)
-			}
-			return nil
-		}
-	case "agent evict":
-		id := fs.String("spiffeID", "", "SPIFFE ID of the agent to evict")
-		run = func(ctx context.Context, c apiv1.AdminClient) error {
-			if *id == "" {
-				return errors.New("-spiffeID is required")
-			}
-			if _, err := c.EvictAgent(ctx, &apiv1.EvictAgentRequest{SpiffeId: *id}); err != nil {
-				return err
-			}
-			fmt.Fprintln(stdout, "Agent evicted successfully")
-			return nil
-		}
 	case "bundle show":
 		format := fs.String("format", "pem", "output format: pem or spiffe")
 		run = func(ctx context.Context, c apiv1.AdminClient) error {
@@ -156,6 +120,9 @@ func admin(cmd string, args []string, stdout io.Writer) error {
 	default:
 		if run = federationCommand(cmd, fs, stdout); run == nil {
 			run = localAuthorityCommand(cmd, fs, stdout)
+		}
+		if run == nil {
+			run = agentCommand(cmd, fs, stdout)
 		}
 		if run == nil {
 			return fmt.Errorf("unknown command %q", cmd)

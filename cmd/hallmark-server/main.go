@@ -6,7 +6,9 @@
 //	hallmark-server entry update -entryID ID -spiffeID ID -parentID ID -selector type:value ... | -data FILE
 //	hallmark-server entry show | entry delete -entryID ID
 //	hallmark-server token generate [-spiffeID ID] [-ttl 600]
-//	hallmark-server agent list | agent evict -spiffeID ID
+//	hallmark-server agent list|count [-attestationType T] [-banned B] [-canReattest B] [-expiresBefore T] [-selector t:v ...]
+//	hallmark-server agent show|evict|ban -spiffeID ID
+//	hallmark-server agent purge [-expiredFor 24h] [-dryRun]
 //	hallmark-server bundle show [-format pem|spiffe]
 //	hallmark-server bundle list [-id TD] [-format pem|spiffe]
 //	hallmark-server bundle set -id TD [-path FILE] [-format pem|spiffe]
@@ -45,8 +47,15 @@ Commands:
   entry show          list registration entries
   entry delete        delete a registration entry
   token generate      generate a single-use join token
-  agent list          list attested agents
-  agent evict         evict an agent (it must attest again)
+  agent list          list attested agents (filters: -attestationType, -banned, -canReattest,
+                      -expiresBefore, -selector, -matchSelectorsOn)
+  agent count         count attested agents (same filters)
+  agent show          show one agent (-spiffeID)
+  agent evict         evict an agent: delete its record, it must attest again (-spiffeID);
+                      evicting a banned agent lifts the ban
+  agent ban           ban an agent: end its streams, refuse its renewal and re-attestation
+                      until it is evicted (-spiffeID)
+  agent purge         delete agents whose SVID expired long ago (-expiredFor, -dryRun)
   bundle show         print the trust bundle
   bundle list         print federated bundles (-id for one)
   bundle set          trust another domain's bundle (-id, -path, -format)

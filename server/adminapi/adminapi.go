@@ -1,7 +1,7 @@
 // Package adminapi serves the operator-facing Admin gRPC API on the server's
-// owner-only unix socket: entries, join tokens, agents, the bundle,
-// federation (federated bundles and the fetcher's relationships), and the
-// local authorities (prepare, activate, taint and revoke the X.509 CA's
+// owner-only unix socket: entries, join tokens, agents (list, show, count,
+// evict, ban, purge), the bundle, federation (federated bundles and the
+// fetcher's relationships), and the local authorities (prepare, activate, taint and revoke the X.509 CA's
 // authorities and the JWT signing keys).
 //
 // It declares the small store interface it needs and must not import
@@ -39,11 +39,13 @@ type Store interface {
 	DeleteEntry(ctx context.Context, id string) (registration.Entry, error)
 	CreateJoinToken(ctx context.Context, t datastore.JoinToken) error
 	ListAgents(ctx context.Context) ([]datastore.Agent, error)
+	GetAgent(ctx context.Context, id string) (datastore.Agent, error)
 	DeleteAgent(ctx context.Context, id string) error
+	BanAgent(ctx context.Context, id string) error
 	Ping(ctx context.Context) error
 }
 
-// Evictor ends an evicted agent's open streams.
+// Evictor ends an evicted (or banned) agent's open streams.
 type Evictor interface {
 	AgentEvicted(id string)
 }
@@ -228,6 +230,9 @@ func (s *Server) GenerateJoinToken(ctx context.Context, req *apiv1.GenerateJoinT
 	var alias *registration.Entry
 	if req.GetSpiffeId() != "" {
 		id, err := registration.ParseIDInDomain(req.GetSpiffeId(), s.cfg.TrustDomain)
+		if err == nil {
+			err = registration.CheckNotReserved(id)
+		}
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 		}
@@ -247,38 +252,6 @@ func (s *Server) GenerateJoinToken(ctx context.Context, req *apiv1.GenerateJoinT
 	}
 	s.audit(ctx, map[string]any{"action": "token_generate", "agent_id": agentID.String(), "expires_at": expires.UTC().Format(time.RFC3339)})
 	return &apiv1.GenerateJoinTokenResponse{Token: token, ExpiresAt: expires.Unix(), AgentId: agentID.String()}, nil
-}
-
-// ListAgents lists attested agents.
-func (s *Server) ListAgents(ctx context.Context, _ *apiv1.ListAgentsRequest) (*apiv1.ListAgentsResponse, error) {
-	agents, err := s.cfg.Store.ListAgents(ctx)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "list agents: %v", err)
-	}
-	resp := &apiv1.ListAgentsResponse{}
-	for _, a := range agents {
-		resp.Agents = append(resp.Agents, &apiv1.Agent{
-			SpiffeId: a.ID, AttestationType: a.AttestationType, Selectors: apiconv.SelectorsToProto(a.Selectors),
-			X509SvidSerialNumber: a.SerialNumber, X509SvidExpiresAt: a.ExpiresAt.Unix(), CanReattest: a.CanReattest,
-			CreatedAt: a.CreatedAt.Unix(), UpdatedAt: a.UpdatedAt.Unix(),
-		})
-	}
-	return resp, nil
-}
-
-// EvictAgent deletes an agent's record; it must attest again.
-func (s *Server) EvictAgent(ctx context.Context, req *apiv1.EvictAgentRequest) (*apiv1.EvictAgentResponse, error) {
-	if err := s.cfg.Store.DeleteAgent(ctx, req.GetSpiffeId()); err != nil {
-		if errors.Is(err, datastore.ErrNotFound) {
-			return nil, status.Errorf(codes.NotFound, "agent %q not found", req.GetSpiffeId())
-		}
-		return nil, status.Errorf(codes.Internal, "evict: %v", err)
-	}
-	if s.cfg.Evictor != nil {
-		s.cfg.Evictor.AgentEvicted(req.GetSpiffeId())
-	}
-	s.audit(ctx, map[string]any{"action": "agent_evict", "agent_id": req.GetSpiffeId()})
-	return &apiv1.EvictAgentResponse{}, nil
 }
 
 // GetBundle returns the trust bundle.

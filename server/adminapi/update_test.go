@@ -104,7 +104,7 @@ func TestUpdateEntries(t *testing.T) {
 		{name: "other trust domain", p: with(db.GetId(), pentry("/x", "/agent/1", "unix:uid:3"), func(p *apiv1.Entry) {
 			p.SpiffeId = "spiffe://other.org/x"
 		}), wantErr: "not in trust domain"},
-		{name: "the server's own ID", p: with(db.GetId(), pentry("/hallmark/server", "/agent/1", "unix:uid:3"), nil), wantErr: "server's own SPIFFE ID"},
+		{name: "the server's own ID", p: with(db.GetId(), pentry("/hallmark/server", "/agent/1", "unix:uid:3"), nil), wantErr: "is reserved"},
 		{name: "federates with own trust domain", p: with(db.GetId(), pentry("/x", "/agent/1", "unix:uid:3"), func(p *apiv1.Entry) {
 			p.FederatesWith = []string{"example.org"}
 		}), wantErr: "own trust domain"},

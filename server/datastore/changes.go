@@ -19,12 +19,12 @@ type ChangeNotifier interface {
 }
 
 // EvictionNotifier is an optional power of a backend shared by several
-// servers: it reports agents evicted by any of them, so that every server
-// can end the evicted agent's streams at once rather than when its
+// servers: it reports agents evicted or banned by any of them, so that
+// every server can end the agent's streams at once rather than when its
 // certificate expires.
 type EvictionNotifier interface {
-	// WatchAgentEvictions calls fn with the ID of each agent evicted (by
-	// this or another server), and with "" after each (re)connection,
+	// WatchAgentEvictions calls fn with the ID of each agent evicted or
+	// banned (by this or another server), and with "" after each (re)connection,
 	// meaning "you may have missed evictions". It returns when ctx is done.
 	WatchAgentEvictions(ctx context.Context, fn func(agentID string)) error
 }

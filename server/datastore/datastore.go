@@ -17,6 +17,9 @@ import (
 var (
 	ErrNotFound      = errors.New("datastore: not found")
 	ErrAlreadyExists = errors.New("datastore: already exists")
+	// ErrBanned: the agent's record is kept, marked banned, and may not
+	// change until an operator deletes it (which lifts the ban).
+	ErrBanned = errors.New("datastore: agent is banned")
 )
 
 // CreateResult is the outcome of one entry in a bulk create.
@@ -61,24 +64,47 @@ type Agent struct {
 	ID              string // SPIFFE ID
 	AttestationType string
 	Selectors       []registration.Selector
-	SerialNumber    string // of the current agent SVID
+	// SerialNumber is the serial of the agent SVID the agent is known to
+	// hold (it used it, or it was issued by a fresh attestation).
+	SerialNumber string
+	// NewSerialNumber is the serial of the SVID the last renewal issued,
+	// until the agent first uses it (it then becomes SerialNumber, and the
+	// older SVID is dead); "" when none is pending. Until then both are
+	// the agent's, so that a renewal whose answer was lost is not fatal.
+	NewSerialNumber string
 	ExpiresAt       time.Time
 	CanReattest     bool
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
+	// Banned is set by BanAgent only: CreateAgent and UpdateAgent ignore it.
+	Banned    bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // Agents stores attested agents.
 type Agents interface {
 	// CreateAgent inserts a new agent; ErrAlreadyExists if the ID is taken
-	// (trust-on-first-use attestors rely on this being atomic).
+	// (trust-on-first-use attestors rely on this being atomic), banned or
+	// not.
 	CreateAgent(ctx context.Context, a Agent) error
-	// UpdateAgent replaces an existing agent; ErrNotFound if absent.
+	// UpdateAgent replaces an existing agent; ErrNotFound if absent,
+	// ErrBanned (and no change) if it is banned.
 	UpdateAgent(ctx context.Context, a Agent) error
 	GetAgent(ctx context.Context, id string) (Agent, error)
 	ListAgents(ctx context.Context) ([]Agent, error)
-	// DeleteAgent evicts an agent; ErrNotFound if absent.
+	// DeleteAgent evicts an agent, banned or not (deleting a banned agent
+	// lifts the ban); ErrNotFound if absent.
 	DeleteAgent(ctx context.Context, id string) error
+	// PromoteAgentSerial records the agent's first use of its pending SVID:
+	// if the agent's NewSerialNumber is serial, it becomes its
+	// SerialNumber and NewSerialNumber is cleared, atomically. ErrNotFound
+	// if the agent is absent or serial is not its pending serial (any
+	// more), ErrBanned if it is banned.
+	PromoteAgentSerial(ctx context.Context, id, serial string) error
+	// BanAgent marks an agent banned and keeps its record, so that it can
+	// neither renew nor attest again until DeleteAgent; ErrNotFound if
+	// absent. Banning a banned agent succeeds. Watchers of an
+	// EvictionNotifier hear of a ban as of an eviction.
+	BanAgent(ctx context.Context, id string) error
 }
 
 // JoinToken is a single-use attestation secret.

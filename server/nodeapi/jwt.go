@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
+	"github.com/hallmarkid/hallmark/registration"
 	"github.com/hallmarkid/hallmark/server/jwtsigner"
 )
 
@@ -46,6 +47,9 @@ func (s *Server) NewJWTSVID(ctx context.Context, req *apiv1.NewJWTSVIDRequest) (
 	e, ok := authorized[req.GetEntryId()]
 	if !ok {
 		return nil, status.Error(codes.PermissionDenied, "entry not found or not authorised for this agent")
+	}
+	if err := registration.CheckNotReserved(e.SPIFFEID); err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "%v", err)
 	}
 	ttl := min(e.JWTSVIDTTL, jwtsigner.MaxTTL)
 	start := time.Now()

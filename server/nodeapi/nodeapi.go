@@ -39,6 +39,7 @@ type AgentStore interface {
 	UpdateAgent(ctx context.Context, a datastore.Agent) error
 	GetAgent(ctx context.Context, id string) (datastore.Agent, error)
 	DeleteAgent(ctx context.Context, id string) error
+	PromoteAgentSerial(ctx context.Context, id, serial string) error
 }
 
 // Auditor records security decisions. Implementations must not block long.
@@ -184,7 +185,10 @@ func (s *Server) Attest(stream apiv1.Node_AttestServer) error {
 	return s.attest(stream, spiffeid.ID{})
 }
 
-// RenewAgent renews the calling agent's SVID.
+// RenewAgent renews the calling agent's SVID. The caller must present the
+// SVID its record names, like every other Node API call: a superseded
+// (rotated-out, stolen) SVID, a banned or evicted agent, or a workload
+// SVID naming an agent gets nothing, and changes nothing.
 func (s *Server) RenewAgent(stream apiv1.Node_RenewAgentServer) error {
 	agentID, err := s.callerAgent(stream.Context())
 	if err != nil {
@@ -216,6 +220,22 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 		s.cfg.Audit.Record(ctx, "attestation", audit)
 	}()
 
+	var (
+		existing     datastore.Agent
+		callerSerial string // of the SVID a renewing agent presented
+	)
+	if renewal {
+		// Before reading anything from the caller: its SVID must be one
+		// its record names, and the agent neither evicted nor banned.
+		audit["agent_id"] = current.String()
+		var leaf *x509.Certificate
+		if existing, leaf, err = s.callerRecord(ctx); err != nil {
+			return err
+		}
+		callerSerial = leaf.SerialNumber.String()
+		audit["attestor"] = existing.AttestationType
+	}
+
 	first, err := s.recvFirst(ctx, stream)
 	if err != nil {
 		return err
@@ -227,16 +247,6 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 	csr, err := ca.ParseCSR(params.GetCsr())
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "CSR: %v", err)
-	}
-
-	var existing datastore.Agent
-	if renewal {
-		audit["agent_id"] = current.String()
-		existing, err = s.cfg.Agents.GetAgent(ctx, current.String())
-		if err != nil {
-			return status.Error(codes.PermissionDenied, "agent is not attested (evicted?)")
-		}
-		audit["attestor"] = existing.AttestationType
 	}
 
 	var res attestors.Result
@@ -271,13 +281,21 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 			audit["evidence."+k] = v
 		}
 		if err == nil && renewal && res.AgentID != current {
-			err = errors.New("re-attestation yielded a different agent ID")
+			// Valid evidence of another node, from the holder of this
+			// agent's current key: the key is not where it was attested.
+			err = attestors.Rejected(fmt.Errorf("re-attestation yielded agent ID %s", res.AgentID))
 		}
 		if err != nil {
-			if renewal {
-				// Continuous attestation failed: the node no longer proves
-				// what it proved. Fail closed: evict it at once, so neither
-				// its open streams nor its current SVID get anything more.
+			// Only the holder of the agent's newest SVID can get it
+			// evicted: the older one, still valid while the agent has not
+			// used a renewal's answer, may be a copy.
+			if renewal && attestors.ProvedFalse(err) && existing.NewSerialNumber == "" {
+				// Continuous attestation failed: the node sent evidence
+				// and it no longer proves what it proved. Fail closed:
+				// evict it at once, so neither its open streams nor its
+				// current SVID get anything more. Anything else (a dropped
+				// connection, a timeout mid-challenge, an upstream service
+				// down) refuses this renewal and changes nothing.
 				s.evictAfterFailedReattestation(current, err)
 				audit["evicted"] = true
 			}
@@ -288,6 +306,13 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 	audit["selectors"] = selectorStrings(res.Selectors)
 	if err := s.checkAgentID(res.AgentID); err != nil {
 		return status.Errorf(codes.Internal, "%v", err)
+	}
+	if !renewal {
+		// A banned agent attests in vain: refuse before signing anything.
+		// (storeAgent checks again, atomically.)
+		if rec, err := s.cfg.Agents.GetAgent(ctx, res.AgentID.String()); err == nil && rec.Banned {
+			return bannedError(res.AgentID.String())
+		}
 	}
 
 	ttl := s.cfg.AgentSVIDTTL
@@ -312,6 +337,11 @@ func (s *Server) attest(stream attestStream, current spiffeid.ID) (err error) {
 		ExpiresAt:       leaf.NotAfter,
 		CanReattest:     res.CanReattest,
 		UpdatedAt:       now,
+	}
+	if renewal {
+		// The new SVID is pending until the agent uses it; until then the
+		// one it renewed with stays valid, so a lost answer is not fatal.
+		rec.SerialNumber, rec.NewSerialNumber = callerSerial, leaf.SerialNumber.String()
 	}
 	if err := s.storeAgent(ctx, rec, renewal, existing); err != nil {
 		return err
@@ -344,7 +374,11 @@ func (s *Server) evictAfterFailedReattestation(id spiffeid.ID, cause error) {
 func (s *Server) storeAgent(ctx context.Context, rec datastore.Agent, renewal bool, existing datastore.Agent) error {
 	if renewal {
 		rec.CreatedAt = existing.CreatedAt
-		if err := s.cfg.Agents.UpdateAgent(ctx, rec); err != nil {
+		err := s.cfg.Agents.UpdateAgent(ctx, rec)
+		switch {
+		case errors.Is(err, datastore.ErrBanned):
+			return bannedError(rec.ID)
+		case err != nil:
 			return status.Errorf(codes.PermissionDenied, "update agent: %v", err)
 		}
 		return nil
@@ -352,19 +386,30 @@ func (s *Server) storeAgent(ctx context.Context, rec datastore.Agent, renewal bo
 	rec.CreatedAt = rec.UpdatedAt
 	err := s.cfg.Agents.CreateAgent(ctx, rec)
 	if errors.Is(err, datastore.ErrAlreadyExists) {
+		old, gerr := s.cfg.Agents.GetAgent(ctx, rec.ID)
+		if gerr == nil && old.Banned {
+			return bannedError(rec.ID)
+		}
 		if !rec.CanReattest {
 			return status.Errorf(codes.PermissionDenied, "agent %s has already attested; an operator must evict it first", rec.ID)
 		}
-		old, gerr := s.cfg.Agents.GetAgent(ctx, rec.ID)
 		if gerr == nil {
 			rec.CreatedAt = old.CreatedAt
 		}
 		err = s.cfg.Agents.UpdateAgent(ctx, rec)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, datastore.ErrBanned):
+		return bannedError(rec.ID)
+	case err != nil:
 		return status.Errorf(codes.Internal, "store agent: %v", err)
 	}
 	return nil
+}
+
+// bannedError refuses a banned agent, saying how the ban is lifted.
+func bannedError(id string) error {
+	return status.Errorf(codes.PermissionDenied, "agent %s is banned; an operator must evict it (lifting the ban) before it can attest again", id)
 }
 
 func (s *Server) checkAgentID(id spiffeid.ID) error {
@@ -467,11 +512,49 @@ func (s *Server) callerRecord(ctx context.Context) (datastore.Agent, *x509.Certi
 			"age", age.Round(time.Second), "error", err)
 		rec = cached
 	}
-	if rec.SerialNumber != "" && rec.SerialNumber != leaf.SerialNumber.String() {
-		// A superseded SVID (the agent renewed, or someone holds an old key).
+	if rec.Banned {
+		return datastore.Agent{}, nil, bannedError(rec.ID)
+	}
+	switch serial := leaf.SerialNumber.String(); {
+	case serial == rec.SerialNumber:
+	case rec.NewSerialNumber != "" && serial == rec.NewSerialNumber:
+		// The agent's first use of the SVID its last renewal issued: from
+		// now on it alone is the agent's, and the older one is dead.
+		if rec, err = s.promote(ctx, rec); err != nil {
+			return datastore.Agent{}, nil, err
+		}
+	default:
+		// A superseded SVID (the agent renewed and used the new one, or
+		// someone holds an old copy), or not an agent SVID at all (a
+		// workload SVID whose ID lies in the agent namespace): only the
+		// SVIDs the record names are the agent's credential.
 		return datastore.Agent{}, nil, status.Error(codes.Unauthenticated, "agent SVID superseded by a newer one")
 	}
 	return rec, leaf, nil
+}
+
+// promote records that the agent uses the SVID its last renewal issued
+// and returns the record as it now stands. When the datastore cannot be
+// written the record is returned promoted in memory: both SVIDs stay the
+// agent's until the write succeeds at a later call.
+func (s *Server) promote(ctx context.Context, rec datastore.Agent) (datastore.Agent, error) {
+	next := rec
+	next.SerialNumber, next.NewSerialNumber = rec.NewSerialNumber, ""
+	err := s.cfg.Agents.PromoteAgentSerial(ctx, rec.ID, rec.NewSerialNumber)
+	switch {
+	case err == nil:
+		s.records.confirmed(next)
+	case errors.Is(err, datastore.ErrBanned):
+		return datastore.Agent{}, bannedError(rec.ID)
+	case errors.Is(err, datastore.ErrNotFound):
+		// Evicted, or the record moved on meanwhile (a fresh attestation
+		// or another renewal): this SVID is no longer the agent's.
+		s.records.forget(rec.ID)
+		return datastore.Agent{}, status.Error(codes.Unauthenticated, "agent SVID superseded by a newer one")
+	default:
+		s.cfg.Log.Warn("Recording the agent's new SVID failed; retrying at its next call", "agent_id", rec.ID, "error", err)
+	}
+	return next, nil
 }
 
 func firstNonEmpty(a, b string) string {

@@ -79,7 +79,7 @@ func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) erro
 		select {
 		case <-ctx.Done():
 			if stream.Context().Err() == nil {
-				return status.Error(codes.PermissionDenied, "agent evicted")
+				return s.endedStream(stream.Context(), rec.ID)
 			}
 			return nil
 		case <-expired.C:
@@ -106,14 +106,27 @@ func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) erro
 			fedSet = now
 		case <-as.kick:
 			r, err := s.cfg.Agents.GetAgent(ctx, rec.ID)
-			if errors.Is(err, datastore.ErrNotFound) {
+			switch {
+			case errors.Is(err, datastore.ErrNotFound):
 				return status.Error(codes.PermissionDenied, "agent evicted")
-			}
-			if err == nil {
+			case err == nil && r.Banned:
+				return bannedError(rec.ID)
+			case err == nil:
 				rec = r
 			}
 		}
 	}
+}
+
+// endedStream is the status of a stream the server ended (AgentEvicted):
+// the agent was evicted or banned.
+func (s *Server) endedStream(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if r, err := s.cfg.Agents.GetAgent(ctx, id); err == nil && r.Banned {
+		return bannedError(id)
+	}
+	return status.Error(codes.PermissionDenied, "agent evicted")
 }
 
 func checkSyncRequest(req *apiv1.SyncRequest) error {
@@ -281,6 +294,13 @@ func (s *Server) BatchSignX509SVID(ctx context.Context, req *apiv1.BatchSignX509
 }
 
 func (s *Server) signEntry(ctx context.Context, e registration.Entry, csrDER []byte) (*apiv1.X509SVID, string, error) {
+	if err := registration.CheckNotReserved(e.SPIFFEID); err != nil {
+		// An entry stored before such entries were refused: never sign a
+		// workload an SVID naming an agent or the server.
+		s.cfg.Log.Warn("Refusing to sign an entry with a reserved SPIFFE ID; delete the entry", "entry_id", e.ID,
+			"spiffe_id", e.SPIFFEID.String(), "error", err)
+		return nil, "", err
+	}
 	csr, err := ca.ParseCSR(csrDER)
 	if err != nil {
 		return nil, "", err

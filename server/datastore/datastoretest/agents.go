@@ -60,6 +60,7 @@ func testAgents(t *testing.T, s datastore.Store) {
 
 	upd := a
 	upd.SerialNumber = "1002"
+	upd.NewSerialNumber = "1003" // a renewal the agent has not used yet
 	upd.ExpiresAt = base.Add(time.Hour)
 	upd.CanReattest = false
 	upd.Selectors = []registration.Selector{{Type: "tpm", Value: "ek-hash:a"}}
@@ -125,6 +126,11 @@ func testAgentRoundTrip(t *testing.T, s datastore.Store) {
 	}{
 		{"zero expiry, no selectors", datastore.Agent{ID: "spiffe://example.org/agent/join/x", AttestationType: "join_token"}},
 		{"full", agent("full")},
+		{"pending SVID", func() datastore.Agent {
+			a := agent("pending")
+			a.NewSerialNumber = "1002"
+			return a
+		}()},
 		{"non-UTC expiry", func() datastore.Agent {
 			a := agent("tz")
 			a.ExpiresAt = base.In(time.FixedZone("X", 5*3600))

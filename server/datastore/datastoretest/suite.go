@@ -41,6 +41,9 @@ func Run(t *testing.T, open func(t *testing.T) datastore.Store) {
 		{"Agents", testAgents},
 		{"AgentRoundTrip", testAgentRoundTrip},
 		{"AgentCreateRace", testAgentCreateRace},
+		{"AgentBan", testAgentBan},
+		{"AgentBanRace", testAgentBanRace},
+		{"AgentPromoteSerial", testAgentPromoteSerial},
 		{"JoinTokens", testJoinTokens},
 		{"JoinTokenExpiry", testJoinTokenExpiry},
 		{"JoinTokenConsumeRace", testJoinTokenConsumeRace},
@@ -171,11 +174,17 @@ func diffAgent(got, want datastore.Agent) string {
 	if got.SerialNumber != want.SerialNumber {
 		add("SerialNumber", got.SerialNumber, want.SerialNumber)
 	}
+	if got.NewSerialNumber != want.NewSerialNumber {
+		add("NewSerialNumber", got.NewSerialNumber, want.NewSerialNumber)
+	}
 	if !got.ExpiresAt.Equal(want.ExpiresAt) {
 		add("ExpiresAt", got.ExpiresAt, want.ExpiresAt)
 	}
 	if got.CanReattest != want.CanReattest {
 		add("CanReattest", got.CanReattest, want.CanReattest)
+	}
+	if got.Banned != want.Banned {
+		add("Banned", got.Banned, want.Banned)
 	}
 	if !got.CreatedAt.Equal(want.CreatedAt) {
 		add("CreatedAt", got.CreatedAt, want.CreatedAt)

@@ -11,14 +11,19 @@ import (
 	"github.com/hallmarkid/hallmark/server/datastore"
 )
 
-const agentColumns = `id, attestation_type, selectors, serial_number, expires_at, can_reattest, created_at, updated_at`
+// agentColumns are the columns CreateAgent writes; scanAgent reads them
+// and banned.
+const agentColumns = `id, attestation_type, selectors, serial_number, expires_at, can_reattest, created_at, updated_at, new_serial_number`
+
+const agentSelect = `SELECT ` + agentColumns + `, banned FROM agents`
 
 // agentArgs encodes the caller-supplied fields of a.
 func agentArgs(a *datastore.Agent) (selectors string, expires *int64, err error) {
 	if a.ID == "" {
 		return "", nil, errors.New("agent ID is empty")
 	}
-	for _, f := range [][2]string{{"agent ID", a.ID}, {"attestation type", a.AttestationType}, {"serial number", a.SerialNumber}} {
+	for _, f := range [][2]string{{"agent ID", a.ID}, {"attestation type", a.AttestationType}, {"serial number", a.SerialNumber},
+		{"new serial number", a.NewSerialNumber}} {
 		if err := checkText(f[0], f[1]); err != nil {
 			return "", nil, err
 		}
@@ -45,9 +50,9 @@ func (s *Store) CreateAgent(ctx context.Context, a datastore.Agent) error {
 	if err != nil {
 		return fmt.Errorf("postgres: create agent: %w", err)
 	}
-	tag, err := s.pool.Exec(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+	tag, err := s.pool.Exec(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)
 		ON CONFLICT (id) DO NOTHING`,
-		a.ID, a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now)
+		a.ID, a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now, a.NewSerialNumber)
 	if err != nil {
 		return fmt.Errorf("postgres: create agent %q: %w", a.ID, err)
 	}
@@ -58,7 +63,9 @@ func (s *Store) CreateAgent(ctx context.Context, a datastore.Agent) error {
 }
 
 // UpdateAgent replaces an existing agent's fields; CreatedAt is kept and
-// UpdatedAt set by the store. datastore.ErrNotFound if absent.
+// UpdatedAt set by the store. datastore.ErrNotFound if absent,
+// datastore.ErrBanned (and no change) if banned: the condition is part of
+// the UPDATE, so a ban committed on another server first always wins.
 func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 	selectors, expires, err := agentArgs(&a)
 	if err != nil {
@@ -69,13 +76,81 @@ func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 		return fmt.Errorf("postgres: update agent: %w", err)
 	}
 	tag, err := s.pool.Exec(ctx, `UPDATE agents SET attestation_type = $1, selectors = $2, serial_number = $3,
-		expires_at = $4, can_reattest = $5, updated_at = GREATEST($6, created_at) WHERE id = $7`,
-		a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now, a.ID)
+		expires_at = $4, can_reattest = $5, new_serial_number = $6, updated_at = GREATEST($7, created_at)
+		WHERE id = $8 AND NOT banned`,
+		a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, a.NewSerialNumber, now, a.ID)
 	if err != nil {
 		return fmt.Errorf("postgres: update agent %q: %w", a.ID, err)
 	}
-	if tag.RowsAffected() == 0 {
+	if tag.RowsAffected() > 0 {
+		return nil
+	}
+	// Absent or banned. A ban is never undone in place (only by deleting
+	// the row), so a banned answer here is final.
+	var banned bool
+	err = s.pool.QueryRow(ctx, `SELECT banned FROM agents WHERE id = $1`, a.ID).Scan(&banned)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
 		return fmt.Errorf("postgres: update agent %q: %w", a.ID, datastore.ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("postgres: update agent %q: %w", a.ID, err)
+	case banned:
+		return fmt.Errorf("postgres: update agent %q: %w", a.ID, datastore.ErrBanned)
+	}
+	// Deleted and re-created between the two statements: report it as
+	// absent, as the update found it.
+	return fmt.Errorf("postgres: update agent %q: %w", a.ID, datastore.ErrNotFound)
+}
+
+// PromoteAgentSerial makes the agent's pending serial its current one if
+// it is serial, in one conditional UPDATE; datastore.ErrNotFound if absent
+// or serial is not pending, datastore.ErrBanned if banned.
+func (s *Store) PromoteAgentSerial(ctx context.Context, id, serial string) error {
+	if !storable(id) || !storable(serial) {
+		return fmt.Errorf("postgres: promote agent serial %q: %w", id, datastore.ErrNotFound)
+	}
+	now, err := encodeTime(s.now())
+	if err != nil {
+		return fmt.Errorf("postgres: promote agent serial: %w", err)
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE agents SET serial_number = new_serial_number, new_serial_number = '',
+		updated_at = GREATEST($1, created_at) WHERE id = $2 AND new_serial_number = $3 AND new_serial_number <> '' AND NOT banned`,
+		now, id, serial)
+	if err != nil {
+		return fmt.Errorf("postgres: promote agent serial %q: %w", id, err)
+	}
+	if tag.RowsAffected() > 0 {
+		return nil
+	}
+	var banned bool
+	err = s.pool.QueryRow(ctx, `SELECT banned FROM agents WHERE id = $1`, id).Scan(&banned)
+	switch {
+	case err == nil && banned:
+		return fmt.Errorf("postgres: promote agent serial %q: %w", id, datastore.ErrBanned)
+	case err != nil && !errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("postgres: promote agent serial %q: %w", id, err)
+	}
+	return fmt.Errorf("postgres: promote agent serial %q: no such pending serial: %w", id, datastore.ErrNotFound)
+}
+
+// BanAgent marks an agent banned, keeping its record; datastore.ErrNotFound
+// if absent. Like DeleteAgent, it notifies EvictChannel when it commits,
+// so every server ends the agent's streams at once.
+func (s *Store) BanAgent(ctx context.Context, id string) error {
+	if !storable(id) {
+		return fmt.Errorf("postgres: ban agent %q: %w", id, datastore.ErrNotFound)
+	}
+	now, err := encodeTime(s.now())
+	if err != nil {
+		return fmt.Errorf("postgres: ban agent: %w", err)
+	}
+	tag, err := s.pool.Exec(ctx, `WITH b AS (UPDATE agents SET banned = true, updated_at = GREATEST($2, created_at)
+		WHERE id = $1 RETURNING id) SELECT pg_notify($3, id) FROM b`, id, now, EvictChannel)
+	if err != nil {
+		return fmt.Errorf("postgres: ban agent %q: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: ban agent %q: %w", id, datastore.ErrNotFound)
 	}
 	return nil
 }
@@ -85,7 +160,7 @@ func (s *Store) GetAgent(ctx context.Context, id string) (datastore.Agent, error
 	if !storable(id) {
 		return datastore.Agent{}, fmt.Errorf("postgres: get agent %q: %w", id, datastore.ErrNotFound)
 	}
-	a, err := scanAgent(s.pool.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = $1`, id))
+	a, err := scanAgent(s.pool.QueryRow(ctx, agentSelect+` WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return datastore.Agent{}, fmt.Errorf("postgres: get agent %q: %w", id, datastore.ErrNotFound)
 	}
@@ -98,7 +173,7 @@ func (s *Store) GetAgent(ctx context.Context, id string) (datastore.Agent, error
 // ListAgents returns every agent ordered by ID, byte-wise whatever the
 // database's collation.
 func (s *Store) ListAgents(ctx context.Context) ([]datastore.Agent, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+agentColumns+` FROM agents ORDER BY id COLLATE "C"`)
+	rows, err := s.pool.Query(ctx, agentSelect+` ORDER BY id COLLATE "C"`)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list agents: %w", err)
 	}
@@ -145,7 +220,7 @@ func scanAgent(row pgx.Row) (datastore.Agent, error) {
 		created, updated int64
 	)
 	if err := row.Scan(&a.ID, &a.AttestationType, &selectors, &a.SerialNumber, &expires, &a.CanReattest,
-		&created, &updated); err != nil {
+		&created, &updated, &a.NewSerialNumber, &a.Banned); err != nil {
 		return datastore.Agent{}, err
 	}
 	var err error

@@ -367,9 +367,9 @@ func TestWatchIdleCheck(t *testing.T) {
 	}
 }
 
-// TestWatchAgentEvictions: an eviction committed on server A is announced
-// to a watcher on server B with the agent's ID; a failed eviction (unknown
-// agent) announces nothing; a reconnection is announced as "".
+// TestWatchAgentEvictions: an eviction or a ban committed on server A is
+// announced to a watcher on server B with the agent's ID; a failed eviction
+// or ban (unknown agent) announces nothing; a reconnection is announced as "".
 func TestWatchAgentEvictions(t *testing.T) {
 	a, b, connString := twoServers(t)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -414,6 +414,20 @@ func TestWatchAgentEvictions(t *testing.T) {
 	}
 	if got := next(); got != id1 {
 		t.Fatalf("report = %q, want %q (and nothing for the unknown agent)", got, id1)
+	}
+	// A ban is announced like an eviction; a failed one is not.
+	const banned = "spiffe://example.org/agent/tpm/banned"
+	if err := a.CreateAgent(ctx, datastore.Agent{ID: banned, AttestationType: "tpm", SerialNumber: "02"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.BanAgent(ctx, "spiffe://example.org/agent/tpm/nobody"); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("BanAgent(unknown) = %v, want ErrNotFound", err)
+	}
+	if err := a.BanAgent(ctx, banned); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(); got != banned {
+		t.Fatalf("report = %q, want %q (banned)", got, banned)
 	}
 	// Kill the listener's connection: it reconnects and says "" first.
 	admin := rawConn(t, connString)

@@ -11,14 +11,18 @@ import (
 	"github.com/hallmarkid/hallmark/server/datastore"
 )
 
-const agentColumns = `id, attestation_type, selectors, serial_number, expires_at, can_reattest, created_at, updated_at`
+// agentColumns are the columns CreateAgent writes; scanAgent reads them
+// and banned.
+const agentColumns = `id, attestation_type, selectors, serial_number, expires_at, can_reattest, created_at, updated_at, new_serial_number`
+
+const agentSelect = `SELECT ` + agentColumns + `, banned FROM agents`
 
 // agentArgs encodes the caller-supplied fields of a.
 func agentArgs(a *datastore.Agent) (selectors string, expires any, err error) {
 	if a.ID == "" {
 		return "", nil, errors.New("agent ID is empty")
 	}
-	for _, s := range []string{a.ID, a.AttestationType, a.SerialNumber} {
+	for _, s := range []string{a.ID, a.AttestationType, a.SerialNumber, a.NewSerialNumber} {
 		if !utf8.ValidString(s) {
 			return "", nil, errors.New("agent field is not valid UTF-8")
 		}
@@ -44,9 +48,9 @@ func (s *Store) CreateAgent(ctx context.Context, a datastore.Agent) error {
 		return fmt.Errorf("sqlite: create agent: %w", err)
 	}
 	return s.write(ctx, "create agent", func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		res, err := tx.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
-			a.ID, a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now, now)
+			a.ID, a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now, now, a.NewSerialNumber)
 		if err != nil {
 			return fmt.Errorf("sqlite: create agent %q: %w", a.ID, err)
 		}
@@ -62,7 +66,8 @@ func (s *Store) CreateAgent(ctx context.Context, a datastore.Agent) error {
 }
 
 // UpdateAgent replaces an existing agent's fields; CreatedAt is kept and
-// UpdatedAt set by the store. datastore.ErrNotFound if absent.
+// UpdatedAt set by the store. datastore.ErrNotFound if absent,
+// datastore.ErrBanned (and no change) if banned.
 func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 	selectors, expires, err := agentArgs(&a)
 	if err != nil {
@@ -74,8 +79,8 @@ func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 	}
 	return s.write(ctx, "update agent", func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE agents SET attestation_type = ?, selectors = ?, serial_number = ?,
-			expires_at = ?, can_reattest = ?, updated_at = max(?, created_at) WHERE id = ?`,
-			a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, now, a.ID)
+			expires_at = ?, can_reattest = ?, new_serial_number = ?, updated_at = max(?, created_at) WHERE id = ? AND banned = 0`,
+			a.AttestationType, selectors, a.SerialNumber, expires, a.CanReattest, a.NewSerialNumber, now, a.ID)
 		if err != nil {
 			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, err)
 		}
@@ -83,8 +88,76 @@ func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 		if err != nil {
 			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, err)
 		}
-		if n == 0 {
+		if n > 0 {
+			return nil
+		}
+		// Absent, or banned: the write lock is held, so the answer is current.
+		var banned bool
+		err = tx.QueryRowContext(ctx, `SELECT banned FROM agents WHERE id = ?`, a.ID).Scan(&banned)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, datastore.ErrNotFound)
+		case err != nil:
+			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, err)
+		case banned:
+			return fmt.Errorf("sqlite: update agent %q: %w", a.ID, datastore.ErrBanned)
+		}
+		return fmt.Errorf("sqlite: update agent %q: no row changed", a.ID)
+	})
+}
+
+// PromoteAgentSerial makes the agent's pending serial its current one if
+// it is serial; datastore.ErrNotFound if absent or serial is not pending,
+// datastore.ErrBanned if banned.
+func (s *Store) PromoteAgentSerial(ctx context.Context, id, serial string) error {
+	now, err := encodeTime(s.now())
+	if err != nil {
+		return fmt.Errorf("sqlite: promote agent serial: %w", err)
+	}
+	return s.write(ctx, "promote agent serial", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE agents SET serial_number = new_serial_number, new_serial_number = '',
+			updated_at = max(?, created_at) WHERE id = ? AND new_serial_number = ? AND new_serial_number != '' AND banned = 0`,
+			now, id, serial)
+		if err != nil {
+			return fmt.Errorf("sqlite: promote agent serial %q: %w", id, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("sqlite: promote agent serial %q: %w", id, err)
+		}
+		if n > 0 {
+			return nil
+		}
+		var banned bool
+		err = tx.QueryRowContext(ctx, `SELECT banned FROM agents WHERE id = ?`, id).Scan(&banned)
+		switch {
+		case err == nil && banned:
+			return fmt.Errorf("sqlite: promote agent serial %q: %w", id, datastore.ErrBanned)
+		case err != nil && !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("sqlite: promote agent serial %q: %w", id, err)
+		}
+		return fmt.Errorf("sqlite: promote agent serial %q: no such pending serial: %w", id, datastore.ErrNotFound)
+	})
+}
+
+// BanAgent marks an agent banned, keeping its record; datastore.ErrNotFound
+// if absent.
+func (s *Store) BanAgent(ctx context.Context, id string) error {
+	now, err := encodeTime(s.now())
+	if err != nil {
+		return fmt.Errorf("sqlite: ban agent: %w", err)
+	}
+	return s.write(ctx, "ban agent", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE agents SET banned = 1, updated_at = max(?, created_at) WHERE id = ?`, now, id)
+		if err != nil {
+			return fmt.Errorf("sqlite: ban agent %q: %w", id, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("sqlite: ban agent %q: %w", id, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("sqlite: ban agent %q: %w", id, datastore.ErrNotFound)
 		}
 		return nil
 	})
@@ -92,7 +165,7 @@ func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 
 // GetAgent returns one agent; datastore.ErrNotFound if absent.
 func (s *Store) GetAgent(ctx context.Context, id string) (datastore.Agent, error) {
-	a, err := scanAgent(s.readDB.QueryRowContext(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = ?`, id))
+	a, err := scanAgent(s.readDB.QueryRowContext(ctx, agentSelect+` WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return datastore.Agent{}, fmt.Errorf("sqlite: get agent %q: %w", id, datastore.ErrNotFound)
 	}
@@ -104,7 +177,7 @@ func (s *Store) GetAgent(ctx context.Context, id string) (datastore.Agent, error
 
 // ListAgents returns every agent ordered by ID.
 func (s *Store) ListAgents(ctx context.Context) ([]datastore.Agent, error) {
-	rows, err := s.readDB.QueryContext(ctx, `SELECT `+agentColumns+` FROM agents ORDER BY id`)
+	rows, err := s.readDB.QueryContext(ctx, agentSelect+` ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list agents: %w", err)
 	}
@@ -149,7 +222,7 @@ func scanAgent(sc scanner) (datastore.Agent, error) {
 		created, updated int64
 	)
 	if err := sc.Scan(&a.ID, &a.AttestationType, &selectors, &a.SerialNumber, &expires, &a.CanReattest,
-		&created, &updated); err != nil {
+		&created, &updated, &a.NewSerialNumber, &a.Banned); err != nil {
 		return datastore.Agent{}, err
 	}
 	var err error

@@ -69,8 +69,10 @@ type Env struct {
 	csrs       atomic.Int64
 }
 
-// New starts a server; it stops at the end of the test.
-func New(tb testing.TB) *Env {
+// New starts a server; it stops at the end of the test. Each of configure
+// may change the server's configuration (add verifiers, an auditor...)
+// before it is built.
+func New(tb testing.TB, configure ...func(*nodeapi.Config)) *Env {
 	tb.Helper()
 	dir := tb.TempDir()
 	authority, err := ca.New(ca.Config{TrustDomain: TrustDomain, Dir: filepath.Join(dir, "ca")})
@@ -86,10 +88,14 @@ func New(tb testing.TB) *Env {
 		tb: tb, CA: authority, Store: store, Entries: entrycache.New(nodeapi.ServerID(TrustDomain)),
 		Federation: NewFederation(),
 	}
-	e.Server, err = nodeapi.New(nodeapi.Config{
+	cfg := nodeapi.Config{
 		TrustDomain: TrustDomain, Signer: authority, Agents: store, Entries: e.Entries,
 		AgentSVIDTTL: time.Hour, DefaultSVIDTTL: time.Hour, Federation: e.Federation,
-	})
+	}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	e.Server, err = nodeapi.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -219,6 +225,18 @@ func (e *Env) NewAgent(name string) *Agent {
 		e.tb.Fatal(err)
 	}
 	return &Agent{ID: id, SVID: &x509svid.SVID{ID: id, Certificates: certs, PrivateKey: key}}
+}
+
+// NewSVID signs another SVID for id (a rotated agent SVID, or a workload
+// SVID naming id) without touching the agent's record.
+func (e *Env) NewSVID(id spiffeid.ID) *x509svid.SVID {
+	e.tb.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certs, err := e.CA.SignX509SVID(context.Background(), ca.X509SVIDParams{ID: id, PublicKey: key.Public(), TTL: time.Hour})
+	if err != nil {
+		e.tb.Fatal(err)
+	}
+	return &x509svid.SVID{ID: id, Certificates: certs, PrivateKey: key}
 }
 
 // Entry returns a workload entry for a, with one unix selector.

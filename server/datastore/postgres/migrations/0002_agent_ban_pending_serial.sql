@@ -1,0 +1,8 @@
+-- Schema version 2: agent bans (`agent ban`) and pending agent SVIDs.
+-- A banned agent's record is kept with banned = true so that its ID can
+-- neither renew nor attest again (on any server) until an operator deletes
+-- the record. new_serial_number is the serial of the SVID the last renewal
+-- issued, until the agent first uses it ('' when none is pending).
+
+ALTER TABLE agents ADD COLUMN banned boolean NOT NULL DEFAULT false;
+ALTER TABLE agents ADD COLUMN new_serial_number text NOT NULL DEFAULT '';
