@@ -73,7 +73,7 @@ type Agent struct {
 // New builds an agent from cfg. Nothing connects or listens until Run.
 func New(cfg *config.Config, log *slog.Logger) (_ *Agent, err error) {
 	a := &Agent{cfg: cfg, log: log, cache: cache.New(), jwt: cache.NewJWTStore(), state: &stateDir{dir: cfg.DataDir}, health: health.NewServer(),
-		metrics: telemetry.New(telemetry.Config{}), renewNow: make(chan struct{}, 1)}
+		metrics: telemetry.New(telemetry.Config{Daemon: telemetry.Agent}), renewNow: make(chan struct{}, 1)}
 	if err := a.state.init(); err != nil {
 		return nil, err
 	}
@@ -118,8 +118,10 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Agent, err error) {
 		},
 		OnEvicted: a.onEvicted,
 		OnTainted: a.onTainted,
+		OnSVIDs:   a.metrics.WorkloadSVIDsRotated,
 		Log:       log.With("subsystem", "manager"),
 	})
+	a.metrics.AgentCache(a.cacheStats)
 	return a, nil
 }
 
@@ -156,8 +158,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()))
-	wa := workloadattest.New(a.log.With("subsystem", "workload_attestor"), a.workload...)
+	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(peercred.TransportCredentials())}, a.metrics.ServerOptions()...)...)
+	wa := workloadattest.New(a.log.With("subsystem", "workload_attestor"), a.workload...).OnFailure(a.metrics.WorkloadAttestationFailed)
 	wh, err := workloadapi.New(workloadapi.Config{Cache: a.cache, Attestor: wa, Metrics: a.metrics, Log: a.log.With("subsystem", "workload_api")}).
 		WithJWT(workloadapi.JWTConfig{Store: a.jwt, Minter: a.client})
 	if err != nil {
@@ -241,7 +243,7 @@ func (a *Agent) sds(srv *grpc.Server, wa *workloadattest.Attestor) (*grpc.Server
 		}
 	}
 	cfg := hc.Config()
-	cfg.Cache, cfg.Attestor, cfg.Log = a.cache, wa, a.log.With("subsystem", "sds")
+	cfg.Cache, cfg.Attestor, cfg.Metrics, cfg.Log = a.cache, wa, a.metrics, a.log.With("subsystem", "sds")
 	h, err := sds.New(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent: sds: %w", err)
@@ -254,11 +256,18 @@ func (a *Agent) sds(srv *grpc.Server, wa *workloadattest.Attestor) (*grpc.Server
 	if err != nil {
 		return nil, nil, err
 	}
-	extra := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()))
+	extra := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(peercred.TransportCredentials())}, a.metrics.ServerOptions()...)...)
 	h.RegisterExtraSocket(extra)
 	healthpb.RegisterHealthServer(extra, healthWithDetail{a.health, a.Ready})
 	a.log.Info("Serving SDS on an extra socket", "socket_path", hc.ExtraSocketPath)
 	return extra, l, nil
+}
+
+// cacheStats are the cache sizes the metrics export.
+func (a *Agent) cacheStats() telemetry.CacheStats {
+	entries, svids := a.cache.Stats()
+	return telemetry.CacheStats{Entries: entries, X509SVIDs: svids, JWTSVIDs: a.jwt.Tokens(),
+		FederatedBundles: len(a.cache.FederatedBundles())}
 }
 
 // Ready reports whether the agent has a valid SVID (and so can mint and
@@ -311,6 +320,7 @@ func (a *Agent) loadOrAttest(ctx context.Context) error {
 		a.svid, a.canReattest = s, canReattest
 		a.mu.Unlock()
 		a.client.SetSVID(s)
+		a.metrics.SetAgentSVIDExpiry(s.Certificates[0].NotAfter)
 		return nil
 	case err == nil:
 		a.log.Info("Persisted agent SVID expired; attesting again", "agent_id", s.ID.String())

@@ -222,7 +222,10 @@ func (s *Server) initOps(verifiers []attestors.NodeVerifier) error {
 			return fmt.Errorf("server: telemetry (%s): %w", b.Pos(), err)
 		}
 	}
-	s.metrics = telemetry.New(telemetry.Config{Attestors: attestorTypes(verifiers)})
+	s.metrics = telemetry.New(telemetry.Config{Daemon: telemetry.Server, Attestors: attestorTypes(verifiers)})
+	if o, ok := s.store.(datastore.OpObserver); ok {
+		o.ObserveOps(s.metrics.ObserveDatastore)
+	}
 	s.metrics.AuditStats(func() (uint64, uint64, uint64) {
 		st := s.audit.Stats()
 		return st.Written, st.Failed, st.Dropped
@@ -310,17 +313,17 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	nodeL := gate.Listen(tcp)
 	defer gate.Close()
-	nodeSrv := grpc.NewServer(append(gate.AuthenticatedOptions(),
+	nodeSrv := grpc.NewServer(append(append(gate.AuthenticatedOptions(),
 		grpc.ChainUnaryInterceptor(audit.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor()))...)
-	attestSrv := grpc.NewServer(append(gate.UnauthenticatedOptions(),
+		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor())), s.metrics.ServerOptions()...)...)
+	attestSrv := grpc.NewServer(append(append(gate.UnauthenticatedOptions(),
 		grpc.ChainUnaryInterceptor(audit.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor()))...)
+		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor())), s.metrics.ServerOptions()...)...)
 	apiv1.RegisterNodeServer(nodeSrv, s.node)
 	apiv1.RegisterNodeServer(attestSrv, s.node)
-	adminSrv := grpc.NewServer(grpc.MaxRecvMsgSize(256<<20),
+	adminSrv := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(256 << 20),
 		grpc.ChainUnaryInterceptor(audit.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor()))
+		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor())}, s.metrics.ServerOptions()...)...)
 	apiv1.RegisterAdminServer(adminSrv, s.admin)
 
 	errCh := make(chan error, 4)
