@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -13,6 +14,8 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/hallmarkid/hallmark/test/testenv"
@@ -169,4 +172,103 @@ func TestMetricsTellTheTruth(t *testing.T) {
 	if got := am["hallmark_agent_svid_expiry_timestamp_seconds"]; got != exp {
 		t.Errorf("after restart the agent SVID expiry is %v, want %v (the saved SVID's)", got, exp)
 	}
+}
+
+// The series a SPIRE or Istio operator looks for, scraped from the real
+// binaries: build info, CA and JWT key expiry, attested agents, Node API
+// refusals, per-RPC latency, SDS pushes and NACKs, the agent's cache and
+// workload SVID rotations.
+func TestOperatorMetrics(t *testing.T) {
+	env := testenv.New(t)
+	srvAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	agAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	srv := env.StartServer(testenv.WithHCL(`telemetry { listen_address = "` + srvAddr + `" }`))
+	ag := env.StartAgent(srv, srv.Token(), testenv.WithAgentTopHCL(`telemetry { listen_address = "`+agAddr+`" }`))
+	const want = "spiffe://example.org/metrics/ops"
+	srv.CreateEntry(want, ag.ID(), "-selector", uidSelector())
+	waitForSVID(t, ag.Addr(), want)
+
+	// A connection that never completes a TLS handshake is refused and
+	// counted.
+	c, err := net.Dial("tcp", srv.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	waitMetric(t, srvAddr, `hallmark_node_api_refusals_total{limit="handshake_failed"}`, "failed handshake counted",
+		func(v float64) bool { return v >= 1 })
+
+	now := float64(time.Now().Unix())
+	sm := metricsOf(t, srvAddr)
+	for _, tt := range []struct {
+		series string
+		ok     func(float64) bool
+	}{
+		{`hallmark_ca_expiry_timestamp_seconds{state="active"}`, func(v float64) bool { return v > now }},
+		{`hallmark_jwt_key_expiry_timestamp_seconds{state="active"}`, func(v float64) bool { return v > now }},
+		{`hallmark_attested_agents`, func(v float64) bool { return v == 1 }},
+		{`hallmark_rpc_duration_seconds_count{code="OK",method="Attest",service="node"}`, func(v float64) bool { return v == 1 }},
+		{`hallmark_rpc_duration_seconds_count{code="OK",method="Sync",service="node"}`, func(v float64) bool { return v >= 1 }},
+		{`hallmark_rpc_duration_seconds_count{code="OK",method="CreateEntries",service="admin"}`, func(v float64) bool { return v >= 1 }},
+	} {
+		if v, ok := sm[tt.series]; !ok || !tt.ok(v) {
+			t.Errorf("server: %s = %v (present %v)", tt.series, v, ok)
+		}
+	}
+	if !hasBuildInfo(sm) {
+		t.Error("server: hallmark_build_info missing or without version, goversion and revision")
+	}
+
+	// SDS: a response, then Envoy's NACK of it.
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "workload.spiffe.io", "true"), 30*time.Second)
+	defer cancel()
+	s, err := sdsClient(t, ag.SocketPath).StreamSecrets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: []string{"default"}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Recv()
+	if err != nil {
+		t.Fatalf("SDS: %v", err)
+	}
+	if err := s.Send(&discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: []string{"default"},
+		ResponseNonce: r.Nonce, ErrorDetail: &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: "bad secret"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, agAddr, "hallmark_sds_nacks_total", "NACK counted", func(v float64) bool { return v == 1 })
+
+	am := metricsOf(t, agAddr)
+	for _, tt := range []struct {
+		series string
+		ok     func(float64) bool
+	}{
+		{"hallmark_sds_pushes_total", func(v float64) bool { return v == 1 }},
+		{"hallmark_agent_cache_x509_svids", func(v float64) bool { return v == 1 }},
+		{"hallmark_agent_cache_jwt_svids", func(v float64) bool { return v == 0 }},
+		{"hallmark_workload_svid_rotations_total", func(v float64) bool { return v >= 1 }},
+		{`hallmark_workload_attestation_failures_total{reason="caller_changed"}`, func(v float64) bool { return v == 0 }},
+		{`hallmark_rpc_duration_seconds_count{code="OK",method="FetchX509SVID",service="spiffe_workload_api"}`, func(v float64) bool { return v >= 1 }},
+		{`hallmark_rpc_duration_seconds_count{code="OK",method="StreamSecrets",service="secret_discovery_service"}`, func(v float64) bool { return v == 1 }},
+	} {
+		if v, ok := am[tt.series]; !ok || !tt.ok(v) {
+			t.Errorf("agent: %s = %v (present %v)", tt.series, v, ok)
+		}
+	}
+	if !hasBuildInfo(am) {
+		t.Error("agent: hallmark_build_info missing or without version, goversion and revision")
+	}
+}
+
+// hasBuildInfo reports whether hallmark_build_info is 1 with non-empty
+// version, goversion and revision labels.
+func hasBuildInfo(ms map[string]float64) bool {
+	for k, v := range ms {
+		if strings.HasPrefix(k, "hallmark_build_info{") && v == 1 && strings.Contains(k, `goversion="go`) &&
+			!strings.Contains(k, `version=""`) && !strings.Contains(k, `revision=""`) {
+			return true
+		}
+	}
+	return false
 }
