@@ -272,3 +272,51 @@ func hasBuildInfo(ms map[string]float64) bool {
 	}
 	return false
 }
+
+// An agent still attesting answers /live and says on /ready why it is not
+// ready; when TLS to the server fails on an unknown authority it names
+// the stale trust_bundle_path.
+func TestAgentLiveWhileAttesting(t *testing.T) {
+	env := testenv.New(t)
+	srvA := env.StartServer()
+	srvB := env.StartServer() // same trust domain, another CA
+	agAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	ag := env.StartAgent(srvA, srvB.Token(), testenv.WithServerAddress(srvB.Address), testenv.NoWait(),
+		testenv.WithAgentTopHCL(`telemetry { listen_address = "`+agAddr+`" }`))
+
+	var code int
+	var body string
+	testenv.WaitFor(t, 20*time.Second, "agent /ready names the stale bundle", func() bool {
+		if ag.Exited() {
+			t.Fatalf("agent exited:\n%s", ag.Log())
+		}
+		resp, err := http.Get("http://" + agAddr + "/ready")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		code, body = resp.StatusCode, string(b)
+		return strings.Contains(body, "last attempt failed")
+	})
+	if code != http.StatusServiceUnavailable {
+		t.Errorf("/ready while attesting: %d %s", code, body)
+	}
+	for _, want := range []string{"attesting to the server at " + srvB.Address, "not signed by any authority in the agent's trust bundle",
+		"trust_bundle_path " + srvA.BundlePath(), "stale", "hallmark-server bundle show"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/ready body lacks %q: %s", want, body)
+		}
+	}
+	if !strings.Contains(ag.Log(), "trust_bundle_path") {
+		t.Errorf("the agent's log does not name trust_bundle_path:\n%s", ag.Log())
+	}
+	resp, err := http.Get("http://" + agAddr + "/live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/live while attesting: %d", resp.StatusCode)
+	}
+}
