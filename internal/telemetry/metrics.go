@@ -64,8 +64,9 @@ type Metrics struct {
 	daemon Daemon
 
 	// both daemons
-	entries prometheus.Gauge
-	rpc     *prometheus.HistogramVec
+	entries   prometheus.Gauge
+	rpc       *prometheus.HistogramVec
+	rpcSeries sync.Map // rpcKey -> prometheus.Observer
 
 	// server
 	attestations  *prometheus.CounterVec

@@ -3,10 +3,12 @@ package telemetry
 import (
 	"context"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -25,14 +27,16 @@ func (m *Metrics) ServerOptions() []grpc.ServerOption {
 func (m *Metrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	start := time.Now()
 	resp, err := h(ctx, req)
-	m.observeRPC(info.FullMethod, status.Code(err).String(), time.Since(start))
+	m.observeRPC(info.FullMethod, status.Code(err), time.Since(start))
 	return resp, err
 }
 
 func (m *Metrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	w := &timedStream{ServerStream: ss, m: m, method: info.FullMethod, start: time.Now()}
 	err := h(srv, w)
-	w.once.Do(func() { m.observeRPC(w.method, status.Code(err).String(), time.Since(w.start)) })
+	if w.sent.CompareAndSwap(false, true) {
+		m.observeRPC(w.method, status.Code(err), time.Since(w.start))
+	}
 	return err
 }
 
@@ -42,18 +46,33 @@ type timedStream struct {
 	m      *Metrics
 	method string
 	start  time.Time
-	once   sync.Once
+	sent   atomic.Bool // the first response was observed
 }
 
 func (s *timedStream) SendMsg(msg any) error {
 	err := s.ServerStream.SendMsg(msg)
-	s.once.Do(func() { s.m.observeRPC(s.method, status.Code(err).String(), time.Since(s.start)) })
+	if s.sent.CompareAndSwap(false, true) {
+		s.m.observeRPC(s.method, status.Code(err), time.Since(s.start))
+	}
 	return err
 }
 
-func (m *Metrics) observeRPC(fullMethod, code string, took time.Duration) {
-	service, method := splitMethod(fullMethod)
-	m.rpc.WithLabelValues(m.bounded("rpc_service", service), m.boundedRPCName(method), code).Observe(took.Seconds())
+// rpcKey identifies one series of hallmark_rpc_duration_seconds.
+type rpcKey struct {
+	fullMethod string
+	code       codes.Code
+}
+
+// observeRPC records one call; the series of each method and code is
+// resolved once (labels bounded, names converted) and then reused.
+func (m *Metrics) observeRPC(fullMethod string, code codes.Code, took time.Duration) {
+	k := rpcKey{fullMethod, code}
+	o, ok := m.rpcSeries.Load(k)
+	if !ok {
+		service, method := splitMethod(fullMethod)
+		o, _ = m.rpcSeries.LoadOrStore(k, m.rpc.WithLabelValues(m.bounded("rpc_service", service), m.boundedRPCName(method), code.String()))
+	}
+	o.(prometheus.Observer).Observe(took.Seconds())
 }
 
 // boundedRPCName admits method names ([A-Za-z0-9_]) up to the bound.
