@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -318,5 +320,46 @@ func TestAgentLiveWhileAttesting(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/live while attesting: %d", resp.StatusCode)
+	}
+}
+
+// Federation refresh state, scraped from the real server: the time of the
+// last success per trust domain, and failures once the other side is down.
+func TestFederationMetrics(t *testing.T) {
+	env := testenv.New(t)
+	port := testenv.FreePort(t)
+	other := env.StartServer(testenv.WithTrustDomain("other.org"), testenv.WithHCL(fmt.Sprintf(
+		"federation {\n  bundle_endpoint {\n    address = \"127.0.0.1\"\n    port = %d\n  }\n}", port)))
+	otherBundle := filepath.Join(env.Dir, "other.pem")
+	must(t, os.WriteFile(otherBundle, []byte(other.MustCLI("bundle", "show")), 0o600))
+	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	a := env.StartServer(testenv.WithHCL(`telemetry { listen_address = "`+metrics+`" }`), testenv.WithHCL(fmt.Sprintf(`federation {
+  federates_with "other.org" {
+    bundle_endpoint_url = "https://127.0.0.1:%d"
+    bundle_endpoint_profile "https_spiffe" {
+      endpoint_spiffe_id = "spiffe://other.org/hallmark/server"
+    }
+    trust_bundle_path = %q
+  }
+}`, port, otherBundle)))
+
+	before := float64(time.Now().Add(-time.Second).Unix())
+	a.MustCLI("federation", "refresh", "-id", "other.org")
+	const success = `hallmark_federation_refresh_last_success_timestamp_seconds{trust_domain="other.org"}`
+	const failures = `hallmark_federation_refresh_failures_total{trust_domain="other.org"}`
+	m := metricsOf(t, metrics)
+	last := m[success]
+	if last < before {
+		t.Fatalf("%s = %v after a successful refresh (want >= %v)", success, last, before)
+	}
+	failed := m[failures]
+
+	other.Stop()
+	if out, err := a.CLI("federation", "refresh", "-id", "other.org"); err == nil {
+		t.Fatalf("refresh with the endpoint down succeeded:\n%s", out)
+	}
+	m = metricsOf(t, metrics)
+	if m[failures] != failed+1 || m[success] != last {
+		t.Errorf("after a failed refresh: failures %v (was %v), last success %v (was %v)", m[failures], failed, m[success], last)
 	}
 }
