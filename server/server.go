@@ -539,11 +539,12 @@ func (s *Server) attestedAgents() int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	agents, err := s.store.ListAgents(ctx)
+	s.agentCountAt = time.Now() // a failure is retried after agentCountFor too
 	if err != nil {
 		s.log.Warn("Counting agents for the metrics failed", "error", err)
 		return s.agentCount
 	}
-	s.agentCount, s.agentCountAt = len(agents), time.Now()
+	s.agentCount = len(agents)
 	return s.agentCount
 }
 
