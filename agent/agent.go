@@ -18,6 +18,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -68,12 +69,21 @@ type Agent struct {
 	// refused says why the server no longer accepts this agent (evicted,
 	// banned, re-attestation refused); "" while it is attested.
 	refused string
+	// attesting says how the first attestation goes while there is no
+	// agent SVID yet (see attestingErr).
+	attesting string
+	// bundleFrom names where the trust bundle the agent verifies the
+	// server with came from (data_dir or trust_bundle_path).
+	bundleFrom string
+
+	// serving reports that the Workload API is being served.
+	serving atomic.Bool
 }
 
 // New builds an agent from cfg. Nothing connects or listens until Run.
 func New(cfg *config.Config, log *slog.Logger) (_ *Agent, err error) {
 	a := &Agent{cfg: cfg, log: log, cache: cache.New(), jwt: cache.NewJWTStore(), state: &stateDir{dir: cfg.DataDir}, health: health.NewServer(),
-		metrics: telemetry.New(telemetry.Config{}), renewNow: make(chan struct{}, 1)}
+		metrics: telemetry.New(telemetry.Config{Daemon: telemetry.Agent}), renewNow: make(chan struct{}, 1)}
 	if err := a.state.init(); err != nil {
 		return nil, err
 	}
@@ -118,8 +128,10 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Agent, err error) {
 		},
 		OnEvicted: a.onEvicted,
 		OnTainted: a.onTainted,
+		OnSVIDs:   a.metrics.WorkloadSVIDsRotated,
 		Log:       log.With("subsystem", "manager"),
 	})
+	a.metrics.AgentCache(a.cacheStats)
 	return a, nil
 }
 
@@ -127,6 +139,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Agent, err error) {
 // CA rotation) over the configured bootstrap bundle.
 func (a *Agent) initialBundle() ([]*x509.Certificate, error) {
 	if certs, err := a.state.loadBundle(); err == nil {
+		a.bundleFrom = "the bundle saved in data_dir " + a.cfg.DataDir
 		return certs, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		a.log.Warn("Ignoring unreadable persisted bundle", "error", err)
@@ -136,6 +149,7 @@ func (a *Agent) initialBundle() ([]*x509.Certificate, error) {
 		if err != nil {
 			return nil, fmt.Errorf("agent: trust_bundle_path: %w", err)
 		}
+		a.bundleFrom = "trust_bundle_path " + a.cfg.TrustBundlePath
 		return certs, nil
 	}
 	if a.cfg.InsecureBootstrap {
@@ -149,6 +163,17 @@ func (a *Agent) initialBundle() ([]*x509.Certificate, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.lock.Release()
 	defer a.client.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Telemetry first: /live answers and /ready says why not while the
+	// agent is still attesting.
+	if a.tele.Enabled() {
+		addr, err := telemetry.Serve(ctx, a.tele.ListenAddress, a.metrics, a.Ready, a.log.With("subsystem", "telemetry"))
+		if err != nil {
+			return fmt.Errorf("agent: telemetry: %w", err)
+		}
+		a.log.Info("Serving metrics and health", "address", addr.String())
+	}
 	if err := a.loadOrAttest(ctx); err != nil {
 		return err
 	}
@@ -156,8 +181,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()))
-	wa := workloadattest.New(a.log.With("subsystem", "workload_attestor"), a.workload...)
+	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(peercred.TransportCredentials())}, a.metrics.ServerOptions()...)...)
+	wa := workloadattest.New(a.log.With("subsystem", "workload_attestor"), a.workload...).OnFailure(a.metrics.WorkloadAttestationFailed)
 	wh, err := workloadapi.New(workloadapi.Config{Cache: a.cache, Attestor: wa, Metrics: a.metrics, Log: a.log.With("subsystem", "workload_api")}).
 		WithJWT(workloadapi.JWTConfig{Store: a.jwt, Minter: a.client})
 	if err != nil {
@@ -178,8 +203,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		listeners = append(listeners, extraL)
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	a.serving.Store(true)
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); _ = a.mgr.Run(ctx) }()
@@ -188,18 +212,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	errCh := make(chan error, len(servers))
 	for i := range servers {
 		go func() { errCh <- servers[i].Serve(listeners[i]) }()
-	}
-	if a.tele.Enabled() {
-		addr, err := telemetry.Serve(ctx, a.tele.ListenAddress, a.metrics, a.Ready, a.log.With("subsystem", "telemetry"))
-		if err != nil {
-			cancel()
-			for _, s := range servers {
-				s.Stop()
-			}
-			wg.Wait()
-			return fmt.Errorf("agent: telemetry: %w", err)
-		}
-		a.log.Info("Serving metrics and health", "address", addr.String())
 	}
 	a.log.Info("Agent ready", "workload_api_socket", a.cfg.SocketPath, "agent_id", a.currentSVID().ID.String())
 
@@ -241,7 +253,7 @@ func (a *Agent) sds(srv *grpc.Server, wa *workloadattest.Attestor) (*grpc.Server
 		}
 	}
 	cfg := hc.Config()
-	cfg.Cache, cfg.Attestor, cfg.Log = a.cache, wa, a.log.With("subsystem", "sds")
+	cfg.Cache, cfg.Attestor, cfg.Metrics, cfg.Log = a.cache, wa, a.metrics, a.log.With("subsystem", "sds")
 	h, err := sds.New(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent: sds: %w", err)
@@ -254,11 +266,18 @@ func (a *Agent) sds(srv *grpc.Server, wa *workloadattest.Attestor) (*grpc.Server
 	if err != nil {
 		return nil, nil, err
 	}
-	extra := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()))
+	extra := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(peercred.TransportCredentials())}, a.metrics.ServerOptions()...)...)
 	h.RegisterExtraSocket(extra)
 	healthpb.RegisterHealthServer(extra, healthWithDetail{a.health, a.Ready})
 	a.log.Info("Serving SDS on an extra socket", "socket_path", hc.ExtraSocketPath)
 	return extra, l, nil
+}
+
+// cacheStats are the cache sizes the metrics export.
+func (a *Agent) cacheStats() telemetry.CacheStats {
+	entries, svids := a.cache.Stats()
+	return telemetry.CacheStats{Entries: entries, X509SVIDs: svids, JWTSVIDs: a.jwt.Tokens(),
+		FederatedBundles: len(a.cache.FederatedBundles())}
 }
 
 // Ready reports whether the agent has a valid SVID (and so can mint and
@@ -273,10 +292,13 @@ func (a *Agent) Ready(context.Context) error {
 	}
 	s := a.currentSVID()
 	if s == nil {
-		return errors.New("no agent SVID yet")
+		return a.attestingErr()
 	}
 	if !time.Now().Before(s.Certificates[0].NotAfter) {
 		return fmt.Errorf("agent SVID expired at %s", s.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
+	}
+	if !a.serving.Load() {
+		return errors.New("the Workload API is not serving yet")
 	}
 	return nil
 }
@@ -311,6 +333,7 @@ func (a *Agent) loadOrAttest(ctx context.Context) error {
 		a.svid, a.canReattest = s, canReattest
 		a.mu.Unlock()
 		a.client.SetSVID(s)
+		a.metrics.SetAgentSVIDExpiry(s.Certificates[0].NotAfter)
 		return nil
 	case err == nil:
 		a.log.Info("Persisted agent SVID expired; attesting again", "agent_id", s.ID.String())
@@ -333,6 +356,8 @@ func (a *Agent) attest(ctx context.Context) error {
 		case codes.PermissionDenied, codes.InvalidArgument, codes.Unauthenticated:
 			return fmt.Errorf("agent: attestation refused: %w", err)
 		}
+		err = a.explainTLS(err)
+		a.setAttesting(err)
 		a.log.Warn("Attestation failed; retrying", "error", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
@@ -457,7 +482,7 @@ func (a *Agent) renew(ctx context.Context) {
 		} else if err := a.renewOnce(ctx); err == nil {
 			return
 		} else {
-			a.log.Warn("Agent SVID renewal failed; retrying", "error", err, "retry_in", backoff)
+			a.log.Warn("Agent SVID renewal failed; retrying", "error", a.explainTLS(err), "retry_in", backoff)
 		}
 		select {
 		case <-ctx.Done():

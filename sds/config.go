@@ -69,6 +69,8 @@ type Config struct {
 	// files to push changes; 0 means 5 s.
 	FilePollInterval time.Duration
 
+	// Metrics counts streams, responses and NACKs; nil counts nothing.
+	Metrics Metrics
 	// Log receives protocol events (NACKs at warn); nil discards them.
 	Log *slog.Logger
 	// Clock returns the current time; nil means time.Now. An SVID expired
@@ -140,7 +142,25 @@ func (c HCLConfig) Validate() error {
 	return nil
 }
 
+// Metrics receives SDS counts; *telemetry.Metrics satisfies it.
+type Metrics interface {
+	// StreamOpened is called with "sds" when a stream opens; it returns
+	// the function to call when it closes.
+	StreamOpened(kind string) (closed func())
+	SDSPushed()
+	SDSNACKed()
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) StreamOpened(string) func() { return func() {} }
+func (nopMetrics) SDSPushed()                 {}
+func (nopMetrics) SDSNACKed()                 {}
+
 func (c *Config) setDefaults() {
+	if c.Metrics == nil {
+		c.Metrics = nopMetrics{}
+	}
 	if c.DefaultSVIDName == "" {
 		c.DefaultSVIDName = DefaultSVIDName
 	}

@@ -49,6 +49,7 @@ func (s *server) DeltaSecrets(stream grpc.BidiStreamingServer[discoveryv3.DeltaD
 	h := s.h
 	h.streams.Add(1)
 	defer h.streams.Add(-1)
+	defer h.cfg.Metrics.StreamOpened("sds")()
 
 	reqs, recvErr := recvLoop(ctx, stream.Recv)
 	st := &delta{h: h, c: c, refs: map[string]ref{}, known: map[string]string{}, last: map[string]*resource{}}
@@ -129,6 +130,7 @@ func (st *delta) onRequest(req *discoveryv3.DeltaDiscoveryRequest) error {
 			h.cfg.Log.Debug("SDS delta request with a stale nonce: subscription changes applied, ACK/NACK ignored",
 				"pid", st.c.PID, "nonce", n, "current", st.nonce)
 		case req.GetErrorDetail() != nil:
+			h.cfg.Metrics.SDSNACKed()
 			h.cfg.Log.Warn("Envoy rejected SDS secrets (NACK); keeping the stream, not resending until they change",
 				"pid", st.c.PID, "uid", st.c.UID, "node_id", st.node.GetId(), "nonce", n,
 				"error", req.GetErrorDetail().GetMessage())
@@ -232,6 +234,7 @@ func (st *delta) push(stream grpc.BidiStreamingServer[discoveryv3.DeltaDiscovery
 	if err := stream.Send(resp); err != nil {
 		return false, err
 	}
+	st.h.cfg.Metrics.SDSPushed()
 	for _, name := range resp.RemovedResources {
 		delete(st.known, name)
 		delete(st.last, name)

@@ -44,6 +44,7 @@ func (s *server) StreamSecrets(stream grpc.BidiStreamingServer[discoveryv3.Disco
 	h := s.h
 	h.streams.Add(1)
 	defer h.streams.Add(-1)
+	defer h.cfg.Metrics.StreamOpened("sds")()
 
 	reqs, recvErr := recvLoop(stream.Context(), stream.Recv)
 	st := &sotw{h: h, c: c}
@@ -153,6 +154,7 @@ func (st *sotw) onRequest(req *discoveryv3.DiscoveryRequest) error {
 				"current", st.nonce)
 			return nil
 		case req.GetErrorDetail() != nil:
+			h.cfg.Metrics.SDSNACKed()
 			if st.nacked != st.version {
 				h.cfg.Log.Warn("Envoy rejected SDS secrets (NACK); keeping the stream, not resending until they change",
 					"pid", st.c.PID, "uid", st.c.UID, "node_id", st.node.GetId(), "version", st.version,
@@ -207,6 +209,7 @@ func (st *sotw) push(stream grpc.BidiStreamingServer[discoveryv3.DiscoveryReques
 	if err := stream.Send(resp); err != nil {
 		return false, err
 	}
+	st.h.cfg.Metrics.SDSPushed()
 	st.sent, st.order, st.version, st.nonce = sent, order, resp.VersionInfo, resp.Nonce
 	return false, nil
 }

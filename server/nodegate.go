@@ -17,6 +17,7 @@ func (s *Server) nodeGate() (*admission.Gate, error) {
 		Authenticated: admission.AgentIn(s.cfg.TrustDomain),
 		AttestMethod:  apiv1.Node_Attest_FullMethodName,
 		Log:           s.log.With("subsystem", "node_api"),
+		Refused:       s.metrics.NodeAPIRefused,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)

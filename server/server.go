@@ -68,6 +68,10 @@ type Server struct {
 	fedEP  *federation.Endpoint // nil without a bundle endpoint
 	oidc   *oidc.Endpoint       // nil without an oidc block
 
+	agentCountMu sync.Mutex // guards agentCount and agentCountAt
+	agentCount   int        // attested agents as of agentCountAt
+	agentCountAt time.Time
+
 	certMu sync.Mutex // guards cert
 	cert   *tls.Certificate
 
@@ -222,7 +226,29 @@ func (s *Server) initOps(verifiers []attestors.NodeVerifier) error {
 			return fmt.Errorf("server: telemetry (%s): %w", b.Pos(), err)
 		}
 	}
-	s.metrics = telemetry.New(telemetry.Config{Attestors: attestorTypes(verifiers)})
+	s.metrics = telemetry.New(telemetry.Config{Daemon: telemetry.Server, Attestors: attestorTypes(verifiers)})
+	if o, ok := s.store.(datastore.OpObserver); ok {
+		o.ObserveOps(s.metrics.ObserveDatastore)
+	}
+	s.metrics.AttestedAgents(s.attestedAgents)
+	s.metrics.AuthorityExpiry("x509", func() map[string]time.Time {
+		out := make(map[string]time.Time)
+		for _, a := range s.ca.Authorities() {
+			if a.Status != ca.StatusOld {
+				out[a.Status] = a.Certificate.NotAfter
+			}
+		}
+		return out
+	})
+	s.metrics.AuthorityExpiry(telemetry.KindJWT, func() map[string]time.Time {
+		out := make(map[string]time.Time)
+		for _, k := range s.jwt.Keys() {
+			if k.Status != jwtsigner.StatusOld {
+				out[k.Status] = k.NotAfter
+			}
+		}
+		return out
+	})
 	s.metrics.AuditStats(func() (uint64, uint64, uint64) {
 		st := s.audit.Stats()
 		return st.Written, st.Failed, st.Dropped
@@ -247,6 +273,9 @@ func (s *Server) initFederation() error {
 	var err error
 	s.fed, err = federation.NewFetcher(federation.FetcherConfig{
 		TrustDomain: s.cfg.TrustDomain, Relationships: fs.Relationships, Store: s.store, Log: flog,
+		OnRefresh: func(td spiffeid.TrustDomain, at time.Time, err error) {
+			s.metrics.FederationRefreshed(td.Name(), at, err)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -310,17 +339,17 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	nodeL := gate.Listen(tcp)
 	defer gate.Close()
-	nodeSrv := grpc.NewServer(append(gate.AuthenticatedOptions(),
+	nodeSrv := grpc.NewServer(append(append(gate.AuthenticatedOptions(),
 		grpc.ChainUnaryInterceptor(audit.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor()))...)
-	attestSrv := grpc.NewServer(append(gate.UnauthenticatedOptions(),
+		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor())), s.metrics.ServerOptions()...)...)
+	attestSrv := grpc.NewServer(append(append(gate.UnauthenticatedOptions(),
 		grpc.ChainUnaryInterceptor(audit.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor()))...)
+		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor())), s.metrics.ServerOptions()...)...)
 	apiv1.RegisterNodeServer(nodeSrv, s.node)
 	apiv1.RegisterNodeServer(attestSrv, s.node)
-	adminSrv := grpc.NewServer(grpc.MaxRecvMsgSize(256<<20),
+	adminSrv := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(256 << 20),
 		grpc.ChainUnaryInterceptor(audit.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor()))
+		grpc.ChainStreamInterceptor(audit.StreamServerInterceptor())}, s.metrics.ServerOptions()...)...)
 	apiv1.RegisterAdminServer(adminSrv, s.admin)
 
 	errCh := make(chan error, 4)
@@ -492,6 +521,31 @@ func (s *Server) housekeeping(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// agentCountFor is how long hallmark_attested_agents reuses a count, so
+// that scrapes cannot hammer the datastore.
+const agentCountFor = 10 * time.Second
+
+// attestedAgents returns the number of attested agents, counted at most
+// once per agentCountFor (at scrape time); the last count when the
+// datastore does not answer.
+func (s *Server) attestedAgents() int {
+	s.agentCountMu.Lock()
+	defer s.agentCountMu.Unlock()
+	if time.Since(s.agentCountAt) < agentCountFor {
+		return s.agentCount
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	agents, err := s.store.ListAgents(ctx)
+	s.agentCountAt = time.Now() // a failure is retried after agentCountFor too
+	if err != nil {
+		s.log.Warn("Counting agents for the metrics failed", "error", err)
+		return s.agentCount
+	}
+	s.agentCount = len(agents)
+	return s.agentCount
 }
 
 func (s *Server) tlsConfig() *tls.Config {

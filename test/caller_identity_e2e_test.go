@@ -220,7 +220,8 @@ func wantRefused(t *testing.T, what string, ids []string, err error, want string
 // A process connects, hands the connection to a helper and execs another
 // program: the helper must not be served the new program's identity.
 func TestCallerExecAfterConnect(t *testing.T) {
-	srv, ag, bin := callerEnvSetup(t, "")
+	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	srv, ag, bin := callerEnvSetup(t, `telemetry { listen_address = "`+metrics+`" }`)
 	a := installTestBinary(t, filepath.Join(bin, "a.test"), 0, 0o755)
 	b := installTestBinary(t, filepath.Join(bin, "b.test"), 0, 0o755)
 	const bID = "spiffe://example.org/program-b"
@@ -243,6 +244,10 @@ func TestCallerExecAfterConnect(t *testing.T) {
 				t.Error("the refusal is not in the agent's log")
 			}
 		})
+	}
+	// Both refusals are counted by reason.
+	if got := metricsOf(t, metrics)[`hallmark_workload_attestation_failures_total{reason="caller_changed"}`]; got != 2 {
+		t.Errorf("workload attestation failures (caller_changed) = %v, want 2", got)
 	}
 }
 

@@ -55,8 +55,11 @@ type Config struct {
 	// OnTainted is called with the subject key IDs of the authorities an
 	// operator tainted, with every bundle (e.g. to renew the agent SVID).
 	OnTainted func(keyIDs [][]byte)
-	Log       *slog.Logger
-	Clock     func() time.Time
+	// OnSVIDs, when set, is told how many workload SVIDs each signing
+	// round brought (hallmark_workload_svid_rotations_total).
+	OnSVIDs func(n int)
+	Log     *slog.Logger
+	Clock   func() time.Time
 
 	// JWT, when set, receives the JWT bundle pushed by the server.
 	JWT *cache.JWTStore
@@ -362,6 +365,9 @@ func (m *Manager) mint(ctx context.Context, due []registration.Entry) error {
 		out[batch[i].ID] = s
 	}
 	m.cfg.Cache.SetSVIDs(out)
+	if m.cfg.OnSVIDs != nil {
+		m.cfg.OnSVIDs(len(out))
+	}
 	if len(failed) > 0 {
 		return fmt.Errorf("manager: %d SVIDs not signed, first: %s", len(failed), failed[0])
 	}

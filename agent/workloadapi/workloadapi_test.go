@@ -24,6 +24,7 @@ import (
 	hwapi "github.com/hallmarkid/hallmark/agent/workloadapi"
 	"github.com/hallmarkid/hallmark/agent/workloadattest"
 	"github.com/hallmarkid/hallmark/attestors/unix"
+	"github.com/hallmarkid/hallmark/internal/telemetry"
 	"github.com/hallmarkid/hallmark/internal/x509util"
 	"github.com/hallmarkid/hallmark/registration"
 	"github.com/hallmarkid/hallmark/server/ca"
@@ -40,7 +41,11 @@ type fixture struct {
 // newFixture serves the Workload API on a real unix socket with the real
 // peer-credential transport and unix attestor, over a cache filled by a
 // real CA.
-func newFixture(tb testing.TB) *fixture {
+func newFixture(tb testing.TB) *fixture { tb.Helper(); return newFixtureWith(tb, nil) }
+
+// newFixtureWith is newFixture with metrics wired as the agent wires them
+// (RPC latency, stream gauge, attestation failures) when m is not nil.
+func newFixtureWith(tb testing.TB, m *telemetry.Metrics) *fixture {
 	tb.Helper()
 	authority, err := ca.New(ca.Config{TrustDomain: td, Dir: tb.TempDir()})
 	if err != nil {
@@ -58,8 +63,13 @@ func newFixture(tb testing.TB) *fixture {
 	}
 	c := cache.New()
 	c.SetBundle(&cache.Bundle{TrustDomain: td, Certs: authority.Bundle(), DER: x509util.ConcatDER(authority.Bundle())})
-	srv := grpc.NewServer(grpc.Creds(peercred.TransportCredentials()))
-	hwapi.New(hwapi.Config{Cache: c, Attestor: workloadattest.New(nil, unix.New(unix.Config{})), PendingWait: time.Second}).Register(srv)
+	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(peercred.TransportCredentials())}, m.ServerOptions()...)...)
+	cfg := hwapi.Config{Cache: c, Attestor: workloadattest.New(nil, unix.New(unix.Config{})), PendingWait: time.Second}
+	if m != nil {
+		cfg.Attestor = workloadattest.New(nil, unix.New(unix.Config{})).OnFailure(m.WorkloadAttestationFailed)
+		cfg.Metrics = m
+	}
+	hwapi.New(cfg).Register(srv)
 	go srv.Serve(l)
 	tb.Cleanup(srv.Stop)
 	return &fixture{cache: c, ca: authority, addr: "unix://" + sock}
@@ -167,7 +177,18 @@ func (w watcher) OnX509ContextWatchError(error)                  {}
 // against the in-process handler, and a plain gRPC round trip on the same
 // socket as the baseline.
 func BenchmarkFetchX509SVID(b *testing.B) {
-	f := newFixture(b)
+	benchmarkFetchX509SVID(b, nil)
+}
+
+// BenchmarkFetchX509SVIDMetrics is BenchmarkFetchX509SVID with the agent's
+// metrics recording every call: compare the two for the cost of metrics
+// on the hot path.
+func BenchmarkFetchX509SVIDMetrics(b *testing.B) {
+	benchmarkFetchX509SVID(b, telemetry.New(telemetry.Config{Daemon: telemetry.Agent}))
+}
+
+func benchmarkFetchX509SVID(b *testing.B, m *telemetry.Metrics) {
+	f := newFixtureWith(b, m)
 	f.add(b, "w", 1, time.Hour, me())
 	ctx := context.Background()
 	client, err := workloadapi.New(ctx, workloadapi.WithAddr(f.addr))

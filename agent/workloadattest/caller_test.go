@@ -114,3 +114,48 @@ func TestCallerVerify(t *testing.T) {
 		t.Errorf("zero Caller Verify() = %v, want an error (fail closed)", err)
 	}
 }
+
+// Each failure reaches OnFailure's function with its reason; a success
+// does not.
+func TestCallerFailureReasons(t *testing.T) {
+	uid := "uid:" + strconv.Itoa(os.Geteuid())
+	tests := []struct {
+		name       string
+		noCreds    bool
+		attestor   *recorder
+		sels       []registration.Selector
+		wantReason string
+	}{
+		{name: "attested", sels: []registration.Selector{unixSel(uid)}},
+		{name: "no credentials", noCreds: true, wantReason: workloadattest.ReasonNoCredentials},
+		{name: "attestor failed", attestor: &recorder{name: "k8s", err: errors.New("kubelet unreachable")}, wantReason: workloadattest.ReasonAttestorFailed},
+		{name: "attestor timed out", attestor: &recorder{name: "k8s", err: context.DeadlineExceeded}, wantReason: workloadattest.ReasonTimeout},
+		{name: "ids changed", sels: []registration.Selector{unixSel("uid:4242")}, wantReason: workloadattest.ReasonCallerChanged},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			if !tt.noCreds {
+				ctx, _ = selfContext(t)
+			}
+			var w interface {
+				Name() string
+				Attest(context.Context, int32) ([]registration.Selector, error)
+			} = fixed(tt.sels)
+			if tt.attestor != nil {
+				w = tt.attestor
+			}
+			var got []string
+			_, err := workloadattest.New(nil, w).OnFailure(func(r string) { got = append(got, r) }).Caller(ctx)
+			if tt.wantReason == "" {
+				if err != nil || len(got) != 0 {
+					t.Fatalf("Caller() = %v, reasons %v", err, got)
+				}
+				return
+			}
+			if err == nil || len(got) != 1 || got[0] != tt.wantReason {
+				t.Fatalf("Caller() = %v, reasons %v, want [%s]", err, got, tt.wantReason)
+			}
+		})
+	}
+}

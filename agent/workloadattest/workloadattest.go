@@ -50,6 +50,35 @@ type Attestor struct {
 	attestors []attestors.WorkloadAttestor
 	timeout   time.Duration
 	log       *slog.Logger
+	failed    func(reason string)
+}
+
+// Failure reasons passed to OnFailure's function.
+const (
+	ReasonNoCredentials  = "no_credentials"  // the connection carries no kernel credentials
+	ReasonCallerChanged  = "caller_changed"  // the process exited, exec'd or changed ids meanwhile
+	ReasonTimeout        = "timeout"         // an attestor did not answer in time
+	ReasonAttestorFailed = "attestor_failed" // an attestor failed
+)
+
+// OnFailure makes Caller report each failure's reason (one of the Reason
+// constants) to fn, e.g. hallmark_workload_attestation_failures_total. It
+// returns a.
+func (a *Attestor) OnFailure(fn func(reason string)) *Attestor {
+	a.failed = fn
+	return a
+}
+
+// Caller attests the caller of the gRPC call in ctx. The selectors are
+// returned only if, after the attestors ran, the process is still the one
+// that connected with the credentials and executable it had then, and the
+// uid and gid the attestors saw are those the kernel gave at connect().
+func (a *Attestor) Caller(ctx context.Context) (Caller, error) {
+	c, reason, err := a.caller(ctx)
+	if err != nil && a.failed != nil {
+		a.failed(reason)
+	}
+	return c, err
 }
 
 // New returns an attestor running as in order.
@@ -60,26 +89,26 @@ func New(log *slog.Logger, as ...attestors.WorkloadAttestor) *Attestor {
 	return &Attestor{attestors: as, timeout: 30 * time.Second, log: log}
 }
 
-// Caller attests the caller of the gRPC call in ctx. The selectors are
-// returned only if, after the attestors ran, the process is still the one
-// that connected with the credentials and executable it had then, and the
-// uid and gid the attestors saw are those the kernel gave at connect().
-func (a *Attestor) Caller(ctx context.Context) (Caller, error) {
+// caller is Caller, also saying why it failed (a Reason constant).
+func (a *Attestor) caller(ctx context.Context) (Caller, string, error) {
 	info, ok := peercred.FromContext(ctx)
 	if !ok {
-		return Caller{}, ErrNoCredentials
+		return Caller{}, ReasonNoCredentials, ErrNoCredentials
 	}
 	sels, err := a.Attest(ctx, info.PID)
 	if err != nil {
 		if verr := info.Verify(); verr != nil {
 			// The attestor failed because the process changed or left:
 			// say that rather than what the attestor tripped over.
-			return Caller{}, fmt.Errorf("workloadattest: %w", verr)
+			return Caller{}, ReasonCallerChanged, fmt.Errorf("workloadattest: %w", verr)
 		}
-		return Caller{}, err
+		if errors.Is(err, context.DeadlineExceeded) {
+			return Caller{}, ReasonTimeout, err
+		}
+		return Caller{}, ReasonAttestorFailed, err
 	}
 	if err := info.Verify(); err != nil {
-		return Caller{}, fmt.Errorf("workloadattest: %w", err)
+		return Caller{}, ReasonCallerChanged, fmt.Errorf("workloadattest: %w", err)
 	}
 	// The kernel's credentials at connect() are authoritative: attested
 	// IDs that differ (the process changed between the attestors' reads
@@ -89,11 +118,11 @@ func (a *Attestor) Caller(ctx context.Context) (Caller, error) {
 		{"gid:", "gid:" + strconv.FormatUint(uint64(info.GID), 10)},
 	} {
 		if other, ok := otherSelector(sels, want.kind, want.value); ok {
-			return Caller{}, fmt.Errorf("workloadattest: caller pid %d %w: attested unix:%s, the kernel said %s at connect()",
+			return Caller{}, ReasonCallerChanged, fmt.Errorf("workloadattest: caller pid %d %w: attested unix:%s, the kernel said %s at connect()",
 				info.PID, peercred.ErrChanged, other, want.value)
 		}
 	}
-	return Caller{PID: info.PID, UID: info.UID, GID: info.GID, Groups: info.Groups, Selectors: sels, info: info}, nil
+	return Caller{PID: info.PID, UID: info.UID, GID: info.GID, Groups: info.Groups, Selectors: sels, info: info}, "", nil
 }
 
 // otherSelector returns the value of a unix selector of kind (uid: or

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -87,25 +88,32 @@ func value(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels 
 	return 0
 }
 
-func TestSeries(t *testing.T) {
-	m := telemetry.New(telemetry.Config{Attestors: []string{"tpm", "k8s_psat"}})
+func TestServerSeries(t *testing.T) {
+	m := telemetry.New(telemetry.Config{Daemon: telemetry.Server, Attestors: []string{"tpm", "k8s_psat"}, Version: "v1.2.3"})
 	m.Attestation("tpm", telemetry.ResultAccepted)
 	m.Attestation("tpm", telemetry.ResultAccepted)
 	m.Attestation("join_token", telemetry.ResultRejected)
 	m.SVIDIssued(telemetry.KindAgent, 2*time.Millisecond)
 	m.SVIDIssued(telemetry.KindWorkload, time.Millisecond)
 	m.SVIDIssued(telemetry.KindWorkload, time.Millisecond)
+	m.SVIDIssued(telemetry.KindJWT, time.Millisecond)
 	m.SetEntries(42)
 	m.ObservePropagation(30 * time.Millisecond)
-	closeSDS := m.StreamOpened(telemetry.StreamSDS)
-	m.StreamOpened(telemetry.StreamSDS)
-	m.StreamOpened(telemetry.StreamWorkloadAPI)
-	closeSDS()
-	closeSDS() // harmless
-	m.AgentSVIDRotated(time.Unix(1_800_000_000, 0))
 	m.DatastoreTimer("list_entries")()
 	m.ObserveDatastore("create_entries", time.Millisecond)
 	m.AuditStats(func() (uint64, uint64, uint64) { return 7, 1, 2 })
+	m.NodeAPIRefused("attestation_rate")
+	m.NodeAPIRefused("attestation_rate")
+	m.FederationRefreshed("other.example", time.Unix(1_700_000_000, 0), nil)
+	m.FederationRefreshed("other.example", time.Unix(1_700_000_100, 0), errors.New("down"))
+	m.AttestedAgents(func() int { return 5 })
+	m.AuthorityExpiry("x509", func() map[string]time.Time {
+		return map[string]time.Time{"active": time.Unix(1_900_000_000, 0), "prepared": {}}
+	})
+	m.AuthorityExpiry(telemetry.KindJWT, func() map[string]time.Time { return map[string]time.Time{"active": time.Unix(1_800_000_000, 0)} })
+	// Agent series are not the server's: these do nothing.
+	m.StreamOpened(telemetry.StreamSDS)
+	m.SetAgentSVIDExpiry(time.Unix(1, 0))
 
 	fams := scrape(t, serve(t, m, nil))
 	tests := []struct {
@@ -119,17 +127,21 @@ func TestSeries(t *testing.T) {
 		{"hallmark_attestations_total", map[string]string{"attestor": "join_token", "result": "rejected"}, 1},
 		{"hallmark_svid_issued_total", map[string]string{"kind": "agent"}, 1},
 		{"hallmark_svid_issued_total", map[string]string{"kind": "workload"}, 2},
+		{"hallmark_svid_issued_total", map[string]string{"kind": "jwt"}, 1},
 		{"hallmark_svid_issue_duration_seconds", map[string]string{"kind": "workload"}, 2},
 		{"hallmark_entries", map[string]string{}, 42},
 		{"hallmark_propagation_lag_seconds", map[string]string{}, 1},
-		{"hallmark_sds_streams", map[string]string{}, 1},
-		{"hallmark_workload_api_streams", map[string]string{}, 1},
-		{"hallmark_agent_svid_rotations_total", map[string]string{}, 1},
-		{"hallmark_agent_svid_expiry_timestamp_seconds", map[string]string{}, 1_800_000_000},
 		{"hallmark_datastore_op_duration_seconds", map[string]string{"op": "list_entries"}, 1},
 		{"hallmark_datastore_op_duration_seconds", map[string]string{"op": "create_entries"}, 1},
 		{"hallmark_audit_records_total", map[string]string{"outcome": "written"}, 7},
 		{"hallmark_audit_records_total", map[string]string{"outcome": "dropped"}, 2},
+		{"hallmark_node_api_refusals_total", map[string]string{"limit": "attestation_rate"}, 2},
+		{"hallmark_federation_refresh_last_success_timestamp_seconds", map[string]string{"trust_domain": "other.example"}, 1_700_000_000},
+		{"hallmark_federation_refresh_failures_total", map[string]string{"trust_domain": "other.example"}, 1},
+		{"hallmark_attested_agents", map[string]string{}, 5},
+		{"hallmark_ca_expiry_timestamp_seconds", map[string]string{"state": "active"}, 1_900_000_000},
+		{"hallmark_jwt_key_expiry_timestamp_seconds", map[string]string{"state": "active"}, 1_800_000_000},
+		{"hallmark_build_info", map[string]string{"version": "v1.2.3", "goversion": runtime.Version(), "revision": revision(t, fams)}, 1},
 	}
 	for _, tt := range tests {
 		if got := value(t, fams, tt.name, tt.labels); got != tt.want {
@@ -141,8 +153,90 @@ func TestSeries(t *testing.T) {
 			t.Errorf("collector series %s missing", name)
 		}
 	}
+	for _, name := range []string{"hallmark_sds_streams", "hallmark_workload_api_streams", "hallmark_agent_svid_expiry_timestamp_seconds",
+		"hallmark_agent_svid_rotations_total", "hallmark_workload_attestation_failures_total"} {
+		if _, ok := fams[name]; ok {
+			t.Errorf("server exports the agent series %s", name)
+		}
+	}
+	if len(fams["hallmark_ca_expiry_timestamp_seconds"].GetMetric()) != 1 {
+		t.Errorf("a zero expiry (no prepared CA) is exported: %v", fams["hallmark_ca_expiry_timestamp_seconds"])
+	}
 	if h := fams["hallmark_svid_issue_duration_seconds"]; h.GetType() != dto.MetricType_HISTOGRAM {
 		t.Errorf("issue duration is a %v", h.GetType())
+	}
+}
+
+// revision returns hallmark_build_info's revision label.
+func revision(t *testing.T, fams map[string]*dto.MetricFamily) string {
+	t.Helper()
+	for _, m := range fams["hallmark_build_info"].GetMetric() {
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == "revision" {
+				return lp.GetValue()
+			}
+		}
+	}
+	t.Fatal("hallmark_build_info has no revision")
+	return ""
+}
+
+func TestAgentSeries(t *testing.T) {
+	m := telemetry.New(telemetry.Config{Daemon: telemetry.Agent})
+	closeSDS := m.StreamOpened(telemetry.StreamSDS)
+	m.StreamOpened(telemetry.StreamSDS)
+	m.StreamOpened(telemetry.StreamWorkloadAPI)
+	closeSDS()
+	closeSDS() // harmless
+	m.AgentSVIDRotated(time.Unix(1_800_000_000, 0))
+	m.WorkloadAttestationFailed(telemetry.WorkloadCallerChanged)
+	m.WorkloadAttestationFailed("made up")
+	m.SDSPushed()
+	m.SDSPushed()
+	m.SDSNACKed()
+	m.WorkloadSVIDsRotated(3)
+	m.AgentCache(func() telemetry.CacheStats {
+		return telemetry.CacheStats{Entries: 4, X509SVIDs: 3, JWTSVIDs: 2, FederatedBundles: 1}
+	})
+	// Server series are not the agent's: these do nothing.
+	m.Attestation("tpm", telemetry.ResultAccepted)
+	m.SVIDIssued(telemetry.KindJWT, time.Millisecond)
+	m.DatastoreTimer("list_entries")()
+
+	fams := scrape(t, serve(t, m, nil))
+	tests := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"hallmark_sds_streams", map[string]string{}, 1},
+		{"hallmark_workload_api_streams", map[string]string{}, 1},
+		{"hallmark_agent_svid_rotations_total", map[string]string{}, 1},
+		{"hallmark_agent_svid_expiry_timestamp_seconds", map[string]string{}, 1_800_000_000},
+		{"hallmark_workload_attestation_failures_total", map[string]string{"reason": "caller_changed"}, 1},
+		{"hallmark_workload_attestation_failures_total", map[string]string{"reason": "timeout"}, 0},
+		{"hallmark_workload_attestation_failures_total", map[string]string{"reason": "other"}, 1},
+		{"hallmark_sds_pushes_total", map[string]string{}, 2},
+		{"hallmark_sds_nacks_total", map[string]string{}, 1},
+		{"hallmark_workload_svid_rotations_total", map[string]string{}, 3},
+		{"hallmark_entries", map[string]string{}, 4},
+		{"hallmark_agent_cache_x509_svids", map[string]string{}, 3},
+		{"hallmark_agent_cache_jwt_svids", map[string]string{}, 2},
+		{"hallmark_agent_cache_federated_bundles", map[string]string{}, 1},
+	}
+	for _, tt := range tests {
+		if got := value(t, fams, tt.name, tt.labels); got != tt.want {
+			t.Errorf("%s%v = %v, want %v", tt.name, tt.labels, got, tt.want)
+		}
+	}
+	for _, name := range []string{"hallmark_attestations_total", "hallmark_svid_issued_total", "hallmark_datastore_op_duration_seconds",
+		"hallmark_audit_records_total", "hallmark_propagation_lag_seconds"} {
+		if _, ok := fams[name]; ok {
+			t.Errorf("agent exports the server series %s", name)
+		}
+	}
+	if _, ok := fams["hallmark_build_info"]; !ok {
+		t.Error("agent lacks hallmark_build_info")
 	}
 }
 
@@ -169,6 +263,18 @@ func TestNilMetrics(t *testing.T) {
 	var m *telemetry.Metrics
 	m.Attestation("tpm", "accepted")
 	m.SVIDIssued("agent", time.Second)
+	m.NodeAPIRefused("connections")
+	m.FederationRefreshed("td", time.Now(), nil)
+	m.AttestedAgents(func() int { return 1 })
+	m.AuthorityExpiry("jwt", func() map[string]time.Time { return nil })
+	m.WorkloadAttestationFailed("timeout")
+	m.SDSPushed()
+	m.SDSNACKed()
+	m.WorkloadSVIDsRotated(1)
+	m.AgentCache(func() telemetry.CacheStats { return telemetry.CacheStats{} })
+	if m.ServerOptions() != nil {
+		t.Error("nil Metrics has server options")
+	}
 	m.SetEntries(1)
 	m.ObservePropagation(time.Second)
 	m.StreamOpened(telemetry.StreamSDS)()

@@ -35,6 +35,10 @@ type Config struct {
 	// ReportInterval is how often refusals are summarised in the log;
 	// 0 means a minute.
 	ReportInterval time.Duration
+	// Refused, when set, is called with the limit's name (as logged:
+	// "connections_per_source", "attestation_rate", ...) at each refusal
+	// and failed handshake, for hallmark_node_api_refusals_total.
+	Refused func(limit string)
 }
 
 // AgentIn returns an Authenticated function accepting chains whose leaf
@@ -296,6 +300,9 @@ func (g *Gate) handshake(raw net.Conn, src Source, auth, anon *subListener) {
 // refuse counts a refusal, logging the first of each kind per report
 // interval at once so that the start of a flood is visible.
 func (g *Gate) refuse(r reason, src Source) {
+	if g.cfg.Refused != nil {
+		g.cfg.Refused(reasonNames[r])
+	}
 	if g.refused[r].Add(1) == 1 && r != reasonHandshakeFailed {
 		g.cfg.Log.Warn("Node API limit reached; refusing unauthenticated work", "limit", reasonNames[r], "source", src.String())
 	}

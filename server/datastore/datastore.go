@@ -131,6 +131,14 @@ type KV interface {
 	PutKV(ctx context.Context, key string, value []byte) error
 }
 
+// OpObserver is implemented by backends that time their operations: fn
+// receives each exported operation's name in snake_case ("list_entries",
+// "create_agent", ...) and its duration, from any goroutine. The server
+// passes the recorder of hallmark_datastore_op_duration_seconds.
+type OpObserver interface {
+	ObserveOps(fn func(op string, took time.Duration))
+}
+
 // Store is everything a backend provides.
 type Store interface {
 	Entries

@@ -87,6 +87,9 @@ type FetcherConfig struct {
 	// StaticReload is how often Run re-reads static bundles from Store
 	// (changes made by other servers sharing it); 0 = DefaultStaticReload.
 	StaticReload time.Duration
+	// OnRefresh, when set, is told of every refresh attempt: its start and
+	// its error (nil on success), for the federation refresh metrics.
+	OnRefresh func(td spiffeid.TrustDomain, at time.Time, err error)
 
 	Log *slog.Logger
 }
@@ -373,6 +376,9 @@ func (f *Fetcher) refresh(ctx context.Context, rs *relState) error {
 		rs.status.LastError, rs.status.LastSuccess = "", started
 	}
 	f.mu.Unlock()
+	if f.cfg.OnRefresh != nil {
+		f.cfg.OnRefresh(td, started, err)
+	}
 	if err != nil {
 		return fmt.Errorf("federation: %s: %w", td.Name(), err)
 	}

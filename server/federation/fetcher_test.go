@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,8 +42,17 @@ func TestFetcherTwoTrustDomains(t *testing.T) {
 	}
 	urlB := serveEndpoint(t, eB)
 
+	var mu sync.Mutex
+	refreshed := map[string]int{}
 	f, err := federation.NewFetcher(federation.FetcherConfig{
 		TrustDomain: td("hub.test"), WebRoots: webCA.pool(),
+		OnRefresh: func(d spiffeid.TrustDomain, at time.Time, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil && !at.IsZero() {
+				refreshed[d.Name()]++
+			}
+		},
 		Relationships: []federation.Relationship{
 			{TrustDomain: caA.td, URL: urlA, Profile: federation.ProfileHTTPSSPIFFE,
 				EndpointID: id("spiffe://a.test/hallmark/server"), TrustBundle: caA.spiffeBundle(0)},
@@ -63,6 +73,11 @@ func TestFetcherTwoTrustDomains(t *testing.T) {
 		}
 	}
 	assertClosed(t, changed, "after b.test's first bundle")
+	mu.Lock()
+	if refreshed["a.test"] != 1 || refreshed["b.test"] != 1 {
+		t.Errorf("OnRefresh successes %v, want one per trust domain", refreshed)
+	}
+	mu.Unlock()
 	got := f.Bundles()
 	if len(got) != 2 || !hasAuthority(got[caA.td], caA.cert) || !hasAuthority(got[caB.td], caB.cert) {
 		t.Fatalf("bundles %v", got)
@@ -200,8 +215,10 @@ func TestFetcherRejects(t *testing.T) {
 			if err := store.PutKV(ctx, federation.KVPrefix+"a.test", data); err != nil {
 				t.Fatal(err)
 			}
+			var failed error
 			f, err := federation.NewFetcher(federation.FetcherConfig{
 				TrustDomain: td("hub.test"), Relationships: []federation.Relationship{rel}, Store: store, WebRoots: webCA.pool(),
+				OnRefresh: func(_ spiffeid.TrustDomain, _ time.Time, err error) { failed = err },
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -225,6 +242,9 @@ func TestFetcherRejects(t *testing.T) {
 			}
 			if st := f.Status()[0]; !strings.Contains(st.LastError, tt.wantErr) {
 				t.Errorf("status error %q", st.LastError)
+			}
+			if failed == nil || !strings.Contains(failed.Error(), tt.wantErr) {
+				t.Errorf("OnRefresh told %v", failed)
 			}
 		})
 	}

@@ -49,6 +49,7 @@ func Run(t *testing.T, open func(t *testing.T) datastore.Store) {
 		{"JoinTokenConsumeRace", testJoinTokenConsumeRace},
 		{"JoinTokenPrune", testJoinTokenPrune},
 		{"KV", testKV},
+		{"OpObserver", testOpObserver},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -42,6 +42,7 @@ func agentArgs(a *datastore.Agent) (selectors string, expires *int64, err error)
 // with one ID, on any number of servers, exactly one succeeds: the insert
 // is one statement arbitrated by the primary key.
 func (s *Store) CreateAgent(ctx context.Context, a datastore.Agent) error {
+	defer s.timed("create_agent")()
 	selectors, expires, err := agentArgs(&a)
 	if err != nil {
 		return fmt.Errorf("postgres: create agent: %w", err)
@@ -67,6 +68,7 @@ func (s *Store) CreateAgent(ctx context.Context, a datastore.Agent) error {
 // datastore.ErrBanned (and no change) if banned: the condition is part of
 // the UPDATE, so a ban committed on another server first always wins.
 func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
+	defer s.timed("update_agent")()
 	selectors, expires, err := agentArgs(&a)
 	if err != nil {
 		return fmt.Errorf("postgres: update agent: %w", err)
@@ -106,6 +108,7 @@ func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 // it is serial, in one conditional UPDATE; datastore.ErrNotFound if absent
 // or serial is not pending, datastore.ErrBanned if banned.
 func (s *Store) PromoteAgentSerial(ctx context.Context, id, serial string) error {
+	defer s.timed("promote_agent_serial")()
 	if !storable(id) || !storable(serial) {
 		return fmt.Errorf("postgres: promote agent serial %q: %w", id, datastore.ErrNotFound)
 	}
@@ -137,6 +140,7 @@ func (s *Store) PromoteAgentSerial(ctx context.Context, id, serial string) error
 // if absent. Like DeleteAgent, it notifies EvictChannel when it commits,
 // so every server ends the agent's streams at once.
 func (s *Store) BanAgent(ctx context.Context, id string) error {
+	defer s.timed("ban_agent")()
 	if !storable(id) {
 		return fmt.Errorf("postgres: ban agent %q: %w", id, datastore.ErrNotFound)
 	}
@@ -157,6 +161,7 @@ func (s *Store) BanAgent(ctx context.Context, id string) error {
 
 // GetAgent returns one agent; datastore.ErrNotFound if absent.
 func (s *Store) GetAgent(ctx context.Context, id string) (datastore.Agent, error) {
+	defer s.timed("get_agent")()
 	if !storable(id) {
 		return datastore.Agent{}, fmt.Errorf("postgres: get agent %q: %w", id, datastore.ErrNotFound)
 	}
@@ -173,6 +178,7 @@ func (s *Store) GetAgent(ctx context.Context, id string) (datastore.Agent, error
 // ListAgents returns every agent ordered by ID, byte-wise whatever the
 // database's collation.
 func (s *Store) ListAgents(ctx context.Context) ([]datastore.Agent, error) {
+	defer s.timed("list_agents")()
 	rows, err := s.pool.Query(ctx, agentSelect+` ORDER BY id COLLATE "C"`)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list agents: %w", err)
@@ -196,6 +202,7 @@ func (s *Store) ListAgents(ctx context.Context) ([]datastore.Agent, error) {
 // server sees the eviction at its next read of the agent, and watchers of
 // WatchAgentEvictions hear of it at once.
 func (s *Store) DeleteAgent(ctx context.Context, id string) error {
+	defer s.timed("delete_agent")()
 	if !storable(id) {
 		return fmt.Errorf("postgres: delete agent %q: %w", id, datastore.ErrNotFound)
 	}
@@ -237,6 +244,7 @@ func scanAgent(row pgx.Row) (datastore.Agent, error) {
 // CreateJoinToken stores a token (as its SHA-256 digest);
 // datastore.ErrAlreadyExists if it is already stored.
 func (s *Store) CreateJoinToken(ctx context.Context, t datastore.JoinToken) error {
+	defer s.timed("create_join_token")()
 	if t.Token == "" {
 		return errors.New("postgres: create join token: token is empty")
 	}
@@ -264,6 +272,7 @@ func (s *Store) CreateJoinToken(ctx context.Context, t datastore.JoinToken) erro
 // concurrent consumers on any number of servers, the first takes the row
 // lock and the others, once it commits, find no row.
 func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Time) (datastore.JoinToken, error) {
+	defer s.timed("consume_join_token")()
 	nowNanos, err := encodeTime(now)
 	if err != nil {
 		return datastore.JoinToken{}, fmt.Errorf("postgres: consume join token: %w", err)
@@ -285,6 +294,7 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Tim
 
 // PruneJoinTokens removes tokens that expired before t.
 func (s *Store) PruneJoinTokens(ctx context.Context, t time.Time) error {
+	defer s.timed("prune_join_tokens")()
 	n, err := encodeTime(t)
 	if err != nil {
 		return fmt.Errorf("postgres: prune join tokens: %w", err)
@@ -297,6 +307,7 @@ func (s *Store) PruneJoinTokens(ctx context.Context, t time.Time) error {
 
 // GetKV returns the value stored under key; datastore.ErrNotFound if absent.
 func (s *Store) GetKV(ctx context.Context, key string) ([]byte, error) {
+	defer s.timed("get_kv")()
 	if !storable(key) {
 		return nil, fmt.Errorf("postgres: get %q: %w", key, datastore.ErrNotFound)
 	}
@@ -316,6 +327,7 @@ func (s *Store) GetKV(ctx context.Context, key string) ([]byte, error) {
 
 // PutKV stores value under key, replacing any previous value.
 func (s *Store) PutKV(ctx context.Context, key string, value []byte) error {
+	defer s.timed("put_kv")()
 	if err := checkText("key", key); err != nil {
 		return fmt.Errorf("postgres: put: %w", err)
 	}

@@ -104,6 +104,7 @@ func toRow(e *registration.Entry) (entryRow, error) {
 // entry writer, whichever server it runs on; the rows then go in with one
 // COPY.
 func (s *Store) CreateEntries(ctx context.Context, entries []registration.Entry) ([]datastore.CreateResult, error) {
+	defer s.timed("create_entries")()
 	if len(entries) == 0 {
 		return nil, nil
 	}
@@ -211,6 +212,7 @@ func conflicts(ctx context.Context, tx pgx.Tx, rows []entryRow) ([]bool, error) 
 // entry change it locks the revision counter first, so the duplicate check
 // sees no concurrent writer on any server; the commit notifies watchers.
 func (s *Store) UpdateEntry(ctx context.Context, e registration.Entry) (registration.Entry, error) {
+	defer s.timed("update_entry")()
 	if e.ID == "" || !storable(e.ID) {
 		return registration.Entry{}, fmt.Errorf("postgres: update entry %q: %w", e.ID, datastore.ErrNotFound)
 	}
@@ -261,6 +263,7 @@ func (s *Store) UpdateEntry(ctx context.Context, e registration.Entry) (registra
 
 // DeleteEntry removes an entry and returns it as it was stored.
 func (s *Store) DeleteEntry(ctx context.Context, id string) (registration.Entry, error) {
+	defer s.timed("delete_entry")()
 	if !storable(id) {
 		return registration.Entry{}, fmt.Errorf("postgres: delete entry %q: %w", id, datastore.ErrNotFound)
 	}
@@ -290,6 +293,7 @@ func (s *Store) DeleteEntry(ctx context.Context, id string) (registration.Entry,
 
 // GetEntry returns one entry.
 func (s *Store) GetEntry(ctx context.Context, id string) (registration.Entry, error) {
+	defer s.timed("get_entry")()
 	if !storable(id) {
 		return registration.Entry{}, fmt.Errorf("postgres: get entry %q: %w", id, datastore.ErrNotFound)
 	}
@@ -306,6 +310,7 @@ func (s *Store) GetEntry(ctx context.Context, id string) (registration.Entry, er
 // ListEntries returns every entry, oldest change first, and the revision
 // they are current to, both read from one snapshot.
 func (s *Store) ListEntries(ctx context.Context) ([]registration.Entry, int64, error) {
+	defer s.timed("list_entries")()
 	var (
 		entries []registration.Entry
 		rev     int64
@@ -344,6 +349,7 @@ func (s *Store) ListEntries(ctx context.Context) ([]registration.Entry, int64, e
 // events after rev have been pruned it fails with an error wrapping
 // datastore.ErrEventsPruned: the caller must reload with ListEntries.
 func (s *Store) EntryEventsSince(ctx context.Context, rev int64) ([]datastore.EntryEvent, error) {
+	defer s.timed("entry_events_since")()
 	var events []datastore.EntryEvent
 	err := s.read(ctx, "entry events", func(tx pgx.Tx) error {
 		var pruned int64
@@ -377,6 +383,7 @@ func (s *Store) EntryEventsSince(ctx context.Context, rev int64) ([]datastore.En
 // have been pruned: EntryEventsSince(rev) is complete for every rev at or
 // above it, and fails with datastore.ErrEventsPruned below it.
 func (s *Store) EntryEventsHorizon(ctx context.Context) (int64, error) {
+	defer s.timed("entry_events_horizon")()
 	var pruned int64
 	if err := s.pool.QueryRow(ctx, `SELECT revision FROM entry_events_pruned WHERE id = 1`).Scan(&pruned); err != nil {
 		return 0, fmt.Errorf("postgres: entry events horizon: %w", err)
@@ -390,6 +397,7 @@ func (s *Store) EntryEventsHorizon(ctx context.Context) (int64, error) {
 // with EventRetention and EventKeep; concurrent calls from several servers
 // are harmless.
 func (s *Store) PruneEntryEvents(ctx context.Context, before time.Time, keep int64) (int64, error) {
+	defer s.timed("prune_entry_events")()
 	if keep < 0 {
 		keep = 0
 	}

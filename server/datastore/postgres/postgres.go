@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -48,12 +49,16 @@ type Store struct {
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 
+	// observe, when set, receives every operation's duration.
+	observe atomic.Pointer[func(op string, took time.Duration)]
+
 	closeOnce sync.Once
 }
 
 var (
 	_ datastore.Store          = (*Store)(nil)
 	_ datastore.ChangeNotifier = (*Store)(nil)
+	_ datastore.OpObserver     = (*Store)(nil)
 )
 
 // Open connects to the database named by connString, brings its schema up
@@ -109,6 +114,7 @@ func Open(ctx context.Context, connString string, log *slog.Logger) (*Store, err
 
 // Ping reports whether the database answers.
 func (s *Store) Ping(ctx context.Context) error {
+	defer s.timed("ping")()
 	if err := s.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("postgres: ping: %w", err)
 	}
@@ -175,4 +181,17 @@ func (s *Store) pruneLoop() {
 		}
 		t.Reset(pruneInterval)
 	}
+}
+
+// ObserveOps makes every later operation report its duration to fn.
+func (s *Store) ObserveOps(fn func(op string, took time.Duration)) { s.observe.Store(&fn) }
+
+// timed starts timing op: defer s.timed("list_entries")().
+func (s *Store) timed(op string) func() {
+	fn := s.observe.Load()
+	if fn == nil {
+		return func() {}
+	}
+	start := time.Now()
+	return func() { (*fn)(op, time.Since(start)) }
 }

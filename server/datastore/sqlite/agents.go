@@ -39,6 +39,7 @@ func agentArgs(a *datastore.Agent) (selectors string, expires any, err error) {
 // CreateAgent inserts a new agent; datastore.ErrAlreadyExists if the ID is
 // taken. CreatedAt and UpdatedAt are set by the store.
 func (s *Store) CreateAgent(ctx context.Context, a datastore.Agent) error {
+	defer s.timed("create_agent")()
 	selectors, expires, err := agentArgs(&a)
 	if err != nil {
 		return fmt.Errorf("sqlite: create agent: %w", err)
@@ -69,6 +70,7 @@ func (s *Store) CreateAgent(ctx context.Context, a datastore.Agent) error {
 // UpdatedAt set by the store. datastore.ErrNotFound if absent,
 // datastore.ErrBanned (and no change) if banned.
 func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
+	defer s.timed("update_agent")()
 	selectors, expires, err := agentArgs(&a)
 	if err != nil {
 		return fmt.Errorf("sqlite: update agent: %w", err)
@@ -110,6 +112,7 @@ func (s *Store) UpdateAgent(ctx context.Context, a datastore.Agent) error {
 // it is serial; datastore.ErrNotFound if absent or serial is not pending,
 // datastore.ErrBanned if banned.
 func (s *Store) PromoteAgentSerial(ctx context.Context, id, serial string) error {
+	defer s.timed("promote_agent_serial")()
 	now, err := encodeTime(s.now())
 	if err != nil {
 		return fmt.Errorf("sqlite: promote agent serial: %w", err)
@@ -143,6 +146,7 @@ func (s *Store) PromoteAgentSerial(ctx context.Context, id, serial string) error
 // BanAgent marks an agent banned, keeping its record; datastore.ErrNotFound
 // if absent.
 func (s *Store) BanAgent(ctx context.Context, id string) error {
+	defer s.timed("ban_agent")()
 	now, err := encodeTime(s.now())
 	if err != nil {
 		return fmt.Errorf("sqlite: ban agent: %w", err)
@@ -165,6 +169,7 @@ func (s *Store) BanAgent(ctx context.Context, id string) error {
 
 // GetAgent returns one agent; datastore.ErrNotFound if absent.
 func (s *Store) GetAgent(ctx context.Context, id string) (datastore.Agent, error) {
+	defer s.timed("get_agent")()
 	a, err := scanAgent(s.readDB.QueryRowContext(ctx, agentSelect+` WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return datastore.Agent{}, fmt.Errorf("sqlite: get agent %q: %w", id, datastore.ErrNotFound)
@@ -177,6 +182,7 @@ func (s *Store) GetAgent(ctx context.Context, id string) (datastore.Agent, error
 
 // ListAgents returns every agent ordered by ID.
 func (s *Store) ListAgents(ctx context.Context) ([]datastore.Agent, error) {
+	defer s.timed("list_agents")()
 	rows, err := s.readDB.QueryContext(ctx, agentSelect+` ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list agents: %w", err)
@@ -198,6 +204,7 @@ func (s *Store) ListAgents(ctx context.Context) ([]datastore.Agent, error) {
 
 // DeleteAgent evicts an agent; datastore.ErrNotFound if absent.
 func (s *Store) DeleteAgent(ctx context.Context, id string) error {
+	defer s.timed("delete_agent")()
 	return s.write(ctx, "delete agent", func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM agents WHERE id = ?`, id)
 		if err != nil {
@@ -239,6 +246,7 @@ func scanAgent(sc scanner) (datastore.Agent, error) {
 // CreateJoinToken stores a token (as its SHA-256 digest);
 // datastore.ErrAlreadyExists if it is already stored.
 func (s *Store) CreateJoinToken(ctx context.Context, t datastore.JoinToken) error {
+	defer s.timed("create_join_token")()
 	if t.Token == "" {
 		return errors.New("sqlite: create join token: token is empty")
 	}
@@ -271,6 +279,7 @@ func (s *Store) CreateJoinToken(ctx context.Context, t datastore.JoinToken) erro
 // expired token is deleted too. The delete is one statement under the
 // write lock, so of concurrent consumers exactly one sees the row.
 func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Time) (datastore.JoinToken, error) {
+	defer s.timed("consume_join_token")()
 	nowNanos, err := encodeTime(now)
 	if err != nil {
 		return datastore.JoinToken{}, fmt.Errorf("sqlite: consume join token: %w", err)
@@ -302,6 +311,7 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Tim
 
 // PruneJoinTokens removes tokens that expired before t.
 func (s *Store) PruneJoinTokens(ctx context.Context, t time.Time) error {
+	defer s.timed("prune_join_tokens")()
 	n, err := encodeTime(t)
 	if err != nil {
 		return fmt.Errorf("sqlite: prune join tokens: %w", err)
@@ -316,6 +326,7 @@ func (s *Store) PruneJoinTokens(ctx context.Context, t time.Time) error {
 
 // GetKV returns the value stored under key; datastore.ErrNotFound if absent.
 func (s *Store) GetKV(ctx context.Context, key string) ([]byte, error) {
+	defer s.timed("get_kv")()
 	var v []byte
 	err := s.readDB.QueryRowContext(ctx, `SELECT value FROM kv WHERE key = ?`, key).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -332,6 +343,7 @@ func (s *Store) GetKV(ctx context.Context, key string) ([]byte, error) {
 
 // PutKV stores value under key, replacing any previous value.
 func (s *Store) PutKV(ctx context.Context, key string, value []byte) error {
+	defer s.timed("put_kv")()
 	if !utf8.ValidString(key) {
 		return errors.New("sqlite: put: key is not valid UTF-8")
 	}

@@ -82,6 +82,7 @@ func toRow(e *registration.Entry) (entryRow, error) {
 // other failure, including an entry the store cannot represent, rolls the
 // whole batch back.
 func (s *Store) CreateEntries(ctx context.Context, entries []registration.Entry) ([]datastore.CreateResult, error) {
+	defer s.timed("create_entries")()
 	if len(entries) == 0 {
 		return nil, nil
 	}
@@ -149,6 +150,7 @@ func (s *Store) CreateEntries(ctx context.Context, entries []registration.Entry)
 // UpdateEntry replaces every field of the entry with ID e.ID except ID
 // and CreatedAt, at a new revision with a create-like event.
 func (s *Store) UpdateEntry(ctx context.Context, e registration.Entry) (registration.Entry, error) {
+	defer s.timed("update_entry")()
 	if e.ID == "" {
 		return registration.Entry{}, fmt.Errorf("sqlite: update entry: %w (no entry ID)", datastore.ErrNotFound)
 	}
@@ -203,6 +205,7 @@ func (s *Store) UpdateEntry(ctx context.Context, e registration.Entry) (registra
 
 // DeleteEntry removes an entry and returns it as it was stored.
 func (s *Store) DeleteEntry(ctx context.Context, id string) (registration.Entry, error) {
+	defer s.timed("delete_entry")()
 	var e registration.Entry
 	err := s.write(ctx, "delete entry", func(tx *sql.Tx) error {
 		var err error
@@ -234,6 +237,7 @@ func (s *Store) DeleteEntry(ctx context.Context, id string) (registration.Entry,
 
 // GetEntry returns one entry.
 func (s *Store) GetEntry(ctx context.Context, id string) (registration.Entry, error) {
+	defer s.timed("get_entry")()
 	e, err := scanEntry(s.readDB.QueryRowContext(ctx, `SELECT `+entryColumns+` FROM entries WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return registration.Entry{}, fmt.Errorf("sqlite: get entry %q: %w", id, datastore.ErrNotFound)
@@ -247,6 +251,7 @@ func (s *Store) GetEntry(ctx context.Context, id string) (registration.Entry, er
 // ListEntries returns every entry, oldest change first, and the revision
 // they are current to, both read from one snapshot.
 func (s *Store) ListEntries(ctx context.Context) ([]registration.Entry, int64, error) {
+	defer s.timed("list_entries")()
 	var (
 		entries []registration.Entry
 		rev     int64
@@ -281,6 +286,7 @@ func (s *Store) ListEntries(ctx context.Context) ([]registration.Entry, int64, e
 
 // EntryEventsSince returns changes with revision > rev, oldest first.
 func (s *Store) EntryEventsSince(ctx context.Context, rev int64) ([]datastore.EntryEvent, error) {
+	defer s.timed("entry_events_since")()
 	rows, err := s.readDB.QueryContext(ctx,
 		`SELECT revision, entry_id, deleted FROM entry_events WHERE revision > ? ORDER BY revision`, rev)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hallmarkid/hallmark/server/datastore"
@@ -39,11 +40,17 @@ type Store struct {
 	// concurrently with the writer.
 	readDB *sql.DB
 
+	// observe, when set, receives every operation's duration.
+	observe atomic.Pointer[func(op string, took time.Duration)]
+
 	closeOnce sync.Once
 	closeErr  error
 }
 
-var _ datastore.Store = (*Store)(nil)
+var (
+	_ datastore.Store      = (*Store)(nil)
+	_ datastore.OpObserver = (*Store)(nil)
+)
 
 // Open opens (creating if needed) the database at path and brings its
 // schema up to date. The directory is created 0700 and the file 0600 when
@@ -175,6 +182,7 @@ func (s *Store) Path() string { return s.path }
 
 // Ping reports whether the database answers on both pools.
 func (s *Store) Ping(ctx context.Context) error {
+	defer s.timed("ping")()
 	var one int
 	if err := s.readDB.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
 		return fmt.Errorf("sqlite: ping: %w", err)
@@ -226,4 +234,17 @@ func (s *Store) read(ctx context.Context, op string, fn func(tx *sql.Tx) error) 
 	}
 	defer tx.Rollback() //nolint:errcheck // read-only; nothing to undo
 	return fn(tx)
+}
+
+// ObserveOps makes every later operation report its duration to fn.
+func (s *Store) ObserveOps(fn func(op string, took time.Duration)) { s.observe.Store(&fn) }
+
+// timed starts timing op: defer s.timed("list_entries")().
+func (s *Store) timed(op string) func() {
+	fn := s.observe.Load()
+	if fn == nil {
+		return func() {}
+	}
+	start := time.Now()
+	return func() { (*fn)(op, time.Since(start)) }
 }
