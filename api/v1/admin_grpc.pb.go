@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Admin_CreateEntries_FullMethodName               = "/hallmark.v1.Admin/CreateEntries"
 	Admin_ListEntries_FullMethodName                 = "/hallmark.v1.Admin/ListEntries"
+	Admin_CountEntries_FullMethodName                = "/hallmark.v1.Admin/CountEntries"
 	Admin_DeleteEntry_FullMethodName                 = "/hallmark.v1.Admin/DeleteEntry"
 	Admin_UpdateEntries_FullMethodName               = "/hallmark.v1.Admin/UpdateEntries"
 	Admin_GenerateJoinToken_FullMethodName           = "/hallmark.v1.Admin/GenerateJoinToken"
@@ -56,7 +57,10 @@ const (
 // Admin is served on the server's owner-only unix socket.
 type AdminClient interface {
 	CreateEntries(ctx context.Context, in *CreateEntriesRequest, opts ...grpc.CallOption) (*CreateEntriesResponse, error)
+	// ListEntries and CountEntries take the same filter (SPIRE's `entry
+	// show` and `entry count`); every field set must match.
 	ListEntries(ctx context.Context, in *ListEntriesRequest, opts ...grpc.CallOption) (*ListEntriesResponse, error)
+	CountEntries(ctx context.Context, in *ListEntriesRequest, opts ...grpc.CallOption) (*CountEntriesResponse, error)
 	DeleteEntry(ctx context.Context, in *DeleteEntryRequest, opts ...grpc.CallOption) (*DeleteEntryResponse, error)
 	// UpdateEntries replaces each entry with the given id by the given
 	// content (SPIRE's `entry update`: every field, no mask; revision and
@@ -142,6 +146,16 @@ func (c *adminClient) ListEntries(ctx context.Context, in *ListEntriesRequest, o
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListEntriesResponse)
 	err := c.cc.Invoke(ctx, Admin_ListEntries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) CountEntries(ctx context.Context, in *ListEntriesRequest, opts ...grpc.CallOption) (*CountEntriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CountEntriesResponse)
+	err := c.cc.Invoke(ctx, Admin_CountEntries_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -415,7 +429,10 @@ func (c *adminClient) RevokeJWTAuthority(ctx context.Context, in *LocalAuthority
 // Admin is served on the server's owner-only unix socket.
 type AdminServer interface {
 	CreateEntries(context.Context, *CreateEntriesRequest) (*CreateEntriesResponse, error)
+	// ListEntries and CountEntries take the same filter (SPIRE's `entry
+	// show` and `entry count`); every field set must match.
 	ListEntries(context.Context, *ListEntriesRequest) (*ListEntriesResponse, error)
+	CountEntries(context.Context, *ListEntriesRequest) (*CountEntriesResponse, error)
 	DeleteEntry(context.Context, *DeleteEntryRequest) (*DeleteEntryResponse, error)
 	// UpdateEntries replaces each entry with the given id by the given
 	// content (SPIRE's `entry update`: every field, no mask; revision and
@@ -492,6 +509,9 @@ func (UnimplementedAdminServer) CreateEntries(context.Context, *CreateEntriesReq
 }
 func (UnimplementedAdminServer) ListEntries(context.Context, *ListEntriesRequest) (*ListEntriesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListEntries not implemented")
+}
+func (UnimplementedAdminServer) CountEntries(context.Context, *ListEntriesRequest) (*CountEntriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CountEntries not implemented")
 }
 func (UnimplementedAdminServer) DeleteEntry(context.Context, *DeleteEntryRequest) (*DeleteEntryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteEntry not implemented")
@@ -624,6 +644,24 @@ func _Admin_ListEntries_Handler(srv interface{}, ctx context.Context, dec func(i
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServer).ListEntries(ctx, req.(*ListEntriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_CountEntries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEntriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CountEntries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CountEntries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CountEntries(ctx, req.(*ListEntriesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1110,6 +1148,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListEntries",
 			Handler:    _Admin_ListEntries_Handler,
+		},
+		{
+			MethodName: "CountEntries",
+			Handler:    _Admin_CountEntries_Handler,
 		},
 		{
 			MethodName: "DeleteEntry",

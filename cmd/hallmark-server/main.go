@@ -4,7 +4,8 @@
 //	hallmark-server run -config server.hcl
 //	hallmark-server entry create -spiffeID ID -parentID ID -selector type:value ...
 //	hallmark-server entry update -entryID ID -spiffeID ID -parentID ID -selector type:value ... | -data FILE
-//	hallmark-server entry show | entry delete -entryID ID
+//	hallmark-server entry show|count [-selector t:v ... -matchSelectorsOn M] [-federatesWith TD] [-hint H] [-output json]
+//	hallmark-server entry delete -entryID ID | -file FILE
 //	hallmark-server token generate [-spiffeID ID] [-ttl 600]
 //	hallmark-server agent list|count [-attestationType T] [-banned B] [-canReattest B] [-expiresBefore T] [-selector t:v ...]
 //	hallmark-server agent show|evict|ban -spiffeID ID
@@ -44,8 +45,10 @@ Commands:
   validate            check a configuration without starting (-config server.hcl)
   entry create        create registration entries
   entry update        replace registration entries (-entryID, or -data)
-  entry show          list registration entries
-  entry delete        delete a registration entry
+  entry show          list registration entries (filters: -spiffeID, -parentID, -entryID, -selector,
+                      -matchSelectorsOn, -federatesWith, -matchFederatesWithOn, -hint, -downstream)
+  entry count         count registration entries (same filters but -entryID)
+  entry delete        delete registration entries (-entryID, or -file with {"ids": [...]})
   token generate      generate a single-use join token
   agent list          list attested agents (filters: -attestationType, -banned, -canReattest,
                       -expiresBefore, -selector, -matchSelectorsOn)

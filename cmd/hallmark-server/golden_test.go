@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	apiv1 "github.com/hallmarkid/hallmark/api/v1"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
+
+// fakeAdmin is an in-process admin server on a real unix socket that
+// answers with fixed entries and records what it was asked.
+type fakeAdmin struct {
+	apiv1.UnimplementedAdminServer
+
+	mu    sync.Mutex
+	calls []proto.Message // guarded by mu
+}
+
+func (f *fakeAdmin) record(m proto.Message) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, proto.Clone(m))
+}
+
+func (f *fakeAdmin) requests() []proto.Message {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]proto.Message(nil), f.calls...)
+}
+
+var goldenEntries = []*apiv1.Entry{
+	{Id: "0193a5c4-0000-7000-8000-000000000001", SpiffeId: "spiffe://example.org/web", ParentId: "spiffe://example.org/agent/join_token/abc",
+		Selectors: []*apiv1.Selector{{Type: "k8s", Value: "sa:web"}, {Type: "k8s", Value: "ns:demo"}}, X509SvidTtl: 3600, JwtSvidTtl: 300,
+		DnsNames: []string{"web.example.org"}, FederatesWith: []string{"spiffe://partner.test"}, Hint: "front", Revision: 7, CreatedAt: 1733400000},
+	{Id: "0193a5c4-0000-7000-8000-000000000002", SpiffeId: "spiffe://example.org/nodes/demo", ParentId: "spiffe://example.org/hallmark/server",
+		Selectors: []*apiv1.Selector{{Type: "k8s_psat", Value: "cluster:demo"}}, Revision: 8, CreatedAt: 1733400001},
+}
+
+func (f *fakeAdmin) ListEntries(_ context.Context, req *apiv1.ListEntriesRequest) (*apiv1.ListEntriesResponse, error) {
+	f.record(req)
+	if req.GetId() == "missing" {
+		return &apiv1.ListEntriesResponse{}, nil
+	}
+	return &apiv1.ListEntriesResponse{Entries: goldenEntries}, nil
+}
+
+func (f *fakeAdmin) CountEntries(_ context.Context, req *apiv1.ListEntriesRequest) (*apiv1.CountEntriesResponse, error) {
+	f.record(req)
+	return &apiv1.CountEntriesResponse{Count: int32(len(goldenEntries))}, nil
+}
+
+// CreateEntries succeeds for every entry but one whose SPIFFE ID ends in
+// /dup.
+func (f *fakeAdmin) CreateEntries(_ context.Context, req *apiv1.CreateEntriesRequest) (*apiv1.CreateEntriesResponse, error) {
+	f.record(req)
+	resp := &apiv1.CreateEntriesResponse{}
+	for i, e := range req.GetEntries() {
+		if filepath.Base(e.GetSpiffeId()) == "dup" {
+			resp.Results = append(resp.Results, &apiv1.EntryResult{Entry: e, Error: "similar entry already exists", Code: int32(codes.AlreadyExists)})
+			continue
+		}
+		out := proto.Clone(e).(*apiv1.Entry)
+		if out.Id == "" {
+			out.Id = "0193a5c4-0000-7000-8000-00000000010" + string(rune('0'+i))
+		}
+		out.Revision, out.CreatedAt = int64(10+i), 1733400100
+		resp.Results = append(resp.Results, &apiv1.EntryResult{Entry: out})
+	}
+	return resp, nil
+}
+
+func (f *fakeAdmin) UpdateEntries(_ context.Context, req *apiv1.UpdateEntriesRequest) (*apiv1.UpdateEntriesResponse, error) {
+	f.record(req)
+	resp := &apiv1.UpdateEntriesResponse{}
+	for _, e := range req.GetEntries() {
+		out := proto.Clone(e).(*apiv1.Entry)
+		out.Revision, out.CreatedAt = 20, 1733400000
+		resp.Results = append(resp.Results, &apiv1.EntryResult{Entry: out})
+	}
+	return resp, nil
+}
+
+// DeleteEntry knows only goldenEntries' IDs.
+func (f *fakeAdmin) DeleteEntry(_ context.Context, req *apiv1.DeleteEntryRequest) (*apiv1.DeleteEntryResponse, error) {
+	f.record(req)
+	for _, e := range goldenEntries {
+		if e.GetId() == req.GetId() {
+			return &apiv1.DeleteEntryResponse{Entry: e}, nil
+		}
+	}
+	return nil, status.Errorf(codes.NotFound, "entry %q not found", req.GetId())
+}
+
+// startFakeAdmin serves a fakeAdmin on a socket in a fresh directory and
+// returns it and the socket path.
+func startFakeAdmin(t *testing.T) (*fakeAdmin, string) {
+	t.Helper()
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "api.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeAdmin{}
+	s := grpc.NewServer()
+	apiv1.RegisterAdminServer(s, f)
+	go s.Serve(l) //nolint:errcheck // ends with Stop
+	t.Cleanup(s.Stop)
+	return f, sock
+}
+
+// runCLI runs hallmark-server with args and returns its exit code and
+// output.
+func runCLI(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	rc := run(args, &out, &errb)
+	return rc, out.String(), errb.String()
+}
+
+// checkGolden compares got with testdata/name.golden (rewritten with
+// -update).
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (run with -update to accept):\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
