@@ -56,7 +56,7 @@ func fetchJWT(args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	client, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+*socketPath))
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr(socketAddr(*socketPath)))
 	if err != nil {
 		return err
 	}
@@ -98,7 +98,7 @@ func validateJWT(args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	s, err := workloadapi.ValidateJWTSVID(ctx, *token, *audience, workloadapi.WithAddr("unix://"+*socketPath))
+	s, err := workloadapi.ValidateJWTSVID(ctx, *token, *audience, workloadapi.WithAddr(socketAddr(*socketPath)))
 	if err != nil {
 		return fmt.Errorf("SVID is not valid: %w", err)
 	}
@@ -147,7 +147,7 @@ func watch(args []string, stdout io.Writer) error {
 				fmt.Fprintf(stdout, "Watch error: %v\n", err)
 			}
 		},
-	}, workloadapi.WithAddr("unix://"+*socketPath))
+	}, workloadapi.WithAddr(socketAddr(*socketPath)))
 	if err != nil && ctx.Err() == nil {
 		return err
 	}

@@ -23,6 +23,25 @@ import (
 // (bundle list/set/delete, federation list/refresh), or nil for others.
 func federationCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(context.Context, apiv1.AdminClient) error {
 	switch cmd {
+	case "bundle count":
+		output := outputFlag(fs)
+		return func(ctx context.Context, c apiv1.AdminClient) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
+			// SPIRE counts every bundle it holds: its own and the
+			// federated ones.
+			resp, err := c.ListFederatedBundles(ctx, &apiv1.ListFederatedBundlesRequest{})
+			if err != nil {
+				return err
+			}
+			n := len(resp.GetBundles()) + 1
+			if *output == "json" {
+				return writeJSON(stdout, map[string]int{"count": n})
+			}
+			fmt.Fprintf(stdout, "%d bundle%s\n", n, plural(n))
+			return nil
+		}
 	case "bundle list":
 		id := fs.String("id", "", "trust domain of the federated bundle to show (default: all)")
 		format := fs.String("format", "pem", "output format: pem or spiffe")

@@ -152,3 +152,25 @@ func checkGolden(t *testing.T, name, got string) {
 		t.Errorf("output differs from %s (run with -update to accept):\n--- got\n%s\n--- want\n%s", path, got, want)
 	}
 }
+
+func (f *fakeAdmin) ListFederatedBundles(_ context.Context, req *apiv1.ListFederatedBundlesRequest) (*apiv1.ListFederatedBundlesResponse, error) {
+	f.record(req)
+	return &apiv1.ListFederatedBundlesResponse{Bundles: []*apiv1.BundleDocument{
+		{TrustDomain: "partner.test", Document: []byte(`{"keys": []}`)}, {TrustDomain: "other.test", Document: []byte(`{"keys": []}`)}}}, nil
+}
+
+var goldenAuthorities = []*apiv1.LocalAuthority{
+	{AuthorityId: "1111111111111111", Status: "old", NotBefore: 1733000000, NotAfter: 1733600000, PublishedAt: 1733000000, ActivatedAt: 1733000000, SubjectKeyId: "aa"},
+	{AuthorityId: "2222222222222222", Status: "old", NotBefore: 1733100000, NotAfter: 1733700000, PublishedAt: 1733100000, ActivatedAt: 1733100000, SubjectKeyId: "bb", Tainted: true},
+	{AuthorityId: "3333333333333333", Status: "active", NotBefore: 1733200000, NotAfter: 1733800000, PublishedAt: 1733200000, ActivatedAt: 1733200000, SubjectKeyId: "cc"},
+}
+
+func (f *fakeAdmin) ListX509Authorities(_ context.Context, req *apiv1.ListLocalAuthoritiesRequest) (*apiv1.ListLocalAuthoritiesResponse, error) {
+	f.record(req)
+	return &apiv1.ListLocalAuthoritiesResponse{Authorities: goldenAuthorities}, nil
+}
+
+func (f *fakeAdmin) PrepareX509Authority(_ context.Context, req *apiv1.PrepareLocalAuthorityRequest) (*apiv1.LocalAuthority, error) {
+	f.record(req)
+	return &apiv1.LocalAuthority{AuthorityId: "4444444444444444", Status: "prepared", NotAfter: 1733900000, SubjectKeyId: "dd"}, nil
+}

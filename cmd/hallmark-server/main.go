@@ -31,7 +31,6 @@ import (
 	"syscall"
 
 	"github.com/hallmarkid/hallmark/server"
-	"github.com/hallmarkid/hallmark/server/config"
 )
 
 func main() {
@@ -61,6 +60,7 @@ Commands:
   agent purge         delete agents whose SVID expired long ago (-expiredFor, -dryRun)
   bundle show         print the trust bundle
   bundle list         print federated bundles (-id for one)
+  bundle count        count the bundles held: ours and the federated ones
   bundle set          trust another domain's bundle (-id, -path, -format)
   bundle delete       delete a bundle set with bundle set
   federation list     show federation relationships and their refresh state
@@ -69,7 +69,8 @@ Commands:
                       manage the X.509 CA's authorities (-authorityID)
   localauthority jwt show|prepare|activate|taint|revoke
                       manage the JWT signing keys (-authorityID)
-  healthcheck         check that the server is ready
+  healthcheck         check that the server is ready (-shallow: only that it answers)
+  -version            print the version
 
 Run 'hallmark-server <command> -h' for a command's flags.
 `
@@ -102,6 +103,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "-version", "--version", "version":
+		fmt.Fprintln(stdout, versionString())
+		return 0
 	default:
 		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
 		return 2
@@ -120,28 +124,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 // without opening the datastore or writing to data_dir.
 func validate(args []string, stdout io.Writer) error {
 	fs := newFlagSet("validate")
-	configPath := fs.String("config", "conf/server.hcl", "path to the server configuration file")
+	cf := defineConfigFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*configPath)
+	cfg, err := cf.load()
 	if err != nil {
 		return err
 	}
 	if err := server.Validate(cfg, nil); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "Configuration %s is valid.\n", *configPath)
+	fmt.Fprintf(stdout, "Configuration %s is valid.\n", *cf.path)
 	return nil
 }
 
 func runServer(args []string, stderr io.Writer) error {
 	fs := newFlagSet("run")
-	configPath := fs.String("config", "conf/server.hcl", "path to the server configuration file")
+	cf := defineConfigFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*configPath)
+	cfg, err := cf.load()
 	if err != nil {
 		return err
 	}
