@@ -183,6 +183,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		TrustDomain: cfg.TrustDomain, ServerID: s.serverID, Store: s.store, Entries: s.entries,
 		Evictor: s.node, Bundle: s.ca.Bundle, Ready: s.Ready, Audit: s.audit, Log: log.With("subsystem", "admin_api"),
 		Federation: s.fed, Authorities: adminapi.Authorities{X509: s.ca, JWT: s.jwt},
+		X509Minter: s.ca, JWTMinter: s.jwt, DefaultX509SVIDTTL: cfg.DefaultX509SVIDTTL,
 	})
 	log.Info("Server initialised", "trust_domain", cfg.TrustDomain.Name(), "entries", len(entries),
 		"datastore", cfg.Datastore.Type, "node_attestors", attestorTypes(verifiers))

@@ -2330,6 +2330,246 @@ func (x *LocalAuthorityRequest) GetAuthorityId() string {
 	return ""
 }
 
+type MintX509SVIDRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Csr           []byte                 `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"` // DER; proves possession of the key
+	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	DnsNames      []string               `protobuf:"bytes,3,rep,name=dns_names,json=dnsNames,proto3" json:"dns_names,omitempty"`
+	TtlSeconds    int64                  `protobuf:"varint,4,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"` // 0: the server's default_x509_svid_ttl
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintX509SVIDRequest) Reset() {
+	*x = MintX509SVIDRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintX509SVIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintX509SVIDRequest) ProtoMessage() {}
+
+func (x *MintX509SVIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintX509SVIDRequest.ProtoReflect.Descriptor instead.
+func (*MintX509SVIDRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *MintX509SVIDRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *MintX509SVIDRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *MintX509SVIDRequest) GetDnsNames() []string {
+	if x != nil {
+		return x.DnsNames
+	}
+	return nil
+}
+
+func (x *MintX509SVIDRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type MintX509SVIDResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CertChain     [][]byte               `protobuf:"bytes,1,rep,name=cert_chain,json=certChain,proto3" json:"cert_chain,omitempty"`  // DER, leaf first
+	ExpiresAt     int64                  `protobuf:"varint,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"` // unix seconds
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintX509SVIDResponse) Reset() {
+	*x = MintX509SVIDResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintX509SVIDResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintX509SVIDResponse) ProtoMessage() {}
+
+func (x *MintX509SVIDResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintX509SVIDResponse.ProtoReflect.Descriptor instead.
+func (*MintX509SVIDResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *MintX509SVIDResponse) GetCertChain() [][]byte {
+	if x != nil {
+		return x.CertChain
+	}
+	return nil
+}
+
+func (x *MintX509SVIDResponse) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
+type MintJWTSVIDRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Audience      []string               `protobuf:"bytes,2,rep,name=audience,proto3" json:"audience,omitempty"`
+	TtlSeconds    int64                  `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"` // 0: the server's default_jwt_svid_ttl
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintJWTSVIDRequest) Reset() {
+	*x = MintJWTSVIDRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintJWTSVIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintJWTSVIDRequest) ProtoMessage() {}
+
+func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
+func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *MintJWTSVIDRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *MintJWTSVIDRequest) GetAudience() []string {
+	if x != nil {
+		return x.Audience
+	}
+	return nil
+}
+
+func (x *MintJWTSVIDRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type MintJWTSVIDResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	IssuedAt      int64                  `protobuf:"varint,2,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`    // unix seconds
+	ExpiresAt     int64                  `protobuf:"varint,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"` // unix seconds
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintJWTSVIDResponse) Reset() {
+	*x = MintJWTSVIDResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintJWTSVIDResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintJWTSVIDResponse) ProtoMessage() {}
+
+func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintJWTSVIDResponse.ProtoReflect.Descriptor instead.
+func (*MintJWTSVIDResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *MintJWTSVIDResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *MintJWTSVIDResponse) GetIssuedAt() int64 {
+	if x != nil {
+		return x.IssuedAt
+	}
+	return 0
+}
+
+func (x *MintJWTSVIDResponse) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
 var File_api_v1_admin_proto protoreflect.FileDescriptor
 
 const file_api_v1_admin_proto_rawDesc = "" +
@@ -2475,12 +2715,33 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\vauthorities\x18\x01 \x03(\v2\x1b.hallmark.v1.LocalAuthorityR\vauthorities\"\x1e\n" +
 	"\x1cPrepareLocalAuthorityRequest\":\n" +
 	"\x15LocalAuthorityRequest\x12!\n" +
-	"\fauthority_id\x18\x01 \x01(\tR\vauthorityId*y\n" +
+	"\fauthority_id\x18\x01 \x01(\tR\vauthorityId\"\x82\x01\n" +
+	"\x13MintX509SVIDRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
+	"\tdns_names\x18\x03 \x03(\tR\bdnsNames\x12\x1f\n" +
+	"\vttl_seconds\x18\x04 \x01(\x03R\n" +
+	"ttlSeconds\"T\n" +
+	"\x14MintX509SVIDResponse\x12\x1d\n" +
+	"\n" +
+	"cert_chain\x18\x01 \x03(\fR\tcertChain\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\x03R\texpiresAt\"n\n" +
+	"\x12MintJWTSVIDRequest\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1a\n" +
+	"\baudience\x18\x02 \x03(\tR\baudience\x12\x1f\n" +
+	"\vttl_seconds\x18\x03 \x01(\x03R\n" +
+	"ttlSeconds\"g\n" +
+	"\x13MintJWTSVIDResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
+	"\tissued_at\x18\x02 \x01(\x03R\bissuedAt\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\x03R\texpiresAt*y\n" +
 	"\rSelectorMatch\x12\x1b\n" +
 	"\x17SELECTOR_MATCH_SUPERSET\x10\x00\x12\x18\n" +
 	"\x14SELECTOR_MATCH_EXACT\x10\x01\x12\x19\n" +
 	"\x15SELECTOR_MATCH_SUBSET\x10\x02\x12\x16\n" +
-	"\x12SELECTOR_MATCH_ANY\x10\x032\xb7\x14\n" +
+	"\x12SELECTOR_MATCH_ANY\x10\x032\xde\x15\n" +
 	"\x05Admin\x12V\n" +
 	"\rCreateEntries\x12!.hallmark.v1.CreateEntriesRequest\x1a\".hallmark.v1.CreateEntriesResponse\x12P\n" +
 	"\vListEntries\x12\x1f.hallmark.v1.ListEntriesRequest\x1a .hallmark.v1.ListEntriesResponse\x12R\n" +
@@ -2496,7 +2757,9 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"EvictAgent\x12\x1e.hallmark.v1.EvictAgentRequest\x1a\x1f.hallmark.v1.EvictAgentResponse\x12G\n" +
 	"\bBanAgent\x12\x1c.hallmark.v1.BanAgentRequest\x1a\x1d.hallmark.v1.BanAgentResponse\x12P\n" +
 	"\vPurgeAgents\x12\x1f.hallmark.v1.PurgeAgentsRequest\x1a .hallmark.v1.PurgeAgentsResponse\x12?\n" +
-	"\tGetBundle\x12\x1d.hallmark.v1.GetBundleRequest\x1a\x13.hallmark.v1.Bundle\x12A\n" +
+	"\tGetBundle\x12\x1d.hallmark.v1.GetBundleRequest\x1a\x13.hallmark.v1.Bundle\x12S\n" +
+	"\fMintX509SVID\x12 .hallmark.v1.MintX509SVIDRequest\x1a!.hallmark.v1.MintX509SVIDResponse\x12P\n" +
+	"\vMintJWTSVID\x12\x1f.hallmark.v1.MintJWTSVIDRequest\x1a .hallmark.v1.MintJWTSVIDResponse\x12A\n" +
 	"\x06Health\x12\x1a.hallmark.v1.HealthRequest\x1a\x1b.hallmark.v1.HealthResponse\x12k\n" +
 	"\x14ListFederatedBundles\x12(.hallmark.v1.ListFederatedBundlesRequest\x1a).hallmark.v1.ListFederatedBundlesResponse\x12e\n" +
 	"\x12SetFederatedBundle\x12&.hallmark.v1.SetFederatedBundleRequest\x1a'.hallmark.v1.SetFederatedBundleResponse\x12n\n" +
@@ -2527,7 +2790,7 @@ func file_api_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_api_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_api_v1_admin_proto_goTypes = []any{
 	(SelectorMatch)(0),                          // 0: hallmark.v1.SelectorMatch
 	(*CreateEntriesRequest)(nil),                // 1: hallmark.v1.CreateEntriesRequest
@@ -2574,26 +2837,30 @@ var file_api_v1_admin_proto_goTypes = []any{
 	(*ListLocalAuthoritiesResponse)(nil),        // 42: hallmark.v1.ListLocalAuthoritiesResponse
 	(*PrepareLocalAuthorityRequest)(nil),        // 43: hallmark.v1.PrepareLocalAuthorityRequest
 	(*LocalAuthorityRequest)(nil),               // 44: hallmark.v1.LocalAuthorityRequest
-	(*Entry)(nil),                               // 45: hallmark.v1.Entry
-	(*Selector)(nil),                            // 46: hallmark.v1.Selector
-	(*Agent)(nil),                               // 47: hallmark.v1.Agent
-	(*Bundle)(nil),                              // 48: hallmark.v1.Bundle
+	(*MintX509SVIDRequest)(nil),                 // 45: hallmark.v1.MintX509SVIDRequest
+	(*MintX509SVIDResponse)(nil),                // 46: hallmark.v1.MintX509SVIDResponse
+	(*MintJWTSVIDRequest)(nil),                  // 47: hallmark.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),                 // 48: hallmark.v1.MintJWTSVIDResponse
+	(*Entry)(nil),                               // 49: hallmark.v1.Entry
+	(*Selector)(nil),                            // 50: hallmark.v1.Selector
+	(*Agent)(nil),                               // 51: hallmark.v1.Agent
+	(*Bundle)(nil),                              // 52: hallmark.v1.Bundle
 }
 var file_api_v1_admin_proto_depIdxs = []int32{
-	45, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
-	45, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
+	49, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
+	49, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
 	2,  // 2: hallmark.v1.CreateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
-	46, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
+	50, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
 	0,  // 4: hallmark.v1.ListEntriesRequest.selector_match:type_name -> hallmark.v1.SelectorMatch
 	0,  // 5: hallmark.v1.ListEntriesRequest.federates_with_match:type_name -> hallmark.v1.SelectorMatch
-	45, // 6: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
-	45, // 7: hallmark.v1.UpdateEntriesRequest.entries:type_name -> hallmark.v1.Entry
+	49, // 6: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
+	49, // 7: hallmark.v1.UpdateEntriesRequest.entries:type_name -> hallmark.v1.Entry
 	2,  // 8: hallmark.v1.UpdateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
-	45, // 9: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
-	46, // 10: hallmark.v1.AgentFilter.by_selectors:type_name -> hallmark.v1.Selector
+	49, // 9: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
+	50, // 10: hallmark.v1.AgentFilter.by_selectors:type_name -> hallmark.v1.Selector
 	0,  // 11: hallmark.v1.AgentFilter.selector_match:type_name -> hallmark.v1.SelectorMatch
 	13, // 12: hallmark.v1.ListAgentsRequest.filter:type_name -> hallmark.v1.AgentFilter
-	47, // 13: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
+	51, // 13: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
 	13, // 14: hallmark.v1.CountAgentsRequest.filter:type_name -> hallmark.v1.AgentFilter
 	24, // 15: hallmark.v1.PurgeAgentsResponse.agents:type_name -> hallmark.v1.PurgedAgent
 	29, // 16: hallmark.v1.ListFederatedBundlesResponse.bundles:type_name -> hallmark.v1.BundleDocument
@@ -2614,53 +2881,57 @@ var file_api_v1_admin_proto_depIdxs = []int32{
 	21, // 31: hallmark.v1.Admin.BanAgent:input_type -> hallmark.v1.BanAgentRequest
 	23, // 32: hallmark.v1.Admin.PurgeAgents:input_type -> hallmark.v1.PurgeAgentsRequest
 	26, // 33: hallmark.v1.Admin.GetBundle:input_type -> hallmark.v1.GetBundleRequest
-	27, // 34: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
-	30, // 35: hallmark.v1.Admin.ListFederatedBundles:input_type -> hallmark.v1.ListFederatedBundlesRequest
-	32, // 36: hallmark.v1.Admin.SetFederatedBundle:input_type -> hallmark.v1.SetFederatedBundleRequest
-	34, // 37: hallmark.v1.Admin.DeleteFederatedBundle:input_type -> hallmark.v1.DeleteFederatedBundleRequest
-	36, // 38: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
-	38, // 39: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
-	41, // 40: hallmark.v1.Admin.ListX509Authorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
-	43, // 41: hallmark.v1.Admin.PrepareX509Authority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
-	44, // 42: hallmark.v1.Admin.ActivateX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	44, // 43: hallmark.v1.Admin.TaintX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	44, // 44: hallmark.v1.Admin.RevokeX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	41, // 45: hallmark.v1.Admin.ListJWTAuthorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
-	43, // 46: hallmark.v1.Admin.PrepareJWTAuthority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
-	44, // 47: hallmark.v1.Admin.ActivateJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	44, // 48: hallmark.v1.Admin.TaintJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	44, // 49: hallmark.v1.Admin.RevokeJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	3,  // 50: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
-	6,  // 51: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
-	5,  // 52: hallmark.v1.Admin.CountEntries:output_type -> hallmark.v1.CountEntriesResponse
-	10, // 53: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
-	8,  // 54: hallmark.v1.Admin.UpdateEntries:output_type -> hallmark.v1.UpdateEntriesResponse
-	12, // 55: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
-	15, // 56: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
-	17, // 57: hallmark.v1.Admin.CountAgents:output_type -> hallmark.v1.CountAgentsResponse
-	47, // 58: hallmark.v1.Admin.GetAgent:output_type -> hallmark.v1.Agent
-	20, // 59: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
-	22, // 60: hallmark.v1.Admin.BanAgent:output_type -> hallmark.v1.BanAgentResponse
-	25, // 61: hallmark.v1.Admin.PurgeAgents:output_type -> hallmark.v1.PurgeAgentsResponse
-	48, // 62: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
-	28, // 63: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
-	31, // 64: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
-	33, // 65: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
-	35, // 66: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
-	37, // 67: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
-	39, // 68: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
-	42, // 69: hallmark.v1.Admin.ListX509Authorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
-	40, // 70: hallmark.v1.Admin.PrepareX509Authority:output_type -> hallmark.v1.LocalAuthority
-	40, // 71: hallmark.v1.Admin.ActivateX509Authority:output_type -> hallmark.v1.LocalAuthority
-	40, // 72: hallmark.v1.Admin.TaintX509Authority:output_type -> hallmark.v1.LocalAuthority
-	40, // 73: hallmark.v1.Admin.RevokeX509Authority:output_type -> hallmark.v1.LocalAuthority
-	42, // 74: hallmark.v1.Admin.ListJWTAuthorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
-	40, // 75: hallmark.v1.Admin.PrepareJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	40, // 76: hallmark.v1.Admin.ActivateJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	40, // 77: hallmark.v1.Admin.TaintJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	40, // 78: hallmark.v1.Admin.RevokeJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	50, // [50:79] is the sub-list for method output_type
-	21, // [21:50] is the sub-list for method input_type
+	45, // 34: hallmark.v1.Admin.MintX509SVID:input_type -> hallmark.v1.MintX509SVIDRequest
+	47, // 35: hallmark.v1.Admin.MintJWTSVID:input_type -> hallmark.v1.MintJWTSVIDRequest
+	27, // 36: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
+	30, // 37: hallmark.v1.Admin.ListFederatedBundles:input_type -> hallmark.v1.ListFederatedBundlesRequest
+	32, // 38: hallmark.v1.Admin.SetFederatedBundle:input_type -> hallmark.v1.SetFederatedBundleRequest
+	34, // 39: hallmark.v1.Admin.DeleteFederatedBundle:input_type -> hallmark.v1.DeleteFederatedBundleRequest
+	36, // 40: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
+	38, // 41: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
+	41, // 42: hallmark.v1.Admin.ListX509Authorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
+	43, // 43: hallmark.v1.Admin.PrepareX509Authority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
+	44, // 44: hallmark.v1.Admin.ActivateX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	44, // 45: hallmark.v1.Admin.TaintX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	44, // 46: hallmark.v1.Admin.RevokeX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	41, // 47: hallmark.v1.Admin.ListJWTAuthorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
+	43, // 48: hallmark.v1.Admin.PrepareJWTAuthority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
+	44, // 49: hallmark.v1.Admin.ActivateJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	44, // 50: hallmark.v1.Admin.TaintJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	44, // 51: hallmark.v1.Admin.RevokeJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	3,  // 52: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
+	6,  // 53: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
+	5,  // 54: hallmark.v1.Admin.CountEntries:output_type -> hallmark.v1.CountEntriesResponse
+	10, // 55: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
+	8,  // 56: hallmark.v1.Admin.UpdateEntries:output_type -> hallmark.v1.UpdateEntriesResponse
+	12, // 57: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
+	15, // 58: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
+	17, // 59: hallmark.v1.Admin.CountAgents:output_type -> hallmark.v1.CountAgentsResponse
+	51, // 60: hallmark.v1.Admin.GetAgent:output_type -> hallmark.v1.Agent
+	20, // 61: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
+	22, // 62: hallmark.v1.Admin.BanAgent:output_type -> hallmark.v1.BanAgentResponse
+	25, // 63: hallmark.v1.Admin.PurgeAgents:output_type -> hallmark.v1.PurgeAgentsResponse
+	52, // 64: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
+	46, // 65: hallmark.v1.Admin.MintX509SVID:output_type -> hallmark.v1.MintX509SVIDResponse
+	48, // 66: hallmark.v1.Admin.MintJWTSVID:output_type -> hallmark.v1.MintJWTSVIDResponse
+	28, // 67: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
+	31, // 68: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
+	33, // 69: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
+	35, // 70: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
+	37, // 71: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
+	39, // 72: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
+	42, // 73: hallmark.v1.Admin.ListX509Authorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
+	40, // 74: hallmark.v1.Admin.PrepareX509Authority:output_type -> hallmark.v1.LocalAuthority
+	40, // 75: hallmark.v1.Admin.ActivateX509Authority:output_type -> hallmark.v1.LocalAuthority
+	40, // 76: hallmark.v1.Admin.TaintX509Authority:output_type -> hallmark.v1.LocalAuthority
+	40, // 77: hallmark.v1.Admin.RevokeX509Authority:output_type -> hallmark.v1.LocalAuthority
+	42, // 78: hallmark.v1.Admin.ListJWTAuthorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
+	40, // 79: hallmark.v1.Admin.PrepareJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	40, // 80: hallmark.v1.Admin.ActivateJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	40, // 81: hallmark.v1.Admin.TaintJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	40, // 82: hallmark.v1.Admin.RevokeJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	52, // [52:83] is the sub-list for method output_type
+	21, // [21:52] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
 	21, // [21:21] is the sub-list for extension extendee
 	0,  // [0:21] is the sub-list for field type_name
@@ -2680,7 +2951,7 @@ func file_api_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_admin_proto_rawDesc), len(file_api_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   44,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

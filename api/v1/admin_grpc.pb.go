@@ -32,6 +32,8 @@ const (
 	Admin_BanAgent_FullMethodName                    = "/hallmark.v1.Admin/BanAgent"
 	Admin_PurgeAgents_FullMethodName                 = "/hallmark.v1.Admin/PurgeAgents"
 	Admin_GetBundle_FullMethodName                   = "/hallmark.v1.Admin/GetBundle"
+	Admin_MintX509SVID_FullMethodName                = "/hallmark.v1.Admin/MintX509SVID"
+	Admin_MintJWTSVID_FullMethodName                 = "/hallmark.v1.Admin/MintJWTSVID"
 	Admin_Health_FullMethodName                      = "/hallmark.v1.Admin/Health"
 	Admin_ListFederatedBundles_FullMethodName        = "/hallmark.v1.Admin/ListFederatedBundles"
 	Admin_SetFederatedBundle_FullMethodName          = "/hallmark.v1.Admin/SetFederatedBundle"
@@ -92,6 +94,13 @@ type AdminClient interface {
 	// With dry_run it only lists them.
 	PurgeAgents(ctx context.Context, in *PurgeAgentsRequest, opts ...grpc.CallOption) (*PurgeAgentsResponse, error)
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*Bundle, error)
+	// MintX509SVID and MintJWTSVID are SPIRE's `x509 mint` and `jwt mint`:
+	// an SVID for any SPIFFE ID of the trust domain outside the reserved
+	// namespaces (agents', the server's), without an entry. The X.509-SVID
+	// carries spiffe_id and dns_names as given; only the CSR's public key is
+	// used.
+	MintX509SVID(ctx context.Context, in *MintX509SVIDRequest, opts ...grpc.CallOption) (*MintX509SVIDResponse, error)
+	MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, opts ...grpc.CallOption) (*MintJWTSVIDResponse, error)
 	Health(ctx context.Context, in *HealthRequest, opts ...grpc.CallOption) (*HealthResponse, error)
 	// Federation. Trust domains are names ("other.org") or IDs
 	// ("spiffe://other.org"); our own is always refused.
@@ -256,6 +265,26 @@ func (c *adminClient) GetBundle(ctx context.Context, in *GetBundleRequest, opts 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Bundle)
 	err := c.cc.Invoke(ctx, Admin_GetBundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) MintX509SVID(ctx context.Context, in *MintX509SVIDRequest, opts ...grpc.CallOption) (*MintX509SVIDResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MintX509SVIDResponse)
+	err := c.cc.Invoke(ctx, Admin_MintX509SVID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, opts ...grpc.CallOption) (*MintJWTSVIDResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MintJWTSVIDResponse)
+	err := c.cc.Invoke(ctx, Admin_MintJWTSVID_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -464,6 +493,13 @@ type AdminServer interface {
 	// With dry_run it only lists them.
 	PurgeAgents(context.Context, *PurgeAgentsRequest) (*PurgeAgentsResponse, error)
 	GetBundle(context.Context, *GetBundleRequest) (*Bundle, error)
+	// MintX509SVID and MintJWTSVID are SPIRE's `x509 mint` and `jwt mint`:
+	// an SVID for any SPIFFE ID of the trust domain outside the reserved
+	// namespaces (agents', the server's), without an entry. The X.509-SVID
+	// carries spiffe_id and dns_names as given; only the CSR's public key is
+	// used.
+	MintX509SVID(context.Context, *MintX509SVIDRequest) (*MintX509SVIDResponse, error)
+	MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*MintJWTSVIDResponse, error)
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
 	// Federation. Trust domains are names ("other.org") or IDs
 	// ("spiffe://other.org"); our own is always refused.
@@ -542,6 +578,12 @@ func (UnimplementedAdminServer) PurgeAgents(context.Context, *PurgeAgentsRequest
 }
 func (UnimplementedAdminServer) GetBundle(context.Context, *GetBundleRequest) (*Bundle, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBundle not implemented")
+}
+func (UnimplementedAdminServer) MintX509SVID(context.Context, *MintX509SVIDRequest) (*MintX509SVIDResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MintX509SVID not implemented")
+}
+func (UnimplementedAdminServer) MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*MintJWTSVIDResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MintJWTSVID not implemented")
 }
 func (UnimplementedAdminServer) Health(context.Context, *HealthRequest) (*HealthResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Health not implemented")
@@ -842,6 +884,42 @@ func _Admin_GetBundle_Handler(srv interface{}, ctx context.Context, dec func(int
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServer).GetBundle(ctx, req.(*GetBundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_MintX509SVID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MintX509SVIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).MintX509SVID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_MintX509SVID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).MintX509SVID(ctx, req.(*MintX509SVIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_MintJWTSVID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MintJWTSVIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).MintJWTSVID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_MintJWTSVID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).MintJWTSVID(ctx, req.(*MintJWTSVIDRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1192,6 +1270,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetBundle",
 			Handler:    _Admin_GetBundle_Handler,
+		},
+		{
+			MethodName: "MintX509SVID",
+			Handler:    _Admin_MintX509SVID_Handler,
+		},
+		{
+			MethodName: "MintJWTSVID",
+			Handler:    _Admin_MintJWTSVID_Handler,
 		},
 		{
 			MethodName: "Health",

@@ -111,6 +111,9 @@ func admin(cmd string, args []string, stdout io.Writer) error {
 			run = agentCommand(cmd, fs, stdout)
 		}
 		if run == nil {
+			run = mintCommand(cmd, fs, stdout)
+		}
+		if run == nil {
 			return fmt.Errorf("unknown command %q", cmd)
 		}
 	}

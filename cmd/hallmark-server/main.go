@@ -15,6 +15,7 @@
 //	hallmark-server bundle set -id TD [-path FILE] [-format pem|spiffe]
 //	hallmark-server bundle delete -id TD
 //	hallmark-server federation list | federation refresh -id TD
+//	hallmark-server x509 mint -spiffeID ID [-ttl D] [-dns N] [-write DIR] | jwt mint -spiffeID ID -audience A [-ttl D] [-write FILE]
 //	hallmark-server localauthority x509|jwt show | prepare
 //	hallmark-server localauthority x509|jwt activate|taint|revoke -authorityID ID
 //	hallmark-server healthcheck
@@ -65,6 +66,8 @@ Commands:
   bundle delete       delete a bundle set with bundle set
   federation list     show federation relationships and their refresh state
   federation refresh  fetch a federated bundle now (-id)
+  x509 mint           mint an X.509-SVID without an entry (-spiffeID, -ttl, -dns, -write)
+  jwt mint            mint a JWT-SVID without an entry (-spiffeID, -audience, -ttl, -write)
   localauthority x509 show|prepare|activate|taint|revoke
                       manage the X.509 CA's authorities (-authorityID)
   localauthority jwt show|prepare|activate|taint|revoke
@@ -86,7 +89,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runServer(args[1:], stderr)
 	case "validate":
 		err = validate(args[1:], stdout)
-	case "entry", "token", "agent", "bundle", "federation":
+	case "entry", "token", "agent", "bundle", "federation", "x509", "jwt":
 		if len(args) < 2 {
 			fmt.Fprint(stderr, usage)
 			return 2

@@ -69,12 +69,18 @@ type Config struct {
 	Federation *federation.Fetcher
 	// Authorities are the X.509 CA and the JWT signer an operator manages
 	// with the localauthority actions; nil fields refuse them.
-	Authorities     Authorities
-	Ready           func(ctx context.Context) error
-	DefaultTokenTTL time.Duration
-	Audit           Auditor
-	Log             *slog.Logger
-	Clock           func() time.Time
+	Authorities Authorities
+	// X509Minter and JWTMinter sign the SVIDs of `x509 mint` and `jwt
+	// mint`; nil refuses them. DefaultX509SVIDTTL is the lifetime of a
+	// minted X.509-SVID that asks for none.
+	X509Minter         X509Minter
+	JWTMinter          JWTMinter
+	DefaultX509SVIDTTL time.Duration
+	Ready              func(ctx context.Context) error
+	DefaultTokenTTL    time.Duration
+	Audit              Auditor
+	Log                *slog.Logger
+	Clock              func() time.Time
 }
 
 // Server implements apiv1.AdminServer.
