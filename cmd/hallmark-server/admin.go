@@ -52,6 +52,9 @@ func dialAdmin(socketPath string) (apiv1.AdminClient, func(), error) {
 }
 
 func admin(cmd string, args []string, stdout io.Writer) error {
+	if why := refusedCommand(cmd); why != "" {
+		return errors.New(why)
+	}
 	fs := newFlagSet(cmd)
 	socketPath := fs.String("socketPath", defaultSocketPath(), "path to the server's admin socket")
 	var run func(context.Context, apiv1.AdminClient) error

@@ -105,3 +105,23 @@ func TestServerVersion(t *testing.T) {
 		t.Fatalf("exit %d, %q", rc, out)
 	}
 }
+
+// TestFederationCommands: federation show finds one relationship;
+// SPIRE's federation create/update/delete, which Hallmark configures in
+// the server's federation block, are refused by name whatever their flags.
+func TestFederationCommands(t *testing.T) {
+	for _, verb := range []string{"create", "update", "delete"} {
+		rc, _, errOut := runCLI("federation", verb, "-trustDomain", "partner.test", "-bundleEndpointURL", "https://x")
+		if rc != 1 || !strings.Contains(errOut, "federation "+verb+" is not supported") || !strings.Contains(errOut, "federation block") {
+			t.Errorf("federation %s: exit %d %q", verb, rc, errOut)
+		}
+	}
+	_, sock := startFakeAdmin(t)
+	if rc, out, errOut := runCLI("federation", "show", "-trustDomain", "spiffe://partner.test", "-socketPath", sock); rc != 0 ||
+		!strings.Contains(out, "Trust domain      : partner.test") {
+		t.Fatalf("federation show: exit %d %s%s", rc, out, errOut)
+	}
+	if rc, _, errOut := runCLI("federation", "show", "-trustDomain", "nobody.test", "-socketPath", sock); rc != 1 || !strings.Contains(errOut, "no federation relationship") {
+		t.Fatalf("federation show unknown: exit %d %s", rc, errOut)
+	}
+}

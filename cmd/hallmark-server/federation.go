@@ -124,6 +124,37 @@ func federationCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(cont
 			}
 			return nil
 		}
+	case "federation show":
+		td := fs.String("trustDomain", "", "the trust domain of the relationship to show")
+		output := outputFlag(fs)
+		return func(ctx context.Context, c apiv1.AdminClient) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
+			if *td == "" {
+				return errors.New("-trustDomain is required")
+			}
+			want, err := spiffeid.TrustDomainFromString(*td)
+			if err != nil {
+				return fmt.Errorf("-trustDomain %q: %w", *td, err)
+			}
+			resp, err := c.ListFederationRelationships(ctx, &apiv1.ListFederationRelationshipsRequest{})
+			if err != nil {
+				return err
+			}
+			for _, r := range resp.GetRelationships() {
+				if r.GetTrustDomain() != want.Name() {
+					continue
+				}
+				if *output == "json" {
+					return writeProtoJSON(stdout, r)
+				}
+				fmt.Fprintf(stdout, "Found a federation relationship with trust domain %s\n\n", want.Name())
+				printRelationship(stdout, r)
+				return nil
+			}
+			return fmt.Errorf("no federation relationship with trust domain %q (see federation list)", want.Name())
+		}
 	case "federation refresh":
 		id := fs.String("id", "", "trust domain whose bundle to fetch now")
 		return func(ctx context.Context, c apiv1.AdminClient) error {
@@ -256,4 +287,17 @@ func unixString(s int64) string {
 		return "never"
 	}
 	return time.Unix(s, 0).UTC().Format(time.RFC3339)
+}
+
+// refusedCommand says why a SPIRE command Hallmark does not implement is
+// refused, before its flags are parsed (SPIRE's flags are unknown here);
+// "" for other commands.
+func refusedCommand(cmd string) string {
+	switch cmd {
+	case "federation create", "federation update", "federation delete":
+		return cmd + " is not supported: Hallmark's federation relationships are configured in the server's federation block " +
+			"(federates_with \"<td>\" { bundle_endpoint_url ... }, docs/federation.md) and change on restart; " +
+			"to trust a bundle without an endpoint use bundle set"
+	}
+	return ""
 }

@@ -174,3 +174,10 @@ func (f *fakeAdmin) PrepareX509Authority(_ context.Context, req *apiv1.PrepareLo
 	f.record(req)
 	return &apiv1.LocalAuthority{AuthorityId: "4444444444444444", Status: "prepared", NotAfter: 1733900000, SubjectKeyId: "dd"}, nil
 }
+
+func (f *fakeAdmin) ListFederationRelationships(_ context.Context, req *apiv1.ListFederationRelationshipsRequest) (*apiv1.ListFederationRelationshipsResponse, error) {
+	f.record(req)
+	return &apiv1.ListFederationRelationshipsResponse{Relationships: []*apiv1.FederationRelationship{
+		{TrustDomain: "partner.test", BundleEndpointUrl: "https://partner.test/bundle", BundleEndpointProfile: "https_web", HasBundle: true, X509Authorities: 1},
+	}}, nil
+}

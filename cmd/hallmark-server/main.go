@@ -65,7 +65,10 @@ Commands:
   bundle set          trust another domain's bundle (-id, -path, -format)
   bundle delete       delete a bundle set with bundle set
   federation list     show federation relationships and their refresh state
+  federation show     show one relationship (-trustDomain)
   federation refresh  fetch a federated bundle now (-id)
+                      (federation create|update|delete are refused: relationships are configured in the
+                      server's federation block)
   x509 mint           mint an X.509-SVID without an entry (-spiffeID, -ttl, -dns, -write)
   jwt mint            mint a JWT-SVID without an entry (-spiffeID, -audience, -ttl, -write)
   localauthority x509 show|prepare|activate|taint|revoke
