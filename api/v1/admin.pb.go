@@ -2570,6 +2570,174 @@ func (x *MintJWTSVIDResponse) GetExpiresAt() int64 {
 	return 0
 }
 
+type Logger struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CurrentLevel  string                 `protobuf:"bytes,1,opt,name=current_level,json=currentLevel,proto3" json:"current_level,omitempty"` // debug, info, warn or error
+	LaunchLevel   string                 `protobuf:"bytes,2,opt,name=launch_level,json=launchLevel,proto3" json:"launch_level,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Logger) Reset() {
+	*x = Logger{}
+	mi := &file_api_v1_admin_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Logger) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Logger) ProtoMessage() {}
+
+func (x *Logger) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Logger.ProtoReflect.Descriptor instead.
+func (*Logger) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *Logger) GetCurrentLevel() string {
+	if x != nil {
+		return x.CurrentLevel
+	}
+	return ""
+}
+
+func (x *Logger) GetLaunchLevel() string {
+	if x != nil {
+		return x.LaunchLevel
+	}
+	return ""
+}
+
+type GetLoggerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLoggerRequest) Reset() {
+	*x = GetLoggerRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLoggerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLoggerRequest) ProtoMessage() {}
+
+func (x *GetLoggerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLoggerRequest.ProtoReflect.Descriptor instead.
+func (*GetLoggerRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{49}
+}
+
+type SetLogLevelRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Level         string                 `protobuf:"bytes,1,opt,name=level,proto3" json:"level,omitempty"` // debug, info, warn or error
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetLogLevelRequest) Reset() {
+	*x = SetLogLevelRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetLogLevelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetLogLevelRequest) ProtoMessage() {}
+
+func (x *SetLogLevelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetLogLevelRequest.ProtoReflect.Descriptor instead.
+func (*SetLogLevelRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *SetLogLevelRequest) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+type ResetLogLevelRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetLogLevelRequest) Reset() {
+	*x = ResetLogLevelRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetLogLevelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetLogLevelRequest) ProtoMessage() {}
+
+func (x *ResetLogLevelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetLogLevelRequest.ProtoReflect.Descriptor instead.
+func (*ResetLogLevelRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{51}
+}
+
 var File_api_v1_admin_proto protoreflect.FileDescriptor
 
 const file_api_v1_admin_proto_rawDesc = "" +
@@ -2736,12 +2904,19 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
 	"\tissued_at\x18\x02 \x01(\x03R\bissuedAt\x12\x1d\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\x03R\texpiresAt*y\n" +
+	"expires_at\x18\x03 \x01(\x03R\texpiresAt\"P\n" +
+	"\x06Logger\x12#\n" +
+	"\rcurrent_level\x18\x01 \x01(\tR\fcurrentLevel\x12!\n" +
+	"\flaunch_level\x18\x02 \x01(\tR\vlaunchLevel\"\x12\n" +
+	"\x10GetLoggerRequest\"*\n" +
+	"\x12SetLogLevelRequest\x12\x14\n" +
+	"\x05level\x18\x01 \x01(\tR\x05level\"\x16\n" +
+	"\x14ResetLogLevelRequest*y\n" +
 	"\rSelectorMatch\x12\x1b\n" +
 	"\x17SELECTOR_MATCH_SUPERSET\x10\x00\x12\x18\n" +
 	"\x14SELECTOR_MATCH_EXACT\x10\x01\x12\x19\n" +
 	"\x15SELECTOR_MATCH_SUBSET\x10\x02\x12\x16\n" +
-	"\x12SELECTOR_MATCH_ANY\x10\x032\xde\x15\n" +
+	"\x12SELECTOR_MATCH_ANY\x10\x032\xad\x17\n" +
 	"\x05Admin\x12V\n" +
 	"\rCreateEntries\x12!.hallmark.v1.CreateEntriesRequest\x1a\".hallmark.v1.CreateEntriesResponse\x12P\n" +
 	"\vListEntries\x12\x1f.hallmark.v1.ListEntriesRequest\x1a .hallmark.v1.ListEntriesResponse\x12R\n" +
@@ -2759,7 +2934,10 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\vPurgeAgents\x12\x1f.hallmark.v1.PurgeAgentsRequest\x1a .hallmark.v1.PurgeAgentsResponse\x12?\n" +
 	"\tGetBundle\x12\x1d.hallmark.v1.GetBundleRequest\x1a\x13.hallmark.v1.Bundle\x12S\n" +
 	"\fMintX509SVID\x12 .hallmark.v1.MintX509SVIDRequest\x1a!.hallmark.v1.MintX509SVIDResponse\x12P\n" +
-	"\vMintJWTSVID\x12\x1f.hallmark.v1.MintJWTSVIDRequest\x1a .hallmark.v1.MintJWTSVIDResponse\x12A\n" +
+	"\vMintJWTSVID\x12\x1f.hallmark.v1.MintJWTSVIDRequest\x1a .hallmark.v1.MintJWTSVIDResponse\x12?\n" +
+	"\tGetLogger\x12\x1d.hallmark.v1.GetLoggerRequest\x1a\x13.hallmark.v1.Logger\x12C\n" +
+	"\vSetLogLevel\x12\x1f.hallmark.v1.SetLogLevelRequest\x1a\x13.hallmark.v1.Logger\x12G\n" +
+	"\rResetLogLevel\x12!.hallmark.v1.ResetLogLevelRequest\x1a\x13.hallmark.v1.Logger\x12A\n" +
 	"\x06Health\x12\x1a.hallmark.v1.HealthRequest\x1a\x1b.hallmark.v1.HealthResponse\x12k\n" +
 	"\x14ListFederatedBundles\x12(.hallmark.v1.ListFederatedBundlesRequest\x1a).hallmark.v1.ListFederatedBundlesResponse\x12e\n" +
 	"\x12SetFederatedBundle\x12&.hallmark.v1.SetFederatedBundleRequest\x1a'.hallmark.v1.SetFederatedBundleResponse\x12n\n" +
@@ -2790,7 +2968,7 @@ func file_api_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_api_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_api_v1_admin_proto_goTypes = []any{
 	(SelectorMatch)(0),                          // 0: hallmark.v1.SelectorMatch
 	(*CreateEntriesRequest)(nil),                // 1: hallmark.v1.CreateEntriesRequest
@@ -2841,26 +3019,30 @@ var file_api_v1_admin_proto_goTypes = []any{
 	(*MintX509SVIDResponse)(nil),                // 46: hallmark.v1.MintX509SVIDResponse
 	(*MintJWTSVIDRequest)(nil),                  // 47: hallmark.v1.MintJWTSVIDRequest
 	(*MintJWTSVIDResponse)(nil),                 // 48: hallmark.v1.MintJWTSVIDResponse
-	(*Entry)(nil),                               // 49: hallmark.v1.Entry
-	(*Selector)(nil),                            // 50: hallmark.v1.Selector
-	(*Agent)(nil),                               // 51: hallmark.v1.Agent
-	(*Bundle)(nil),                              // 52: hallmark.v1.Bundle
+	(*Logger)(nil),                              // 49: hallmark.v1.Logger
+	(*GetLoggerRequest)(nil),                    // 50: hallmark.v1.GetLoggerRequest
+	(*SetLogLevelRequest)(nil),                  // 51: hallmark.v1.SetLogLevelRequest
+	(*ResetLogLevelRequest)(nil),                // 52: hallmark.v1.ResetLogLevelRequest
+	(*Entry)(nil),                               // 53: hallmark.v1.Entry
+	(*Selector)(nil),                            // 54: hallmark.v1.Selector
+	(*Agent)(nil),                               // 55: hallmark.v1.Agent
+	(*Bundle)(nil),                              // 56: hallmark.v1.Bundle
 }
 var file_api_v1_admin_proto_depIdxs = []int32{
-	49, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
-	49, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
+	53, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
+	53, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
 	2,  // 2: hallmark.v1.CreateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
-	50, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
+	54, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
 	0,  // 4: hallmark.v1.ListEntriesRequest.selector_match:type_name -> hallmark.v1.SelectorMatch
 	0,  // 5: hallmark.v1.ListEntriesRequest.federates_with_match:type_name -> hallmark.v1.SelectorMatch
-	49, // 6: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
-	49, // 7: hallmark.v1.UpdateEntriesRequest.entries:type_name -> hallmark.v1.Entry
+	53, // 6: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
+	53, // 7: hallmark.v1.UpdateEntriesRequest.entries:type_name -> hallmark.v1.Entry
 	2,  // 8: hallmark.v1.UpdateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
-	49, // 9: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
-	50, // 10: hallmark.v1.AgentFilter.by_selectors:type_name -> hallmark.v1.Selector
+	53, // 9: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
+	54, // 10: hallmark.v1.AgentFilter.by_selectors:type_name -> hallmark.v1.Selector
 	0,  // 11: hallmark.v1.AgentFilter.selector_match:type_name -> hallmark.v1.SelectorMatch
 	13, // 12: hallmark.v1.ListAgentsRequest.filter:type_name -> hallmark.v1.AgentFilter
-	51, // 13: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
+	55, // 13: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
 	13, // 14: hallmark.v1.CountAgentsRequest.filter:type_name -> hallmark.v1.AgentFilter
 	24, // 15: hallmark.v1.PurgeAgentsResponse.agents:type_name -> hallmark.v1.PurgedAgent
 	29, // 16: hallmark.v1.ListFederatedBundlesResponse.bundles:type_name -> hallmark.v1.BundleDocument
@@ -2883,55 +3065,61 @@ var file_api_v1_admin_proto_depIdxs = []int32{
 	26, // 33: hallmark.v1.Admin.GetBundle:input_type -> hallmark.v1.GetBundleRequest
 	45, // 34: hallmark.v1.Admin.MintX509SVID:input_type -> hallmark.v1.MintX509SVIDRequest
 	47, // 35: hallmark.v1.Admin.MintJWTSVID:input_type -> hallmark.v1.MintJWTSVIDRequest
-	27, // 36: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
-	30, // 37: hallmark.v1.Admin.ListFederatedBundles:input_type -> hallmark.v1.ListFederatedBundlesRequest
-	32, // 38: hallmark.v1.Admin.SetFederatedBundle:input_type -> hallmark.v1.SetFederatedBundleRequest
-	34, // 39: hallmark.v1.Admin.DeleteFederatedBundle:input_type -> hallmark.v1.DeleteFederatedBundleRequest
-	36, // 40: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
-	38, // 41: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
-	41, // 42: hallmark.v1.Admin.ListX509Authorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
-	43, // 43: hallmark.v1.Admin.PrepareX509Authority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
-	44, // 44: hallmark.v1.Admin.ActivateX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	44, // 45: hallmark.v1.Admin.TaintX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	44, // 46: hallmark.v1.Admin.RevokeX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	41, // 47: hallmark.v1.Admin.ListJWTAuthorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
-	43, // 48: hallmark.v1.Admin.PrepareJWTAuthority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
-	44, // 49: hallmark.v1.Admin.ActivateJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	44, // 50: hallmark.v1.Admin.TaintJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	44, // 51: hallmark.v1.Admin.RevokeJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	3,  // 52: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
-	6,  // 53: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
-	5,  // 54: hallmark.v1.Admin.CountEntries:output_type -> hallmark.v1.CountEntriesResponse
-	10, // 55: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
-	8,  // 56: hallmark.v1.Admin.UpdateEntries:output_type -> hallmark.v1.UpdateEntriesResponse
-	12, // 57: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
-	15, // 58: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
-	17, // 59: hallmark.v1.Admin.CountAgents:output_type -> hallmark.v1.CountAgentsResponse
-	51, // 60: hallmark.v1.Admin.GetAgent:output_type -> hallmark.v1.Agent
-	20, // 61: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
-	22, // 62: hallmark.v1.Admin.BanAgent:output_type -> hallmark.v1.BanAgentResponse
-	25, // 63: hallmark.v1.Admin.PurgeAgents:output_type -> hallmark.v1.PurgeAgentsResponse
-	52, // 64: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
-	46, // 65: hallmark.v1.Admin.MintX509SVID:output_type -> hallmark.v1.MintX509SVIDResponse
-	48, // 66: hallmark.v1.Admin.MintJWTSVID:output_type -> hallmark.v1.MintJWTSVIDResponse
-	28, // 67: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
-	31, // 68: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
-	33, // 69: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
-	35, // 70: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
-	37, // 71: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
-	39, // 72: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
-	42, // 73: hallmark.v1.Admin.ListX509Authorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
-	40, // 74: hallmark.v1.Admin.PrepareX509Authority:output_type -> hallmark.v1.LocalAuthority
-	40, // 75: hallmark.v1.Admin.ActivateX509Authority:output_type -> hallmark.v1.LocalAuthority
-	40, // 76: hallmark.v1.Admin.TaintX509Authority:output_type -> hallmark.v1.LocalAuthority
-	40, // 77: hallmark.v1.Admin.RevokeX509Authority:output_type -> hallmark.v1.LocalAuthority
-	42, // 78: hallmark.v1.Admin.ListJWTAuthorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
-	40, // 79: hallmark.v1.Admin.PrepareJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	40, // 80: hallmark.v1.Admin.ActivateJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	40, // 81: hallmark.v1.Admin.TaintJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	40, // 82: hallmark.v1.Admin.RevokeJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	52, // [52:83] is the sub-list for method output_type
-	21, // [21:52] is the sub-list for method input_type
+	50, // 36: hallmark.v1.Admin.GetLogger:input_type -> hallmark.v1.GetLoggerRequest
+	51, // 37: hallmark.v1.Admin.SetLogLevel:input_type -> hallmark.v1.SetLogLevelRequest
+	52, // 38: hallmark.v1.Admin.ResetLogLevel:input_type -> hallmark.v1.ResetLogLevelRequest
+	27, // 39: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
+	30, // 40: hallmark.v1.Admin.ListFederatedBundles:input_type -> hallmark.v1.ListFederatedBundlesRequest
+	32, // 41: hallmark.v1.Admin.SetFederatedBundle:input_type -> hallmark.v1.SetFederatedBundleRequest
+	34, // 42: hallmark.v1.Admin.DeleteFederatedBundle:input_type -> hallmark.v1.DeleteFederatedBundleRequest
+	36, // 43: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
+	38, // 44: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
+	41, // 45: hallmark.v1.Admin.ListX509Authorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
+	43, // 46: hallmark.v1.Admin.PrepareX509Authority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
+	44, // 47: hallmark.v1.Admin.ActivateX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	44, // 48: hallmark.v1.Admin.TaintX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	44, // 49: hallmark.v1.Admin.RevokeX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	41, // 50: hallmark.v1.Admin.ListJWTAuthorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
+	43, // 51: hallmark.v1.Admin.PrepareJWTAuthority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
+	44, // 52: hallmark.v1.Admin.ActivateJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	44, // 53: hallmark.v1.Admin.TaintJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	44, // 54: hallmark.v1.Admin.RevokeJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	3,  // 55: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
+	6,  // 56: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
+	5,  // 57: hallmark.v1.Admin.CountEntries:output_type -> hallmark.v1.CountEntriesResponse
+	10, // 58: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
+	8,  // 59: hallmark.v1.Admin.UpdateEntries:output_type -> hallmark.v1.UpdateEntriesResponse
+	12, // 60: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
+	15, // 61: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
+	17, // 62: hallmark.v1.Admin.CountAgents:output_type -> hallmark.v1.CountAgentsResponse
+	55, // 63: hallmark.v1.Admin.GetAgent:output_type -> hallmark.v1.Agent
+	20, // 64: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
+	22, // 65: hallmark.v1.Admin.BanAgent:output_type -> hallmark.v1.BanAgentResponse
+	25, // 66: hallmark.v1.Admin.PurgeAgents:output_type -> hallmark.v1.PurgeAgentsResponse
+	56, // 67: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
+	46, // 68: hallmark.v1.Admin.MintX509SVID:output_type -> hallmark.v1.MintX509SVIDResponse
+	48, // 69: hallmark.v1.Admin.MintJWTSVID:output_type -> hallmark.v1.MintJWTSVIDResponse
+	49, // 70: hallmark.v1.Admin.GetLogger:output_type -> hallmark.v1.Logger
+	49, // 71: hallmark.v1.Admin.SetLogLevel:output_type -> hallmark.v1.Logger
+	49, // 72: hallmark.v1.Admin.ResetLogLevel:output_type -> hallmark.v1.Logger
+	28, // 73: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
+	31, // 74: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
+	33, // 75: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
+	35, // 76: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
+	37, // 77: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
+	39, // 78: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
+	42, // 79: hallmark.v1.Admin.ListX509Authorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
+	40, // 80: hallmark.v1.Admin.PrepareX509Authority:output_type -> hallmark.v1.LocalAuthority
+	40, // 81: hallmark.v1.Admin.ActivateX509Authority:output_type -> hallmark.v1.LocalAuthority
+	40, // 82: hallmark.v1.Admin.TaintX509Authority:output_type -> hallmark.v1.LocalAuthority
+	40, // 83: hallmark.v1.Admin.RevokeX509Authority:output_type -> hallmark.v1.LocalAuthority
+	42, // 84: hallmark.v1.Admin.ListJWTAuthorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
+	40, // 85: hallmark.v1.Admin.PrepareJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	40, // 86: hallmark.v1.Admin.ActivateJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	40, // 87: hallmark.v1.Admin.TaintJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	40, // 88: hallmark.v1.Admin.RevokeJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	55, // [55:89] is the sub-list for method output_type
+	21, // [21:55] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
 	21, // [21:21] is the sub-list for extension extendee
 	0,  // [0:21] is the sub-list for field type_name
@@ -2951,7 +3139,7 @@ func file_api_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_admin_proto_rawDesc), len(file_api_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   48,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,6 +34,9 @@ const (
 	Admin_GetBundle_FullMethodName                   = "/hallmark.v1.Admin/GetBundle"
 	Admin_MintX509SVID_FullMethodName                = "/hallmark.v1.Admin/MintX509SVID"
 	Admin_MintJWTSVID_FullMethodName                 = "/hallmark.v1.Admin/MintJWTSVID"
+	Admin_GetLogger_FullMethodName                   = "/hallmark.v1.Admin/GetLogger"
+	Admin_SetLogLevel_FullMethodName                 = "/hallmark.v1.Admin/SetLogLevel"
+	Admin_ResetLogLevel_FullMethodName               = "/hallmark.v1.Admin/ResetLogLevel"
 	Admin_Health_FullMethodName                      = "/hallmark.v1.Admin/Health"
 	Admin_ListFederatedBundles_FullMethodName        = "/hallmark.v1.Admin/ListFederatedBundles"
 	Admin_SetFederatedBundle_FullMethodName          = "/hallmark.v1.Admin/SetFederatedBundle"
@@ -101,6 +104,11 @@ type AdminClient interface {
 	// used.
 	MintX509SVID(ctx context.Context, in *MintX509SVIDRequest, opts ...grpc.CallOption) (*MintX509SVIDResponse, error)
 	MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, opts ...grpc.CallOption) (*MintJWTSVIDResponse, error)
+	// The server's log level (SPIRE's `logger get|set|reset`): set changes
+	// it until reset or restart; reset restores the level it started with.
+	GetLogger(ctx context.Context, in *GetLoggerRequest, opts ...grpc.CallOption) (*Logger, error)
+	SetLogLevel(ctx context.Context, in *SetLogLevelRequest, opts ...grpc.CallOption) (*Logger, error)
+	ResetLogLevel(ctx context.Context, in *ResetLogLevelRequest, opts ...grpc.CallOption) (*Logger, error)
 	Health(ctx context.Context, in *HealthRequest, opts ...grpc.CallOption) (*HealthResponse, error)
 	// Federation. Trust domains are names ("other.org") or IDs
 	// ("spiffe://other.org"); our own is always refused.
@@ -285,6 +293,36 @@ func (c *adminClient) MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, o
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(MintJWTSVIDResponse)
 	err := c.cc.Invoke(ctx, Admin_MintJWTSVID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) GetLogger(ctx context.Context, in *GetLoggerRequest, opts ...grpc.CallOption) (*Logger, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Logger)
+	err := c.cc.Invoke(ctx, Admin_GetLogger_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SetLogLevel(ctx context.Context, in *SetLogLevelRequest, opts ...grpc.CallOption) (*Logger, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Logger)
+	err := c.cc.Invoke(ctx, Admin_SetLogLevel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ResetLogLevel(ctx context.Context, in *ResetLogLevelRequest, opts ...grpc.CallOption) (*Logger, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Logger)
+	err := c.cc.Invoke(ctx, Admin_ResetLogLevel_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -500,6 +538,11 @@ type AdminServer interface {
 	// used.
 	MintX509SVID(context.Context, *MintX509SVIDRequest) (*MintX509SVIDResponse, error)
 	MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*MintJWTSVIDResponse, error)
+	// The server's log level (SPIRE's `logger get|set|reset`): set changes
+	// it until reset or restart; reset restores the level it started with.
+	GetLogger(context.Context, *GetLoggerRequest) (*Logger, error)
+	SetLogLevel(context.Context, *SetLogLevelRequest) (*Logger, error)
+	ResetLogLevel(context.Context, *ResetLogLevelRequest) (*Logger, error)
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
 	// Federation. Trust domains are names ("other.org") or IDs
 	// ("spiffe://other.org"); our own is always refused.
@@ -584,6 +627,15 @@ func (UnimplementedAdminServer) MintX509SVID(context.Context, *MintX509SVIDReque
 }
 func (UnimplementedAdminServer) MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*MintJWTSVIDResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MintJWTSVID not implemented")
+}
+func (UnimplementedAdminServer) GetLogger(context.Context, *GetLoggerRequest) (*Logger, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLogger not implemented")
+}
+func (UnimplementedAdminServer) SetLogLevel(context.Context, *SetLogLevelRequest) (*Logger, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetLogLevel not implemented")
+}
+func (UnimplementedAdminServer) ResetLogLevel(context.Context, *ResetLogLevelRequest) (*Logger, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResetLogLevel not implemented")
 }
 func (UnimplementedAdminServer) Health(context.Context, *HealthRequest) (*HealthResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Health not implemented")
@@ -920,6 +972,60 @@ func _Admin_MintJWTSVID_Handler(srv interface{}, ctx context.Context, dec func(i
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServer).MintJWTSVID(ctx, req.(*MintJWTSVIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_GetLogger_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLoggerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetLogger(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetLogger_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetLogger(ctx, req.(*GetLoggerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SetLogLevel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetLogLevelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetLogLevel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetLogLevel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetLogLevel(ctx, req.(*SetLogLevelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ResetLogLevel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResetLogLevelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ResetLogLevel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ResetLogLevel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ResetLogLevel(ctx, req.(*ResetLogLevelRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1278,6 +1384,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MintJWTSVID",
 			Handler:    _Admin_MintJWTSVID_Handler,
+		},
+		{
+			MethodName: "GetLogger",
+			Handler:    _Admin_GetLogger_Handler,
+		},
+		{
+			MethodName: "SetLogLevel",
+			Handler:    _Admin_SetLogLevel_Handler,
+		},
+		{
+			MethodName: "ResetLogLevel",
+			Handler:    _Admin_ResetLogLevel_Handler,
 		},
 		{
 			MethodName: "Health",

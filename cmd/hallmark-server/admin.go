@@ -117,6 +117,9 @@ func admin(cmd string, args []string, stdout io.Writer) error {
 			run = mintCommand(cmd, fs, stdout)
 		}
 		if run == nil {
+			run = loggerCommand(cmd, fs, stdout)
+		}
+		if run == nil {
 			return fmt.Errorf("unknown command %q", cmd)
 		}
 	}

@@ -31,6 +31,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/hallmarkid/hallmark/internal/hclconf"
 	"github.com/hallmarkid/hallmark/server"
 )
 
@@ -71,6 +72,9 @@ Commands:
                       server's federation block)
   x509 mint           mint an X.509-SVID without an entry (-spiffeID, -ttl, -dns, -write)
   jwt mint            mint a JWT-SVID without an entry (-spiffeID, -audience, -ttl, -write)
+  logger get|set|reset
+                      the server's log level now (set -level debug|info|warn|error; reset: the
+                      level it started with)
   localauthority x509 show|prepare|activate|taint|revoke
                       manage the X.509 CA's authorities (-authorityID)
   localauthority jwt show|prepare|activate|taint|revoke
@@ -92,7 +96,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runServer(args[1:], stderr)
 	case "validate":
 		err = validate(args[1:], stdout)
-	case "entry", "token", "agent", "bundle", "federation", "x509", "jwt":
+	case "entry", "token", "agent", "bundle", "federation", "x509", "jwt", "logger":
 		if len(args) < 2 {
 			fmt.Fprint(stderr, usage)
 			return 2
@@ -155,14 +159,14 @@ func runServer(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, closer, err := cfg.Logger(stderr)
+	log, level, closer, err := hclconf.OpenLoggerVar(cfg.LogLevel, cfg.LogFormat, cfg.LogFile, stderr)
 	if err != nil {
 		return err
 	}
 	defer closer.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.New(ctx, cfg, log)
+	srv, err := server.New(ctx, cfg, log, server.WithLogLevel(level))
 	if err != nil {
 		log.Error("Server failed to start", "error", err)
 		return err

@@ -76,11 +76,16 @@ type Config struct {
 	X509Minter         X509Minter
 	JWTMinter          JWTMinter
 	DefaultX509SVIDTTL time.Duration
-	Ready              func(ctx context.Context) error
-	DefaultTokenTTL    time.Duration
-	Audit              Auditor
-	Log                *slog.Logger
-	Clock              func() time.Time
+	// LogLevel is the server logger's level, which `logger set` changes;
+	// nil refuses the logger actions. LaunchLogLevel is what `logger
+	// reset` restores.
+	LogLevel        *slog.LevelVar
+	LaunchLogLevel  slog.Level
+	Ready           func(ctx context.Context) error
+	DefaultTokenTTL time.Duration
+	Audit           Auditor
+	Log             *slog.Logger
+	Clock           func() time.Time
 }
 
 // Server implements apiv1.AdminServer.
