@@ -99,4 +99,28 @@ func TestCLIEntrySPIREParity(t *testing.T) {
 	if out := srv.MustCLI("entry", "count"); !strings.Contains(out, "0 registration entries") {
 		t.Fatalf("entry count after delete -file:\n%s", out)
 	}
+
+	// bundle show and token generate in SPIRE's JSON shapes.
+	var b struct {
+		TrustDomain     string `json:"trust_domain"`
+		X509Authorities []struct {
+			ASN1 []byte `json:"asn1"`
+		} `json:"x509_authorities"`
+		JWTAuthorities []struct {
+			KeyID string `json:"key_id"`
+		} `json:"jwt_authorities"`
+		SequenceNumber string `json:"sequence_number"`
+	}
+	must(t, json.Unmarshal([]byte(srv.MustCLI("bundle", "show", "-output", "json")), &b))
+	if b.TrustDomain != "example.org" || len(b.X509Authorities) != 1 || len(b.X509Authorities[0].ASN1) == 0 || len(b.JWTAuthorities) == 0 {
+		t.Fatalf("bundle show -output json: %+v", b)
+	}
+	var tok struct {
+		Value     string `json:"value"`
+		ExpiresAt string `json:"expires_at"`
+	}
+	must(t, json.Unmarshal([]byte(srv.MustCLI("token", "generate", "-output", "json")), &tok))
+	if tok.Value == "" || tok.ExpiresAt == "" {
+		t.Fatalf("token generate -output json: %+v", tok)
+	}
 }

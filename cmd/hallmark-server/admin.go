@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -72,20 +73,41 @@ func admin(cmd string, args []string, stdout io.Writer) error {
 	case "token generate":
 		spiffeID := fs.String("spiffeID", "", "additional SPIFFE ID to assign the token owner (optional)")
 		ttl := fs.Int("ttl", 600, "token TTL in seconds")
+		output := outputFlag(fs)
 		run = func(ctx context.Context, c apiv1.AdminClient) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
 			resp, err := c.GenerateJoinToken(ctx, &apiv1.GenerateJoinTokenRequest{TtlSeconds: int64(*ttl), SpiffeId: *spiffeID})
 			if err != nil {
 				return err
+			}
+			if *output == "json" { // SPIRE's types.JoinToken
+				return writeJSON(stdout, struct {
+					Value     string `json:"value"`
+					ExpiresAt string `json:"expires_at"`
+				}{resp.GetToken(), strconv.FormatInt(resp.GetExpiresAt(), 10)})
 			}
 			fmt.Fprintf(stdout, "Token: %s\n", resp.GetToken())
 			return nil
 		}
 	case "bundle show":
 		format := fs.String("format", "pem", "output format: pem or spiffe")
+		output := outputFlag(fs)
 		run = func(ctx context.Context, c apiv1.AdminClient) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
 			b, err := c.GetBundle(ctx, &apiv1.GetBundleRequest{})
 			if err != nil {
 				return err
+			}
+			if *output == "json" {
+				out, err := ownBundleJSON(ctx, c, b)
+				if err != nil {
+					return err
+				}
+				return writeJSON(stdout, out)
 			}
 			return printBundle(stdout, b, *format)
 		}

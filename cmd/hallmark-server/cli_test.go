@@ -16,6 +16,9 @@ func TestServerGolden(t *testing.T) {
 	}{
 		{name: "bundle_count_pretty", args: []string{"bundle", "count"}},
 		{name: "bundle_count_json", args: []string{"bundle", "count", "-output", "json"}},
+		{name: "bundle_show_json", args: []string{"bundle", "show", "-output", "json"}},
+		{name: "bundle_list_json", args: []string{"bundle", "list", "-output", "json"}},
+		{name: "token_generate_json", args: []string{"token", "generate", "-output", "json"}},
 		{name: "localauthority_x509_show_json", args: []string{"localauthority", "x509", "show", "-output", "json"}},
 		{name: "localauthority_x509_prepare_json", args: []string{"localauthority", "x509", "prepare", "-output", "json"}},
 	}

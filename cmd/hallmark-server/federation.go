@@ -45,13 +45,28 @@ func federationCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(cont
 	case "bundle list":
 		id := fs.String("id", "", "trust domain of the federated bundle to show (default: all)")
 		format := fs.String("format", "pem", "output format: pem or spiffe")
+		output := outputFlag(fs)
 		return func(ctx context.Context, c apiv1.AdminClient) error {
 			if *format != "pem" && *format != "spiffe" {
 				return fmt.Errorf("unknown bundle format %q (pem or spiffe)", *format)
 			}
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
 			resp, err := c.ListFederatedBundles(ctx, &apiv1.ListFederatedBundlesRequest{TrustDomain: *id})
 			if err != nil {
 				return err
+			}
+			if *output == "json" {
+				out := bundleListJSON{Bundles: make([]bundleJSON, 0, len(resp.GetBundles()))}
+				for _, b := range resp.GetBundles() {
+					j, err := federatedBundleJSON(b)
+					if err != nil {
+						return fmt.Errorf("bundle of %s: %w", b.GetTrustDomain(), err)
+					}
+					out.Bundles = append(out.Bundles, j)
+				}
+				return writeJSON(stdout, out)
 			}
 			for i, b := range resp.GetBundles() {
 				if *id == "" {

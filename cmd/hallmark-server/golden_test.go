@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"flag"
 	"net"
 	"os"
@@ -156,7 +158,8 @@ func checkGolden(t *testing.T, name, got string) {
 func (f *fakeAdmin) ListFederatedBundles(_ context.Context, req *apiv1.ListFederatedBundlesRequest) (*apiv1.ListFederatedBundlesResponse, error) {
 	f.record(req)
 	return &apiv1.ListFederatedBundlesResponse{Bundles: []*apiv1.BundleDocument{
-		{TrustDomain: "partner.test", Document: []byte(`{"keys": []}`)}, {TrustDomain: "other.test", Document: []byte(`{"keys": []}`)}}}, nil
+		{TrustDomain: "other.test", Document: []byte(`{"keys": [], "spiffe_sequence": 2, "spiffe_refresh_hint": 60}`)},
+		{TrustDomain: "partner.test", Document: []byte(`{"keys": []}`)}}}, nil
 }
 
 var goldenAuthorities = []*apiv1.LocalAuthority{
@@ -180,4 +183,38 @@ func (f *fakeAdmin) ListFederationRelationships(_ context.Context, req *apiv1.Li
 	return &apiv1.ListFederationRelationshipsResponse{Relationships: []*apiv1.FederationRelationship{
 		{TrustDomain: "partner.test", BundleEndpointUrl: "https://partner.test/bundle", BundleEndpointProfile: "https_web", HasBundle: true, X509Authorities: 1},
 	}}, nil
+}
+
+// fakeCA is a fixed CA certificate (testdata/fake-ca.pem) so that golden
+// output holding DER stays the same.
+func fakeCA() *x509.Certificate {
+	b, err := os.ReadFile(filepath.Join("testdata", "fake-ca.pem"))
+	if err != nil {
+		panic(err)
+	}
+	blk, _ := pem.Decode(b)
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+func (f *fakeAdmin) GetBundle(_ context.Context, req *apiv1.GetBundleRequest) (*apiv1.Bundle, error) {
+	f.record(req)
+	ca := fakeCA()
+	return &apiv1.Bundle{TrustDomain: "example.org", X509Authorities: [][]byte{ca.Raw}, SequenceNumber: 3, RefreshHint: 300,
+		TaintedAuthorityKeyIds: [][]byte{ca.SubjectKeyId}}, nil
+}
+
+func (f *fakeAdmin) ListJWTAuthorities(_ context.Context, req *apiv1.ListLocalAuthoritiesRequest) (*apiv1.ListLocalAuthoritiesResponse, error) {
+	f.record(req)
+	pub, _ := x509.MarshalPKIXPublicKey(fakeCA().PublicKey)
+	return &apiv1.ListLocalAuthoritiesResponse{Authorities: []*apiv1.LocalAuthority{
+		{AuthorityId: "kid-1", Status: "active", NotAfter: 1733900000, PublicKey: pub, Algorithm: "ES256"}}}, nil
+}
+
+func (f *fakeAdmin) GenerateJoinToken(_ context.Context, req *apiv1.GenerateJoinTokenRequest) (*apiv1.GenerateJoinTokenResponse, error) {
+	f.record(req)
+	return &apiv1.GenerateJoinTokenResponse{Token: "0123456789abcdef0123456789abcdef", ExpiresAt: 1733400600}, nil
 }
