@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/hallmarkid/hallmark/agent"
 )
@@ -126,12 +125,7 @@ func fetchX509(args []string, stdout io.Writer) error {
 	}
 	took := time.Since(start)
 	if *output == "json" {
-		b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(resp)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(stdout, "%s\n", b)
-		return err
+		return writeProtoJSONs(stdout, resp)
 	}
 	svids, fed, err := parseX509Response(resp)
 	if err != nil {

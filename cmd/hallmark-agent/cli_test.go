@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // fakeWorkloadAPI serves one fixed X509SVIDResponse, like an agent whose
@@ -30,6 +32,23 @@ import (
 type fakeWorkloadAPI struct {
 	workload.UnimplementedSpiffeWorkloadAPIServer
 	resp *workload.X509SVIDResponse
+}
+
+func (f *fakeWorkloadAPI) FetchJWTSVID(_ context.Context, req *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
+	return &workload.JWTSVIDResponse{Svids: []*workload.JWTSVID{{SpiffeId: "spiffe://example.org/web", Svid: "header.payload.sig", Hint: "front"}}}, nil
+}
+
+func (f *fakeWorkloadAPI) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream workload.SpiffeWorkloadAPI_FetchJWTBundlesServer) error {
+	if err := stream.Send(&workload.JWTBundlesResponse{Bundles: map[string][]byte{"spiffe://example.org": []byte(`{"keys":[]}`)}}); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	return nil
+}
+
+func (f *fakeWorkloadAPI) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSVIDRequest) (*workload.ValidateJWTSVIDResponse, error) {
+	claims, _ := structpb.NewStruct(map[string]any{"sub": "spiffe://example.org/web", "aud": []any{req.GetAudience()}})
+	return &workload.ValidateJWTSVIDResponse{SpiffeId: "spiffe://example.org/web", Claims: claims}, nil
 }
 
 func (f *fakeWorkloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload.SpiffeWorkloadAPI_FetchX509SVIDServer) error {
@@ -268,6 +287,33 @@ func TestAgentValidateAndRunFlags(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(filepath.Dir(path), "data")); err == nil {
 		t.Error("validate created data_dir")
+	}
+}
+
+// TestJWTJSON: api fetch jwt and api validate jwt -output json print the
+// Workload API responses as SPIRE does (fetch: an array of the SVID and
+// bundle responses).
+func TestJWTJSON(t *testing.T) {
+	sock := startFakeWorkloadAPI(t, healthpb.HealthCheckResponse_SERVING)
+	rc, out, errOut := runAgentCLI("api", "fetch", "jwt", "-audience", "a", "-output", "json", "-socketPath", sock)
+	if rc != 0 {
+		t.Fatalf("exit %d: %s", rc, errOut)
+	}
+	var fetched []map[string]any
+	if err := json.Unmarshal([]byte(out), &fetched); err != nil || len(fetched) != 2 {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	svids, _ := fetched[0]["svids"].([]any)
+	if len(svids) != 1 || svids[0].(map[string]any)["svid"] != "header.payload.sig" || fetched[1]["bundles"] == nil {
+		t.Fatalf("fetch jwt JSON:\n%s", out)
+	}
+	rc, out, errOut = runAgentCLI("api", "validate", "jwt", "-audience", "a", "-svid", "x.y.z", "-output", "json", "-socketPath", sock)
+	var v struct {
+		SpiffeID string         `json:"spiffe_id"`
+		Claims   map[string]any `json:"claims"`
+	}
+	if rc != 0 || json.Unmarshal([]byte(out), &v) != nil || v.SpiffeID != "spiffe://example.org/web" || v.Claims["sub"] == nil {
+		t.Fatalf("validate jwt JSON: exit %d %s%s", rc, out, errOut)
 	}
 }
 
