@@ -218,3 +218,26 @@ func (f *fakeAdmin) GenerateJoinToken(_ context.Context, req *apiv1.GenerateJoin
 	f.record(req)
 	return &apiv1.GenerateJoinTokenResponse{Token: "0123456789abcdef0123456789abcdef", ExpiresAt: 1733400600}, nil
 }
+
+var goldenAgent = &apiv1.Agent{SpiffeId: "spiffe://example.org/agent/tpm/abc", AttestationType: "tpm", X509SvidSerialNumber: "42",
+	X509SvidExpiresAt: 1733403600, Selectors: []*apiv1.Selector{{Type: "tpm", Value: "ek-hash:abc"}}, CanReattest: true}
+
+func (f *fakeAdmin) ListAgents(_ context.Context, req *apiv1.ListAgentsRequest) (*apiv1.ListAgentsResponse, error) {
+	f.record(req)
+	return &apiv1.ListAgentsResponse{Agents: []*apiv1.Agent{goldenAgent}}, nil
+}
+
+func (f *fakeAdmin) CountAgents(_ context.Context, req *apiv1.CountAgentsRequest) (*apiv1.CountAgentsResponse, error) {
+	f.record(req)
+	return &apiv1.CountAgentsResponse{Count: 1}, nil
+}
+
+func (f *fakeAdmin) GetAgent(_ context.Context, req *apiv1.GetAgentRequest) (*apiv1.Agent, error) {
+	f.record(req)
+	return goldenAgent, nil
+}
+
+func (f *fakeAdmin) GetLogger(_ context.Context, req *apiv1.GetLoggerRequest) (*apiv1.Logger, error) {
+	f.record(req)
+	return &apiv1.Logger{CurrentLevel: "debug", LaunchLevel: "info"}, nil
+}
