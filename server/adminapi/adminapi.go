@@ -161,6 +161,9 @@ func (s *Server) CreateEntries(ctx context.Context, req *apiv1.CreateEntriesRequ
 				msg, code := r.Err.Error(), codes.Internal
 				if errors.Is(r.Err, datastore.ErrAlreadyExists) {
 					msg, code = "similar entry already exists", codes.AlreadyExists
+					if req.GetEntries()[i].GetId() != "" {
+						msg = fmt.Sprintf("entry ID %q is taken, or a similar entry already exists", req.GetEntries()[i].GetId())
+					}
 				}
 				results[i] = &apiv1.EntryResult{Entry: req.GetEntries()[i], Error: msg, Code: int32(code)}
 				continue

@@ -116,7 +116,7 @@ func TestCreateEntriesPolicy(t *testing.T) {
 		msg  string
 		code codes.Code
 	}{{"", 0}, {"admin entries are not supported", codes.InvalidArgument}, {"downstream entries are not supported", codes.InvalidArgument},
-		{"contains a space", codes.InvalidArgument}, {"already exists", codes.AlreadyExists}} {
+		{"contains a space", codes.InvalidArgument}, {`entry ID "my-entry-id" is taken`, codes.AlreadyExists}} {
 		if i == 0 {
 			continue
 		}
