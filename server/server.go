@@ -80,9 +80,13 @@ type Server struct {
 
 // New builds a server from cfg: opens the datastore, loads or creates the
 // CA and loads the entries. Nothing listens until Run.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, err error) {
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Server, err error) {
 	if err := Validate(cfg, log); err != nil {
 		return nil, err
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	s := &Server{cfg: cfg, log: log, serverID: nodeapi.ServerID(cfg.TrustDomain)}
 	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
@@ -187,6 +191,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		TrustDomain: cfg.TrustDomain, ServerID: s.serverID, Store: s.store, Entries: s.entries,
 		Evictor: s.node, Bundle: s.ca.Bundle, Ready: s.Ready, Audit: s.audit, Log: log.With("subsystem", "admin_api"),
 		Federation: s.fed, Authorities: adminapi.Authorities{X509: s.ca, JWT: s.jwt},
+		X509Minter: s.ca, JWTMinter: s.jwt, DefaultX509SVIDTTL: cfg.DefaultX509SVIDTTL,
+		LogLevel: o.logLevel, LaunchLogLevel: o.launchLevel,
 	})
 	log.Info("Server initialised", "trust_domain", cfg.TrustDomain.Name(), "entries", len(entries),
 		"datastore", cfg.Datastore.Type, "node_attestors", attestorTypes(verifiers))

@@ -51,7 +51,7 @@ func TestCLIShowDeleteAndFormats(t *testing.T) {
 	  {"spiffe_id": "spiffe://example.org/a", "parent_id": "spiffe://example.org/agent/x",
 	   "selectors": [{"type": "unix", "value": "uid:1"}], "x509_svid_ttl": 300, "dns_names": ["a.example.org"]},
 	  {"spiffe_id": {"trust_domain": "example.org", "path": "/b"}, "parent_id": {"trust_domain": "example.org", "path": "/agent/x"},
-	   "selectors": [{"type": "unix", "value": "uid:2"}], "admin": true}
+	   "selectors": [{"type": "unix", "value": "uid:2"}], "hint": "b"}
 	]}`
 	path := filepath.Join(env.Dir, "entries.json")
 	must(t, os.WriteFile(path, []byte(data), 0o600))
@@ -70,16 +70,19 @@ func TestCLIShowDeleteAndFormats(t *testing.T) {
 
 	var list struct {
 		Entries []struct {
-			ID          string   `json:"id"`
-			SpiffeID    string   `json:"spiffe_id"`
+			ID       string `json:"id"`
+			SpiffeID struct {
+				TrustDomain string `json:"trust_domain"`
+				Path        string `json:"path"`
+			} `json:"spiffe_id"`
 			X509SvidTTL int      `json:"x509_svid_ttl"`
 			DNSNames    []string `json:"dns_names"`
-			Admin       bool     `json:"admin"`
+			Hint        string   `json:"hint"`
 		} `json:"entries"`
 	}
 	must(t, json.Unmarshal([]byte(srv.MustCLI("entry", "show", "-output", "json")), &list))
-	if len(list.Entries) != 2 || list.Entries[0].SpiffeID != "spiffe://example.org/a" || list.Entries[0].X509SvidTTL != 300 ||
-		list.Entries[0].DNSNames[0] != "a.example.org" || !list.Entries[1].Admin {
+	if len(list.Entries) != 2 || list.Entries[0].SpiffeID.TrustDomain != "example.org" || list.Entries[0].SpiffeID.Path != "/a" ||
+		list.Entries[0].X509SvidTTL != 300 || list.Entries[0].DNSNames[0] != "a.example.org" || list.Entries[1].Hint != "b" {
 		t.Fatalf("entry show -output json: %+v", list)
 	}
 	out := srv.MustCLI("entry", "show", "-selector", "unix:uid:2")

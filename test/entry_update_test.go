@@ -151,15 +151,18 @@ func TestEntryUpdateCLI(t *testing.T) {
 	var list struct {
 		Entries []struct {
 			ID       string `json:"id"`
-			SpiffeID string `json:"spiffe_id"`
-			Hint     string `json:"hint"`
-			TTL      int    `json:"x509_svid_ttl"`
+			SpiffeID struct {
+				TrustDomain string `json:"trust_domain"`
+				Path        string `json:"path"`
+			} `json:"spiffe_id"` // SPIRE's shape
+			Hint string `json:"hint"`
+			TTL  int    `json:"x509_svid_ttl"`
 		} `json:"entries"`
 	}
 	must(t, json.Unmarshal([]byte(srv.MustCLI("entry", "show", "-output", "json")), &list))
 	var keepID string
 	for _, e := range list.Entries {
-		if e.SpiffeID == keep {
+		if "spiffe://"+e.SpiffeID.TrustDomain+e.SpiffeID.Path == keep {
 			keepID = e.ID
 		}
 	}

@@ -21,13 +21,14 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// SelectorMatch says how an agent's selectors must relate to a filter's.
+// SelectorMatch says how an agent's or entry's selectors (or an entry's
+// federated trust domains) must relate to a filter's.
 type SelectorMatch int32
 
 const (
-	SelectorMatch_SELECTOR_MATCH_SUPERSET SelectorMatch = 0 // the agent has every selector of the filter (and maybe more)
+	SelectorMatch_SELECTOR_MATCH_SUPERSET SelectorMatch = 0 // the agent/entry has every selector of the filter (and maybe more)
 	SelectorMatch_SELECTOR_MATCH_EXACT    SelectorMatch = 1 // the same set
-	SelectorMatch_SELECTOR_MATCH_SUBSET   SelectorMatch = 2 // every selector of the agent is in the filter
+	SelectorMatch_SELECTOR_MATCH_SUBSET   SelectorMatch = 2 // every selector of the agent/entry is in the filter
 	SelectorMatch_SELECTOR_MATCH_ANY      SelectorMatch = 3 // at least one in common
 )
 
@@ -122,6 +123,7 @@ type EntryResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Entry         *Entry                 `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
 	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"` // empty on success
+	Code          int32                  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`  // gRPC status code of the failure (google.golang.org/grpc/codes); 0 on success
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -170,6 +172,13 @@ func (x *EntryResult) GetError() string {
 	return ""
 }
 
+func (x *EntryResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
 type CreateEntriesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Results       []*EntryResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
@@ -215,12 +224,18 @@ func (x *CreateEntriesResponse) GetResults() []*EntryResult {
 }
 
 type ListEntriesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	ParentId      string                 `protobuf:"bytes,2,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
-	Selectors     []*Selector            `protobuf:"bytes,3,rep,name=selectors,proto3" json:"selectors,omitempty"` // exact set match
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId           string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	ParentId           string                 `protobuf:"bytes,2,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
+	Selectors          []*Selector            `protobuf:"bytes,3,rep,name=selectors,proto3" json:"selectors,omitempty"`                                                              // none: any
+	SelectorMatch      SelectorMatch          `protobuf:"varint,4,opt,name=selector_match,json=selectorMatch,proto3,enum=hallmark.v1.SelectorMatch" json:"selector_match,omitempty"` // how selectors match (SPIRE's default: superset)
+	FederatesWith      []string               `protobuf:"bytes,5,rep,name=federates_with,json=federatesWith,proto3" json:"federates_with,omitempty"`                                 // trust domain IDs (spiffe://td); none: any
+	FederatesWithMatch SelectorMatch          `protobuf:"varint,6,opt,name=federates_with_match,json=federatesWithMatch,proto3,enum=hallmark.v1.SelectorMatch" json:"federates_with_match,omitempty"`
+	Hint               string                 `protobuf:"bytes,7,opt,name=hint,proto3" json:"hint,omitempty"` // empty: any
+	Downstream         *bool                  `protobuf:"varint,8,opt,name=downstream,proto3,oneof" json:"downstream,omitempty"`
+	Id                 string                 `protobuf:"bytes,9,opt,name=id,proto3" json:"id,omitempty"` // empty: any
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ListEntriesRequest) Reset() {
@@ -274,6 +289,92 @@ func (x *ListEntriesRequest) GetSelectors() []*Selector {
 	return nil
 }
 
+func (x *ListEntriesRequest) GetSelectorMatch() SelectorMatch {
+	if x != nil {
+		return x.SelectorMatch
+	}
+	return SelectorMatch_SELECTOR_MATCH_SUPERSET
+}
+
+func (x *ListEntriesRequest) GetFederatesWith() []string {
+	if x != nil {
+		return x.FederatesWith
+	}
+	return nil
+}
+
+func (x *ListEntriesRequest) GetFederatesWithMatch() SelectorMatch {
+	if x != nil {
+		return x.FederatesWithMatch
+	}
+	return SelectorMatch_SELECTOR_MATCH_SUPERSET
+}
+
+func (x *ListEntriesRequest) GetHint() string {
+	if x != nil {
+		return x.Hint
+	}
+	return ""
+}
+
+func (x *ListEntriesRequest) GetDownstream() bool {
+	if x != nil && x.Downstream != nil {
+		return *x.Downstream
+	}
+	return false
+}
+
+func (x *ListEntriesRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type CountEntriesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         int32                  `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountEntriesResponse) Reset() {
+	*x = CountEntriesResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountEntriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountEntriesResponse) ProtoMessage() {}
+
+func (x *CountEntriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountEntriesResponse.ProtoReflect.Descriptor instead.
+func (*CountEntriesResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CountEntriesResponse) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 type ListEntriesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Entries       []*Entry               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
@@ -283,7 +384,7 @@ type ListEntriesResponse struct {
 
 func (x *ListEntriesResponse) Reset() {
 	*x = ListEntriesResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[4]
+	mi := &file_api_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -295,7 +396,7 @@ func (x *ListEntriesResponse) String() string {
 func (*ListEntriesResponse) ProtoMessage() {}
 
 func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[4]
+	mi := &file_api_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -308,7 +409,7 @@ func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListEntriesResponse) GetEntries() []*Entry {
@@ -327,7 +428,7 @@ type UpdateEntriesRequest struct {
 
 func (x *UpdateEntriesRequest) Reset() {
 	*x = UpdateEntriesRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[5]
+	mi := &file_api_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -339,7 +440,7 @@ func (x *UpdateEntriesRequest) String() string {
 func (*UpdateEntriesRequest) ProtoMessage() {}
 
 func (x *UpdateEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[5]
+	mi := &file_api_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -352,7 +453,7 @@ func (x *UpdateEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEntriesRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *UpdateEntriesRequest) GetEntries() []*Entry {
@@ -371,7 +472,7 @@ type UpdateEntriesResponse struct {
 
 func (x *UpdateEntriesResponse) Reset() {
 	*x = UpdateEntriesResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[6]
+	mi := &file_api_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -383,7 +484,7 @@ func (x *UpdateEntriesResponse) String() string {
 func (*UpdateEntriesResponse) ProtoMessage() {}
 
 func (x *UpdateEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[6]
+	mi := &file_api_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -396,7 +497,7 @@ func (x *UpdateEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEntriesResponse.ProtoReflect.Descriptor instead.
 func (*UpdateEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UpdateEntriesResponse) GetResults() []*EntryResult {
@@ -415,7 +516,7 @@ type DeleteEntryRequest struct {
 
 func (x *DeleteEntryRequest) Reset() {
 	*x = DeleteEntryRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[7]
+	mi := &file_api_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +528,7 @@ func (x *DeleteEntryRequest) String() string {
 func (*DeleteEntryRequest) ProtoMessage() {}
 
 func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[7]
+	mi := &file_api_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +541,7 @@ func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEntryRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteEntryRequest) GetId() string {
@@ -459,7 +560,7 @@ type DeleteEntryResponse struct {
 
 func (x *DeleteEntryResponse) Reset() {
 	*x = DeleteEntryResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[8]
+	mi := &file_api_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +572,7 @@ func (x *DeleteEntryResponse) String() string {
 func (*DeleteEntryResponse) ProtoMessage() {}
 
 func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[8]
+	mi := &file_api_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +585,7 @@ func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEntryResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteEntryResponse) GetEntry() *Entry {
@@ -504,7 +605,7 @@ type GenerateJoinTokenRequest struct {
 
 func (x *GenerateJoinTokenRequest) Reset() {
 	*x = GenerateJoinTokenRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[9]
+	mi := &file_api_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +617,7 @@ func (x *GenerateJoinTokenRequest) String() string {
 func (*GenerateJoinTokenRequest) ProtoMessage() {}
 
 func (x *GenerateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[9]
+	mi := &file_api_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +630,7 @@ func (x *GenerateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*GenerateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GenerateJoinTokenRequest) GetTtlSeconds() int64 {
@@ -557,7 +658,7 @@ type GenerateJoinTokenResponse struct {
 
 func (x *GenerateJoinTokenResponse) Reset() {
 	*x = GenerateJoinTokenResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[10]
+	mi := &file_api_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +670,7 @@ func (x *GenerateJoinTokenResponse) String() string {
 func (*GenerateJoinTokenResponse) ProtoMessage() {}
 
 func (x *GenerateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[10]
+	mi := &file_api_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +683,7 @@ func (x *GenerateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*GenerateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GenerateJoinTokenResponse) GetToken() string {
@@ -621,7 +722,7 @@ type AgentFilter struct {
 
 func (x *AgentFilter) Reset() {
 	*x = AgentFilter{}
-	mi := &file_api_v1_admin_proto_msgTypes[11]
+	mi := &file_api_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +734,7 @@ func (x *AgentFilter) String() string {
 func (*AgentFilter) ProtoMessage() {}
 
 func (x *AgentFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[11]
+	mi := &file_api_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +747,7 @@ func (x *AgentFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentFilter.ProtoReflect.Descriptor instead.
 func (*AgentFilter) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AgentFilter) GetByAttestationType() string {
@@ -700,7 +801,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[12]
+	mi := &file_api_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +813,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[12]
+	mi := &file_api_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +826,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListAgentsRequest) GetFilter() *AgentFilter {
@@ -744,7 +845,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[13]
+	mi := &file_api_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +857,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[13]
+	mi := &file_api_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +870,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -788,7 +889,7 @@ type CountAgentsRequest struct {
 
 func (x *CountAgentsRequest) Reset() {
 	*x = CountAgentsRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[14]
+	mi := &file_api_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +901,7 @@ func (x *CountAgentsRequest) String() string {
 func (*CountAgentsRequest) ProtoMessage() {}
 
 func (x *CountAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[14]
+	mi := &file_api_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +914,7 @@ func (x *CountAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountAgentsRequest.ProtoReflect.Descriptor instead.
 func (*CountAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CountAgentsRequest) GetFilter() *AgentFilter {
@@ -832,7 +933,7 @@ type CountAgentsResponse struct {
 
 func (x *CountAgentsResponse) Reset() {
 	*x = CountAgentsResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[15]
+	mi := &file_api_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +945,7 @@ func (x *CountAgentsResponse) String() string {
 func (*CountAgentsResponse) ProtoMessage() {}
 
 func (x *CountAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[15]
+	mi := &file_api_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +958,7 @@ func (x *CountAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountAgentsResponse.ProtoReflect.Descriptor instead.
 func (*CountAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CountAgentsResponse) GetCount() int32 {
@@ -876,7 +977,7 @@ type GetAgentRequest struct {
 
 func (x *GetAgentRequest) Reset() {
 	*x = GetAgentRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[16]
+	mi := &file_api_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +989,7 @@ func (x *GetAgentRequest) String() string {
 func (*GetAgentRequest) ProtoMessage() {}
 
 func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[16]
+	mi := &file_api_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1002,7 @@ func (x *GetAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetAgentRequest) GetSpiffeId() string {
@@ -920,7 +1021,7 @@ type EvictAgentRequest struct {
 
 func (x *EvictAgentRequest) Reset() {
 	*x = EvictAgentRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[17]
+	mi := &file_api_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1033,7 @@ func (x *EvictAgentRequest) String() string {
 func (*EvictAgentRequest) ProtoMessage() {}
 
 func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[17]
+	mi := &file_api_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1046,7 @@ func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentRequest.ProtoReflect.Descriptor instead.
 func (*EvictAgentRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EvictAgentRequest) GetSpiffeId() string {
@@ -963,7 +1064,7 @@ type EvictAgentResponse struct {
 
 func (x *EvictAgentResponse) Reset() {
 	*x = EvictAgentResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[18]
+	mi := &file_api_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1076,7 @@ func (x *EvictAgentResponse) String() string {
 func (*EvictAgentResponse) ProtoMessage() {}
 
 func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[18]
+	mi := &file_api_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1089,7 @@ func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentResponse.ProtoReflect.Descriptor instead.
 func (*EvictAgentResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 type BanAgentRequest struct {
@@ -1000,7 +1101,7 @@ type BanAgentRequest struct {
 
 func (x *BanAgentRequest) Reset() {
 	*x = BanAgentRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[19]
+	mi := &file_api_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1113,7 @@ func (x *BanAgentRequest) String() string {
 func (*BanAgentRequest) ProtoMessage() {}
 
 func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[19]
+	mi := &file_api_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1126,7 @@ func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanAgentRequest.ProtoReflect.Descriptor instead.
 func (*BanAgentRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BanAgentRequest) GetSpiffeId() string {
@@ -1043,7 +1144,7 @@ type BanAgentResponse struct {
 
 func (x *BanAgentResponse) Reset() {
 	*x = BanAgentResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[20]
+	mi := &file_api_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1156,7 @@ func (x *BanAgentResponse) String() string {
 func (*BanAgentResponse) ProtoMessage() {}
 
 func (x *BanAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[20]
+	mi := &file_api_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1169,7 @@ func (x *BanAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanAgentResponse.ProtoReflect.Descriptor instead.
 func (*BanAgentResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type PurgeAgentsRequest struct {
@@ -1081,7 +1182,7 @@ type PurgeAgentsRequest struct {
 
 func (x *PurgeAgentsRequest) Reset() {
 	*x = PurgeAgentsRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[21]
+	mi := &file_api_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1194,7 @@ func (x *PurgeAgentsRequest) String() string {
 func (*PurgeAgentsRequest) ProtoMessage() {}
 
 func (x *PurgeAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[21]
+	mi := &file_api_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1207,7 @@ func (x *PurgeAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeAgentsRequest.ProtoReflect.Descriptor instead.
 func (*PurgeAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PurgeAgentsRequest) GetExpiredForSeconds() int64 {
@@ -1134,7 +1235,7 @@ type PurgedAgent struct {
 
 func (x *PurgedAgent) Reset() {
 	*x = PurgedAgent{}
-	mi := &file_api_v1_admin_proto_msgTypes[22]
+	mi := &file_api_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1247,7 @@ func (x *PurgedAgent) String() string {
 func (*PurgedAgent) ProtoMessage() {}
 
 func (x *PurgedAgent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[22]
+	mi := &file_api_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1260,7 @@ func (x *PurgedAgent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgedAgent.ProtoReflect.Descriptor instead.
 func (*PurgedAgent) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PurgedAgent) GetAgentId() string {
@@ -1192,7 +1293,7 @@ type PurgeAgentsResponse struct {
 
 func (x *PurgeAgentsResponse) Reset() {
 	*x = PurgeAgentsResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[23]
+	mi := &file_api_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1305,7 @@ func (x *PurgeAgentsResponse) String() string {
 func (*PurgeAgentsResponse) ProtoMessage() {}
 
 func (x *PurgeAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[23]
+	mi := &file_api_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1318,7 @@ func (x *PurgeAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeAgentsResponse.ProtoReflect.Descriptor instead.
 func (*PurgeAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PurgeAgentsResponse) GetAgents() []*PurgedAgent {
@@ -1235,7 +1336,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[24]
+	mi := &file_api_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1348,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[24]
+	mi := &file_api_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1361,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type HealthRequest struct {
@@ -1271,7 +1372,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[25]
+	mi := &file_api_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1384,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[25]
+	mi := &file_api_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1397,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 type HealthResponse struct {
@@ -1309,7 +1410,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[26]
+	mi := &file_api_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1422,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[26]
+	mi := &file_api_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1435,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HealthResponse) GetReady() bool {
@@ -1364,7 +1465,7 @@ type BundleDocument struct {
 
 func (x *BundleDocument) Reset() {
 	*x = BundleDocument{}
-	mi := &file_api_v1_admin_proto_msgTypes[27]
+	mi := &file_api_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1477,7 @@ func (x *BundleDocument) String() string {
 func (*BundleDocument) ProtoMessage() {}
 
 func (x *BundleDocument) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[27]
+	mi := &file_api_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1490,7 @@ func (x *BundleDocument) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleDocument.ProtoReflect.Descriptor instead.
 func (*BundleDocument) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BundleDocument) GetTrustDomain() string {
@@ -1415,7 +1516,7 @@ type ListFederatedBundlesRequest struct {
 
 func (x *ListFederatedBundlesRequest) Reset() {
 	*x = ListFederatedBundlesRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[28]
+	mi := &file_api_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1427,7 +1528,7 @@ func (x *ListFederatedBundlesRequest) String() string {
 func (*ListFederatedBundlesRequest) ProtoMessage() {}
 
 func (x *ListFederatedBundlesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[28]
+	mi := &file_api_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1440,7 +1541,7 @@ func (x *ListFederatedBundlesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFederatedBundlesRequest.ProtoReflect.Descriptor instead.
 func (*ListFederatedBundlesRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListFederatedBundlesRequest) GetTrustDomain() string {
@@ -1459,7 +1560,7 @@ type ListFederatedBundlesResponse struct {
 
 func (x *ListFederatedBundlesResponse) Reset() {
 	*x = ListFederatedBundlesResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[29]
+	mi := &file_api_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1572,7 @@ func (x *ListFederatedBundlesResponse) String() string {
 func (*ListFederatedBundlesResponse) ProtoMessage() {}
 
 func (x *ListFederatedBundlesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[29]
+	mi := &file_api_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1585,7 @@ func (x *ListFederatedBundlesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFederatedBundlesResponse.ProtoReflect.Descriptor instead.
 func (*ListFederatedBundlesResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListFederatedBundlesResponse) GetBundles() []*BundleDocument {
@@ -1503,7 +1604,7 @@ type SetFederatedBundleRequest struct {
 
 func (x *SetFederatedBundleRequest) Reset() {
 	*x = SetFederatedBundleRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[30]
+	mi := &file_api_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1616,7 @@ func (x *SetFederatedBundleRequest) String() string {
 func (*SetFederatedBundleRequest) ProtoMessage() {}
 
 func (x *SetFederatedBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[30]
+	mi := &file_api_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1629,7 @@ func (x *SetFederatedBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFederatedBundleRequest.ProtoReflect.Descriptor instead.
 func (*SetFederatedBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetFederatedBundleRequest) GetBundle() *BundleDocument {
@@ -1547,7 +1648,7 @@ type SetFederatedBundleResponse struct {
 
 func (x *SetFederatedBundleResponse) Reset() {
 	*x = SetFederatedBundleResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[31]
+	mi := &file_api_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1660,7 @@ func (x *SetFederatedBundleResponse) String() string {
 func (*SetFederatedBundleResponse) ProtoMessage() {}
 
 func (x *SetFederatedBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[31]
+	mi := &file_api_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1673,7 @@ func (x *SetFederatedBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFederatedBundleResponse.ProtoReflect.Descriptor instead.
 func (*SetFederatedBundleResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SetFederatedBundleResponse) GetRelationship() *FederationRelationship {
@@ -1591,7 +1692,7 @@ type DeleteFederatedBundleRequest struct {
 
 func (x *DeleteFederatedBundleRequest) Reset() {
 	*x = DeleteFederatedBundleRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[32]
+	mi := &file_api_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1704,7 @@ func (x *DeleteFederatedBundleRequest) String() string {
 func (*DeleteFederatedBundleRequest) ProtoMessage() {}
 
 func (x *DeleteFederatedBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[32]
+	mi := &file_api_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1717,7 @@ func (x *DeleteFederatedBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFederatedBundleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFederatedBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DeleteFederatedBundleRequest) GetTrustDomain() string {
@@ -1634,7 +1735,7 @@ type DeleteFederatedBundleResponse struct {
 
 func (x *DeleteFederatedBundleResponse) Reset() {
 	*x = DeleteFederatedBundleResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[33]
+	mi := &file_api_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1747,7 @@ func (x *DeleteFederatedBundleResponse) String() string {
 func (*DeleteFederatedBundleResponse) ProtoMessage() {}
 
 func (x *DeleteFederatedBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[33]
+	mi := &file_api_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1760,7 @@ func (x *DeleteFederatedBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFederatedBundleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteFederatedBundleResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 type ListFederationRelationshipsRequest struct {
@@ -1670,7 +1771,7 @@ type ListFederationRelationshipsRequest struct {
 
 func (x *ListFederationRelationshipsRequest) Reset() {
 	*x = ListFederationRelationshipsRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[34]
+	mi := &file_api_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1783,7 @@ func (x *ListFederationRelationshipsRequest) String() string {
 func (*ListFederationRelationshipsRequest) ProtoMessage() {}
 
 func (x *ListFederationRelationshipsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[34]
+	mi := &file_api_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1796,7 @@ func (x *ListFederationRelationshipsRequest) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use ListFederationRelationshipsRequest.ProtoReflect.Descriptor instead.
 func (*ListFederationRelationshipsRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 type ListFederationRelationshipsResponse struct {
@@ -1707,7 +1808,7 @@ type ListFederationRelationshipsResponse struct {
 
 func (x *ListFederationRelationshipsResponse) Reset() {
 	*x = ListFederationRelationshipsResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[35]
+	mi := &file_api_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1820,7 @@ func (x *ListFederationRelationshipsResponse) String() string {
 func (*ListFederationRelationshipsResponse) ProtoMessage() {}
 
 func (x *ListFederationRelationshipsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[35]
+	mi := &file_api_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1833,7 @@ func (x *ListFederationRelationshipsResponse) ProtoReflect() protoreflect.Messag
 
 // Deprecated: Use ListFederationRelationshipsResponse.ProtoReflect.Descriptor instead.
 func (*ListFederationRelationshipsResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListFederationRelationshipsResponse) GetRelationships() []*FederationRelationship {
@@ -1751,7 +1852,7 @@ type RefreshFederatedBundleRequest struct {
 
 func (x *RefreshFederatedBundleRequest) Reset() {
 	*x = RefreshFederatedBundleRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[36]
+	mi := &file_api_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +1864,7 @@ func (x *RefreshFederatedBundleRequest) String() string {
 func (*RefreshFederatedBundleRequest) ProtoMessage() {}
 
 func (x *RefreshFederatedBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[36]
+	mi := &file_api_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +1877,7 @@ func (x *RefreshFederatedBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshFederatedBundleRequest.ProtoReflect.Descriptor instead.
 func (*RefreshFederatedBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RefreshFederatedBundleRequest) GetTrustDomain() string {
@@ -1809,7 +1910,7 @@ type FederationRelationship struct {
 
 func (x *FederationRelationship) Reset() {
 	*x = FederationRelationship{}
-	mi := &file_api_v1_admin_proto_msgTypes[37]
+	mi := &file_api_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1821,7 +1922,7 @@ func (x *FederationRelationship) String() string {
 func (*FederationRelationship) ProtoMessage() {}
 
 func (x *FederationRelationship) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[37]
+	mi := &file_api_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1834,7 +1935,7 @@ func (x *FederationRelationship) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederationRelationship.ProtoReflect.Descriptor instead.
 func (*FederationRelationship) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *FederationRelationship) GetTrustDomain() string {
@@ -1957,7 +2058,7 @@ type LocalAuthority struct {
 
 func (x *LocalAuthority) Reset() {
 	*x = LocalAuthority{}
-	mi := &file_api_v1_admin_proto_msgTypes[38]
+	mi := &file_api_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2070,7 @@ func (x *LocalAuthority) String() string {
 func (*LocalAuthority) ProtoMessage() {}
 
 func (x *LocalAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[38]
+	mi := &file_api_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2083,7 @@ func (x *LocalAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalAuthority.ProtoReflect.Descriptor instead.
 func (*LocalAuthority) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LocalAuthority) GetAuthorityId() string {
@@ -2077,7 +2178,7 @@ type ListLocalAuthoritiesRequest struct {
 
 func (x *ListLocalAuthoritiesRequest) Reset() {
 	*x = ListLocalAuthoritiesRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[39]
+	mi := &file_api_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2190,7 @@ func (x *ListLocalAuthoritiesRequest) String() string {
 func (*ListLocalAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListLocalAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[39]
+	mi := &file_api_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2203,7 @@ func (x *ListLocalAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocalAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListLocalAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 type ListLocalAuthoritiesResponse struct {
@@ -2114,7 +2215,7 @@ type ListLocalAuthoritiesResponse struct {
 
 func (x *ListLocalAuthoritiesResponse) Reset() {
 	*x = ListLocalAuthoritiesResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[40]
+	mi := &file_api_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2227,7 @@ func (x *ListLocalAuthoritiesResponse) String() string {
 func (*ListLocalAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListLocalAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[40]
+	mi := &file_api_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2240,7 @@ func (x *ListLocalAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocalAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListLocalAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListLocalAuthoritiesResponse) GetAuthorities() []*LocalAuthority {
@@ -2157,7 +2258,7 @@ type PrepareLocalAuthorityRequest struct {
 
 func (x *PrepareLocalAuthorityRequest) Reset() {
 	*x = PrepareLocalAuthorityRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[41]
+	mi := &file_api_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2270,7 @@ func (x *PrepareLocalAuthorityRequest) String() string {
 func (*PrepareLocalAuthorityRequest) ProtoMessage() {}
 
 func (x *PrepareLocalAuthorityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[41]
+	mi := &file_api_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2283,7 @@ func (x *PrepareLocalAuthorityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareLocalAuthorityRequest.ProtoReflect.Descriptor instead.
 func (*PrepareLocalAuthorityRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 type LocalAuthorityRequest struct {
@@ -2194,7 +2295,7 @@ type LocalAuthorityRequest struct {
 
 func (x *LocalAuthorityRequest) Reset() {
 	*x = LocalAuthorityRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[42]
+	mi := &file_api_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2206,7 +2307,7 @@ func (x *LocalAuthorityRequest) String() string {
 func (*LocalAuthorityRequest) ProtoMessage() {}
 
 func (x *LocalAuthorityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[42]
+	mi := &file_api_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2219,7 +2320,7 @@ func (x *LocalAuthorityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalAuthorityRequest.ProtoReflect.Descriptor instead.
 func (*LocalAuthorityRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *LocalAuthorityRequest) GetAuthorityId() string {
@@ -2229,22 +2330,442 @@ func (x *LocalAuthorityRequest) GetAuthorityId() string {
 	return ""
 }
 
+type MintX509SVIDRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Csr           []byte                 `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"` // DER; proves possession of the key
+	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	DnsNames      []string               `protobuf:"bytes,3,rep,name=dns_names,json=dnsNames,proto3" json:"dns_names,omitempty"`
+	TtlSeconds    int64                  `protobuf:"varint,4,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"` // 0: the server's default_x509_svid_ttl
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintX509SVIDRequest) Reset() {
+	*x = MintX509SVIDRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintX509SVIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintX509SVIDRequest) ProtoMessage() {}
+
+func (x *MintX509SVIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintX509SVIDRequest.ProtoReflect.Descriptor instead.
+func (*MintX509SVIDRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *MintX509SVIDRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *MintX509SVIDRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *MintX509SVIDRequest) GetDnsNames() []string {
+	if x != nil {
+		return x.DnsNames
+	}
+	return nil
+}
+
+func (x *MintX509SVIDRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type MintX509SVIDResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CertChain     [][]byte               `protobuf:"bytes,1,rep,name=cert_chain,json=certChain,proto3" json:"cert_chain,omitempty"`  // DER, leaf first
+	ExpiresAt     int64                  `protobuf:"varint,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"` // unix seconds
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintX509SVIDResponse) Reset() {
+	*x = MintX509SVIDResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintX509SVIDResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintX509SVIDResponse) ProtoMessage() {}
+
+func (x *MintX509SVIDResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintX509SVIDResponse.ProtoReflect.Descriptor instead.
+func (*MintX509SVIDResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *MintX509SVIDResponse) GetCertChain() [][]byte {
+	if x != nil {
+		return x.CertChain
+	}
+	return nil
+}
+
+func (x *MintX509SVIDResponse) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
+type MintJWTSVIDRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Audience      []string               `protobuf:"bytes,2,rep,name=audience,proto3" json:"audience,omitempty"`
+	TtlSeconds    int64                  `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"` // 0: the server's default_jwt_svid_ttl
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintJWTSVIDRequest) Reset() {
+	*x = MintJWTSVIDRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintJWTSVIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintJWTSVIDRequest) ProtoMessage() {}
+
+func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
+func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *MintJWTSVIDRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *MintJWTSVIDRequest) GetAudience() []string {
+	if x != nil {
+		return x.Audience
+	}
+	return nil
+}
+
+func (x *MintJWTSVIDRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type MintJWTSVIDResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	IssuedAt      int64                  `protobuf:"varint,2,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`    // unix seconds
+	ExpiresAt     int64                  `protobuf:"varint,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"` // unix seconds
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MintJWTSVIDResponse) Reset() {
+	*x = MintJWTSVIDResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MintJWTSVIDResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MintJWTSVIDResponse) ProtoMessage() {}
+
+func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MintJWTSVIDResponse.ProtoReflect.Descriptor instead.
+func (*MintJWTSVIDResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *MintJWTSVIDResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *MintJWTSVIDResponse) GetIssuedAt() int64 {
+	if x != nil {
+		return x.IssuedAt
+	}
+	return 0
+}
+
+func (x *MintJWTSVIDResponse) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
+type Logger struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CurrentLevel  string                 `protobuf:"bytes,1,opt,name=current_level,json=currentLevel,proto3" json:"current_level,omitempty"` // debug, info, warn or error
+	LaunchLevel   string                 `protobuf:"bytes,2,opt,name=launch_level,json=launchLevel,proto3" json:"launch_level,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Logger) Reset() {
+	*x = Logger{}
+	mi := &file_api_v1_admin_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Logger) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Logger) ProtoMessage() {}
+
+func (x *Logger) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Logger.ProtoReflect.Descriptor instead.
+func (*Logger) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *Logger) GetCurrentLevel() string {
+	if x != nil {
+		return x.CurrentLevel
+	}
+	return ""
+}
+
+func (x *Logger) GetLaunchLevel() string {
+	if x != nil {
+		return x.LaunchLevel
+	}
+	return ""
+}
+
+type GetLoggerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLoggerRequest) Reset() {
+	*x = GetLoggerRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLoggerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLoggerRequest) ProtoMessage() {}
+
+func (x *GetLoggerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLoggerRequest.ProtoReflect.Descriptor instead.
+func (*GetLoggerRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{49}
+}
+
+type SetLogLevelRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Level         string                 `protobuf:"bytes,1,opt,name=level,proto3" json:"level,omitempty"` // debug, info, warn or error
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetLogLevelRequest) Reset() {
+	*x = SetLogLevelRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetLogLevelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetLogLevelRequest) ProtoMessage() {}
+
+func (x *SetLogLevelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetLogLevelRequest.ProtoReflect.Descriptor instead.
+func (*SetLogLevelRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *SetLogLevelRequest) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+type ResetLogLevelRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetLogLevelRequest) Reset() {
+	*x = ResetLogLevelRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetLogLevelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetLogLevelRequest) ProtoMessage() {}
+
+func (x *ResetLogLevelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetLogLevelRequest.ProtoReflect.Descriptor instead.
+func (*ResetLogLevelRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{51}
+}
+
 var File_api_v1_admin_proto protoreflect.FileDescriptor
 
 const file_api_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x12api/v1/admin.proto\x12\vhallmark.v1\x1a\x12api/v1/types.proto\"D\n" +
 	"\x14CreateEntriesRequest\x12,\n" +
-	"\aentries\x18\x01 \x03(\v2\x12.hallmark.v1.EntryR\aentries\"M\n" +
+	"\aentries\x18\x01 \x03(\v2\x12.hallmark.v1.EntryR\aentries\"a\n" +
 	"\vEntryResult\x12(\n" +
 	"\x05entry\x18\x01 \x01(\v2\x12.hallmark.v1.EntryR\x05entry\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"K\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\x05R\x04code\"K\n" +
 	"\x15CreateEntriesResponse\x122\n" +
-	"\aresults\x18\x01 \x03(\v2\x18.hallmark.v1.EntryResultR\aresults\"\x83\x01\n" +
+	"\aresults\x18\x01 \x03(\v2\x18.hallmark.v1.EntryResultR\aresults\"\x93\x03\n" +
 	"\x12ListEntriesRequest\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1b\n" +
 	"\tparent_id\x18\x02 \x01(\tR\bparentId\x123\n" +
-	"\tselectors\x18\x03 \x03(\v2\x15.hallmark.v1.SelectorR\tselectors\"C\n" +
+	"\tselectors\x18\x03 \x03(\v2\x15.hallmark.v1.SelectorR\tselectors\x12A\n" +
+	"\x0eselector_match\x18\x04 \x01(\x0e2\x1a.hallmark.v1.SelectorMatchR\rselectorMatch\x12%\n" +
+	"\x0efederates_with\x18\x05 \x03(\tR\rfederatesWith\x12L\n" +
+	"\x14federates_with_match\x18\x06 \x01(\x0e2\x1a.hallmark.v1.SelectorMatchR\x12federatesWithMatch\x12\x12\n" +
+	"\x04hint\x18\a \x01(\tR\x04hint\x12#\n" +
+	"\n" +
+	"downstream\x18\b \x01(\bH\x00R\n" +
+	"downstream\x88\x01\x01\x12\x0e\n" +
+	"\x02id\x18\t \x01(\tR\x02idB\r\n" +
+	"\v_downstream\",\n" +
+	"\x14CountEntriesResponse\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x05R\x05count\"C\n" +
 	"\x13ListEntriesResponse\x12,\n" +
 	"\aentries\x18\x01 \x03(\v2\x12.hallmark.v1.EntryR\aentries\"D\n" +
 	"\x14UpdateEntriesRequest\x12,\n" +
@@ -2362,15 +2883,44 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\vauthorities\x18\x01 \x03(\v2\x1b.hallmark.v1.LocalAuthorityR\vauthorities\"\x1e\n" +
 	"\x1cPrepareLocalAuthorityRequest\":\n" +
 	"\x15LocalAuthorityRequest\x12!\n" +
-	"\fauthority_id\x18\x01 \x01(\tR\vauthorityId*y\n" +
+	"\fauthority_id\x18\x01 \x01(\tR\vauthorityId\"\x82\x01\n" +
+	"\x13MintX509SVIDRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
+	"\tdns_names\x18\x03 \x03(\tR\bdnsNames\x12\x1f\n" +
+	"\vttl_seconds\x18\x04 \x01(\x03R\n" +
+	"ttlSeconds\"T\n" +
+	"\x14MintX509SVIDResponse\x12\x1d\n" +
+	"\n" +
+	"cert_chain\x18\x01 \x03(\fR\tcertChain\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\x03R\texpiresAt\"n\n" +
+	"\x12MintJWTSVIDRequest\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1a\n" +
+	"\baudience\x18\x02 \x03(\tR\baudience\x12\x1f\n" +
+	"\vttl_seconds\x18\x03 \x01(\x03R\n" +
+	"ttlSeconds\"g\n" +
+	"\x13MintJWTSVIDResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
+	"\tissued_at\x18\x02 \x01(\x03R\bissuedAt\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\x03R\texpiresAt\"P\n" +
+	"\x06Logger\x12#\n" +
+	"\rcurrent_level\x18\x01 \x01(\tR\fcurrentLevel\x12!\n" +
+	"\flaunch_level\x18\x02 \x01(\tR\vlaunchLevel\"\x12\n" +
+	"\x10GetLoggerRequest\"*\n" +
+	"\x12SetLogLevelRequest\x12\x14\n" +
+	"\x05level\x18\x01 \x01(\tR\x05level\"\x16\n" +
+	"\x14ResetLogLevelRequest*y\n" +
 	"\rSelectorMatch\x12\x1b\n" +
 	"\x17SELECTOR_MATCH_SUPERSET\x10\x00\x12\x18\n" +
 	"\x14SELECTOR_MATCH_EXACT\x10\x01\x12\x19\n" +
 	"\x15SELECTOR_MATCH_SUBSET\x10\x02\x12\x16\n" +
-	"\x12SELECTOR_MATCH_ANY\x10\x032\xe3\x13\n" +
+	"\x12SELECTOR_MATCH_ANY\x10\x032\xad\x17\n" +
 	"\x05Admin\x12V\n" +
 	"\rCreateEntries\x12!.hallmark.v1.CreateEntriesRequest\x1a\".hallmark.v1.CreateEntriesResponse\x12P\n" +
-	"\vListEntries\x12\x1f.hallmark.v1.ListEntriesRequest\x1a .hallmark.v1.ListEntriesResponse\x12P\n" +
+	"\vListEntries\x12\x1f.hallmark.v1.ListEntriesRequest\x1a .hallmark.v1.ListEntriesResponse\x12R\n" +
+	"\fCountEntries\x12\x1f.hallmark.v1.ListEntriesRequest\x1a!.hallmark.v1.CountEntriesResponse\x12P\n" +
 	"\vDeleteEntry\x12\x1f.hallmark.v1.DeleteEntryRequest\x1a .hallmark.v1.DeleteEntryResponse\x12V\n" +
 	"\rUpdateEntries\x12!.hallmark.v1.UpdateEntriesRequest\x1a\".hallmark.v1.UpdateEntriesResponse\x12b\n" +
 	"\x11GenerateJoinToken\x12%.hallmark.v1.GenerateJoinTokenRequest\x1a&.hallmark.v1.GenerateJoinTokenResponse\x12M\n" +
@@ -2382,7 +2932,12 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"EvictAgent\x12\x1e.hallmark.v1.EvictAgentRequest\x1a\x1f.hallmark.v1.EvictAgentResponse\x12G\n" +
 	"\bBanAgent\x12\x1c.hallmark.v1.BanAgentRequest\x1a\x1d.hallmark.v1.BanAgentResponse\x12P\n" +
 	"\vPurgeAgents\x12\x1f.hallmark.v1.PurgeAgentsRequest\x1a .hallmark.v1.PurgeAgentsResponse\x12?\n" +
-	"\tGetBundle\x12\x1d.hallmark.v1.GetBundleRequest\x1a\x13.hallmark.v1.Bundle\x12A\n" +
+	"\tGetBundle\x12\x1d.hallmark.v1.GetBundleRequest\x1a\x13.hallmark.v1.Bundle\x12S\n" +
+	"\fMintX509SVID\x12 .hallmark.v1.MintX509SVIDRequest\x1a!.hallmark.v1.MintX509SVIDResponse\x12P\n" +
+	"\vMintJWTSVID\x12\x1f.hallmark.v1.MintJWTSVIDRequest\x1a .hallmark.v1.MintJWTSVIDResponse\x12?\n" +
+	"\tGetLogger\x12\x1d.hallmark.v1.GetLoggerRequest\x1a\x13.hallmark.v1.Logger\x12C\n" +
+	"\vSetLogLevel\x12\x1f.hallmark.v1.SetLogLevelRequest\x1a\x13.hallmark.v1.Logger\x12G\n" +
+	"\rResetLogLevel\x12!.hallmark.v1.ResetLogLevelRequest\x1a\x13.hallmark.v1.Logger\x12A\n" +
 	"\x06Health\x12\x1a.hallmark.v1.HealthRequest\x1a\x1b.hallmark.v1.HealthResponse\x12k\n" +
 	"\x14ListFederatedBundles\x12(.hallmark.v1.ListFederatedBundlesRequest\x1a).hallmark.v1.ListFederatedBundlesResponse\x12e\n" +
 	"\x12SetFederatedBundle\x12&.hallmark.v1.SetFederatedBundleRequest\x1a'.hallmark.v1.SetFederatedBundleResponse\x12n\n" +
@@ -2413,138 +2968,161 @@ func file_api_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_api_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_api_v1_admin_proto_goTypes = []any{
 	(SelectorMatch)(0),                          // 0: hallmark.v1.SelectorMatch
 	(*CreateEntriesRequest)(nil),                // 1: hallmark.v1.CreateEntriesRequest
 	(*EntryResult)(nil),                         // 2: hallmark.v1.EntryResult
 	(*CreateEntriesResponse)(nil),               // 3: hallmark.v1.CreateEntriesResponse
 	(*ListEntriesRequest)(nil),                  // 4: hallmark.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),                 // 5: hallmark.v1.ListEntriesResponse
-	(*UpdateEntriesRequest)(nil),                // 6: hallmark.v1.UpdateEntriesRequest
-	(*UpdateEntriesResponse)(nil),               // 7: hallmark.v1.UpdateEntriesResponse
-	(*DeleteEntryRequest)(nil),                  // 8: hallmark.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),                 // 9: hallmark.v1.DeleteEntryResponse
-	(*GenerateJoinTokenRequest)(nil),            // 10: hallmark.v1.GenerateJoinTokenRequest
-	(*GenerateJoinTokenResponse)(nil),           // 11: hallmark.v1.GenerateJoinTokenResponse
-	(*AgentFilter)(nil),                         // 12: hallmark.v1.AgentFilter
-	(*ListAgentsRequest)(nil),                   // 13: hallmark.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),                  // 14: hallmark.v1.ListAgentsResponse
-	(*CountAgentsRequest)(nil),                  // 15: hallmark.v1.CountAgentsRequest
-	(*CountAgentsResponse)(nil),                 // 16: hallmark.v1.CountAgentsResponse
-	(*GetAgentRequest)(nil),                     // 17: hallmark.v1.GetAgentRequest
-	(*EvictAgentRequest)(nil),                   // 18: hallmark.v1.EvictAgentRequest
-	(*EvictAgentResponse)(nil),                  // 19: hallmark.v1.EvictAgentResponse
-	(*BanAgentRequest)(nil),                     // 20: hallmark.v1.BanAgentRequest
-	(*BanAgentResponse)(nil),                    // 21: hallmark.v1.BanAgentResponse
-	(*PurgeAgentsRequest)(nil),                  // 22: hallmark.v1.PurgeAgentsRequest
-	(*PurgedAgent)(nil),                         // 23: hallmark.v1.PurgedAgent
-	(*PurgeAgentsResponse)(nil),                 // 24: hallmark.v1.PurgeAgentsResponse
-	(*GetBundleRequest)(nil),                    // 25: hallmark.v1.GetBundleRequest
-	(*HealthRequest)(nil),                       // 26: hallmark.v1.HealthRequest
-	(*HealthResponse)(nil),                      // 27: hallmark.v1.HealthResponse
-	(*BundleDocument)(nil),                      // 28: hallmark.v1.BundleDocument
-	(*ListFederatedBundlesRequest)(nil),         // 29: hallmark.v1.ListFederatedBundlesRequest
-	(*ListFederatedBundlesResponse)(nil),        // 30: hallmark.v1.ListFederatedBundlesResponse
-	(*SetFederatedBundleRequest)(nil),           // 31: hallmark.v1.SetFederatedBundleRequest
-	(*SetFederatedBundleResponse)(nil),          // 32: hallmark.v1.SetFederatedBundleResponse
-	(*DeleteFederatedBundleRequest)(nil),        // 33: hallmark.v1.DeleteFederatedBundleRequest
-	(*DeleteFederatedBundleResponse)(nil),       // 34: hallmark.v1.DeleteFederatedBundleResponse
-	(*ListFederationRelationshipsRequest)(nil),  // 35: hallmark.v1.ListFederationRelationshipsRequest
-	(*ListFederationRelationshipsResponse)(nil), // 36: hallmark.v1.ListFederationRelationshipsResponse
-	(*RefreshFederatedBundleRequest)(nil),       // 37: hallmark.v1.RefreshFederatedBundleRequest
-	(*FederationRelationship)(nil),              // 38: hallmark.v1.FederationRelationship
-	(*LocalAuthority)(nil),                      // 39: hallmark.v1.LocalAuthority
-	(*ListLocalAuthoritiesRequest)(nil),         // 40: hallmark.v1.ListLocalAuthoritiesRequest
-	(*ListLocalAuthoritiesResponse)(nil),        // 41: hallmark.v1.ListLocalAuthoritiesResponse
-	(*PrepareLocalAuthorityRequest)(nil),        // 42: hallmark.v1.PrepareLocalAuthorityRequest
-	(*LocalAuthorityRequest)(nil),               // 43: hallmark.v1.LocalAuthorityRequest
-	(*Entry)(nil),                               // 44: hallmark.v1.Entry
-	(*Selector)(nil),                            // 45: hallmark.v1.Selector
-	(*Agent)(nil),                               // 46: hallmark.v1.Agent
-	(*Bundle)(nil),                              // 47: hallmark.v1.Bundle
+	(*CountEntriesResponse)(nil),                // 5: hallmark.v1.CountEntriesResponse
+	(*ListEntriesResponse)(nil),                 // 6: hallmark.v1.ListEntriesResponse
+	(*UpdateEntriesRequest)(nil),                // 7: hallmark.v1.UpdateEntriesRequest
+	(*UpdateEntriesResponse)(nil),               // 8: hallmark.v1.UpdateEntriesResponse
+	(*DeleteEntryRequest)(nil),                  // 9: hallmark.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),                 // 10: hallmark.v1.DeleteEntryResponse
+	(*GenerateJoinTokenRequest)(nil),            // 11: hallmark.v1.GenerateJoinTokenRequest
+	(*GenerateJoinTokenResponse)(nil),           // 12: hallmark.v1.GenerateJoinTokenResponse
+	(*AgentFilter)(nil),                         // 13: hallmark.v1.AgentFilter
+	(*ListAgentsRequest)(nil),                   // 14: hallmark.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),                  // 15: hallmark.v1.ListAgentsResponse
+	(*CountAgentsRequest)(nil),                  // 16: hallmark.v1.CountAgentsRequest
+	(*CountAgentsResponse)(nil),                 // 17: hallmark.v1.CountAgentsResponse
+	(*GetAgentRequest)(nil),                     // 18: hallmark.v1.GetAgentRequest
+	(*EvictAgentRequest)(nil),                   // 19: hallmark.v1.EvictAgentRequest
+	(*EvictAgentResponse)(nil),                  // 20: hallmark.v1.EvictAgentResponse
+	(*BanAgentRequest)(nil),                     // 21: hallmark.v1.BanAgentRequest
+	(*BanAgentResponse)(nil),                    // 22: hallmark.v1.BanAgentResponse
+	(*PurgeAgentsRequest)(nil),                  // 23: hallmark.v1.PurgeAgentsRequest
+	(*PurgedAgent)(nil),                         // 24: hallmark.v1.PurgedAgent
+	(*PurgeAgentsResponse)(nil),                 // 25: hallmark.v1.PurgeAgentsResponse
+	(*GetBundleRequest)(nil),                    // 26: hallmark.v1.GetBundleRequest
+	(*HealthRequest)(nil),                       // 27: hallmark.v1.HealthRequest
+	(*HealthResponse)(nil),                      // 28: hallmark.v1.HealthResponse
+	(*BundleDocument)(nil),                      // 29: hallmark.v1.BundleDocument
+	(*ListFederatedBundlesRequest)(nil),         // 30: hallmark.v1.ListFederatedBundlesRequest
+	(*ListFederatedBundlesResponse)(nil),        // 31: hallmark.v1.ListFederatedBundlesResponse
+	(*SetFederatedBundleRequest)(nil),           // 32: hallmark.v1.SetFederatedBundleRequest
+	(*SetFederatedBundleResponse)(nil),          // 33: hallmark.v1.SetFederatedBundleResponse
+	(*DeleteFederatedBundleRequest)(nil),        // 34: hallmark.v1.DeleteFederatedBundleRequest
+	(*DeleteFederatedBundleResponse)(nil),       // 35: hallmark.v1.DeleteFederatedBundleResponse
+	(*ListFederationRelationshipsRequest)(nil),  // 36: hallmark.v1.ListFederationRelationshipsRequest
+	(*ListFederationRelationshipsResponse)(nil), // 37: hallmark.v1.ListFederationRelationshipsResponse
+	(*RefreshFederatedBundleRequest)(nil),       // 38: hallmark.v1.RefreshFederatedBundleRequest
+	(*FederationRelationship)(nil),              // 39: hallmark.v1.FederationRelationship
+	(*LocalAuthority)(nil),                      // 40: hallmark.v1.LocalAuthority
+	(*ListLocalAuthoritiesRequest)(nil),         // 41: hallmark.v1.ListLocalAuthoritiesRequest
+	(*ListLocalAuthoritiesResponse)(nil),        // 42: hallmark.v1.ListLocalAuthoritiesResponse
+	(*PrepareLocalAuthorityRequest)(nil),        // 43: hallmark.v1.PrepareLocalAuthorityRequest
+	(*LocalAuthorityRequest)(nil),               // 44: hallmark.v1.LocalAuthorityRequest
+	(*MintX509SVIDRequest)(nil),                 // 45: hallmark.v1.MintX509SVIDRequest
+	(*MintX509SVIDResponse)(nil),                // 46: hallmark.v1.MintX509SVIDResponse
+	(*MintJWTSVIDRequest)(nil),                  // 47: hallmark.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),                 // 48: hallmark.v1.MintJWTSVIDResponse
+	(*Logger)(nil),                              // 49: hallmark.v1.Logger
+	(*GetLoggerRequest)(nil),                    // 50: hallmark.v1.GetLoggerRequest
+	(*SetLogLevelRequest)(nil),                  // 51: hallmark.v1.SetLogLevelRequest
+	(*ResetLogLevelRequest)(nil),                // 52: hallmark.v1.ResetLogLevelRequest
+	(*Entry)(nil),                               // 53: hallmark.v1.Entry
+	(*Selector)(nil),                            // 54: hallmark.v1.Selector
+	(*Agent)(nil),                               // 55: hallmark.v1.Agent
+	(*Bundle)(nil),                              // 56: hallmark.v1.Bundle
 }
 var file_api_v1_admin_proto_depIdxs = []int32{
-	44, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
-	44, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
+	53, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
+	53, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
 	2,  // 2: hallmark.v1.CreateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
-	45, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
-	44, // 4: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
-	44, // 5: hallmark.v1.UpdateEntriesRequest.entries:type_name -> hallmark.v1.Entry
-	2,  // 6: hallmark.v1.UpdateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
-	44, // 7: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
-	45, // 8: hallmark.v1.AgentFilter.by_selectors:type_name -> hallmark.v1.Selector
-	0,  // 9: hallmark.v1.AgentFilter.selector_match:type_name -> hallmark.v1.SelectorMatch
-	12, // 10: hallmark.v1.ListAgentsRequest.filter:type_name -> hallmark.v1.AgentFilter
-	46, // 11: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
-	12, // 12: hallmark.v1.CountAgentsRequest.filter:type_name -> hallmark.v1.AgentFilter
-	23, // 13: hallmark.v1.PurgeAgentsResponse.agents:type_name -> hallmark.v1.PurgedAgent
-	28, // 14: hallmark.v1.ListFederatedBundlesResponse.bundles:type_name -> hallmark.v1.BundleDocument
-	28, // 15: hallmark.v1.SetFederatedBundleRequest.bundle:type_name -> hallmark.v1.BundleDocument
-	38, // 16: hallmark.v1.SetFederatedBundleResponse.relationship:type_name -> hallmark.v1.FederationRelationship
-	38, // 17: hallmark.v1.ListFederationRelationshipsResponse.relationships:type_name -> hallmark.v1.FederationRelationship
-	39, // 18: hallmark.v1.ListLocalAuthoritiesResponse.authorities:type_name -> hallmark.v1.LocalAuthority
-	1,  // 19: hallmark.v1.Admin.CreateEntries:input_type -> hallmark.v1.CreateEntriesRequest
-	4,  // 20: hallmark.v1.Admin.ListEntries:input_type -> hallmark.v1.ListEntriesRequest
-	8,  // 21: hallmark.v1.Admin.DeleteEntry:input_type -> hallmark.v1.DeleteEntryRequest
-	6,  // 22: hallmark.v1.Admin.UpdateEntries:input_type -> hallmark.v1.UpdateEntriesRequest
-	10, // 23: hallmark.v1.Admin.GenerateJoinToken:input_type -> hallmark.v1.GenerateJoinTokenRequest
-	13, // 24: hallmark.v1.Admin.ListAgents:input_type -> hallmark.v1.ListAgentsRequest
-	15, // 25: hallmark.v1.Admin.CountAgents:input_type -> hallmark.v1.CountAgentsRequest
-	17, // 26: hallmark.v1.Admin.GetAgent:input_type -> hallmark.v1.GetAgentRequest
-	18, // 27: hallmark.v1.Admin.EvictAgent:input_type -> hallmark.v1.EvictAgentRequest
-	20, // 28: hallmark.v1.Admin.BanAgent:input_type -> hallmark.v1.BanAgentRequest
-	22, // 29: hallmark.v1.Admin.PurgeAgents:input_type -> hallmark.v1.PurgeAgentsRequest
-	25, // 30: hallmark.v1.Admin.GetBundle:input_type -> hallmark.v1.GetBundleRequest
-	26, // 31: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
-	29, // 32: hallmark.v1.Admin.ListFederatedBundles:input_type -> hallmark.v1.ListFederatedBundlesRequest
-	31, // 33: hallmark.v1.Admin.SetFederatedBundle:input_type -> hallmark.v1.SetFederatedBundleRequest
-	33, // 34: hallmark.v1.Admin.DeleteFederatedBundle:input_type -> hallmark.v1.DeleteFederatedBundleRequest
-	35, // 35: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
-	37, // 36: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
-	40, // 37: hallmark.v1.Admin.ListX509Authorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
-	42, // 38: hallmark.v1.Admin.PrepareX509Authority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
-	43, // 39: hallmark.v1.Admin.ActivateX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	43, // 40: hallmark.v1.Admin.TaintX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	43, // 41: hallmark.v1.Admin.RevokeX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	40, // 42: hallmark.v1.Admin.ListJWTAuthorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
-	42, // 43: hallmark.v1.Admin.PrepareJWTAuthority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
-	43, // 44: hallmark.v1.Admin.ActivateJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	43, // 45: hallmark.v1.Admin.TaintJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	43, // 46: hallmark.v1.Admin.RevokeJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	3,  // 47: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
-	5,  // 48: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
-	9,  // 49: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
-	7,  // 50: hallmark.v1.Admin.UpdateEntries:output_type -> hallmark.v1.UpdateEntriesResponse
-	11, // 51: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
-	14, // 52: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
-	16, // 53: hallmark.v1.Admin.CountAgents:output_type -> hallmark.v1.CountAgentsResponse
-	46, // 54: hallmark.v1.Admin.GetAgent:output_type -> hallmark.v1.Agent
-	19, // 55: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
-	21, // 56: hallmark.v1.Admin.BanAgent:output_type -> hallmark.v1.BanAgentResponse
-	24, // 57: hallmark.v1.Admin.PurgeAgents:output_type -> hallmark.v1.PurgeAgentsResponse
-	47, // 58: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
-	27, // 59: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
-	30, // 60: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
-	32, // 61: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
-	34, // 62: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
-	36, // 63: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
-	38, // 64: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
-	41, // 65: hallmark.v1.Admin.ListX509Authorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
-	39, // 66: hallmark.v1.Admin.PrepareX509Authority:output_type -> hallmark.v1.LocalAuthority
-	39, // 67: hallmark.v1.Admin.ActivateX509Authority:output_type -> hallmark.v1.LocalAuthority
-	39, // 68: hallmark.v1.Admin.TaintX509Authority:output_type -> hallmark.v1.LocalAuthority
-	39, // 69: hallmark.v1.Admin.RevokeX509Authority:output_type -> hallmark.v1.LocalAuthority
-	41, // 70: hallmark.v1.Admin.ListJWTAuthorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
-	39, // 71: hallmark.v1.Admin.PrepareJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	39, // 72: hallmark.v1.Admin.ActivateJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	39, // 73: hallmark.v1.Admin.TaintJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	39, // 74: hallmark.v1.Admin.RevokeJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	47, // [47:75] is the sub-list for method output_type
-	19, // [19:47] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	54, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
+	0,  // 4: hallmark.v1.ListEntriesRequest.selector_match:type_name -> hallmark.v1.SelectorMatch
+	0,  // 5: hallmark.v1.ListEntriesRequest.federates_with_match:type_name -> hallmark.v1.SelectorMatch
+	53, // 6: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
+	53, // 7: hallmark.v1.UpdateEntriesRequest.entries:type_name -> hallmark.v1.Entry
+	2,  // 8: hallmark.v1.UpdateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
+	53, // 9: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
+	54, // 10: hallmark.v1.AgentFilter.by_selectors:type_name -> hallmark.v1.Selector
+	0,  // 11: hallmark.v1.AgentFilter.selector_match:type_name -> hallmark.v1.SelectorMatch
+	13, // 12: hallmark.v1.ListAgentsRequest.filter:type_name -> hallmark.v1.AgentFilter
+	55, // 13: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
+	13, // 14: hallmark.v1.CountAgentsRequest.filter:type_name -> hallmark.v1.AgentFilter
+	24, // 15: hallmark.v1.PurgeAgentsResponse.agents:type_name -> hallmark.v1.PurgedAgent
+	29, // 16: hallmark.v1.ListFederatedBundlesResponse.bundles:type_name -> hallmark.v1.BundleDocument
+	29, // 17: hallmark.v1.SetFederatedBundleRequest.bundle:type_name -> hallmark.v1.BundleDocument
+	39, // 18: hallmark.v1.SetFederatedBundleResponse.relationship:type_name -> hallmark.v1.FederationRelationship
+	39, // 19: hallmark.v1.ListFederationRelationshipsResponse.relationships:type_name -> hallmark.v1.FederationRelationship
+	40, // 20: hallmark.v1.ListLocalAuthoritiesResponse.authorities:type_name -> hallmark.v1.LocalAuthority
+	1,  // 21: hallmark.v1.Admin.CreateEntries:input_type -> hallmark.v1.CreateEntriesRequest
+	4,  // 22: hallmark.v1.Admin.ListEntries:input_type -> hallmark.v1.ListEntriesRequest
+	4,  // 23: hallmark.v1.Admin.CountEntries:input_type -> hallmark.v1.ListEntriesRequest
+	9,  // 24: hallmark.v1.Admin.DeleteEntry:input_type -> hallmark.v1.DeleteEntryRequest
+	7,  // 25: hallmark.v1.Admin.UpdateEntries:input_type -> hallmark.v1.UpdateEntriesRequest
+	11, // 26: hallmark.v1.Admin.GenerateJoinToken:input_type -> hallmark.v1.GenerateJoinTokenRequest
+	14, // 27: hallmark.v1.Admin.ListAgents:input_type -> hallmark.v1.ListAgentsRequest
+	16, // 28: hallmark.v1.Admin.CountAgents:input_type -> hallmark.v1.CountAgentsRequest
+	18, // 29: hallmark.v1.Admin.GetAgent:input_type -> hallmark.v1.GetAgentRequest
+	19, // 30: hallmark.v1.Admin.EvictAgent:input_type -> hallmark.v1.EvictAgentRequest
+	21, // 31: hallmark.v1.Admin.BanAgent:input_type -> hallmark.v1.BanAgentRequest
+	23, // 32: hallmark.v1.Admin.PurgeAgents:input_type -> hallmark.v1.PurgeAgentsRequest
+	26, // 33: hallmark.v1.Admin.GetBundle:input_type -> hallmark.v1.GetBundleRequest
+	45, // 34: hallmark.v1.Admin.MintX509SVID:input_type -> hallmark.v1.MintX509SVIDRequest
+	47, // 35: hallmark.v1.Admin.MintJWTSVID:input_type -> hallmark.v1.MintJWTSVIDRequest
+	50, // 36: hallmark.v1.Admin.GetLogger:input_type -> hallmark.v1.GetLoggerRequest
+	51, // 37: hallmark.v1.Admin.SetLogLevel:input_type -> hallmark.v1.SetLogLevelRequest
+	52, // 38: hallmark.v1.Admin.ResetLogLevel:input_type -> hallmark.v1.ResetLogLevelRequest
+	27, // 39: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
+	30, // 40: hallmark.v1.Admin.ListFederatedBundles:input_type -> hallmark.v1.ListFederatedBundlesRequest
+	32, // 41: hallmark.v1.Admin.SetFederatedBundle:input_type -> hallmark.v1.SetFederatedBundleRequest
+	34, // 42: hallmark.v1.Admin.DeleteFederatedBundle:input_type -> hallmark.v1.DeleteFederatedBundleRequest
+	36, // 43: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
+	38, // 44: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
+	41, // 45: hallmark.v1.Admin.ListX509Authorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
+	43, // 46: hallmark.v1.Admin.PrepareX509Authority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
+	44, // 47: hallmark.v1.Admin.ActivateX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	44, // 48: hallmark.v1.Admin.TaintX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	44, // 49: hallmark.v1.Admin.RevokeX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	41, // 50: hallmark.v1.Admin.ListJWTAuthorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
+	43, // 51: hallmark.v1.Admin.PrepareJWTAuthority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
+	44, // 52: hallmark.v1.Admin.ActivateJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	44, // 53: hallmark.v1.Admin.TaintJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	44, // 54: hallmark.v1.Admin.RevokeJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	3,  // 55: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
+	6,  // 56: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
+	5,  // 57: hallmark.v1.Admin.CountEntries:output_type -> hallmark.v1.CountEntriesResponse
+	10, // 58: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
+	8,  // 59: hallmark.v1.Admin.UpdateEntries:output_type -> hallmark.v1.UpdateEntriesResponse
+	12, // 60: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
+	15, // 61: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
+	17, // 62: hallmark.v1.Admin.CountAgents:output_type -> hallmark.v1.CountAgentsResponse
+	55, // 63: hallmark.v1.Admin.GetAgent:output_type -> hallmark.v1.Agent
+	20, // 64: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
+	22, // 65: hallmark.v1.Admin.BanAgent:output_type -> hallmark.v1.BanAgentResponse
+	25, // 66: hallmark.v1.Admin.PurgeAgents:output_type -> hallmark.v1.PurgeAgentsResponse
+	56, // 67: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
+	46, // 68: hallmark.v1.Admin.MintX509SVID:output_type -> hallmark.v1.MintX509SVIDResponse
+	48, // 69: hallmark.v1.Admin.MintJWTSVID:output_type -> hallmark.v1.MintJWTSVIDResponse
+	49, // 70: hallmark.v1.Admin.GetLogger:output_type -> hallmark.v1.Logger
+	49, // 71: hallmark.v1.Admin.SetLogLevel:output_type -> hallmark.v1.Logger
+	49, // 72: hallmark.v1.Admin.ResetLogLevel:output_type -> hallmark.v1.Logger
+	28, // 73: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
+	31, // 74: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
+	33, // 75: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
+	35, // 76: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
+	37, // 77: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
+	39, // 78: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
+	42, // 79: hallmark.v1.Admin.ListX509Authorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
+	40, // 80: hallmark.v1.Admin.PrepareX509Authority:output_type -> hallmark.v1.LocalAuthority
+	40, // 81: hallmark.v1.Admin.ActivateX509Authority:output_type -> hallmark.v1.LocalAuthority
+	40, // 82: hallmark.v1.Admin.TaintX509Authority:output_type -> hallmark.v1.LocalAuthority
+	40, // 83: hallmark.v1.Admin.RevokeX509Authority:output_type -> hallmark.v1.LocalAuthority
+	42, // 84: hallmark.v1.Admin.ListJWTAuthorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
+	40, // 85: hallmark.v1.Admin.PrepareJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	40, // 86: hallmark.v1.Admin.ActivateJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	40, // 87: hallmark.v1.Admin.TaintJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	40, // 88: hallmark.v1.Admin.RevokeJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	55, // [55:89] is the sub-list for method output_type
+	21, // [21:55] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_api_v1_admin_proto_init() }
@@ -2553,14 +3131,15 @@ func file_api_v1_admin_proto_init() {
 		return
 	}
 	file_api_v1_types_proto_init()
-	file_api_v1_admin_proto_msgTypes[11].OneofWrappers = []any{}
+	file_api_v1_admin_proto_msgTypes[3].OneofWrappers = []any{}
+	file_api_v1_admin_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_admin_proto_rawDesc), len(file_api_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   43,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

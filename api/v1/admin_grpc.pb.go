@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Admin_CreateEntries_FullMethodName               = "/hallmark.v1.Admin/CreateEntries"
 	Admin_ListEntries_FullMethodName                 = "/hallmark.v1.Admin/ListEntries"
+	Admin_CountEntries_FullMethodName                = "/hallmark.v1.Admin/CountEntries"
 	Admin_DeleteEntry_FullMethodName                 = "/hallmark.v1.Admin/DeleteEntry"
 	Admin_UpdateEntries_FullMethodName               = "/hallmark.v1.Admin/UpdateEntries"
 	Admin_GenerateJoinToken_FullMethodName           = "/hallmark.v1.Admin/GenerateJoinToken"
@@ -31,6 +32,11 @@ const (
 	Admin_BanAgent_FullMethodName                    = "/hallmark.v1.Admin/BanAgent"
 	Admin_PurgeAgents_FullMethodName                 = "/hallmark.v1.Admin/PurgeAgents"
 	Admin_GetBundle_FullMethodName                   = "/hallmark.v1.Admin/GetBundle"
+	Admin_MintX509SVID_FullMethodName                = "/hallmark.v1.Admin/MintX509SVID"
+	Admin_MintJWTSVID_FullMethodName                 = "/hallmark.v1.Admin/MintJWTSVID"
+	Admin_GetLogger_FullMethodName                   = "/hallmark.v1.Admin/GetLogger"
+	Admin_SetLogLevel_FullMethodName                 = "/hallmark.v1.Admin/SetLogLevel"
+	Admin_ResetLogLevel_FullMethodName               = "/hallmark.v1.Admin/ResetLogLevel"
 	Admin_Health_FullMethodName                      = "/hallmark.v1.Admin/Health"
 	Admin_ListFederatedBundles_FullMethodName        = "/hallmark.v1.Admin/ListFederatedBundles"
 	Admin_SetFederatedBundle_FullMethodName          = "/hallmark.v1.Admin/SetFederatedBundle"
@@ -56,7 +62,10 @@ const (
 // Admin is served on the server's owner-only unix socket.
 type AdminClient interface {
 	CreateEntries(ctx context.Context, in *CreateEntriesRequest, opts ...grpc.CallOption) (*CreateEntriesResponse, error)
+	// ListEntries and CountEntries take the same filter (SPIRE's `entry
+	// show` and `entry count`); every field set must match.
 	ListEntries(ctx context.Context, in *ListEntriesRequest, opts ...grpc.CallOption) (*ListEntriesResponse, error)
+	CountEntries(ctx context.Context, in *ListEntriesRequest, opts ...grpc.CallOption) (*CountEntriesResponse, error)
 	DeleteEntry(ctx context.Context, in *DeleteEntryRequest, opts ...grpc.CallOption) (*DeleteEntryResponse, error)
 	// UpdateEntries replaces each entry with the given id by the given
 	// content (SPIRE's `entry update`: every field, no mask; revision and
@@ -88,6 +97,18 @@ type AdminClient interface {
 	// With dry_run it only lists them.
 	PurgeAgents(ctx context.Context, in *PurgeAgentsRequest, opts ...grpc.CallOption) (*PurgeAgentsResponse, error)
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*Bundle, error)
+	// MintX509SVID and MintJWTSVID are SPIRE's `x509 mint` and `jwt mint`:
+	// an SVID for any SPIFFE ID of the trust domain outside the reserved
+	// namespaces (agents', the server's), without an entry. The X.509-SVID
+	// carries spiffe_id and dns_names as given; only the CSR's public key is
+	// used.
+	MintX509SVID(ctx context.Context, in *MintX509SVIDRequest, opts ...grpc.CallOption) (*MintX509SVIDResponse, error)
+	MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, opts ...grpc.CallOption) (*MintJWTSVIDResponse, error)
+	// The server's log level (SPIRE's `logger get|set|reset`): set changes
+	// it until reset or restart; reset restores the level it started with.
+	GetLogger(ctx context.Context, in *GetLoggerRequest, opts ...grpc.CallOption) (*Logger, error)
+	SetLogLevel(ctx context.Context, in *SetLogLevelRequest, opts ...grpc.CallOption) (*Logger, error)
+	ResetLogLevel(ctx context.Context, in *ResetLogLevelRequest, opts ...grpc.CallOption) (*Logger, error)
 	Health(ctx context.Context, in *HealthRequest, opts ...grpc.CallOption) (*HealthResponse, error)
 	// Federation. Trust domains are names ("other.org") or IDs
 	// ("spiffe://other.org"); our own is always refused.
@@ -142,6 +163,16 @@ func (c *adminClient) ListEntries(ctx context.Context, in *ListEntriesRequest, o
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListEntriesResponse)
 	err := c.cc.Invoke(ctx, Admin_ListEntries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) CountEntries(ctx context.Context, in *ListEntriesRequest, opts ...grpc.CallOption) (*CountEntriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CountEntriesResponse)
+	err := c.cc.Invoke(ctx, Admin_CountEntries_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -242,6 +273,56 @@ func (c *adminClient) GetBundle(ctx context.Context, in *GetBundleRequest, opts 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Bundle)
 	err := c.cc.Invoke(ctx, Admin_GetBundle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) MintX509SVID(ctx context.Context, in *MintX509SVIDRequest, opts ...grpc.CallOption) (*MintX509SVIDResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MintX509SVIDResponse)
+	err := c.cc.Invoke(ctx, Admin_MintX509SVID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) MintJWTSVID(ctx context.Context, in *MintJWTSVIDRequest, opts ...grpc.CallOption) (*MintJWTSVIDResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MintJWTSVIDResponse)
+	err := c.cc.Invoke(ctx, Admin_MintJWTSVID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) GetLogger(ctx context.Context, in *GetLoggerRequest, opts ...grpc.CallOption) (*Logger, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Logger)
+	err := c.cc.Invoke(ctx, Admin_GetLogger_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SetLogLevel(ctx context.Context, in *SetLogLevelRequest, opts ...grpc.CallOption) (*Logger, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Logger)
+	err := c.cc.Invoke(ctx, Admin_SetLogLevel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ResetLogLevel(ctx context.Context, in *ResetLogLevelRequest, opts ...grpc.CallOption) (*Logger, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Logger)
+	err := c.cc.Invoke(ctx, Admin_ResetLogLevel_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -415,7 +496,10 @@ func (c *adminClient) RevokeJWTAuthority(ctx context.Context, in *LocalAuthority
 // Admin is served on the server's owner-only unix socket.
 type AdminServer interface {
 	CreateEntries(context.Context, *CreateEntriesRequest) (*CreateEntriesResponse, error)
+	// ListEntries and CountEntries take the same filter (SPIRE's `entry
+	// show` and `entry count`); every field set must match.
 	ListEntries(context.Context, *ListEntriesRequest) (*ListEntriesResponse, error)
+	CountEntries(context.Context, *ListEntriesRequest) (*CountEntriesResponse, error)
 	DeleteEntry(context.Context, *DeleteEntryRequest) (*DeleteEntryResponse, error)
 	// UpdateEntries replaces each entry with the given id by the given
 	// content (SPIRE's `entry update`: every field, no mask; revision and
@@ -447,6 +531,18 @@ type AdminServer interface {
 	// With dry_run it only lists them.
 	PurgeAgents(context.Context, *PurgeAgentsRequest) (*PurgeAgentsResponse, error)
 	GetBundle(context.Context, *GetBundleRequest) (*Bundle, error)
+	// MintX509SVID and MintJWTSVID are SPIRE's `x509 mint` and `jwt mint`:
+	// an SVID for any SPIFFE ID of the trust domain outside the reserved
+	// namespaces (agents', the server's), without an entry. The X.509-SVID
+	// carries spiffe_id and dns_names as given; only the CSR's public key is
+	// used.
+	MintX509SVID(context.Context, *MintX509SVIDRequest) (*MintX509SVIDResponse, error)
+	MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*MintJWTSVIDResponse, error)
+	// The server's log level (SPIRE's `logger get|set|reset`): set changes
+	// it until reset or restart; reset restores the level it started with.
+	GetLogger(context.Context, *GetLoggerRequest) (*Logger, error)
+	SetLogLevel(context.Context, *SetLogLevelRequest) (*Logger, error)
+	ResetLogLevel(context.Context, *ResetLogLevelRequest) (*Logger, error)
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
 	// Federation. Trust domains are names ("other.org") or IDs
 	// ("spiffe://other.org"); our own is always refused.
@@ -493,6 +589,9 @@ func (UnimplementedAdminServer) CreateEntries(context.Context, *CreateEntriesReq
 func (UnimplementedAdminServer) ListEntries(context.Context, *ListEntriesRequest) (*ListEntriesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListEntries not implemented")
 }
+func (UnimplementedAdminServer) CountEntries(context.Context, *ListEntriesRequest) (*CountEntriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CountEntries not implemented")
+}
 func (UnimplementedAdminServer) DeleteEntry(context.Context, *DeleteEntryRequest) (*DeleteEntryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteEntry not implemented")
 }
@@ -522,6 +621,21 @@ func (UnimplementedAdminServer) PurgeAgents(context.Context, *PurgeAgentsRequest
 }
 func (UnimplementedAdminServer) GetBundle(context.Context, *GetBundleRequest) (*Bundle, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBundle not implemented")
+}
+func (UnimplementedAdminServer) MintX509SVID(context.Context, *MintX509SVIDRequest) (*MintX509SVIDResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MintX509SVID not implemented")
+}
+func (UnimplementedAdminServer) MintJWTSVID(context.Context, *MintJWTSVIDRequest) (*MintJWTSVIDResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MintJWTSVID not implemented")
+}
+func (UnimplementedAdminServer) GetLogger(context.Context, *GetLoggerRequest) (*Logger, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLogger not implemented")
+}
+func (UnimplementedAdminServer) SetLogLevel(context.Context, *SetLogLevelRequest) (*Logger, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetLogLevel not implemented")
+}
+func (UnimplementedAdminServer) ResetLogLevel(context.Context, *ResetLogLevelRequest) (*Logger, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResetLogLevel not implemented")
 }
 func (UnimplementedAdminServer) Health(context.Context, *HealthRequest) (*HealthResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Health not implemented")
@@ -624,6 +738,24 @@ func _Admin_ListEntries_Handler(srv interface{}, ctx context.Context, dec func(i
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServer).ListEntries(ctx, req.(*ListEntriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_CountEntries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEntriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CountEntries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CountEntries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CountEntries(ctx, req.(*ListEntriesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -804,6 +936,96 @@ func _Admin_GetBundle_Handler(srv interface{}, ctx context.Context, dec func(int
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServer).GetBundle(ctx, req.(*GetBundleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_MintX509SVID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MintX509SVIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).MintX509SVID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_MintX509SVID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).MintX509SVID(ctx, req.(*MintX509SVIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_MintJWTSVID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MintJWTSVIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).MintJWTSVID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_MintJWTSVID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).MintJWTSVID(ctx, req.(*MintJWTSVIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_GetLogger_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLoggerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetLogger(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetLogger_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetLogger(ctx, req.(*GetLoggerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SetLogLevel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetLogLevelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetLogLevel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetLogLevel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetLogLevel(ctx, req.(*SetLogLevelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ResetLogLevel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResetLogLevelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ResetLogLevel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ResetLogLevel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ResetLogLevel(ctx, req.(*ResetLogLevelRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1112,6 +1334,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Admin_ListEntries_Handler,
 		},
 		{
+			MethodName: "CountEntries",
+			Handler:    _Admin_CountEntries_Handler,
+		},
+		{
 			MethodName: "DeleteEntry",
 			Handler:    _Admin_DeleteEntry_Handler,
 		},
@@ -1150,6 +1376,26 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetBundle",
 			Handler:    _Admin_GetBundle_Handler,
+		},
+		{
+			MethodName: "MintX509SVID",
+			Handler:    _Admin_MintX509SVID_Handler,
+		},
+		{
+			MethodName: "MintJWTSVID",
+			Handler:    _Admin_MintJWTSVID_Handler,
+		},
+		{
+			MethodName: "GetLogger",
+			Handler:    _Admin_GetLogger_Handler,
+		},
+		{
+			MethodName: "SetLogLevel",
+			Handler:    _Admin_SetLogLevel_Handler,
+		},
+		{
+			MethodName: "ResetLogLevel",
+			Handler:    _Admin_ResetLogLevel_Handler,
 		},
 		{
 			MethodName: "Health",

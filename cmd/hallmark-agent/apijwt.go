@@ -13,9 +13,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // audiences collects repeated or comma-separated -audience flags.
@@ -40,11 +46,20 @@ func fetchJWT(args []string, stdout io.Writer) error {
 	fs.Var(&aud, "audience", "audience of the token (repeatable or comma separated; required)")
 	spiffeID := fs.String("spiffeID", "", "SPIFFE ID to fetch a token for (default: every identity of the caller)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait")
+	output := fs.String("output", "pretty", "output format: pretty or json")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if len(aud) == 0 {
 		return errors.New("-audience is required")
+	}
+	if *output != "pretty" && *output != "json" {
+		return fmt.Errorf("-output %q: want pretty or json", *output)
+	}
+	if *output == "json" {
+		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		defer cancel()
+		return fetchJWTJSON(ctx, stdout, *socketPath, aud, *spiffeID)
 	}
 	params := jwtsvid.Params{Audience: aud[0], ExtraAudiences: aud[1:]}
 	if *spiffeID != "" {
@@ -56,7 +71,7 @@ func fetchJWT(args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	client, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+*socketPath))
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr(socketAddr(*socketPath)))
 	if err != nil {
 		return err
 	}
@@ -90,15 +105,28 @@ func validateJWT(args []string, stdout io.Writer) error {
 	audience := fs.String("audience", "", "audience the token must carry (required)")
 	token := fs.String("svid", "", "the JWT-SVID to validate (required)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait")
+	output := fs.String("output", "pretty", "output format: pretty or json")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *audience == "" || *token == "" {
 		return errors.New("-audience and -svid are required")
 	}
+	if *output != "pretty" && *output != "json" {
+		return fmt.Errorf("-output %q: want pretty or json", *output)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	s, err := workloadapi.ValidateJWTSVID(ctx, *token, *audience, workloadapi.WithAddr("unix://"+*socketPath))
+	if *output == "json" {
+		return withWorkloadClient(ctx, *socketPath, func(ctx context.Context, c workload.SpiffeWorkloadAPIClient) error {
+			resp, err := c.ValidateJWTSVID(ctx, &workload.ValidateJWTSVIDRequest{Audience: *audience, Svid: *token})
+			if err != nil {
+				return fmt.Errorf("SVID is not valid: %w", err)
+			}
+			return writeProtoJSONs(stdout, resp)
+		})
+	}
+	s, err := workloadapi.ValidateJWTSVID(ctx, *token, *audience, workloadapi.WithAddr(socketAddr(*socketPath)))
 	if err != nil {
 		return fmt.Errorf("SVID is not valid: %w", err)
 	}
@@ -147,7 +175,7 @@ func watch(args []string, stdout io.Writer) error {
 				fmt.Fprintf(stdout, "Watch error: %v\n", err)
 			}
 		},
-	}, workloadapi.WithAddr("unix://"+*socketPath))
+	}, workloadapi.WithAddr(socketAddr(*socketPath)))
 	if err != nil && ctx.Err() == nil {
 		return err
 	}
@@ -161,3 +189,58 @@ type x509Watcher struct {
 
 func (w x509Watcher) OnX509ContextUpdate(c *workloadapi.X509Context) { w.update(c) }
 func (w x509Watcher) OnX509ContextWatchError(err error)              { w.fail(err) }
+
+// withWorkloadClient calls f with a raw Workload API client (the security
+// header set), for the -output json forms that print its responses as
+// SPIRE does.
+func withWorkloadClient(ctx context.Context, socketPath string, f func(context.Context, workload.SpiffeWorkloadAPIClient) error) error {
+	conn, err := grpc.NewClient(socketAddr(socketPath), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return f(metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true"), workload.NewSpiffeWorkloadAPIClient(conn))
+}
+
+// fetchJWTJSON prints SPIRE's `api fetch jwt -output json`: the
+// JWTSVIDResponse and the first JWTBundlesResponse, as a JSON array.
+func fetchJWTJSON(ctx context.Context, w io.Writer, socketPath string, aud []string, spiffeID string) error {
+	return withWorkloadClient(ctx, socketPath, func(ctx context.Context, c workload.SpiffeWorkloadAPIClient) error {
+		svids, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: aud, SpiffeId: spiffeID})
+		if err != nil {
+			return fmt.Errorf("fetch JWT-SVIDs: %w", err)
+		}
+		stream, err := c.FetchJWTBundles(ctx, &workload.JWTBundlesRequest{})
+		if err != nil {
+			return fmt.Errorf("fetch JWT bundles: %w", err)
+		}
+		bundles, err := stream.Recv()
+		if err != nil {
+			return fmt.Errorf("fetch JWT bundles: %w", err)
+		}
+		return writeProtoJSONs(w, svids, bundles)
+	})
+}
+
+// writeProtoJSONs prints one message, or several as an array, as protojson
+// with proto names and unset fields emitted (SPIRE's -output json).
+func writeProtoJSONs(w io.Writer, msgs ...proto.Message) error {
+	raw := make([]json.RawMessage, len(msgs))
+	for i, m := range msgs {
+		b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
+		if err != nil {
+			return err
+		}
+		raw[i] = b
+	}
+	var v any = raw
+	if len(raw) == 1 {
+		v = raw[0]
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}

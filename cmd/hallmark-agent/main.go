@@ -1,12 +1,13 @@
 // Command hallmark-agent runs the Hallmark agent and talks to a running
 // agent's Workload API:
 //
-//	hallmark-agent run -config agent.hcl [-joinToken TOKEN]
-//	hallmark-agent api fetch x509 [-socketPath PATH] [-write DIR]
+//	hallmark-agent run|validate -config agent.hcl [-joinToken TOKEN]
+//	hallmark-agent api fetch [x509] [-socketPath PATH] [-write DIR] [-silent] [-output json]
 //	hallmark-agent api fetch jwt -audience A [-spiffeID ID] [-socketPath PATH]
 //	hallmark-agent api validate jwt -audience A -svid TOKEN [-socketPath PATH]
 //	hallmark-agent api watch [-count N] [-socketPath PATH]
-//	hallmark-agent healthcheck [-socketPath PATH]
+//	hallmark-agent healthcheck [-shallow] [-socketPath PATH]
+//	hallmark-agent -version
 //	hallmark-agent tpm ek-hash|info [-device /dev/tpmrm0|unix:PATH|tcp:HOST:PORT]
 package main
 
@@ -41,13 +42,16 @@ const usage = `Usage: hallmark-agent <command> [flags]
 
 Commands:
   run                 run the agent (-config agent.hcl [-joinToken TOKEN])
+  validate            check a configuration without starting (-config agent.hcl)
   api fetch x509      fetch this process's X.509-SVIDs from the Workload API
+                      (also bare 'api fetch'; -write DIR, -silent, -output json)
   api fetch jwt       fetch JWT-SVIDs (-audience A [-spiffeID ID]) and the JWT bundles
   api validate jwt    have the agent validate a JWT-SVID (-audience A -svid TOKEN)
   api watch           print each X.509 update the agent pushes (-count N)
-  healthcheck         check that the agent is healthy
+  healthcheck         check that the agent is healthy (-shallow: only that it answers)
   tpm ek-hash         print the TPM's EK public key hash (for ek_hashes allow-lists)
   tpm info            print TPM manufacturer, firmware, EK certificate and PCR banks
+  -version            print the version
 
 Run 'hallmark-agent <command> -h' for a command's flags.
 `
@@ -67,8 +71,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case args[0] == "run":
 		err = runAgent(args[1:], stderr)
+	case args[0] == "validate":
+		err = validateConfig(args[1:], stdout)
 	case len(args) >= 3 && args[0] == "api" && args[1] == "fetch" && args[2] == "x509":
 		err = fetchX509(args[3:], stdout)
+	case len(args) >= 2 && args[0] == "api" && args[1] == "fetch" && (len(args) == 2 || strings.HasPrefix(args[2], "-")):
+		err = fetchX509(args[2:], stdout) // SPIRE's bare `api fetch`
 	case len(args) >= 3 && args[0] == "api" && args[1] == "fetch" && args[2] == "jwt":
 		err = fetchJWT(args[3:], stdout)
 	case len(args) >= 3 && args[0] == "api" && args[1] == "validate" && args[2] == "jwt":
@@ -81,6 +89,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = healthcheck(args[1:], stdout)
 	case args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help":
 		fmt.Fprint(stdout, usage)
+		return 0
+	case args[0] == "-version" || args[0] == "--version" || args[0] == "version":
+		fmt.Fprintln(stdout, versionString())
 		return 0
 	default:
 		fmt.Fprintf(stderr, "unknown command %q\n\n%s", strings.Join(args, " "), usage)
@@ -117,16 +128,11 @@ func runAgent(args []string, stderr io.Writer) error {
 		debug.SetGCPercent(agentGCPercent)
 	}
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	configPath := fs.String("config", "conf/agent.hcl", "path to the agent configuration file")
-	joinToken := fs.String("joinToken", "", "join token (overrides the file's join_token)")
+	cf := defineConfigFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	var opts []config.Option
-	if *joinToken != "" {
-		opts = append(opts, config.WithJoinToken(*joinToken))
-	}
-	cfg, err := config.Load(*configPath, opts...)
+	cfg, err := cf.load()
 	if err != nil {
 		return err
 	}

@@ -2,9 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -17,18 +20,6 @@ import (
 
 // maxDataFile bounds an -data file.
 const maxDataFile = 256 << 20
-
-// readEntriesFile reads SPIRE's `entry create -data` format:
-// {"entries": [{"spiffe_id": ..., "parent_id": ..., "selectors": [{"type": ..., "value": ...}], ...}]}.
-// IDs may be strings or SPIRE's {"trust_domain": ..., "path": ...} objects.
-// Entry IDs ("id", or SPIRE's "entry_id") are dropped: the server assigns them.
-func readEntriesFile(path string) ([]*apiv1.Entry, error) {
-	data, err := readDataFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return parseEntries(data, path, false)
-}
 
 // readDataFile reads an -data file, or stdin for "-", up to maxDataFile.
 func readDataFile(path string) ([]byte, error) {
@@ -51,11 +42,20 @@ func readDataFile(path string) ([]byte, error) {
 	return data, nil
 }
 
-// parseEntries parses the -data format (see readEntriesFile); name labels
-// errors. With keepIDs, an entry's "entry_id" (SPIRE's name) or "id" is
-// kept as its ID, as `entry update -data` needs; otherwise both are
-// dropped.
-func parseEntries(data []byte, name string, keepIDs bool) ([]*apiv1.Entry, error) {
+// parseEntries parses the -data format of `entry create` and `entry
+// update`: SPIRE's -data file ({"entries": [{"entry_id": ..., "spiffe_id":
+// ..., "parent_id": ..., "selectors": [{"type": ..., "value": ...}], ...}]})
+// and SPIRE's `entry show -output json` (IDs as {"trust_domain", "path"},
+// "id", 64-bit integers as strings). name labels errors.
+//
+// An entry's ID ("entry_id" or "id") is kept: create honours it, as SPIRE
+// does. Node entries parented to SPIRE's server (spiffe://<td>/spire/server)
+// become Hallmark node entries (spiffe://<td>/hallmark/server). The legacy
+// "ttl" is the X.509-SVID TTL when "x509_svid_ttl" is unset. Fields the
+// server assigns ("revision_number", "created_at") are dropped. Features
+// Hallmark does not have are refused when set: an expiry ("entryExpiry",
+// "expires_at") and "store_svid".
+func parseEntries(data []byte, name string) ([]*apiv1.Entry, error) {
 	var doc struct {
 		Entries []map[string]json.RawMessage `json:"entries"`
 	}
@@ -67,30 +67,8 @@ func parseEntries(data []byte, name string, keepIDs bool) ([]*apiv1.Entry, error
 		if raw == nil {
 			return nil, fmt.Errorf("%s: entry %d: not an object", name, i)
 		}
-		for _, k := range []string{"spiffe_id", "parent_id"} {
-			v, ok := raw[k]
-			if !ok || len(v) == 0 || v[0] != '{' {
-				continue
-			}
-			var obj struct {
-				TrustDomain string `json:"trust_domain"`
-				Path        string `json:"path"`
-			}
-			if err := json.Unmarshal(v, &obj); err != nil {
-				return nil, fmt.Errorf("%s: entry %d: %s: %w", name, i, k, err)
-			}
-			s, _ := json.Marshal("spiffe://" + obj.TrustDomain + obj.Path)
-			raw[k] = s
-		}
-		if v, ok := raw["entry_id"]; ok && keepIDs {
-			if _, dup := raw["id"]; dup {
-				return nil, fmt.Errorf("%s: entry %d: both entry_id and id", name, i)
-			}
-			raw["id"] = v
-		}
-		delete(raw, "entry_id")
-		if !keepIDs {
-			delete(raw, "id")
+		if err := spireEntryFields(raw); err != nil {
+			return nil, fmt.Errorf("%s: entry %d: %w", name, i, err)
 		}
 		b, _ := json.Marshal(raw)
 		e := &apiv1.Entry{}
@@ -100,6 +78,102 @@ func parseEntries(data []byte, name string, keepIDs bool) ([]*apiv1.Entry, error
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// spireEntryFields rewrites one entry of a SPIRE file, in place, into the
+// fields of apiv1.Entry (see parseEntries).
+func spireEntryFields(raw map[string]json.RawMessage) error {
+	for _, k := range []string{"spiffe_id", "parent_id"} {
+		v, ok := raw[k]
+		if !ok || len(v) == 0 {
+			continue
+		}
+		var id string
+		if v[0] == '{' {
+			var obj struct {
+				TrustDomain string `json:"trust_domain"`
+				Path        string `json:"path"`
+			}
+			if err := json.Unmarshal(v, &obj); err != nil {
+				return fmt.Errorf("%s: %w", k, err)
+			}
+			id = "spiffe://" + obj.TrustDomain + obj.Path
+		} else if err := json.Unmarshal(v, &id); err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+		if k == "parent_id" {
+			if td, ok := strings.CutSuffix(strings.TrimPrefix(id, "spiffe://"), "/spire/server"); ok && !strings.Contains(td, "/") {
+				id = "spiffe://" + td + "/hallmark/server"
+			}
+		}
+		raw[k], _ = json.Marshal(id)
+	}
+	if v, ok := raw["entry_id"]; ok {
+		if _, dup := raw["id"]; dup {
+			return errors.New("both entry_id and id")
+		}
+		raw["id"] = v
+		delete(raw, "entry_id")
+	}
+	for _, k := range []string{"entryExpiry", "expires_at"} {
+		v, ok := raw[k]
+		if !ok {
+			continue
+		}
+		n, err := jsonInt(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+		if n != 0 {
+			return fmt.Errorf("%s %d: Hallmark entries do not expire; drop the field and delete the entry when it should end", k, n)
+		}
+		delete(raw, k)
+	}
+	if v, ok := raw["store_svid"]; ok {
+		var b bool
+		if err := json.Unmarshal(v, &b); err != nil {
+			return fmt.Errorf("store_svid: %w", err)
+		}
+		if b {
+			return errors.New("store_svid: Hallmark has no SVIDStore plugins; fetch SVIDs over the Workload API or SDS")
+		}
+		delete(raw, "store_svid")
+	}
+	if v, ok := raw["ttl"]; ok {
+		ttl, err := jsonInt(v)
+		if err != nil {
+			return fmt.Errorf("ttl: %w", err)
+		}
+		x509, err := jsonInt(raw["x509_svid_ttl"])
+		if err != nil {
+			return fmt.Errorf("x509_svid_ttl: %w", err)
+		}
+		if x509 == 0 {
+			raw["x509_svid_ttl"], _ = json.Marshal(ttl)
+		}
+		delete(raw, "ttl")
+	}
+	delete(raw, "revision_number")
+	delete(raw, "created_at")
+	return nil
+}
+
+// jsonInt reads an integer written as a JSON number or, as protojson
+// writes 64-bit integers, a string; absent or null is 0.
+func jsonInt(v json.RawMessage) (int64, error) {
+	if len(v) == 0 || string(v) == "null" {
+		return 0, nil
+	}
+	if v[0] == '"' {
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return 0, err
+		}
+		return strconv.ParseInt(s, 10, 64)
+	}
+	var n int64
+	err := json.Unmarshal(v, &n)
+	return n, err
 }
 
 func writeSPIFFEBundle(w io.Writer, b *apiv1.Bundle) error {

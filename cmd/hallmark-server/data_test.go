@@ -3,27 +3,29 @@ package main
 import (
 	"strings"
 	"testing"
+
+	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 )
 
 func TestParseEntries(t *testing.T) {
 	tests := []struct {
 		name    string
 		data    string
-		keepIDs bool
 		wantIDs []string
+		check   func(t *testing.T, es []*apiv1.Entry)
 		wantErr string
 	}{
-		{name: "SPIRE update format", keepIDs: true, wantIDs: []string{"e1", "e2"}, data: `{"entries": [
+		{name: "SPIRE update format", wantIDs: []string{"e1", "e2"}, data: `{"entries": [
 			{"entry_id": "e1", "spiffe_id": "spiffe://example.org/a", "parent_id": "spiffe://example.org/agent",
 			 "selectors": [{"type": "unix", "value": "uid:1"}], "x509_svid_ttl": 60, "jwt_svid_ttl": 30,
 			 "dns_names": ["a.example.org"], "federates_with": ["spiffe://other.org"], "hint": "h", "admin": true},
 			{"entry_id": "e2", "spiffe_id": {"trust_domain": "example.org", "path": "/b"},
 			 "parent_id": {"trust_domain": "example.org", "path": "/agent"}, "selectors": [{"type": "unix", "value": "uid:2"}]}]}`},
-		{name: "id as our JSON output names it", keepIDs: true, wantIDs: []string{"e1"},
+		{name: "id as entry show -output json names it", wantIDs: []string{"e1"},
 			data: `{"entries": [{"id": "e1", "spiffe_id": "spiffe://example.org/a", "parent_id": "spiffe://example.org/p"}]}`},
-		{name: "create drops IDs", wantIDs: []string{"", ""},
+		{name: "create keeps IDs", wantIDs: []string{"x", "y"},
 			data: `{"entries": [{"id": "x", "spiffe_id": "spiffe://example.org/a"}, {"entry_id": "y", "spiffe_id": "spiffe://example.org/b"}]}`},
-		{name: "entry_id and id", keepIDs: true, wantErr: "both entry_id and id",
+		{name: "entry_id and id", wantErr: "both entry_id and id",
 			data: `{"entries": [{"id": "x", "entry_id": "y"}]}`},
 		{name: "unknown field", wantErr: "entry 0", data: `{"entries": [{"spiffe": "x"}]}`},
 		{name: "null entry", wantErr: "not an object", data: `{"entries": [null]}`},
@@ -31,10 +33,40 @@ func TestParseEntries(t *testing.T) {
 		{name: "bad ID object", wantErr: "spiffe_id", data: `{"entries": [{"spiffe_id": {"path": 1}}]}`},
 		{name: "TTL not a number", wantErr: "entry 0", data: `{"entries": [{"x509_svid_ttl": "1h"}]}`},
 		{name: "no entries", wantIDs: nil, data: `{}`},
+		{name: "SPIRE entry show output", wantIDs: []string{"e1"}, data: `{"entries": [{"id": "e1",
+			"spiffe_id": {"trust_domain": "example.org", "path": "/n"}, "parent_id": {"trust_domain": "example.org", "path": "/spire/server"},
+			"selectors": [{"type": "k8s_psat", "value": "cluster:c"}], "x509_svid_ttl": 0, "federates_with": [], "admin": false,
+			"downstream": false, "expires_at": "0", "dns_names": [], "revision_number": "7", "store_svid": false,
+			"jwt_svid_ttl": 0, "hint": "", "created_at": "1700000000"}], "next_page_token": ""}`,
+			check: func(t *testing.T, es []*apiv1.Entry) {
+				if es[0].GetParentId() != "spiffe://example.org/hallmark/server" || es[0].GetRevision() != 0 || es[0].GetCreatedAt() != 0 {
+					t.Errorf("node entry not mapped or server fields kept: %v", es[0])
+				}
+			}},
+		{name: "legacy ttl", wantIDs: []string{"", ""}, data: `{"entries": [{"spiffe_id": "spiffe://example.org/a", "ttl": 90},
+			{"spiffe_id": "spiffe://example.org/b", "ttl": 90, "x509_svid_ttl": 30, "entryExpiry": 0}]}`,
+			check: func(t *testing.T, es []*apiv1.Entry) {
+				if es[0].GetX509SvidTtl() != 90 || es[1].GetX509SvidTtl() != 30 || es[0].GetJwtSvidTtl() != 0 {
+					t.Errorf("ttl: %v", es)
+				}
+			}},
+		{name: "agent parent kept", wantIDs: []string{""}, data: `{"entries": [{"parent_id": "spiffe://example.org/spire/server/x"}]}`,
+			check: func(t *testing.T, es []*apiv1.Entry) {
+				if es[0].GetParentId() != "spiffe://example.org/spire/server/x" {
+					t.Errorf("parent rewritten: %v", es[0])
+				}
+			}},
+		{name: "entryExpiry set", wantErr: "entryExpiry 1552410266: Hallmark entries do not expire",
+			data: `{"entries": [{"spiffe_id": "spiffe://example.org/a", "entryExpiry": 1552410266}]}`},
+		{name: "expires_at set", wantErr: "entry 1: expires_at 5",
+			data: `{"entries": [{"expires_at": "0"}, {"expires_at": "5"}]}`},
+		{name: "store_svid set", wantErr: "store_svid: Hallmark has no SVIDStore",
+			data: `{"entries": [{"store_svid": true}]}`},
+		{name: "bad ttl", wantErr: "ttl", data: `{"entries": [{"ttl": "soon"}]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			es, err := parseEntries([]byte(tt.data), "test.json", tt.keepIDs)
+			es, err := parseEntries([]byte(tt.data), "test.json")
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
@@ -51,6 +83,9 @@ func TestParseEntries(t *testing.T) {
 				if e.GetId() != tt.wantIDs[i] {
 					t.Errorf("entry %d ID %q, want %q", i, e.GetId(), tt.wantIDs[i])
 				}
+			}
+			if tt.check != nil {
+				tt.check(t, es)
 			}
 			if tt.name == "SPIRE update format" {
 				e := es[0]
@@ -107,8 +142,8 @@ func TestUpdateFromFlags(t *testing.T) {
 }
 
 // FuzzParseEntries: the -data parser of entry create and entry update
-// never panics, and with keepIDs an entry parsed without error keeps a
-// string ID it was given.
+// never panics, and an entry parsed without error is never nil and never
+// keeps SPIRE's server parent.
 func FuzzParseEntries(f *testing.F) {
 	for _, s := range []string{
 		`{"entries": [{"entry_id": "e1", "spiffe_id": "spiffe://example.org/a", "parent_id": "spiffe://example.org/p",
@@ -118,13 +153,14 @@ func FuzzParseEntries(f *testing.F) {
 		`{"entries": {}}`,
 		`{"entries": [{"spiffe_id": {"trust_domain": 1}}]}`,
 		`{"entries": [{"id": "x", "entry_id": "y"}]}`,
+		`{"entries": [{"parent_id": {"trust_domain": "example.org", "path": "/spire/server"}, "ttl": "60", "expires_at": "0", "store_svid": false, "revision_number": "3"}]}`,
+		`{"entries": [{"entryExpiry": 1, "ttl": null}]}`,
 		`[]`, `null`, ``, `{`,
 	} {
-		f.Add([]byte(s), true)
-		f.Add([]byte(s), false)
+		f.Add([]byte(s))
 	}
-	f.Fuzz(func(t *testing.T, data []byte, keepIDs bool) {
-		es, err := parseEntries(data, "fuzz.json", keepIDs)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		es, err := parseEntries(data, "fuzz.json")
 		if err != nil {
 			return
 		}
@@ -132,8 +168,8 @@ func FuzzParseEntries(f *testing.F) {
 			if e == nil {
 				t.Fatal("nil entry without an error")
 			}
-			if !keepIDs && e.GetId() != "" {
-				t.Fatalf("create kept ID %q", e.GetId())
+			if strings.HasSuffix(e.GetParentId(), "/spire/server") && strings.Count(e.GetParentId(), "/") == 4 {
+				t.Fatalf("SPIRE server parent kept: %q", e.GetParentId())
 			}
 		}
 	})

@@ -27,12 +27,17 @@ func entryUpdate(fs *flag.FlagSet, stdout io.Writer) func(context.Context, apiv1
 	x509TTL := fs.Int("x509SVIDTTL", 0, "X.509 SVID TTL in seconds (0: server default)")
 	jwtTTL := fs.Int("jwtSVIDTTL", 0, "JWT SVID TTL in seconds (0: server default)")
 	node := fs.Bool("node", false, "a node entry: parented by the server, matching agents by selector")
-	admin := fs.Bool("admin", false, "an admin workload")
-	downstream := fs.Bool("downstream", false, "a downstream CA")
+	unsupported := defineUnsupportedEntryFlags(fs)
 	hint := fs.String("hint", "", "a hint for workloads that get several SVIDs")
 	data := fs.String("data", "", "path to a JSON file of entries ({\"entries\": [{\"entry_id\": ..., ...}]}); - for stdin")
-	output := fs.String("output", "pretty", "output format: pretty or json")
+	output := outputFlag(fs)
 	return func(ctx context.Context, c apiv1.AdminClient) error {
+		if err := checkOutput(*output); err != nil {
+			return err
+		}
+		if err := unsupported.check(); err != nil {
+			return err
+		}
 		var entries []*apiv1.Entry
 		if *data != "" {
 			if *entryID != "" || *spiffeID != "" || *parentID != "" || len(selectors) > 0 {
@@ -42,7 +47,7 @@ func entryUpdate(fs *flag.FlagSet, stdout io.Writer) func(context.Context, apiv1
 			if err != nil {
 				return err
 			}
-			if entries, err = parseEntries(raw, *data, true); err != nil {
+			if entries, err = parseEntries(raw, *data); err != nil {
 				return err
 			}
 			for i, e := range entries {
@@ -53,8 +58,7 @@ func entryUpdate(fs *flag.FlagSet, stdout io.Writer) func(context.Context, apiv1
 		} else {
 			e, err := updateFromFlags(updateFlags{
 				entryID: *entryID, spiffeID: *spiffeID, parentID: *parentID, node: *node, selectors: selectors,
-				x509TTL: *x509TTL, jwtTTL: *jwtTTL, dns: dns, federatesWith: fedWith, admin: *admin,
-				downstream: *downstream, hint: *hint,
+				x509TTL: *x509TTL, jwtTTL: *jwtTTL, dns: dns, federatesWith: fedWith, hint: *hint,
 			})
 			if err != nil {
 				return err
@@ -65,37 +69,7 @@ func entryUpdate(fs *flag.FlagSet, stdout io.Writer) func(context.Context, apiv1
 		if err != nil {
 			return err
 		}
-		if *output == "json" {
-			if err := writeProtoJSON(stdout, resp); err != nil {
-				return err
-			}
-		}
-		var failed int
-		for _, r := range resp.GetResults() {
-			if r.GetError() != "" {
-				failed++
-			}
-		}
-		switch {
-		case *output == "json":
-		case len(resp.GetResults()) > 100:
-			fmt.Fprintf(stdout, "Updated %d entries, %d failed\n", len(resp.GetResults())-failed, failed)
-		default:
-			for _, r := range resp.GetResults() {
-				if r.GetError() != "" {
-					fmt.Fprintf(stdout, "FAILED to update the following entry:\n")
-					printEntry(stdout, r.GetEntry())
-					fmt.Fprintf(stdout, "Error             : %s\n\n", r.GetError())
-					continue
-				}
-				printEntry(stdout, r.GetEntry())
-				fmt.Fprintln(stdout)
-			}
-		}
-		if failed > 0 {
-			return fmt.Errorf("failed to update %d of %d entries", failed, len(resp.GetResults()))
-		}
-		return nil
+		return printEntryResults(stdout, "update", *output, resp.GetResults())
 	}
 }
 
@@ -106,7 +80,6 @@ type updateFlags struct {
 	selectors, dns              []string
 	federatesWith               []string
 	x509TTL, jwtTTL             int
-	admin, downstream           bool
 	hint                        string
 }
 
@@ -130,8 +103,7 @@ func updateFromFlags(f updateFlags) (*apiv1.Entry, error) {
 		}
 	}
 	e := &apiv1.Entry{Id: f.entryID, SpiffeId: f.spiffeID, ParentId: f.parentID, X509SvidTtl: int32(f.x509TTL),
-		JwtSvidTtl: int32(f.jwtTTL), DnsNames: f.dns, FederatesWith: f.federatesWith, Admin: f.admin,
-		Downstream: f.downstream, Hint: f.hint}
+		JwtSvidTtl: int32(f.jwtTTL), DnsNames: f.dns, FederatesWith: f.federatesWith, Hint: f.hint}
 	if f.node {
 		td, _, _ := strings.Cut(strings.TrimPrefix(f.spiffeID, "spiffe://"), "/")
 		e.ParentId = "spiffe://" + td + "/hallmark/server"

@@ -23,16 +23,50 @@ import (
 // (bundle list/set/delete, federation list/refresh), or nil for others.
 func federationCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(context.Context, apiv1.AdminClient) error {
 	switch cmd {
+	case "bundle count":
+		output := outputFlag(fs)
+		return func(ctx context.Context, c apiv1.AdminClient) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
+			// SPIRE counts every bundle it holds: its own and the
+			// federated ones.
+			resp, err := c.ListFederatedBundles(ctx, &apiv1.ListFederatedBundlesRequest{})
+			if err != nil {
+				return err
+			}
+			n := len(resp.GetBundles()) + 1
+			if *output == "json" {
+				return writeJSON(stdout, map[string]int{"count": n})
+			}
+			fmt.Fprintf(stdout, "%d bundle%s\n", n, plural(n))
+			return nil
+		}
 	case "bundle list":
 		id := fs.String("id", "", "trust domain of the federated bundle to show (default: all)")
 		format := fs.String("format", "pem", "output format: pem or spiffe")
+		output := outputFlag(fs)
 		return func(ctx context.Context, c apiv1.AdminClient) error {
 			if *format != "pem" && *format != "spiffe" {
 				return fmt.Errorf("unknown bundle format %q (pem or spiffe)", *format)
 			}
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
 			resp, err := c.ListFederatedBundles(ctx, &apiv1.ListFederatedBundlesRequest{TrustDomain: *id})
 			if err != nil {
 				return err
+			}
+			if *output == "json" {
+				out := bundleListJSON{Bundles: make([]bundleJSON, 0, len(resp.GetBundles()))}
+				for _, b := range resp.GetBundles() {
+					j, err := federatedBundleJSON(b)
+					if err != nil {
+						return fmt.Errorf("bundle of %s: %w", b.GetTrustDomain(), err)
+					}
+					out.Bundles = append(out.Bundles, j)
+				}
+				return writeJSON(stdout, out)
 			}
 			for i, b := range resp.GetBundles() {
 				if *id == "" {
@@ -104,6 +138,37 @@ func federationCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(cont
 				printRelationship(stdout, r)
 			}
 			return nil
+		}
+	case "federation show":
+		td := fs.String("trustDomain", "", "the trust domain of the relationship to show")
+		output := outputFlag(fs)
+		return func(ctx context.Context, c apiv1.AdminClient) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
+			if *td == "" {
+				return errors.New("-trustDomain is required")
+			}
+			want, err := spiffeid.TrustDomainFromString(*td)
+			if err != nil {
+				return fmt.Errorf("-trustDomain %q: %w", *td, err)
+			}
+			resp, err := c.ListFederationRelationships(ctx, &apiv1.ListFederationRelationshipsRequest{})
+			if err != nil {
+				return err
+			}
+			for _, r := range resp.GetRelationships() {
+				if r.GetTrustDomain() != want.Name() {
+					continue
+				}
+				if *output == "json" {
+					return writeProtoJSON(stdout, r)
+				}
+				fmt.Fprintf(stdout, "Found a federation relationship with trust domain %s\n\n", want.Name())
+				printRelationship(stdout, r)
+				return nil
+			}
+			return fmt.Errorf("no federation relationship with trust domain %q (see federation list)", want.Name())
 		}
 	case "federation refresh":
 		id := fs.String("id", "", "trust domain whose bundle to fetch now")
@@ -237,4 +302,17 @@ func unixString(s int64) string {
 		return "never"
 	}
 	return time.Unix(s, 0).UTC().Format(time.RFC3339)
+}
+
+// refusedCommand says why a SPIRE command Hallmark does not implement is
+// refused, before its flags are parsed (SPIRE's flags are unknown here);
+// "" for other commands.
+func refusedCommand(cmd string) string {
+	switch cmd {
+	case "federation create", "federation update", "federation delete":
+		return cmd + " is not supported: Hallmark's federation relationships are configured in the server's federation block " +
+			"(federates_with \"<td>\" { bundle_endpoint_url ... }, docs/federation.md) and change on restart; " +
+			"to trust a bundle without an endpoint use bundle set"
+	}
+	return ""
 }

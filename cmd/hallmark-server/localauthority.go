@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 )
@@ -26,8 +29,11 @@ func localAuthorityCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(
 	label := map[string]string{"x509": "X.509 authority", "jwt": "JWT authority"}[kind]
 	switch verb {
 	case "show":
-		output := fs.String("output", "pretty", "output format: pretty or json")
+		output := outputFlag(fs)
 		return func(ctx context.Context, c apiv1.AdminClient) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
 			list := c.ListX509Authorities
 			if kind == "jwt" {
 				list = c.ListJWTAuthorities
@@ -37,14 +43,21 @@ func localAuthorityCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(
 				return err
 			}
 			if *output == "json" {
-				return writeProtoJSON(stdout, resp)
+				out, err := toAuthorityStates(resp)
+				if err != nil {
+					return err
+				}
+				return writeJSON(stdout, out)
 			}
 			printAuthorities(stdout, label, resp.GetAuthorities())
 			return nil
 		}
 	case "prepare":
-		output := fs.String("output", "pretty", "output format: pretty or json")
+		output := outputFlag(fs)
 		return func(ctx context.Context, c apiv1.AdminClient) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
 			prepare := c.PrepareX509Authority
 			if kind == "jwt" {
 				prepare = c.PrepareJWTAuthority
@@ -54,7 +67,7 @@ func localAuthorityCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(
 				return err
 			}
 			if *output == "json" {
-				return writeProtoJSON(stdout, a)
+				return writeJSON(stdout, map[string]*authorityStateJSON{"prepared_authority": toAuthorityState(a)})
 			}
 			fmt.Fprintf(stdout, "Prepared %s:\n", label)
 			printAuthority(stdout, a)
@@ -62,8 +75,11 @@ func localAuthorityCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(
 		}
 	case "activate", "taint", "revoke":
 		id := fs.String("authorityID", "", "ID of the "+label+" (see `localauthority "+kind+" show`)")
-		output := fs.String("output", "pretty", "output format: pretty or json")
+		output := outputFlag(fs)
 		return func(ctx context.Context, c apiv1.AdminClient) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
 			if *id == "" {
 				return errors.New("-authorityID is required")
 			}
@@ -76,7 +92,8 @@ func localAuthorityCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(
 				return err
 			}
 			if *output == "json" {
-				return writeProtoJSON(stdout, a)
+				key := map[string]string{"activate": "activated_authority", "taint": "tainted_authority", "revoke": "revoked_authority"}[verb]
+				return writeJSON(stdout, map[string]*authorityStateJSON{key: toAuthorityState(a)})
 			}
 			past := map[string]string{"activate": "Activated", "taint": "Tainted", "revoke": "Revoked"}[verb]
 			fmt.Fprintf(stdout, "%s %s:\n", past, label)
@@ -135,4 +152,64 @@ func unixTime(s int64) string {
 		return "never"
 	}
 	return time.Unix(s, 0).UTC().Format(time.RFC3339)
+}
+
+// The JSON output follows SPIRE's localauthority API: the active,
+// prepared and old authority (null when there is none; SPIRE keeps one
+// old authority, so the most recently active one is shown), each with its
+// ID, expiry (a string, as protojson writes 64-bit integers) and the
+// upstream authority's subject key ID (empty: Hallmark does not record it).
+// "authorities" adds every authority with Hallmark's detail (status,
+// subject key ID, taint, times).
+type (
+	authorityStateJSON struct {
+		AuthorityID                   string `json:"authority_id"`
+		ExpiresAt                     string `json:"expires_at"`
+		UpstreamAuthoritySubjectKeyID string `json:"upstream_authority_subject_key_id"`
+	}
+	authorityStatesJSON struct {
+		Active   *authorityStateJSON `json:"active"`
+		Prepared *authorityStateJSON `json:"prepared"`
+		Old      *authorityStateJSON `json:"old"`
+		// Authorities is Hallmark's full list (protojson of
+		// apiv1.LocalAuthority, proto names).
+		Authorities json.RawMessage `json:"authorities"`
+	}
+)
+
+func toAuthorityState(a *apiv1.LocalAuthority) *authorityStateJSON {
+	return &authorityStateJSON{AuthorityID: a.GetAuthorityId(), ExpiresAt: strconv.FormatInt(a.GetNotAfter(), 10)}
+}
+
+func toAuthorityStates(resp *apiv1.ListLocalAuthoritiesResponse) (authorityStatesJSON, error) {
+	var out authorityStatesJSON
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(resp)
+	if err != nil {
+		return out, err
+	}
+	var full struct {
+		Authorities json.RawMessage `json:"authorities"`
+	}
+	if err := json.Unmarshal(b, &full); err != nil {
+		return out, err
+	}
+	out.Authorities = full.Authorities
+	var oldAt int64
+	for _, a := range resp.GetAuthorities() {
+		switch a.GetStatus() {
+		case "active":
+			if out.Active == nil {
+				out.Active = toAuthorityState(a)
+			}
+		case "prepared":
+			if out.Prepared == nil {
+				out.Prepared = toAuthorityState(a)
+			}
+		case "old":
+			if out.Old == nil || a.GetActivatedAt() > oldAt {
+				out.Old, oldAt = toAuthorityState(a), a.GetActivatedAt()
+			}
+		}
+	}
+	return out, nil
 }

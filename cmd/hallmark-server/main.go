@@ -4,7 +4,8 @@
 //	hallmark-server run -config server.hcl
 //	hallmark-server entry create -spiffeID ID -parentID ID -selector type:value ...
 //	hallmark-server entry update -entryID ID -spiffeID ID -parentID ID -selector type:value ... | -data FILE
-//	hallmark-server entry show | entry delete -entryID ID
+//	hallmark-server entry show|count [-selector t:v ... -matchSelectorsOn M] [-federatesWith TD] [-hint H] [-output json]
+//	hallmark-server entry delete -entryID ID | -file FILE
 //	hallmark-server token generate [-spiffeID ID] [-ttl 600]
 //	hallmark-server agent list|count [-attestationType T] [-banned B] [-canReattest B] [-expiresBefore T] [-selector t:v ...]
 //	hallmark-server agent show|evict|ban -spiffeID ID
@@ -14,6 +15,7 @@
 //	hallmark-server bundle set -id TD [-path FILE] [-format pem|spiffe]
 //	hallmark-server bundle delete -id TD
 //	hallmark-server federation list | federation refresh -id TD
+//	hallmark-server x509 mint -spiffeID ID [-ttl D] [-dns N] [-write DIR] | jwt mint -spiffeID ID -audience A [-ttl D] [-write FILE]
 //	hallmark-server localauthority x509|jwt show | prepare
 //	hallmark-server localauthority x509|jwt activate|taint|revoke -authorityID ID
 //	hallmark-server healthcheck
@@ -29,8 +31,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/hallmarkid/hallmark/internal/hclconf"
 	"github.com/hallmarkid/hallmark/server"
-	"github.com/hallmarkid/hallmark/server/config"
 )
 
 func main() {
@@ -44,8 +46,10 @@ Commands:
   validate            check a configuration without starting (-config server.hcl)
   entry create        create registration entries
   entry update        replace registration entries (-entryID, or -data)
-  entry show          list registration entries
-  entry delete        delete a registration entry
+  entry show          list registration entries (filters: -spiffeID, -parentID, -entryID, -selector,
+                      -matchSelectorsOn, -federatesWith, -matchFederatesWithOn, -hint, -downstream)
+  entry count         count registration entries (same filters but -entryID)
+  entry delete        delete registration entries (-entryID, or -file with {"ids": [...]})
   token generate      generate a single-use join token
   agent list          list attested agents (filters: -attestationType, -banned, -canReattest,
                       -expiresBefore, -selector, -matchSelectorsOn)
@@ -58,15 +62,25 @@ Commands:
   agent purge         delete agents whose SVID expired long ago (-expiredFor, -dryRun)
   bundle show         print the trust bundle
   bundle list         print federated bundles (-id for one)
+  bundle count        count the bundles held: ours and the federated ones
   bundle set          trust another domain's bundle (-id, -path, -format)
   bundle delete       delete a bundle set with bundle set
   federation list     show federation relationships and their refresh state
+  federation show     show one relationship (-trustDomain)
   federation refresh  fetch a federated bundle now (-id)
+                      (federation create|update|delete are refused: relationships are configured in the
+                      server's federation block)
+  x509 mint           mint an X.509-SVID without an entry (-spiffeID, -ttl, -dns, -write)
+  jwt mint            mint a JWT-SVID without an entry (-spiffeID, -audience, -ttl, -write)
+  logger get|set|reset
+                      the server's log level now (set -level debug|info|warn|error; reset: the
+                      level it started with)
   localauthority x509 show|prepare|activate|taint|revoke
                       manage the X.509 CA's authorities (-authorityID)
   localauthority jwt show|prepare|activate|taint|revoke
                       manage the JWT signing keys (-authorityID)
-  healthcheck         check that the server is ready
+  healthcheck         check that the server is ready (-shallow: only that it answers)
+  -version            print the version
 
 Run 'hallmark-server <command> -h' for a command's flags.
 `
@@ -82,7 +96,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runServer(args[1:], stderr)
 	case "validate":
 		err = validate(args[1:], stdout)
-	case "entry", "token", "agent", "bundle", "federation":
+	case "entry", "token", "agent", "bundle", "federation", "x509", "jwt", "logger":
 		if len(args) < 2 {
 			fmt.Fprint(stderr, usage)
 			return 2
@@ -98,6 +112,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = admin("healthcheck", args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
+		return 0
+	case "-version", "--version", "version":
+		fmt.Fprintln(stdout, versionString())
 		return 0
 	default:
 		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
@@ -117,39 +134,39 @@ func run(args []string, stdout, stderr io.Writer) int {
 // without opening the datastore or writing to data_dir.
 func validate(args []string, stdout io.Writer) error {
 	fs := newFlagSet("validate")
-	configPath := fs.String("config", "conf/server.hcl", "path to the server configuration file")
+	cf := defineConfigFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*configPath)
+	cfg, err := cf.load()
 	if err != nil {
 		return err
 	}
 	if err := server.Validate(cfg, nil); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "Configuration %s is valid.\n", *configPath)
+	fmt.Fprintf(stdout, "Configuration %s is valid.\n", *cf.path)
 	return nil
 }
 
 func runServer(args []string, stderr io.Writer) error {
 	fs := newFlagSet("run")
-	configPath := fs.String("config", "conf/server.hcl", "path to the server configuration file")
+	cf := defineConfigFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*configPath)
+	cfg, err := cf.load()
 	if err != nil {
 		return err
 	}
-	log, closer, err := cfg.Logger(stderr)
+	log, level, closer, err := hclconf.OpenLoggerVar(cfg.LogLevel, cfg.LogFormat, cfg.LogFile, stderr)
 	if err != nil {
 		return err
 	}
 	defer closer.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.New(ctx, cfg, log)
+	srv, err := server.New(ctx, cfg, log, server.WithLogLevel(level))
 	if err != nil {
 		log.Error("Server failed to start", "error", err)
 		return err

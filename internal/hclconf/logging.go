@@ -35,42 +35,58 @@ func ParseLogLevel(s string) (slog.Level, error) {
 // "warn", "error") in format ("text" or "json"). Empty level and format
 // mean "info" and "text".
 func NewLogger(level, format string, w io.Writer) (*slog.Logger, error) {
+	log, _, err := newLogger(level, format, w)
+	return log, err
+}
+
+// newLogger is NewLogger that also returns the logger's level, which may
+// be changed while it runs.
+func newLogger(level, format string, w io.Writer) (*slog.Logger, *slog.LevelVar, error) {
 	if level == "" {
 		level = "info"
 	}
 	lvl, err := ParseLogLevel(level)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
+	lv := new(slog.LevelVar)
+	lv.Set(lvl)
+	opts := &slog.HandlerOptions{Level: lv}
 	switch strings.ToLower(format) {
 	case "", "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(slog.NewTextHandler(w, opts)), lv, nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(slog.NewJSONHandler(w, opts)), lv, nil
 	}
-	return nil, fmt.Errorf("hclconf: unknown log format %q: use one of %s", format, strings.Join(LogFormats, ", "))
+	return nil, nil, fmt.Errorf("hclconf: unknown log format %q: use one of %s", format, strings.Join(LogFormats, ", "))
 }
 
 // OpenLogger is NewLogger writing to the file at path, opened for
 // appending and created with mode 0600, or to fallback when path is
 // empty. The returned Closer closes the file (a no-op for fallback).
 func OpenLogger(level, format, path string, fallback io.Writer) (*slog.Logger, io.Closer, error) {
+	log, _, c, err := OpenLoggerVar(level, format, path, fallback)
+	return log, c, err
+}
+
+// OpenLoggerVar is OpenLogger that also returns the logger's level, which
+// the caller may change while the logger runs (SPIRE's `logger set`).
+func OpenLoggerVar(level, format, path string, fallback io.Writer) (*slog.Logger, *slog.LevelVar, io.Closer, error) {
 	var w io.Writer = fallback
 	var c io.Closer = nopCloser{}
 	if path != "" {
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
-			return nil, nil, fmt.Errorf("hclconf: open log file: %w", err)
+			return nil, nil, nil, fmt.Errorf("hclconf: open log file: %w", err)
 		}
 		w, c = f, f
 	}
-	log, err := NewLogger(level, format, w)
+	log, lv, err := newLogger(level, format, w)
 	if err != nil {
 		c.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return log, c, nil
+	return log, lv, c, nil
 }
 
 type nopCloser struct{}

@@ -69,7 +69,18 @@ type Config struct {
 	Federation *federation.Fetcher
 	// Authorities are the X.509 CA and the JWT signer an operator manages
 	// with the localauthority actions; nil fields refuse them.
-	Authorities     Authorities
+	Authorities Authorities
+	// X509Minter and JWTMinter sign the SVIDs of `x509 mint` and `jwt
+	// mint`; nil refuses them. DefaultX509SVIDTTL is the lifetime of a
+	// minted X.509-SVID that asks for none.
+	X509Minter         X509Minter
+	JWTMinter          JWTMinter
+	DefaultX509SVIDTTL time.Duration
+	// LogLevel is the server logger's level, which `logger set` changes;
+	// nil refuses the logger actions. LaunchLogLevel is what `logger
+	// reset` restores.
+	LogLevel        *slog.LevelVar
+	LaunchLogLevel  slog.Level
 	Ready           func(ctx context.Context) error
 	DefaultTokenTTL time.Duration
 	Audit           Auditor
@@ -119,8 +130,10 @@ func (s *Server) CreateEntries(ctx context.Context, req *apiv1.CreateEntriesRequ
 	for i, p := range req.GetEntries() {
 		e, err := apiconv.EntryFromProto(p)
 		if err == nil {
-			e.ID, e.Revision, e.CreatedAt = "", 0, time.Time{}
-			err = e.Validate(s.cfg.TrustDomain)
+			e.Revision, e.CreatedAt = 0, time.Time{}
+			if err = checkEntryPolicy(e); err == nil {
+				err = e.Validate(s.cfg.TrustDomain)
+			}
 		}
 		if err == nil && e.SPIFFEID == s.cfg.ServerID {
 			err = errors.New("the server's own SPIFFE ID cannot be registered")
@@ -129,7 +142,7 @@ func (s *Server) CreateEntries(ctx context.Context, req *apiv1.CreateEntriesRequ
 			err = fmt.Errorf("federates with %q: that is this server's own trust domain", s.cfg.TrustDomain.Name())
 		}
 		if err != nil {
-			results[i] = &apiv1.EntryResult{Entry: p, Error: err.Error()}
+			results[i] = &apiv1.EntryResult{Entry: p, Error: err.Error(), Code: int32(codes.InvalidArgument)}
 			continue
 		}
 		valid = append(valid, e)
@@ -145,11 +158,14 @@ func (s *Server) CreateEntries(ctx context.Context, req *apiv1.CreateEntriesRequ
 		for j, r := range created {
 			i := validIdx[j]
 			if r.Err != nil {
-				msg := r.Err.Error()
+				msg, code := r.Err.Error(), codes.Internal
 				if errors.Is(r.Err, datastore.ErrAlreadyExists) {
-					msg = "similar entry already exists"
+					msg, code = "similar entry already exists", codes.AlreadyExists
+					if req.GetEntries()[i].GetId() != "" {
+						msg = fmt.Sprintf("entry ID %q is taken, or a similar entry already exists", req.GetEntries()[i].GetId())
+					}
 				}
-				results[i] = &apiv1.EntryResult{Entry: req.GetEntries()[i], Error: msg}
+				results[i] = &apiv1.EntryResult{Entry: req.GetEntries()[i], Error: msg, Code: int32(code)}
 				continue
 			}
 			ok = append(ok, r.Entry)
@@ -165,33 +181,6 @@ func (s *Server) CreateEntries(ctx context.Context, req *apiv1.CreateEntriesRequ
 		}
 	}
 	return &apiv1.CreateEntriesResponse{Results: results}, nil
-}
-
-// ListEntries lists entries, filtered by SPIFFE ID, parent and exact selector set.
-func (s *Server) ListEntries(_ context.Context, req *apiv1.ListEntriesRequest) (*apiv1.ListEntriesResponse, error) {
-	var wantSel string
-	if len(req.GetSelectors()) > 0 {
-		sels, err := apiconv.SelectorsFromProto(req.GetSelectors())
-		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "%v", err)
-		}
-		wantSel = registration.SelectorsKey(sels)
-	}
-	resp := &apiv1.ListEntriesResponse{}
-	for _, e := range s.cfg.Entries.All() {
-		if req.GetSpiffeId() != "" && e.SPIFFEID.String() != req.GetSpiffeId() {
-			continue
-		}
-		if req.GetParentId() != "" && e.ParentID.String() != req.GetParentId() {
-			continue
-		}
-		if wantSel != "" && registration.SelectorsKey(e.Selectors) != wantSel {
-			continue
-		}
-		resp.Entries = append(resp.Entries, apiconv.EntryToProto(e))
-	}
-	sortEntries(resp.Entries)
-	return resp, nil
 }
 
 // DeleteEntry deletes one entry.

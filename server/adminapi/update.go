@@ -41,11 +41,11 @@ func (s *Server) UpdateEntries(ctx context.Context, req *apiv1.UpdateEntriesRequ
 		}
 		if err != nil {
 			refused++
-			results[i] = &apiv1.EntryResult{Entry: p, Error: err.Error()}
+			results[i] = &apiv1.EntryResult{Entry: p, Error: err.Error(), Code: codeOf(err)}
 			s.audit(ctx, map[string]any{"action": "entry_update", "entry_id": p.GetId(), "result": "rejected", "reason": err.Error()})
 			if ctx.Err() != nil {
 				for j := i + 1; j < len(results); j++ {
-					results[j] = &apiv1.EntryResult{Entry: req.GetEntries()[j], Error: "not attempted: " + ctx.Err().Error()}
+					results[j] = &apiv1.EntryResult{Entry: req.GetEntries()[j], Error: "not attempted: " + ctx.Err().Error(), Code: int32(codes.Canceled)}
 				}
 				break
 			}
@@ -81,6 +81,9 @@ func (s *Server) checkUpdate(p *apiv1.Entry) (registration.Entry, error) {
 		return registration.Entry{}, err
 	}
 	e.Revision, e.CreatedAt = 0, time.Time{}
+	if err := checkEntryPolicy(e); err != nil {
+		return registration.Entry{}, err
+	}
 	if err := e.Validate(s.cfg.TrustDomain); err != nil {
 		return registration.Entry{}, err
 	}
@@ -101,12 +104,12 @@ func (s *Server) updateOne(ctx context.Context, e registration.Entry) (registrat
 	got, err := s.cfg.Store.UpdateEntry(ctx, e)
 	switch {
 	case errors.Is(err, datastore.ErrNotFound):
-		return registration.Entry{}, fmt.Errorf("entry %q not found", e.ID)
+		return registration.Entry{}, codedError{codes.NotFound, fmt.Errorf("entry %q not found", e.ID)}
 	case errors.Is(err, datastore.ErrAlreadyExists):
-		return registration.Entry{}, errors.New("similar entry already exists")
+		return registration.Entry{}, codedError{codes.AlreadyExists, errors.New("similar entry already exists")}
 	case err != nil:
 		s.cfg.Log.Warn("Updating an entry failed", "entry_id", e.ID, "error", err)
-		return registration.Entry{}, fmt.Errorf("update failed: %w", err)
+		return registration.Entry{}, codedError{codes.Internal, fmt.Errorf("update failed: %w", err)}
 	}
 	s.cfg.Entries.Apply([]registration.Entry{got}, nil, got.Revision)
 	return got, nil

@@ -86,7 +86,7 @@ func TestUpdateEntries(t *testing.T) {
 		p.X509SvidTtl, p.JwtSvidTtl = 3600, 300
 		p.DnsNames = []string{"web.example.org"}
 		p.FederatesWith = []string{"partner.test"}
-		p.Admin, p.Downstream, p.Hint = true, true, "external"
+		p.Hint = "external"              // admin and downstream are refused: TestCreateEntriesPolicy
 		p.Revision, p.CreatedAt = 999, 1 // ignored
 	})
 	tests := []struct {
