@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -195,11 +196,20 @@ func writeSPIFFEBundle(w io.Writer, b *apiv1.Bundle) error {
 	return err
 }
 
+// writeProtoJSON prints m as protojson with proto field names, indented
+// by encoding/json: protojson's own layout is deliberately unstable (it
+// varies its whitespace from build to build), and output that scripts
+// and golden files read should not be.
 func writeProtoJSON(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}.Marshal(m)
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	_, err = w.Write(out.Bytes())
 	return err
 }
