@@ -112,4 +112,3 @@ func decodeReview(data []byte) (k8spsat.Review, error) {
 	}
 	return r, nil
 }
-
