@@ -60,7 +60,11 @@ awk '/^replace \(/{r=1; next} r && /^\)/{r=0} r && NF>=3 {print $1}' "$modfile" 
     echo "replace $mod => $mod $STAGING_VERSION" >> go.mod
   done
 GOFLAGS=-mod=mod "$GO" mod tidy
-CGO_ENABLED=0 "$GO" build -trimpath -o "$work/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+major="${KUBE_VERSION#v}"; major="${major%%.*}"
+minor="${KUBE_VERSION#v*.}"; minor="${minor%%.*}"
+ldflags="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=$major"
+ldflags="$ldflags -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+CGO_ENABLED=0 "$GO" build -trimpath -ldflags "$ldflags" -o "$work/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
 "$work/kube-apiserver" --version
 mv "$work/kube-apiserver" "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
