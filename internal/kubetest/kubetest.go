@@ -329,8 +329,9 @@ current-context: kubetest
 	return p
 }
 
-// Do calls the API as admin: method on path with obj (JSON-encoded; nil
-// for none) and returns the status code and body.
+// Do calls the API as admin: method on path with obj (JSON-encoded, a
+// merge patch for PATCH; nil for none) and returns the status code and
+// body.
 func (c *Cluster) Do(ctx context.Context, method, path string, obj any) (int, []byte, error) {
 	var body io.Reader
 	if obj != nil {
@@ -346,6 +347,9 @@ func (c *Cluster) Do(ctx context.Context, method, path string, obj any) (int, []
 	}
 	req.Header.Set("Authorization", "Bearer "+Token("admin"))
 	req.Header.Set("Content-Type", "application/json")
+	if method == http.MethodPatch {
+		req.Header.Set("Content-Type", "application/merge-patch+json")
+	}
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return 0, nil, err
