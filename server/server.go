@@ -148,8 +148,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (_ *Server, 
 		s.store.Close()
 		return nil, fmt.Errorf("server: %w", err)
 	} else if len(outs) > 0 {
-		s.pub = bundlepub.New(bundlepub.Config{TrustDomain: cfg.TrustDomain, Bundle: s.ca.Bundle, Changed: s.ca.BundleChanged,
-			Outputs: outs, Log: log.With("subsystem", "bundle_publisher")})
+		pc := bundlepub.Config{TrustDomain: cfg.TrustDomain, Bundle: s.ca.Bundle, Changed: s.ca.BundleChanged,
+			Outputs: outs, Log: log.With("subsystem", "bundle_publisher")}
+		if cfg.Datastore.Type == config.DatastorePostgres {
+			pc.Sync = s.ca.Rotate // adopt what the other servers agreed on first
+		}
+		s.pub = bundlepub.New(pc)
 	}
 	s.entries = entrycache.New(s.serverID)
 	entries, rev, err := s.store.ListEntries(ctx)

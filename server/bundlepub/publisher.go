@@ -40,6 +40,13 @@ type Config struct {
 	// their next change (server/ca's Bundle and BundleChanged).
 	Bundle  func() []*x509.Certificate
 	Changed func() <-chan struct{}
+	// Sync, when set, brings the bundle up to date with what servers
+	// sharing the datastore agreed on before each publication (server/ca's
+	// Rotate: it adopts the shared CA state). Without it a server that
+	// has just prepared an authority another server's write replaced
+	// could publish a bundle nobody keeps. Errors are logged only: the
+	// local bundle is still published.
+	Sync    func(context.Context) error
 	Outputs []Output
 	// Resync is how often an unchanged bundle is checked against each
 	// target again (DefaultResync when 0).
@@ -106,6 +113,11 @@ func (p *Publisher) run(ctx context.Context, o Output) {
 }
 
 func (p *Publisher) publishOnce(ctx context.Context, o Output) error {
+	if p.cfg.Sync != nil {
+		if err := p.cfg.Sync(ctx); err != nil && ctx.Err() == nil {
+			p.cfg.Log.Debug("Syncing the CA state before publishing failed; publishing this server's bundle", "error", err)
+		}
+	}
 	certs := p.cfg.Bundle()
 	content, err := Encode(p.cfg.TrustDomain, certs, o.Format)
 	if err != nil {
