@@ -77,15 +77,15 @@ func (c *ConfigMap) publish(ctx context.Context, content string) (wrote, retry b
 	default:
 		return false, false, c.apiError("get", code, body)
 	}
-	var cm corev1.ConfigMap
-	if err := json.Unmarshal(body, &cm); err != nil {
-		return false, false, fmt.Errorf("bundlepub: %s: decode: %w", c, err)
+	value, has, rv, err := decodeConfigMap(body, c.Key)
+	if err != nil {
+		return false, false, fmt.Errorf("bundlepub: %s: %w", c, err)
 	}
-	if v, ok := cm.Data[c.Key]; ok && v == content {
+	if has && value == content {
 		return false, false, nil
 	}
 	patch := map[string]any{
-		"metadata": map[string]any{"resourceVersion": cm.ResourceVersion},
+		"metadata": map[string]any{"resourceVersion": rv},
 		"data":     map[string]string{c.Key: content},
 	}
 	code, body, err = c.call(ctx, http.MethodPatch, c.path()+"/"+url.PathEscape(c.Name), "application/merge-patch+json", patch)
@@ -138,4 +138,19 @@ func (c *ConfigMap) apiError(verb string, code int, body []byte) error {
 		msg = st.Message
 	}
 	return fmt.Errorf("bundlepub: %s: %s: %d %s", c, verb, code, msg)
+}
+
+// decodeConfigMap decodes an API server's ConfigMap answer (at most
+// maxConfigMapSize bytes) into the value of key, whether it is present, and
+// the resourceVersion (required: the patch is conditional on it).
+func decodeConfigMap(body []byte, key string) (value string, has bool, resourceVersion string, err error) {
+	var cm corev1.ConfigMap
+	if err := json.Unmarshal(body, &cm); err != nil {
+		return "", false, "", fmt.Errorf("decode: %w", err)
+	}
+	if cm.ResourceVersion == "" {
+		return "", false, "", fmt.Errorf("decode: the ConfigMap has no resourceVersion")
+	}
+	value, has = cm.Data[key]
+	return value, has, cm.ResourceVersion, nil
 }
