@@ -84,6 +84,9 @@ func TestEncodeDeterministic(t *testing.T) {
 
 func TestFile(t *testing.T) {
 	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	p := filepath.Join(dir, "bundle.pem")
 	f := &bundlepub.File{Path: p}
 	ctx := context.Background()
@@ -118,6 +121,22 @@ func TestFile(t *testing.T) {
 	if _, err := (&bundlepub.File{Path: filepath.Join(dir, "missing", "b.pem")}).Publish(ctx, []byte("x")); err == nil ||
 		!strings.HasPrefix(err.Error(), "bundlepub: file: ") {
 		t.Fatalf("missing directory: err = %v", err)
+	}
+	for _, mode := range []os.FileMode{0o777 | os.ModeSticky, 0o775, 0o757} {
+		open := filepath.Join(t.TempDir(), "open")
+		if err := os.Mkdir(open, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(open, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := (&bundlepub.File{Path: filepath.Join(open, "b.pem")}).Publish(ctx, []byte("x"))
+		if err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+			t.Fatalf("directory mode %v: err = %v", mode, err)
+		}
+		if _, err := os.Stat(filepath.Join(open, "b.pem")); err == nil {
+			t.Fatalf("directory mode %v: the bundle was written", mode)
+		}
 	}
 }
 

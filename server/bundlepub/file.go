@@ -16,7 +16,10 @@ const maxFileRead = 4 << 20
 
 // File publishes the bundle to a file: written to a temporary file in the
 // same directory, synced, made mode 0644 and renamed over the target, so a
-// reader sees the old bundle or the new one, never a part.
+// reader sees the old bundle or the new one, never a part. The directory
+// must not be writable by group or others (sticky or not): whoever can
+// create files there could put their own bundle in place for agents to
+// trust.
 type File struct {
 	Path string
 }
@@ -25,6 +28,12 @@ func (f *File) String() string { return "file " + f.Path }
 
 // Publish implements Target.
 func (f *File) Publish(_ context.Context, content []byte) (bool, error) {
+	dir := filepath.Dir(f.Path)
+	if st, err := os.Stat(dir); err != nil {
+		return false, fmt.Errorf("bundlepub: file: %w", err)
+	} else if st.Mode().Perm()&0o022 != 0 {
+		return false, fmt.Errorf("bundlepub: file: directory %s is writable by group or others (mode %v): anyone who can write there could replace the bundle agents trust", dir, st.Mode().Perm())
+	}
 	if cur, err := readSmall(f.Path); err == nil && bytes.Equal(cur, content) {
 		if st, err := os.Stat(f.Path); err == nil && st.Mode().Perm() == 0o644 {
 			return false, nil
@@ -32,7 +41,6 @@ func (f *File) Publish(_ context.Context, content []byte) (bool, error) {
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, fmt.Errorf("bundlepub: file: %w", err)
 	}
-	dir := filepath.Dir(f.Path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(f.Path)+".tmp*")
 	if err != nil {
 		return false, fmt.Errorf("bundlepub: file: %w", err)

@@ -184,7 +184,8 @@ node_attestor "join_token" {}
 # "Trust-bundle distribution".
 #
 # bundle_publisher "file" {
-#   path   = "/var/lib/hallmark/public/bundle.pem"  # written atomically, mode 0644
+#   path   = "/var/lib/hallmark/public/bundle.pem"  # written atomically, mode 0644; its
+#                                                   # directory must not be group/other-writable
 #   format = "pem"
 # }
 # bundle_publisher "k8s_configmap" {
