@@ -6,7 +6,8 @@
 # k8s.io/kubernetes cannot be `go install`ed (its go.mod has replace
 # directives), so a throwaway tools module imports the command and mirrors
 # each of its replace lines, pinned to the matching staging version.
-# Building takes ~8 minutes on 2 cores. Under CI=true any failure is an
+# Building takes 8-13 minutes on 2 busy cores (13 min measured for this
+# branch, 146 MB binary). Under CI=true any failure is an
 # error; the script never silently skips.
 set -euo pipefail
 
