@@ -29,6 +29,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/hallmarkid/hallmark/agent/bootstrap"
 	"github.com/hallmarkid/hallmark/agent/cache"
 	"github.com/hallmarkid/hallmark/agent/client"
 	"github.com/hallmarkid/hallmark/agent/config"
@@ -61,6 +62,12 @@ type Agent struct {
 	// renewNow wakes rotateLoop to renew the agent SVID before its
 	// half-life (its issuer was tainted).
 	renewNow chan struct{}
+	// boot is the configured bootstrap bundle (nil with
+	// insecure_bootstrap); booting reports that no server-given bundle is
+	// persisted, so boot is loaded again before each first-attestation
+	// attempt. Only the goroutine attesting touches booting.
+	boot    *bootstrap.Source
+	booting bool
 
 	mu          sync.Mutex // guards the fields that follow
 	svid        *x509svid.SVID
@@ -115,6 +122,7 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Agent, err error) {
 	}
 	a.client, err = client.New(client.Config{
 		Address: cfg.ServerAddress, TrustDomain: cfg.TrustDomain, Bundle: bundle, InsecureBootstrap: cfg.InsecureBootstrap,
+		DeferBundle: a.booting,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
@@ -136,27 +144,55 @@ func New(cfg *config.Config, log *slog.Logger) (_ *Agent, err error) {
 }
 
 // initialBundle prefers the bundle persisted from the server (it follows
-// CA rotation) over the configured bootstrap bundle.
+// CA rotation) over the configured bootstrap bundle, which is read here
+// (a trust_bundle_path that cannot be read stops the agent) and again
+// before every first-attestation attempt (a trust_bundle_url is only
+// fetched then).
 func (a *Agent) initialBundle() ([]*x509.Certificate, error) {
+	if a.cfg.TrustBundlePath != "" || a.cfg.TrustBundleURL != "" {
+		a.boot = &bootstrap.Source{TrustDomain: a.cfg.TrustDomain, Path: a.cfg.TrustBundlePath, URL: a.cfg.TrustBundleURL,
+			Format: a.cfg.TrustBundleFormat, CheckURL: func(u string) error {
+				return config.CheckTrustBundleURL(u, a.cfg.TrustBundleURLAllowLoopbackHTTP)
+			}}
+	}
 	if certs, err := a.state.loadBundle(); err == nil {
 		a.bundleFrom = "the bundle saved in data_dir " + a.cfg.DataDir
 		return certs, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		a.log.Warn("Ignoring unreadable persisted bundle", "error", err)
 	}
-	if a.cfg.TrustBundlePath != "" {
-		certs, err := readPEMCerts(a.cfg.TrustBundlePath)
+	switch {
+	case a.cfg.TrustBundlePath != "":
+		a.booting = true
+		certs, err := a.boot.Load(context.Background())
 		if err != nil {
-			return nil, fmt.Errorf("agent: trust_bundle_path: %w", err)
+			return nil, fmt.Errorf("agent: %w", err)
 		}
 		a.bundleFrom = "trust_bundle_path " + a.cfg.TrustBundlePath
 		return certs, nil
-	}
-	if a.cfg.InsecureBootstrap {
+	case a.cfg.TrustBundleURL != "":
+		a.booting = true
+		return nil, nil
+	case a.cfg.InsecureBootstrap:
 		a.log.Warn("INSECURE BOOTSTRAP: the server's identity will not be verified on first contact; use trust_bundle_path in production")
 		return nil, nil
 	}
-	return nil, errors.New("agent: trust_bundle_path is required unless insecure_bootstrap is set")
+	return nil, errors.New("agent: trust_bundle_path or trust_bundle_url is required unless insecure_bootstrap is set")
+}
+
+// reloadBootstrap loads the bootstrap bundle again before a first
+// attestation attempt, so that a file or URL fixed meanwhile (after a CA
+// rotation) is used without a restart.
+func (a *Agent) reloadBootstrap(ctx context.Context) error {
+	if !a.booting {
+		return nil
+	}
+	certs, err := a.boot.Load(ctx)
+	if err != nil {
+		return err
+	}
+	a.client.SetBundle(certs)
+	return nil
 }
 
 // Run runs the agent until ctx is done.
@@ -348,8 +384,12 @@ func (a *Agent) loadOrAttest(ctx context.Context) error {
 func (a *Agent) attest(ctx context.Context) error {
 	backoff := 200 * time.Millisecond
 	for {
-		err := a.attestOnce(ctx)
+		err := a.reloadBootstrap(ctx)
 		if err == nil {
+			err = a.attestOnce(ctx)
+		}
+		if err == nil {
+			a.booting = false
 			return nil
 		}
 		switch status.Code(errors.Unwrap(err)) {

@@ -174,3 +174,32 @@ node_attestor "join_token" {}
 #   cert_file_path = "/etc/hallmark/oidc.crt"
 #   key_file_path  = "/etc/hallmark/oidc.key"
 # }
+
+# Trust-bundle publishers (optional, one block per kind): where the server
+# keeps its trust bundle current for agents' first contact — at start, on
+# every CA change (prepare, taint, revoke, expiry) and every 5 minutes;
+# each target is read first and written only when it differs, so several
+# servers on one PostgreSQL database may publish to the same place. Format
+# "pem" (default) or "spiffe" (SPIFFE bundle JSON). See docs/operations.md,
+# "Trust-bundle distribution".
+#
+# bundle_publisher "file" {
+#   path   = "/var/lib/hallmark/public/bundle.pem"  # written atomically, mode 0644; its
+#                                                   # directory must not be group/other-writable
+#   format = "pem"
+# }
+# bundle_publisher "k8s_configmap" {
+#   namespace             = "hallmark"
+#   config_map            = "hallmark-bundle"
+#   config_map_key        = "bundle.pem"
+#   kube_config_file_path = ""   # empty: in-cluster service account (get, patch)
+#   format                = "pem"
+# }
+# bundle_publisher "aws_ssm" {
+#   parameter_name = "/hallmark/trust-bundle"  # ssm:GetParameter, ssm:PutParameter
+#   region         = "eu-west-1"               # default: the AWS configuration's
+#   parameter_type = "String"                  # or "SecureString"
+#   tier           = "Standard"                # or "Advanced", "Intelligent-Tiering"
+#   endpoint       = ""                        # e.g. a VPC endpoint (https)
+#   format         = "pem"
+# }

@@ -165,3 +165,52 @@ func mountedAt(c types.ContainerDefinition, volume, dir string) bool {
 	}
 	return false
 }
+
+// TestFargateBundlePolicy: the server's IAM policy lets it read and write
+// exactly the parameter the task definition's config container reads, and
+// nothing else.
+func TestFargateBundlePolicy(t *testing.T) {
+	data, err := os.ReadFile(taskDefinition)
+	if err != nil {
+		t.Fatal(err)
+	}
+	td, err := decodeTaskDefinition(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var read []string
+	for _, c := range td.ContainerDefinitions {
+		for _, s := range c.Secrets {
+			if s.Name != nil && *s.Name == "TRUST_BUNDLE" && s.ValueFrom != nil {
+				read = append(read, *s.ValueFrom)
+			}
+		}
+	}
+	if len(read) != 1 {
+		t.Fatalf("the task definition reads the bundle from %v, want one SSM parameter", read)
+	}
+	pol, err := os.ReadFile("fargate/server-bundle-policy.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Version   string
+		Statement []struct {
+			Sid      string
+			Effect   string
+			Action   []string
+			Resource string
+		}
+	}
+	if err := strictJSON(pol, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Statement) != 1 {
+		t.Fatalf("%d statements", len(doc.Statement))
+	}
+	st := doc.Statement[0]
+	if st.Effect != "Allow" || st.Resource != read[0] ||
+		!slices.Equal(st.Action, []string{"ssm:GetParameter", "ssm:PutParameter"}) {
+		t.Errorf("policy %+v: want Allow ssm:GetParameter, ssm:PutParameter on %s", st, read[0])
+	}
+}

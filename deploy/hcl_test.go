@@ -17,6 +17,7 @@ import (
 	"github.com/hallmarkid/hallmark/internal/telemetry"
 	"github.com/hallmarkid/hallmark/sds"
 	"github.com/hallmarkid/hallmark/server/audit"
+	"github.com/hallmarkid/hallmark/server/bundlepub"
 	serverconfig "github.com/hallmarkid/hallmark/server/config"
 )
 
@@ -112,6 +113,25 @@ func parseServerHCL(t *testing.T, name string, src []byte) serverFile {
 		}
 		if err := hclconf.DecodeBlock(b, target); err != nil {
 			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	for _, b := range cfg.BundlePublishers {
+		var target any
+		switch b.Kind {
+		case bundlepub.KindFile:
+			target = &bundlepub.FileHCL{}
+		case bundlepub.KindConfigMap:
+			target = &bundlepub.ConfigMapHCL{}
+		case bundlepub.KindSSM:
+			target = &bundlepub.SSMHCL{}
+		default:
+			t.Fatalf("%s: bundle_publisher %q: no publisher of that kind", b.Pos(), b.Kind)
+		}
+		if err := hclconf.DecodeBlock(b, target); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if cm, ok := target.(*bundlepub.ConfigMapHCL); ok && (cm.ConfigMap != "hallmark-bundle" || cm.ConfigMapKey != "bundle.pem") {
+			t.Errorf("%s: the ConfigMap publisher writes %s/%s, the agents mount hallmark-bundle/bundle.pem", name, cm.ConfigMap, cm.ConfigMapKey)
 		}
 	}
 	return serverFile{cfg, own}

@@ -238,8 +238,7 @@ func podSpecs(ms []manifest) map[string]*corev1.PodSpec {
 // operatorCreated are objects the manifests reference that the operator
 // creates (docs/operations.md says how).
 var operatorCreated = map[string]bool{
-	"ConfigMap/hallmark-bundle": true, // the server's trust bundle
-	"Secret/hallmark-postgres":  true, // PostgreSQL password and CA
+	"Secret/hallmark-postgres": true, // PostgreSQL password and CA
 }
 
 func TestKubernetesManifests(t *testing.T) {
@@ -536,6 +535,10 @@ func checkRBAC(t *testing.T, ms []manifest, defined map[string]bool) {
 	}
 	if !grants("hallmark-server", "authentication.k8s.io", "tokenreviews", "create") {
 		t.Error("ClusterRole/hallmark-server does not allow creating TokenReviews")
+	}
+	if r := find[*rbacv1.Role](ms, "Role/hallmark-server-bundle"); r == nil || len(r.Rules) != 1 ||
+		!slices.Equal(r.Rules[0].ResourceNames, []string{"hallmark-bundle"}) || !slices.Equal(r.Rules[0].Verbs, []string{"get", "patch"}) {
+		t.Error("Role/hallmark-server-bundle must allow get and patch of ConfigMap hallmark-bundle only")
 	}
 	if !grants("hallmark-agent", "", "nodes/proxy", "get") {
 		t.Error("ClusterRole/hallmark-agent does not allow get nodes/proxy (kubelet /pods)")

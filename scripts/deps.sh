@@ -21,6 +21,10 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
+# The real Kubernetes API server (and etcd) of internal/kubetest: built
+# once from source (several minutes) and cached outside the repository.
+"$(dirname "$0")/kube-apiserver.sh"
+
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -35,6 +35,7 @@ import (
 	"github.com/hallmarkid/hallmark/registration"
 	"github.com/hallmarkid/hallmark/server/adminapi"
 	"github.com/hallmarkid/hallmark/server/audit"
+	"github.com/hallmarkid/hallmark/server/bundlepub"
 	"github.com/hallmarkid/hallmark/server/ca"
 	"github.com/hallmarkid/hallmark/server/config"
 	"github.com/hallmarkid/hallmark/server/datastore"
@@ -67,6 +68,7 @@ type Server struct {
 	fed    *federation.Fetcher  // federated and operator-set (static) bundles
 	fedEP  *federation.Endpoint // nil without a bundle endpoint
 	oidc   *oidc.Endpoint       // nil without an oidc block
+	pub    *bundlepub.Publisher // nil without bundle_publisher blocks
 
 	agentCountMu sync.Mutex // guards agentCount and agentCountAt
 	agentCount   int        // attested agents as of agentCountAt
@@ -149,6 +151,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 			s.store.Close()
 			return nil, fmt.Errorf("server: %w", err)
 		}
+	}
+	if outs, err := bundlepub.Outputs(ctx, cfg.BundlePublishers); err != nil {
+		s.store.Close()
+		return nil, fmt.Errorf("server: %w", err)
+	} else if len(outs) > 0 {
+		pc := bundlepub.Config{TrustDomain: cfg.TrustDomain, Bundle: s.ca.Bundle, Changed: s.ca.BundleChanged,
+			Outputs: outs, Log: log.With("subsystem", "bundle_publisher")}
+		if cfg.Datastore.Type == config.DatastorePostgres {
+			pc.Sync = s.ca.Rotate // adopt what the other servers agreed on first
+		}
+		s.pub = bundlepub.New(pc)
 	}
 	s.entries = entrycache.New(s.serverID)
 	entries, rev, err := s.store.ListEntries(ctx)
@@ -374,6 +387,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	go s.housekeeping(ctx)
 	go s.ca.Run(ctx)
+	if s.pub != nil {
+		go s.pub.Run(ctx)
+	}
 	go s.jwt.Run(ctx)
 	if s.oidc != nil {
 		go func() {

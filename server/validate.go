@@ -1,12 +1,14 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 
 	"github.com/hallmarkid/hallmark/internal/hclconf"
 	"github.com/hallmarkid/hallmark/internal/telemetry"
 	"github.com/hallmarkid/hallmark/server/audit"
+	"github.com/hallmarkid/hallmark/server/bundlepub"
 	"github.com/hallmarkid/hallmark/server/ca"
 	"github.com/hallmarkid/hallmark/server/config"
 	"github.com/hallmarkid/hallmark/server/federation"
@@ -14,7 +16,7 @@ import (
 
 // Validate checks the parts of cfg that config.Load leaves to the server —
 // each node_attestor block (building its verifier, which reads the files
-// it names), upstream_authority, audit, telemetry and federation — without
+// it names), upstream_authority, audit, telemetry, federation and bundle_publisher — without
 // opening the datastore or writing to data_dir. New runs it first, so a
 // bad block stops the server before it touches anything;
 // `hallmark-server validate` runs it alone.
@@ -53,6 +55,9 @@ func Validate(cfg *config.Config, log *slog.Logger) error {
 		if _, diags := federation.ParseHCL(b.Body, cfg.TrustDomain); diags.HasErrors() {
 			return hclconf.DiagError("config", diags)
 		}
+	}
+	if _, err := bundlepub.Outputs(context.Background(), cfg.BundlePublishers); err != nil {
+		return fmt.Errorf("server: %w", err)
 	}
 	return nil
 }

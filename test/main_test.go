@@ -10,6 +10,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
+	"github.com/hallmarkid/hallmark/internal/kubetest"
 	"github.com/hallmarkid/hallmark/tpm/tpmtest"
 )
 
@@ -27,6 +28,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	tpmtest.Cleanup()
+	kubetest.Stop()
 	os.Exit(code)
 }
 

@@ -39,6 +39,10 @@ type Config struct {
 	// InsecureBootstrap means the first attestation does not verify it.
 	Bundle            []*x509.Certificate
 	InsecureBootstrap bool
+	// DeferBundle allows a nil Bundle without InsecureBootstrap: the
+	// caller sets one with SetBundle before the first call (a bundle to be
+	// downloaded). Until then every connection fails.
+	DeferBundle bool
 }
 
 // Client talks to the server. It is safe for concurrent use.
@@ -63,7 +67,7 @@ func New(cfg Config) (*Client, error) {
 	c.serverID = id
 	if len(cfg.Bundle) > 0 {
 		c.SetBundle(cfg.Bundle)
-	} else if !cfg.InsecureBootstrap {
+	} else if !cfg.InsecureBootstrap && !cfg.DeferBundle {
 		return nil, errors.New("client: a trust bundle is required unless insecure bootstrap is enabled")
 	}
 	return c, nil
@@ -123,6 +127,11 @@ func (c *Client) GetX509SVID() (*x509svid.SVID, error) {
 
 func (c *Client) tlsConfig(mtls bool) *tls.Config {
 	authorizer := tlsconfig.AuthorizeID(c.serverID)
+	if c.bundle.Load() == nil && !c.cfg.InsecureBootstrap {
+		// No bundle yet (DeferBundle): fail closed.
+		return &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true, //nolint:gosec // VerifyConnection refuses every server
+			VerifyConnection: func(tls.ConnectionState) error { return errors.New("client: no trust bundle yet") }}
+	}
 	if c.bundle.Load() == nil {
 		// Insecure bootstrap: accept any server certificate this once.
 		return &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} //nolint:gosec // explicit, logged opt-in

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -42,7 +43,15 @@ type Config struct {
 	ServerAddress string // host:port of the server
 	// TrustBundlePath is the PEM file of CA certificates the agent trusts
 	// the server with on first contact. Empty only when InsecureBootstrap.
-	TrustBundlePath   string
+	TrustBundlePath string
+	// TrustBundleURL is where the agent downloads that bundle instead
+	// (https; http only to a loopback address with
+	// TrustBundleURLAllowLoopbackHTTP). At most one of the two is set.
+	TrustBundleURL                  string
+	TrustBundleURLAllowLoopbackHTTP bool
+	// TrustBundleFormat is how the bootstrap bundle (file or URL) is
+	// encoded: "pem" (default) or "spiffe" (a SPIFFE bundle document).
+	TrustBundleFormat string
 	InsecureBootstrap bool
 	DataDir           string
 	SocketPath        string // Workload API unix socket
@@ -110,6 +119,9 @@ type rawAgent struct {
 	ServerAddress     string `hcl:"server_address"`
 	TrustBundlePath   string `hcl:"trust_bundle_path,optional"`
 	InsecureBootstrap bool   `hcl:"insecure_bootstrap,optional"`
+	TrustBundleURL    string `hcl:"trust_bundle_url,optional"`
+	TrustBundleFormat string `hcl:"trust_bundle_format,optional"`
+	AllowLoopbackHTTP bool   `hcl:"trust_bundle_url_allow_loopback_http,optional"`
 	DataDir           string `hcl:"data_dir"`
 	SocketPath        string `hcl:"socket_path,optional"`
 	AdminSocketPath   string `hcl:"admin_socket_path,optional"`
@@ -214,19 +226,38 @@ func (c *Config) agent(body hcl.Body, diags *hcl.Diagnostics) *hcl.Range {
 
 	c.InsecureBootstrap = raw.InsecureBootstrap
 	c.TrustBundlePath = raw.TrustBundlePath
+	c.TrustBundleURL = raw.TrustBundleURL
+	c.TrustBundleURLAllowLoopbackHTTP = raw.AllowLoopbackHTTP
+	c.TrustBundleFormat = s.OneOf("trust_bundle_format", raw.TrustBundleFormat, TrustBundleFormatPEM,
+		[]string{TrustBundleFormatPEM, TrustBundleFormatSPIFFE}, diags)
 	badType := s.Has("trust_bundle_path") && !s.Set("trust_bundle_path") ||
-		s.Has("insecure_bootstrap") && !s.Set("insecure_bootstrap")
+		s.Has("insecure_bootstrap") && !s.Set("insecure_bootstrap") ||
+		s.Has("trust_bundle_url") && !s.Set("trust_bundle_url")
 	switch {
 	case badType: // already reported
+	case c.TrustBundlePath != "" && c.TrustBundleURL != "":
+		*diags = append(*diags, s.Errorf("trust_bundle_url", "Conflicting settings",
+			"trust_bundle_path and trust_bundle_url are mutually exclusive: set one."))
 	case c.InsecureBootstrap && c.TrustBundlePath != "":
 		*diags = append(*diags, s.Errorf("insecure_bootstrap", "Conflicting settings",
 			"insecure_bootstrap = true and trust_bundle_path are mutually exclusive: set one."))
-	case !c.InsecureBootstrap && s.Has("trust_bundle_path") && c.TrustBundlePath == "":
+	case c.InsecureBootstrap && c.TrustBundleURL != "":
+		*diags = append(*diags, s.Errorf("insecure_bootstrap", "Conflicting settings",
+			"insecure_bootstrap = true and trust_bundle_url are mutually exclusive: set one."))
+	case !c.InsecureBootstrap && s.Has("trust_bundle_path") && c.TrustBundlePath == "" && c.TrustBundleURL == "":
 		*diags = append(*diags, s.Errorf("trust_bundle_path", "Invalid value",
 			"trust_bundle_path must not be empty unless insecure_bootstrap = true."))
-	case !c.InsecureBootstrap && c.TrustBundlePath == "":
+	case !c.InsecureBootstrap && c.TrustBundlePath == "" && c.TrustBundleURL == "":
 		*diags = append(*diags, s.Errorf("trust_bundle_path", "Missing required argument",
-			"The argument \"trust_bundle_path\" is required unless insecure_bootstrap = true."))
+			"The argument \"trust_bundle_path\" is required unless insecure_bootstrap = true (or trust_bundle_url is set)."))
+	case c.TrustBundleURL != "":
+		if err := CheckTrustBundleURL(c.TrustBundleURL, c.TrustBundleURLAllowLoopbackHTTP); err != nil {
+			*diags = append(*diags, s.Errorf("trust_bundle_url", "Invalid value", "%v.", err))
+		}
+	}
+	if c.TrustBundleURLAllowLoopbackHTTP && c.TrustBundleURL == "" {
+		*diags = append(*diags, s.Errorf("trust_bundle_url_allow_loopback_http", "Conflicting settings",
+			"trust_bundle_url_allow_loopback_http applies to trust_bundle_url only, which is not set."))
 	}
 
 	c.DataDir = s.NonEmpty("data_dir", raw.DataDir, diags)
@@ -280,4 +311,36 @@ func checkJoinToken(tok string) error {
 		return fmt.Errorf("contains spaces or control characters")
 	}
 	return nil
+}
+
+// Trust bundle formats.
+const (
+	TrustBundleFormatPEM    = "pem"
+	TrustBundleFormatSPIFFE = "spiffe"
+)
+
+// CheckTrustBundleURL accepts an https URL, or with allowLoopbackHTTP an
+// http URL whose host is a loopback IP address or "localhost". No user
+// information, no fragment.
+func CheckTrustBundleURL(raw string, allowLoopbackHTTP bool) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.User != nil || u.Fragment != "" {
+		return fmt.Errorf("trust_bundle_url %q is not an absolute URL without credentials or fragment", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		h := u.Hostname()
+		ip := net.ParseIP(h)
+		loop := h == "localhost" || ip != nil && ip.IsLoopback()
+		switch {
+		case !loop:
+			return fmt.Errorf("trust_bundle_url %q must be https: plain http is accepted only to a loopback address", raw)
+		case !allowLoopbackHTTP:
+			return fmt.Errorf("trust_bundle_url %q is plain http: set trust_bundle_url_allow_loopback_http = true to accept it from a loopback address", raw)
+		}
+		return nil
+	}
+	return fmt.Errorf("trust_bundle_url %q must be an https URL", raw)
 }

@@ -56,6 +56,8 @@ func defaults() config.Config {
 		SocketPath:      config.DefaultSocketPathFor(os.Geteuid()),
 		LogLevel:        "info",
 		LogFormat:       "text",
+		// The bootstrap bundle's encoding.
+		TrustBundleFormat: "pem",
 	}
 }
 
@@ -82,6 +84,16 @@ func TestParse(t *testing.T) {
 		{name: "insecure_bootstrap with empty bundle", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`,
 			`insecure_bootstrap = true`, `trust_bundle_path = ""`, `data_dir = "/var/lib/hallmark-agent"`),
 			want: func(c *config.Config) { c.TrustBundlePath, c.InsecureBootstrap = "", true }, wantNode: "join_token", wantNodeLine: 8},
+		{name: "trust_bundle_url spiffe", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`,
+			`trust_bundle_url = "https://bundle.example.org/td.json"`, `trust_bundle_format = "spiffe"`, `data_dir = "/var/lib/hallmark-agent"`),
+			want: func(c *config.Config) {
+				c.TrustBundlePath, c.TrustBundleURL, c.TrustBundleFormat = "", "https://bundle.example.org/td.json", "spiffe"
+			}, wantNode: "join_token", wantNodeLine: 8},
+		{name: "trust_bundle_url loopback http allowed", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`,
+			`trust_bundle_url = "http://[::1]:8080/b.pem"`, `trust_bundle_url_allow_loopback_http = true`, `data_dir = "/var/lib/hallmark-agent"`),
+			want: func(c *config.Config) {
+				c.TrustBundlePath, c.TrustBundleURL, c.TrustBundleURLAllowLoopbackHTTP = "", "http://[::1]:8080/b.pem", true
+			}, wantNode: "join_token", wantNodeLine: 8},
 		{name: "socket paths", src: agt("socket_path = \"/run/hallmark/api.sock\"\nadmin_socket_path = \"/run/hallmark/admin.sock\"", joinTokenBlock),
 			want: func(c *config.Config) {
 				c.SocketPath, c.AdminSocketPath = "/run/hallmark/api.sock", "/run/hallmark/admin.sock"
@@ -138,7 +150,34 @@ func TestParse(t *testing.T) {
 		{name: "missing data_dir", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`, `trust_bundle_path = "/b"`),
 			wantErr: []string{`agent.hcl:1,7-7: Missing required argument; The argument "data_dir" is required`}},
 		{name: "missing trust_bundle_path", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`, `data_dir = "/d"`),
-			wantErr: []string{`agent.hcl:1,7-7: Missing required argument; The argument "trust_bundle_path" is required unless insecure_bootstrap = true.`}},
+			wantErr: []string{`agent.hcl:1,7-7: Missing required argument; The argument "trust_bundle_path" is required unless insecure_bootstrap = true (or trust_bundle_url is set).`}},
+		{name: "trust_bundle_url and path", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`, `data_dir = "/d"`,
+			`trust_bundle_path = "/b"`, `trust_bundle_url = "https://example.org/b.pem"`),
+			wantErr: []string{`Conflicting settings; trust_bundle_path and trust_bundle_url are mutually exclusive`}},
+		{name: "trust_bundle_url and insecure", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`, `data_dir = "/d"`,
+			`insecure_bootstrap = true`, `trust_bundle_url = "https://example.org/b.pem"`),
+			wantErr: []string{`insecure_bootstrap = true and trust_bundle_url are mutually exclusive`}},
+		{name: "trust_bundle_url plain http", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`, `data_dir = "/d"`,
+			`trust_bundle_url = "http://example.org/b.pem"`),
+			wantErr: []string{`must be https: plain http is accepted only to a loopback address`}},
+		{name: "trust_bundle_url remote http even when allowed", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`, `data_dir = "/d"`,
+			`trust_bundle_url = "http://10.0.0.1/b.pem"`, `trust_bundle_url_allow_loopback_http = true`),
+			wantErr: []string{`must be https: plain http is accepted only to a loopback address`}},
+		{name: "trust_bundle_url loopback http not allowed", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`, `data_dir = "/d"`,
+			`trust_bundle_url = "http://127.0.0.1:8080/b.pem"`),
+			wantErr: []string{`set trust_bundle_url_allow_loopback_http = true`}},
+		{name: "trust_bundle_url with credentials", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`, `data_dir = "/d"`,
+			`trust_bundle_url = "https://u:p@example.org/b.pem"`),
+			wantErr: []string{`is not an absolute URL without credentials`}},
+		{name: "trust_bundle_url ftp", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`, `data_dir = "/d"`,
+			`trust_bundle_url = "ftp://example.org/b.pem"`),
+			wantErr: []string{`must be an https URL`}},
+		{name: "allow_loopback_http without url", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`, `data_dir = "/d"`,
+			`trust_bundle_path = "/b"`, `trust_bundle_url_allow_loopback_http = true`),
+			wantErr: []string{`trust_bundle_url_allow_loopback_http applies to trust_bundle_url only`}},
+		{name: "bad trust_bundle_format", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`, `data_dir = "/d"`,
+			`trust_bundle_path = "/b"`, `trust_bundle_format = "der"`),
+			wantErr: []string{`trust_bundle_format`}},
 		{name: "missing trust_bundle_path, insecure false", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`,
 			`data_dir = "/d"`, `insecure_bootstrap = false`), wantErr: []string{`agent.hcl:1,7-7: Missing required argument`}},
 		{name: "empty trust_bundle_path", src: bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`,

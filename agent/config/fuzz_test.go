@@ -24,6 +24,10 @@ func FuzzParse(f *testing.F) {
 		"agent { trust_domain = upper(\"x\") data_dir = 1 + true }",
 		"agent \"label\" {}\nnode_attestor a b {}\nworkload_attestor {}\n",
 		"\x00agent {",
+		bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`, `data_dir = "/d"`,
+			`trust_bundle_url = "http://127.0.0.1:1/b"`, `trust_bundle_url_allow_loopback_http = true`, `trust_bundle_format = "spiffe"`),
+		bare(`trust_domain = "example.org"`, `server_address = "127.0.0.1:8081"`, `data_dir = "/d"`,
+			`trust_bundle_url = "https://[::1%25lo]/b"`),
 	} {
 		f.Add([]byte(s), "")
 		f.Add([]byte(s), "tok")
@@ -38,7 +42,9 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		if c.TrustDomain.IsZero() || c.DataDir == "" || c.ServerAddress == "" || c.NodeAttestor.Kind == "" ||
-			(c.TrustBundlePath == "") != c.InsecureBootstrap {
+			(c.TrustBundlePath == "" && c.TrustBundleURL == "") != c.InsecureBootstrap ||
+			c.TrustBundlePath != "" && c.TrustBundleURL != "" ||
+			c.TrustBundleURL != "" && config.CheckTrustBundleURL(c.TrustBundleURL, c.TrustBundleURLAllowLoopbackHTTP) != nil {
 			t.Fatalf("accepted an invalid config: %+v", c)
 		}
 		if token != "" && c.JoinToken != token {

@@ -124,6 +124,12 @@ type Config struct {
 	Federation        *hclconf.Block
 	UpstreamAuthority *hclconf.Block
 
+	// BundlePublishers holds one bundle_publisher block per kind (file,
+	// k8s_configmap, aws_ssm), in file order, for server/bundlepub to
+	// decode: where the server publishes its trust bundle for agents'
+	// bootstrap.
+	BundlePublishers []hclconf.Block
+
 	// OIDC is the oidc block (OIDC discovery for JWT-SVIDs); nil when
 	// absent.
 	OIDC *OIDC
@@ -207,6 +213,7 @@ var fileSchema = &hcl.BodySchema{
 		{Type: "federation"},
 		{Type: "upstream_authority", LabelNames: []string{"kind"}},
 		{Type: "oidc"},
+		{Type: "bundle_publisher", LabelNames: []string{"kind"}},
 	},
 }
 
@@ -232,6 +239,7 @@ func Parse(filename string, src []byte) (*Config, error) {
 	b := hclconf.Single(content.Blocks, "datastore", false, top, &diags)
 	diags = append(diags, c.datastore(b)...)
 	c.NodeAttestors = hclconf.Labelled(content.Blocks, "node_attestor", &diags)
+	c.BundlePublishers = hclconf.Labelled(content.Blocks, "bundle_publisher", &diags)
 	c.Audit = hclconf.Optional(content.Blocks, "audit", top, &diags)
 	c.Telemetry = hclconf.Optional(content.Blocks, "telemetry", top, &diags)
 	c.Federation = hclconf.Optional(content.Blocks, "federation", top, &diags)

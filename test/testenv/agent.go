@@ -33,6 +33,7 @@ type agentOpts struct {
 	noWait     bool
 	insecure   bool
 	serverAddr string
+	trust      string
 }
 
 // WithServerAddress points the agent at addr (e.g. a load balancer)
@@ -50,6 +51,10 @@ func WithAgentHCL(lines string) AgentOption {
 // WithAgentTopHCL adds top-level HCL (e.g. workload_attestor blocks).
 func WithAgentTopHCL(hcl string) AgentOption { return func(o *agentOpts) { o.extra += hcl + "\n" } }
 
+// WithTrustHCL replaces the agent's trust_bundle_path line (the server's
+// current bundle) with lines, e.g. trust_bundle_url settings.
+func WithTrustHCL(lines string) AgentOption { return func(o *agentOpts) { o.trust = lines } }
+
 // NoWait starts the agent without waiting for it to become healthy.
 func NoWait() AgentOption { return func(o *agentOpts) { o.noWait = true } }
 
@@ -66,7 +71,10 @@ func (e *Env) StartAgent(srv *Server, token string, opts ...AgentOption) *Agent 
 	}
 	a := &Agent{env: e, Dir: dir, SocketPath: filepath.Join(dir, "public", "api.sock"), ConfigPath: filepath.Join(dir, "agent.hcl"),
 		token: token, TrustDomain: srv.TrustDomain}
-	trust := fmt.Sprintf("trust_bundle_path = %q", srv.BundlePath())
+	trust := o.trust
+	if trust == "" {
+		trust = fmt.Sprintf("trust_bundle_path = %q", srv.BundlePath())
+	}
 	addr := srv.Address
 	if o.serverAddr != "" {
 		addr = o.serverAddr

@@ -12,10 +12,26 @@ agent {
   # The server's host:port (required).
   server_address = "127.0.0.1:8081"
 
-  # PEM file of the CA certificates used to authenticate the server on first
-  # contact (required unless insecure_bootstrap = true; the two are mutually
-  # exclusive): the server's trust bundle, copied out of band.
+  # The server's trust bundle, used to authenticate the server on first
+  # contact only (afterwards the agent keeps the bundle the server gives it,
+  # which follows CA rotations). One of trust_bundle_path, trust_bundle_url
+  # and insecure_bootstrap = true is required; they are mutually exclusive.
+  # The server keeps it current with a bundle_publisher block (a file, a
+  # Kubernetes ConfigMap, an SSM parameter: docs/operations.md). The file is
+  # read again before every attempt to attest, so a bundle fixed after a CA
+  # rotation is picked up without a restart.
   trust_bundle_path = "./conf/bundle.pem"
+
+  # Or download it before every attempt: an https URL (system roots), or
+  # plain http to a loopback address only with
+  # trust_bundle_url_allow_loopback_http = true. Redirects must satisfy the
+  # same rule. At most 1 MiB.
+  # trust_bundle_url = "https://bundle.example.org/example.org.pem"
+  # trust_bundle_url_allow_loopback_http = false
+
+  # Encoding of the bootstrap bundle (file or URL): "pem" (CERTIFICATE
+  # blocks) or "spiffe" (a SPIFFE bundle document, JWKS with x509-svid keys).
+  trust_bundle_format = "pem"
 
   # Trust whatever server answers on first contact. For tests only.
   insecure_bootstrap = false

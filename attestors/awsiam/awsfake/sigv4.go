@@ -1,8 +1,9 @@
 // Package awsfake holds strict loopback fakes of the AWS endpoints the AWS
 // attestors talk to — IMDSv2, STS GetCallerIdentity and EC2
-// DescribeInstances — for tests. The STS and EC2 fakes check the SigV4
-// signature of every request with an independent implementation and answer
-// only correctly signed ones, in the XML shapes AWS uses.
+// DescribeInstances — and of the SSM Parameter Store the server publishes
+// its trust bundle to, for tests. The STS, EC2 and SSM fakes check the
+// SigV4 signature of every request with an independent implementation and
+// answer only correctly signed ones, in the shapes AWS uses.
 //
 // It is test support: production code must not import it, and it must not
 // import server/, agent/ or any attestor.

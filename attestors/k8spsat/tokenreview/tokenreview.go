@@ -4,47 +4,33 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"time"
 
 	authv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hallmarkid/hallmark/attestors/k8spsat"
+	"github.com/hallmarkid/hallmark/internal/kubeapi"
 )
 
 const (
 	tokenReviewPath = "/apis/authentication.k8s.io/v1/tokenreviews"
 	// MaxReviewSize bounds the API server's answer.
 	MaxReviewSize = 1 << 20
-	// requestTimeout bounds one call, connection included.
-	requestTimeout = 10 * time.Second
 )
 
 // Config selects the API server and the credentials to call it with:
-// exactly one of KubeConfigFile and InCluster.
-type Config struct {
-	// KubeConfigFile names a kubeconfig; its current context (or its only
-	// context) selects the server and the user. The user may hold a
-	// token, a token file or a client certificate; exec plugins,
-	// auth-provider and insecure-skip-tls-verify are refused, and the
-	// server must be an https URL.
-	KubeConfigFile string
-	// InCluster uses the pod's own environment: KUBERNETES_SERVICE_HOST
-	// and _PORT, and the service-account token and CA mounted at
-	// /var/run/secrets/kubernetes.io/serviceaccount.
-	InCluster bool
-}
+// exactly one of KubeConfigFile and InCluster (see internal/kubeapi: a
+// kubeconfig's user may hold a token, a token file or a client
+// certificate; exec plugins, auth-provider and insecure-skip-tls-verify
+// are refused, and the server must be an https URL).
+type Config = kubeapi.Config
 
 // Client calls the TokenReview API of one cluster. It is safe for
 // concurrent use.
 type Client struct {
-	url    string
-	client *http.Client
-	bearer func() (string, error) // nil for client-certificate auth
+	api *kubeapi.Client
 }
 
 var _ k8spsat.TokenReviewer = (*Client)(nil)
@@ -53,24 +39,11 @@ var _ k8spsat.TokenReviewer = (*Client)(nil)
 // again for every call, as the kubelet rotates them) and returns a
 // client. It contacts no server.
 func New(c Config) (*Client, error) {
-	var (
-		cl  *Client
-		err error
-	)
-	switch {
-	case c.InCluster && c.KubeConfigFile != "":
-		return nil, errors.New("tokenreview: set one of kube_config_file and in_cluster, not both")
-	case c.InCluster:
-		cl, err = inCluster()
-	case c.KubeConfigFile != "":
-		cl, err = fromKubeconfig(c.KubeConfigFile)
-	default:
-		return nil, errors.New("tokenreview: neither kube_config_file nor in_cluster is set")
-	}
+	api, err := kubeapi.New(c)
 	if err != nil {
 		return nil, fmt.Errorf("tokenreview: %w", err)
 	}
-	return cl, nil
+	return &Client{api: api}, nil
 }
 
 // ForCluster builds the client of a k8s_psat cluster block from its
@@ -95,32 +68,19 @@ func (c *Client) Review(ctx context.Context, token string, audiences []string) (
 	if err != nil {
 		return k8spsat.Review{}, fmt.Errorf("tokenreview: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, kubeapi.RequestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
+	req, err := c.api.NewRequest(ctx, http.MethodPost, tokenReviewPath, bytes.NewReader(body))
 	if err != nil {
 		return k8spsat.Review{}, fmt.Errorf("tokenreview: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	if c.bearer != nil {
-		b, err := c.bearer()
-		if err != nil {
-			return k8spsat.Review{}, fmt.Errorf("tokenreview: %w", err)
-		}
-		req.Header.Set("Authorization", "Bearer "+b)
-	}
-	resp, err := c.client.Do(req)
+	code, data, err := c.api.Do(req, MaxReviewSize)
 	if err != nil {
 		return k8spsat.Review{}, fmt.Errorf("tokenreview: %w", err)
 	}
-	defer resp.Body.Close()
-	data, err := readAllLimited(resp.Body, MaxReviewSize)
-	if err != nil {
-		return k8spsat.Review{}, fmt.Errorf("tokenreview: answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		return k8spsat.Review{}, fmt.Errorf("tokenreview: %s", resp.Status)
+	if code != http.StatusCreated && code != http.StatusOK {
+		return k8spsat.Review{}, fmt.Errorf("tokenreview: %d %s", code, http.StatusText(code))
 	}
 	return decodeReview(data)
 }
@@ -151,15 +111,4 @@ func decodeReview(data []byte) (k8spsat.Review, error) {
 		}
 	}
 	return r, nil
-}
-
-func readAllLimited(r io.Reader, limit int64) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("larger than %d bytes", limit)
-	}
-	return b, nil
 }

@@ -1,20 +1,126 @@
-package tokenreview
+// Package kubeapi connects to a Kubernetes API server the way Hallmark's
+// server-side integrations need: from a kubeconfig (token, token file or
+// client certificate; exec plugins, auth-provider and
+// insecure-skip-tls-verify are refused, the server must be https) or from
+// the pod's in-cluster environment, over verified TLS, without following
+// redirects. Token files are read again for every request (the kubelet
+// rotates them).
+//
+// Only server-side code may import it (the agent must not link the
+// Kubernetes modules); it must not import client-go, server/ or agent/.
+package kubeapi
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 )
+
+// RequestTimeout bounds one call, connection included.
+const RequestTimeout = 10 * time.Second
+
+// Config selects the API server and the credentials to call it with:
+// exactly one of KubeConfigFile and InCluster.
+type Config struct {
+	// KubeConfigFile names a kubeconfig; its current context (or its only
+	// context) selects the server and the user.
+	KubeConfigFile string
+	// InCluster uses the pod's own environment: KUBERNETES_SERVICE_HOST
+	// and _PORT, and the service-account token and CA mounted at
+	// /var/run/secrets/kubernetes.io/serviceaccount.
+	InCluster bool
+}
+
+// Client calls one API server. It is safe for concurrent use.
+type Client struct {
+	base   string // https://host:port[/prefix], no trailing slash
+	client *http.Client
+	bearer func() (string, error) // nil for client-certificate auth
+}
+
+// New reads c's kubeconfig or in-cluster files and returns a client. It
+// contacts no server.
+func New(c Config) (*Client, error) {
+	var (
+		cl  *Client
+		err error
+	)
+	switch {
+	case c.InCluster && c.KubeConfigFile != "":
+		return nil, errors.New("kubeapi: set one of the kubeconfig file and in-cluster, not both")
+	case c.InCluster:
+		cl, err = inCluster()
+	case c.KubeConfigFile != "":
+		cl, err = fromKubeconfig(c.KubeConfigFile)
+	default:
+		return nil, errors.New("kubeapi: neither a kubeconfig file nor in-cluster is set")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubeapi: %w", err)
+	}
+	return cl, nil
+}
+
+// URL returns the absolute URL of the API path p ("/api/v1/...").
+func (c *Client) URL(p string) string { return c.base + p }
+
+// NewRequest builds a request for the API path p with the client's
+// credentials; body may be nil.
+func (c *Client) NewRequest(ctx context.Context, method, p string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.URL(p), body)
+	if err != nil {
+		return nil, fmt.Errorf("kubeapi: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.bearer != nil {
+		b, err := c.bearer()
+		if err != nil {
+			return nil, fmt.Errorf("kubeapi: %w", err)
+		}
+		req.Header.Set("Authorization", "Bearer "+b)
+	}
+	return req, nil
+}
+
+// Do sends req (from NewRequest) and returns the status code and the body,
+// read up to limit bytes (a longer body is an error).
+func (c *Client) Do(req *http.Request, limit int64) (int, []byte, error) {
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("kubeapi: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := ReadAllLimited(resp.Body, limit)
+	if err != nil {
+		return resp.StatusCode, nil, fmt.Errorf("kubeapi: answer: %w", err)
+	}
+	return resp.StatusCode, data, nil
+}
+
+// ReadAllLimited reads r to its end; more than limit bytes is an error.
+func ReadAllLimited(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("larger than %d bytes", limit)
+	}
+	return b, nil
+}
 
 // inClusterDir holds the server pod's own token and CA; a variable so that
 // tests can point it elsewhere.
@@ -34,7 +140,7 @@ func inCluster() (*Client, error) {
 		return nil, fmt.Errorf("in_cluster: %w", err)
 	}
 	return &Client{
-		url:    "https://" + net.JoinHostPort(host, port) + tokenReviewPath,
+		base:   "https://" + net.JoinHostPort(host, port),
 		client: apiClient(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}),
 		bearer: fileBearer(tokenFile),
 	}, nil
@@ -121,7 +227,7 @@ func fromKubeconfig(path string) (*Client, error) {
 		if c.Cluster.Insecure {
 			return nil, fmt.Errorf("kubeconfig %s: insecure-skip-tls-verify is not supported", path)
 		}
-		r.url = strings.TrimSuffix(u.String(), "/") + tokenReviewPath
+		r.base = strings.TrimSuffix(u.String(), "/")
 		tlsConf.ServerName = c.Cluster.TLSServerName
 		switch {
 		case len(c.Cluster.CAData) > 0:
@@ -184,7 +290,7 @@ func fromKubeconfig(path string) (*Client, error) {
 
 func apiClient(tlsConf *tls.Config) *http.Client {
 	return &http.Client{
-		Timeout:   requestTimeout,
+		Timeout:   RequestTimeout,
 		Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: tlsConf, MaxIdleConnsPerHost: 4},
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return errors.New("redirects are not followed")
@@ -224,5 +330,5 @@ func readLimited(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return readAllLimited(f, limit)
+	return ReadAllLimited(f, limit)
 }

@@ -1,4 +1,4 @@
-package tokenreview
+package kubeapi
 
 import (
 	"crypto/ecdsa"
@@ -42,8 +42,8 @@ func TestInClusterReviewer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.url != "https://[fd00::1]:443/apis/authentication.k8s.io/v1/tokenreviews" {
-		t.Fatalf("url = %s", r.url)
+	if u := r.URL("/apis/authentication.k8s.io/v1/tokenreviews"); u != "https://[fd00::1]:443/apis/authentication.k8s.io/v1/tokenreviews" {
+		t.Fatalf("url = %s", u)
 	}
 	if b, err := r.bearer(); err != nil || b != "tok" {
 		t.Fatalf("bearer = %q, %v", b, err)

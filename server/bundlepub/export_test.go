@@ -1,0 +1,4 @@
+package bundlepub
+
+// DecodeConfigMap exposes decodeConfigMap to the fuzz test.
+var DecodeConfigMap = decodeConfigMap
