@@ -115,7 +115,9 @@ if [ "$ATTESTOR" = tpm ] && tpm_missing && [ "$(id -u)" -eq 0 ]; then
 fi
 if [ "$ATTESTOR" = tpm ] && tpm_missing; then
   ATTESTOR=join_token
-  step note "no swtpm here (run as root, or apt-get install -y swtpm swtpm-tools tpm2-tools): a join token attests the node instead, and the PCR step is skipped"
+  why="run as root, or apt-get install -y swtpm swtpm-tools tpm2-tools"
+  [ -s "$DIR/deps.log" ] && why="installing it failed: $(tail -n 1 "$DIR/deps.log")"
+  step note "no swtpm here ($why): a join token attests the node instead, and the PCR step is skipped"
 elif [ "$ATTESTOR" != tpm ]; then
   ATTESTOR=join_token
   step note "DEMO_ATTESTOR=$DEMO_ATTESTOR: a join token attests the node instead of a swtpm, and the PCR step is skipped"
@@ -243,7 +245,7 @@ step rotate "the agent renewed the SVID at half-life and pushed serial ${serials
 
 if [ "$ATTESTOR" != tpm ]; then
   step skip "PCR change refusing the node: needs swtpm (see the note above)"
-  step done "stopping everything; run as root or install swtpm to see the TPM steps"
+  step done "stopping server and agent; removing $DIR (with swtpm installed the demo shows the TPM steps)"
   exit 0
 fi
 
