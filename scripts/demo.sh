@@ -130,13 +130,13 @@ A=(-socketPath "$DIR/agent-public/api.sock")
 
 # --- The "TPM": manufactured with our own vendor CA, then booted. ---
 if [ "$ATTESTOR" = tpm ]; then
-  CA_CN=$("$HELPER" manufacture -dir "$DIR/tpm")
+  CA_CN=$("$HELPER" manufacture -dir "$DIR/tpm") || fail "manufacturing the swtpm state (swtpm_setup)"
   swtpm socket --tpm2 --server "type=unixio,path=$DIR/tpm/tpm.sock" --ctrl "type=unixio,path=$DIR/tpm/tpm.sock.ctrl" \
     --tpmstate "dir=$DIR/tpm/state" --flags not-need-init,startup-clear --pid "file=$DIR/tpm/swtpm.pid" \
-    --log "file=$DIR/swtpm.log" --daemon
+    --log "file=$DIR/swtpm.log" --daemon || fail "starting swtpm: $(tail -n 5 "$DIR/swtpm.log" 2>/dev/null)"
   names+=(swtpm) pids+=("$(cat "$DIR/tpm/swtpm.pid")") logs+=("$DIR/swtpm.log")
   DEVICE="unix:$DIR/tpm/tpm.sock"
-  EK_HASH=$("$BIN/hallmark-agent" tpm ek-hash -device "$DEVICE")
+  EK_HASH=$("$BIN/hallmark-agent" tpm ek-hash -device "$DEVICE") || fail "hallmark-agent tpm ek-hash on the swtpm"
   step tpm "swtpm manufactured: its EK certificate is signed by \"$CA_CN\", standing in for the TPM vendor; EK hash ${EK_HASH:0:16}…"
   NODE_ATTESTOR_SERVER="node_attestor \"tpm\" {
   ek_ca_dir = \"$DIR/tpm/ekca\"
@@ -218,14 +218,15 @@ fi
 
 # --- Workload API. ---
 WORKLOAD=spiffe://example.org/demo/web
+SVID_TTL=4 # seconds: renewed at half-life, so the rotation shows in 2 s
 "$BIN/hallmark-server" entry create "${S[@]}" -parentID "$PARENT" -spiffeID "$WORKLOAD" \
-  -selector "unix:uid:$(id -u)" -x509SVIDTTL 6 >/dev/null
+  -selector "unix:uid:$(id -u)" -x509SVIDTTL "$SVID_TTL" >/dev/null
 serial_of() { awk -F'\t+' '/SVID Serial/{print $2; exit}'; }
 fetch_out=""
 fetch() { fetch_out=$("$BIN/hallmark-agent" api fetch x509 "${A[@]}" -timeout 2s 2>&1) && grep -qF "$WORKLOAD" <<<"$fetch_out"; }
 wait_for 10 "the workload SVID" fetch
 SERIAL1=$(serial_of <<<"$fetch_out")
-step wlapi "the Workload API gave this process $WORKLOAD (serial ${SERIAL1:0:12}…, TTL 6 s): uid $(id -u) by its kernel peer credentials, $WHERE"
+step wlapi "the Workload API gave this process $WORKLOAD (serial ${SERIAL1:0:12}…, TTL $SVID_TTL s): uid $(id -u) by its kernel peer credentials, $WHERE"
 
 # --- SDS, as Envoy asks. ---
 SDS_OUT=$("$HELPER" sds "${A[@]}") || fail "SDS: $SDS_OUT"
