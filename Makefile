@@ -30,7 +30,7 @@ race: deps
 	HALLMARK_RACE=1 $(GO) test -race -count=1 -timeout 40m $(PKGS)
 
 demo: build
-	@scripts/demo.sh
+	@GO="$(GO)" scripts/demo.sh
 
 bench: deps build
 	@scripts/bench.sh
