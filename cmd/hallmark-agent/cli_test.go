@@ -325,3 +325,20 @@ func TestVersion(t *testing.T) {
 }
 
 func newTestFlagSet() *flag.FlagSet { return flag.NewFlagSet("test", flag.ContinueOnError) }
+
+// TestRunErrorPrintedOnce: a start-up failure logged to stderr is not
+// printed a second time as "Error: ...".
+func TestRunErrorPrintedOnce(t *testing.T) {
+	path := writeAgentConfig(t, "")
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc, _, errOut := runAgentCLI("run", "-config", path, "-joinToken", "0123456789abcdef0123456789abcdef", "-dataDir", filepath.Join(file, "data"))
+	if rc != 1 || !strings.Contains(errOut, "Agent failed to start") {
+		t.Fatalf("exit %d, stderr %q; want exit 1 and the failure logged", rc, errOut)
+	}
+	if n := strings.Count(errOut, "not a directory"); n != 1 {
+		t.Fatalf("the error is printed %d times, want once:\n%s", n, errOut)
+	}
+}
