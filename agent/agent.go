@@ -376,6 +376,9 @@ func (a *Agent) loadOrAttest(ctx context.Context) error {
 	case !errors.Is(err, os.ErrNotExist):
 		a.log.Warn("Ignoring unreadable persisted agent SVID", "error", err)
 	}
+	if a.cfg.NodeAttestor.Kind == config.JoinTokenKind && a.cfg.JoinToken == "" {
+		return fmt.Errorf("agent: no usable agent SVID in %s and no join token to attest with: give -joinToken (or join_token), or configure a node_attestor", a.cfg.DataDir)
+	}
 	return a.attest(ctx)
 }
 

@@ -116,6 +116,15 @@ func (a *Agent) Restart() {
 	a.start(true)
 }
 
+// RestartWithoutToken stops the agent and starts it again with the same
+// data but without -joinToken, as an operator's second `run` does.
+func (a *Agent) RestartWithoutToken() {
+	a.env.t.Helper()
+	a.Stop()
+	a.token = ""
+	a.start(true)
+}
+
 // WaitHealthy waits until the agent's health check passes.
 func (a *Agent) WaitHealthy() {
 	a.env.t.Helper()

@@ -56,8 +56,10 @@ agent {
   admin_socket_path = ""
 
   # A single-use join token generated on the server, used for the
-  # first attestation. The -joinToken flag overrides it. When it is set and
-  # no node_attestor block is given, node_attestor "join_token" is implied.
+  # first attestation. The -joinToken flag overrides it. Without a
+  # node_attestor block, node_attestor "join_token" is implied. A restarted
+  # agent runs on the SVID saved in data_dir and needs no token; without a
+  # usable saved SVID and without a token it stops and says so.
   join_token = ""
 
   # Logging: level "debug", "info", "warn" or "error"; format "text" or
@@ -67,8 +69,8 @@ agent {
   log_file   = ""
 }
 
-# The node attestor: how this agent proves which node it runs on. Exactly
-# one, unless join_token is set (then it may be left out). The label is the
+# The node attestor: how this agent proves which node it runs on. At most
+# one; left out, it is "join_token". The label is the
 # kind; the body holds that attestor's own settings (see its documentation).
 node_attestor "join_token" {}
 #
