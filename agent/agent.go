@@ -39,6 +39,7 @@ import (
 	"github.com/hallmarkid/hallmark/agent/workloadattest"
 	"github.com/hallmarkid/hallmark/attestors"
 	"github.com/hallmarkid/hallmark/internal/hclconf"
+	"github.com/hallmarkid/hallmark/internal/sdnotify"
 	"github.com/hallmarkid/hallmark/internal/pidlock"
 	"github.com/hallmarkid/hallmark/internal/telemetry"
 	"github.com/hallmarkid/hallmark/sds"
@@ -250,12 +251,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		go func() { errCh <- servers[i].Serve(listeners[i]) }()
 	}
 	a.log.Info("Agent ready", "workload_api_socket", a.cfg.SocketPath, "agent_id", a.currentSVID().ID.String())
+	// systemd Type=notify: ready once attested and serving.
+	if err := sdnotify.Ready(); err != nil {
+		a.log.Warn("Could not notify systemd", "error", err)
+	}
 
 	select {
 	case <-ctx.Done():
 	case err = <-errCh:
 	}
 	a.log.Info("Agent stopping")
+	_ = sdnotify.Stopping()
 	cancel()
 	done := make(chan struct{})
 	go func() {
