@@ -39,8 +39,8 @@ import (
 	"github.com/hallmarkid/hallmark/agent/workloadattest"
 	"github.com/hallmarkid/hallmark/attestors"
 	"github.com/hallmarkid/hallmark/internal/hclconf"
-	"github.com/hallmarkid/hallmark/internal/sdnotify"
 	"github.com/hallmarkid/hallmark/internal/pidlock"
+	"github.com/hallmarkid/hallmark/internal/sdnotify"
 	"github.com/hallmarkid/hallmark/internal/telemetry"
 	"github.com/hallmarkid/hallmark/sds"
 )
