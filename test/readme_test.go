@@ -67,21 +67,9 @@ func TestReadmeBlock(t *testing.T) {
 	}
 }
 
-// TestReadmeRunByHand runs the README's "Run it by hand" commands verbatim,
-// as a newcomer pastes them into a shell at the repository root, against
-// the real binaries: in a copy of conf/, in private mount and network
-// namespaces so that the fixed port 8081, the default sockets under /run
-// and /tmp/svid belong to this test alone. `make build` is the one command
-// not run: the binaries testenv built are copied into bin/ instead.
+// TestReadmeRunByHand runs the README's "Run it by hand" commands verbatim
+// (runDocBlock) in a copy of conf/: the SVID lands in /tmp/svid.
 func TestReadmeRunByHand(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("readme: the walkthrough needs root to run in private mount and network namespaces (unshare)")
-	}
-	for _, tool := range []string{"unshare", "ip", "bash", "sed"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("readme: %s: %v", tool, err)
-		}
-	}
 	root := testenv.RepoRoot()
 	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
 	if err != nil {
@@ -95,53 +83,15 @@ func TestReadmeRunByHand(t *testing.T) {
 		t.Fatalf("readme: the walkthrough should start with make build:\n%s", block)
 	}
 
-	work := t.TempDir()
-	repo := filepath.Join(work, "repo")
-	tmp := filepath.Join(work, "tmp")
-	for _, d := range []string{filepath.Join(repo, "conf"), filepath.Join(repo, "bin"), tmp} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, f := range []string{"server.hcl", "agent.hcl"} {
-		copyFile(t, filepath.Join(root, "conf", f), filepath.Join(repo, "conf", f), 0o644)
-	}
-	bin := testenv.Binaries(t)
-	for _, b := range []string{"hallmark-server", "hallmark-agent"} {
-		copyFile(t, filepath.Join(bin, b), filepath.Join(repo, "bin", b), 0o755)
-	}
-
-	// The prelude gives the namespaces a loopback interface, an empty /run
-	// and a private /tmp (work/tmp, bound while the working directory
-	// already is the copy, which lies under the old /tmp).
-	prelude := `set -e
-ip link set lo up
-mount -t tmpfs -o mode=0755 tmpfs /run
-cd "$HALLMARK_README_REPO"
-mount --bind "$HALLMARK_README_TMP" /tmp
-make() { [ "$*" = build ] || { echo "make $*: only make build is expected" >&2; return 1; }; }
-`
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--net", "bash", "-c", prelude+block)
-	cmd.Env = append(os.Environ(), "HALLMARK_README_REPO="+repo, "HALLMARK_README_TMP="+tmp)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	// Whatever happens, end the daemons the script started in the background.
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	runErr := cmd.Run()
-	if cmd.Process != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
-	if runErr != nil {
-		t.Fatalf("readme walkthrough: %v (context: %v)\n%s", runErr, ctx.Err(), out.String())
-	}
+	repo, tmp, out := runDocBlock(t, block, map[string]string{
+		"conf/server.hcl": filepath.Join(root, "conf", "server.hcl"),
+		"conf/agent.hcl":  filepath.Join(root, "conf", "agent.hcl"),
+	}, nil)
 
 	// The SVID written to /tmp/svid carries the entry's SPIFFE ID.
 	data, err := os.ReadFile(filepath.Join(tmp, "svid", "svid.0.pem"))
 	if err != nil {
-		t.Fatalf("readme walkthrough wrote no SVID: %v\n%s", err, out.String())
+		t.Fatalf("readme walkthrough wrote no SVID: %v\n%s", err, out)
 	}
 	blk, _ := pem.Decode(data)
 	if blk == nil {
@@ -169,6 +119,83 @@ make() { [ "$*" = build ] || { echo "make $*: only make build is expected" >&2; 
 			t.Errorf(".gitignore lacks %s (the walkthrough writes it)", want)
 		}
 	}
+}
+
+// runDocBlock runs a documentation block of shell commands verbatim, as a
+// reader pastes them into a shell at the repository root, against the real
+// binaries: in a fresh directory holding bin/ (the binaries testenv built)
+// and copies of files (destination → source), in private mount and network
+// namespaces so that fixed ports, the default sockets under /run and /tmp
+// belong to this run alone. `make build` is the one command not run (the
+// binaries are already in bin/). It returns the directory, the private
+// /tmp and the combined output; a failing command fails the test.
+//
+// atExit, when not nil, runs at the test's cleanup with the directory (to
+// stop daemons the commands started outside the process group).
+func runDocBlock(t *testing.T, block string, files map[string]string, atExit func(repo string)) (repo, tmp, out string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("docs: running documented commands needs root for private mount and network namespaces (unshare)")
+	}
+	for _, tool := range []string{"unshare", "ip", "bash", "sed"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("docs: %s: %v", tool, err)
+		}
+	}
+	// Not under /tmp, which the commands get a private copy of: absolute
+	// paths into the directory must stay valid inside the namespace.
+	work, err := os.MkdirTemp("/var/tmp", "hallmark-doc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(work) })
+	repo = filepath.Join(work, "repo")
+	tmp = filepath.Join(work, "tmp")
+	if atExit != nil {
+		t.Cleanup(func() { atExit(repo) })
+	}
+	for _, d := range []string{filepath.Join(repo, "bin"), tmp} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for to, from := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(repo, to)), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		copyFile(t, from, filepath.Join(repo, to), 0o644)
+	}
+	bin := testenv.Binaries(t)
+	for _, b := range []string{"hallmark-server", "hallmark-agent"} {
+		copyFile(t, filepath.Join(bin, b), filepath.Join(repo, "bin", b), 0o755)
+	}
+
+	// The prelude gives the namespaces a loopback interface, an empty /run
+	// and a private /tmp (work/tmp).
+	prelude := `set -e
+ip link set lo up
+mount -t tmpfs -o mode=0755 tmpfs /run
+cd "$HALLMARK_DOC_REPO"
+mount --bind "$HALLMARK_DOC_TMP" /tmp
+make() { [ "$*" = build ] || { echo "make $*: only make build is expected" >&2; return 1; }; }
+`
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--net", "bash", "-c", prelude+block)
+	cmd.Env = append(os.Environ(), "HALLMARK_DOC_REPO="+repo, "HALLMARK_DOC_TMP="+tmp)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Whatever happens, end the daemons the script started in the background.
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	runErr := cmd.Run()
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	if runErr != nil {
+		t.Fatalf("documented commands: %v (context: %v)\n%s", runErr, ctx.Err(), buf.String())
+	}
+	return repo, tmp, buf.String()
 }
 
 func copyFile(t *testing.T, from, to string, mode os.FileMode) {
