@@ -40,6 +40,7 @@ import (
 	"github.com/hallmarkid/hallmark/attestors"
 	"github.com/hallmarkid/hallmark/internal/hclconf"
 	"github.com/hallmarkid/hallmark/internal/pidlock"
+	"github.com/hallmarkid/hallmark/internal/sdnotify"
 	"github.com/hallmarkid/hallmark/internal/telemetry"
 	"github.com/hallmarkid/hallmark/sds"
 )
@@ -250,12 +251,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		go func() { errCh <- servers[i].Serve(listeners[i]) }()
 	}
 	a.log.Info("Agent ready", "workload_api_socket", a.cfg.SocketPath, "agent_id", a.currentSVID().ID.String())
+	// systemd Type=notify: ready once attested and serving.
+	if err := sdnotify.Ready(); err != nil {
+		a.log.Warn("Could not notify systemd", "error", err)
+	}
 
 	select {
 	case <-ctx.Done():
 	case err = <-errCh:
 	}
 	a.log.Info("Agent stopping")
+	_ = sdnotify.Stopping()
 	cancel()
 	done := make(chan struct{})
 	go func() {
@@ -375,6 +381,9 @@ func (a *Agent) loadOrAttest(ctx context.Context) error {
 		a.log.Info("Persisted agent SVID expired; attesting again", "agent_id", s.ID.String())
 	case !errors.Is(err, os.ErrNotExist):
 		a.log.Warn("Ignoring unreadable persisted agent SVID", "error", err)
+	}
+	if a.cfg.NodeAttestor.Kind == config.JoinTokenKind && a.cfg.JoinToken == "" {
+		return fmt.Errorf("agent: no usable agent SVID in %s and no join token to attest with: give -joinToken (or join_token), or configure a node_attestor", a.cfg.DataDir)
 	}
 	return a.attest(ctx)
 }

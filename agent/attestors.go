@@ -28,9 +28,8 @@ func newCollector(cfg *config.Config, log *slog.Logger) (attestors.NodeCollector
 		if err := hclconf.DecodeBlock(b, &struct{}{}); err != nil {
 			return nil, err
 		}
-		if cfg.JoinToken == "" {
-			return nil, errors.New("join_token attestation needs join_token in the agent block or -joinToken")
-		}
+		// Without a token the agent runs on its saved SVID: loadOrAttest
+		// refuses to attest (errNoJoinToken) when there is none.
 		return jointoken.NewCollector(cfg.JoinToken), nil
 	case tpm.Type:
 		var c tpm.AgentConfig

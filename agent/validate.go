@@ -26,9 +26,8 @@ func Validate(cfg *config.Config) error {
 	var err error
 	switch b.Kind {
 	case jointoken.Type:
-		if err = hclconf.DecodeBlock(b, &struct{}{}); err == nil && cfg.JoinToken == "" {
-			err = errors.New("join_token attestation needs join_token in the agent block or -joinToken")
-		}
+		// No token is fine: a restarted agent runs on its saved SVID.
+		err = hclconf.DecodeBlock(b, &struct{}{})
 	case tpm.Type:
 		err = hclconf.DecodeBlock(b, &tpm.AgentConfig{})
 	case awsiid.Type:

@@ -56,8 +56,10 @@ agent {
   admin_socket_path = ""
 
   # A single-use join token generated on the server, used for the
-  # first attestation. The -joinToken flag overrides it. When it is set and
-  # no node_attestor block is given, node_attestor "join_token" is implied.
+  # first attestation. The -joinToken flag overrides it. Without a
+  # node_attestor block, node_attestor "join_token" is implied. A restarted
+  # agent runs on the SVID saved in data_dir and needs no token; without a
+  # usable saved SVID and without a token it stops and says so.
   join_token = ""
 
   # Logging: level "debug", "info", "warn" or "error"; format "text" or
@@ -67,8 +69,8 @@ agent {
   log_file   = ""
 }
 
-# The node attestor: how this agent proves which node it runs on. Exactly
-# one, unless join_token is set (then it may be left out). The label is the
+# The node attestor: how this agent proves which node it runs on. At most
+# one; left out, it is "join_token". The label is the
 # kind; the body holds that attestor's own settings (see its documentation).
 node_attestor "join_token" {}
 #
@@ -77,6 +79,32 @@ node_attestor "join_token" {}
 # (spiffe://<trust_domain>/hallmark/server, or server_id, which must then
 # equal the server's) into its request; k8s_psat sends the projected token,
 # whose audience must be the server's (by default its SPIFFE ID).
+# Replace the block above with one of these (documented in docs/tpm.md,
+# docs/aws.md, docs/kubernetes.md):
+#
+# node_attestor "tpm" {
+#   device    = "/dev/tpmrm0"  # or "unix:/run/swtpm/tpm.sock", "tcp:127.0.0.1:2321"
+#   ak_type   = "ecc"          # or "rsa"
+#   ek_type   = "rsa"          # or "ecc"; the agent ID derives from the EK
+#   event_log = "/sys/kernel/security/tpm0/binary_bios_measurements"  # "none": send none
+# }
+# node_attestor "aws_iid" {
+#   imds_endpoint = "http://169.254.169.254"
+# }
+# node_attestor "aws_nitro" {
+#   device = "/dev/nsm"
+# }
+# node_attestor "aws_iam" {
+#   sts_region        = "us-east-1"  # default $AWS_REGION, else us-east-1
+#   sts_host          = ""           # default sts.<region>.amazonaws.com
+#   ecs_task_metadata = false        # send ECS task metadata as unverified hints
+#   ecs_metadata_uri  = ""           # default $ECS_CONTAINER_METADATA_URI_V4
+#   server_id         = ""           # default spiffe://<trust_domain>/hallmark/server
+# }
+# node_attestor "k8s_psat" {
+#   cluster    = "prod"  # the server's cluster block of the same name
+#   token_path = "/var/run/secrets/tokens/hallmark-agent"
+# }
 
 # Workload attestors: how the agent finds out who a calling process is.
 # Zero or more, one block per kind; the body holds that attestor's own
@@ -90,3 +118,41 @@ workload_attestor "unix" {
   # any process of the same uid can ptrace it. Combine them with a uid.
   discover_workload_path = false
 }
+
+# Kubernetes workload attestation (k8s:ns:, k8s:sa:, k8s:pod-label:...): the
+# agent asks the kubelet which pod a caller's container belongs to. See
+# docs/kubernetes.md for every key.
+#
+# workload_attestor "k8s" {
+#   kubelet_secure_port       = 10250
+#   node_name_env             = "MY_NODE_NAME"
+#   token_path                = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+#   kubelet_ca_path           = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+#   skip_kubelet_verification = false
+# }
+
+# Envoy SDS v3 (optional): always served on the Workload API socket; this
+# block renames the default resources and can add an SDS-only socket for
+# Istio. See docs/sds.md.
+#
+# sds {
+#   default_svid_name              = "default"  # the caller's default SVID
+#   default_bundle_name            = "ROOTCA"   # the agent's trust bundle
+#   default_all_bundles_name       = "ALL"      # own and federated bundles
+#   disable_spiffe_cert_validation = false      # bundles always as trusted_ca
+#   file_dir                       = ""         # Istio file-root:/file-cert: names, read
+#                                               # with the caller's rights; "": refused
+#   socket_path                    = "/run/secrets/workload-spiffe-uds/socket"
+#   allow_missing_security_header  = true       # SDS on the Workload API socket without
+#                                               # workload.spiffe.io (as SPIRE)
+#   socket_require_security_header = false      # on socket_path
+# }
+
+# Prometheus metrics and health (optional): GET /metrics, /live and /ready
+# (ready: a valid agent SVID, neither evicted nor banned; otherwise 503 with
+# the reason) on listen_address. No authentication: keep it on loopback. See
+# docs/operations.md, "Health and metrics".
+#
+# telemetry {
+#   listen_address = "127.0.0.1:9989"
+# }

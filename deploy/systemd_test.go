@@ -108,16 +108,18 @@ func TestSystemdUnits(t *testing.T) {
 		{
 			name: "server", unit: "systemd/hallmark-server.service", config: "systemd/server.hcl",
 			want: map[string]string{
-				"User": "hallmark", "PrivateDevices": "yes", "ProtectProc": "invisible",
+				"Type": "notify", "User": "hallmark", "PrivateDevices": "yes", "ProtectProc": "invisible",
 				"StateDirectory": "hallmark/server", "RuntimeDirectory": "hallmark-server", "RuntimeDirectoryMode": "0700",
 				"LogsDirectory": "hallmark",
 			},
-			absent: []string{"DeviceAllow"},
+			absent: []string{"DeviceAllow", "SupplementaryGroups"},
 		},
 		{
 			name: "agent", unit: "systemd/hallmark-agent.service", config: "systemd/agent.hcl",
 			want: map[string]string{
-				"User": "root", "DevicePolicy": "closed", "DeviceAllow": "/dev/tpmrm0 rw",
+				// tss: udev's group of /dev/tpmrm0 (0660) on Debian/Ubuntu; the
+				// unit drops every capability, so root needs the group.
+				"Type": "notify", "User": "root", "SupplementaryGroups": "tss", "DevicePolicy": "closed", "DeviceAllow": "/dev/tpmrm0 rw",
 				"StateDirectory": "hallmark/agent", "RuntimeDirectory": "hallmark-agent", "RuntimeDirectoryMode": "0755",
 			},
 			// The agent reads callers' /proc entries and opens the TPM.

@@ -87,7 +87,7 @@ type Config struct {
 //	  disable_spiffe_cert_validation = false
 //	  file_dir                       = ""
 //	  socket_path                    = "/run/secrets/workload-spiffe-uds/socket"
-//	  allow_missing_security_header  = false
+//	  allow_missing_security_header  = true
 //	  socket_require_security_header = false
 //	}
 //
@@ -100,7 +100,7 @@ type HCLConfig struct {
 	DisableSPIFFECertValidation bool   `hcl:"disable_spiffe_cert_validation,optional"`
 	FileDir                     string `hcl:"file_dir,optional"`
 	ExtraSocketPath             string `hcl:"socket_path,optional"`
-	AllowMissingSecurityHeader  bool   `hcl:"allow_missing_security_header,optional"`
+	AllowMissingSecurityHeader  *bool  `hcl:"allow_missing_security_header,optional"` // nil: true
 	SocketRequireSecurityHeader bool   `hcl:"socket_require_security_header,optional"`
 }
 
@@ -113,7 +113,7 @@ func (c HCLConfig) Config() Config {
 		DefaultAllBundlesName:            c.DefaultAllBundlesName,
 		DisableSPIFFECertValidation:      c.DisableSPIFFECertValidation,
 		FileDir:                          c.FileDir,
-		AllowMissingSecurityHeader:       c.AllowMissingSecurityHeader,
+		AllowMissingSecurityHeader:       c.AllowMissingSecurityHeader == nil || *c.AllowMissingSecurityHeader,
 		ExtraSocketRequireSecurityHeader: c.SocketRequireSecurityHeader,
 	}
 	cfg.setDefaults()

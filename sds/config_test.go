@@ -14,7 +14,7 @@ import (
 func TestHCLConfig(t *testing.T) {
 	cfg := sds.HCLConfig{}.Config()
 	if cfg.DefaultSVIDName != "default" || cfg.DefaultBundleName != "ROOTCA" || cfg.DefaultAllBundlesName != "ALL" ||
-		cfg.AllowMissingSecurityHeader || cfg.ExtraSocketRequireSecurityHeader || cfg.FileDir != "" {
+		!cfg.AllowMissingSecurityHeader || cfg.ExtraSocketRequireSecurityHeader || cfg.FileDir != "" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	tests := []struct {

@@ -98,14 +98,39 @@ func TestFetchCustomNames(t *testing.T) {
 	}
 }
 
+// TestFetchNoEntries: a caller without an identity gets no certificate,
+// but the trust bundles (ROOTCA, ALL: the own bundle alone, the own trust
+// domain by ID), as SPIRE serves them; a foreign trust domain is NotFound.
 func TestFetchNoEntries(t *testing.T) {
 	e := newEnv(t)
 	e.addEntries(mkEntry("e1", "/w1", 1, uidSelector(424242)))
-	for _, names := range [][]string{{"default"}, {"ROOTCA"}, nil} {
+	for _, names := range [][]string{{"default"}, {"spiffe://example.org/w1"}, nil} {
 		_, err := e.client().FetchSecrets(ctxT(t), &discoveryv3.DiscoveryRequest{ResourceNames: names})
-		if status.Code(err) != codes.PermissionDenied || !errContains(err, "no identity issued") {
-			t.Fatalf("%v: err = %v", names, err)
+		if status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("%v: err = %v, want PermissionDenied", names, err)
 		}
+	}
+	resp, err := e.client().FetchSecrets(ctxT(t), &discoveryv3.DiscoveryRequest{ResourceNames: []string{"ROOTCA", "ALL", "spiffe://example.org"}})
+	if err != nil {
+		t.Fatalf("bundles for a caller without identity: %v", err)
+	}
+	sec := secrets(t, resp)
+	if len(sec) != 3 {
+		t.Fatalf("secrets: %v", sec)
+	}
+	for name, s := range sec {
+		roots, _ := rootsOf(t, s)
+		n := 0
+		for _, r := range roots {
+			n += len(r)
+		}
+		if n != 1 {
+			t.Fatalf("%s: roots %v, want the own CA alone", name, roots)
+		}
+	}
+	_, err = e.client().FetchSecrets(ctxT(t), &discoveryv3.DiscoveryRequest{ResourceNames: []string{"spiffe://other.org"}})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("foreign trust domain: %v, want NotFound", err)
 	}
 }
 
@@ -166,8 +191,10 @@ func TestSecurityHeader(t *testing.T) {
 		wantErr string
 	}{
 		{name: "workload API socket, header", header: true},
-		{name: "workload API socket, no header", wantErr: "security header missing"},
-		{name: "workload API socket, allowed missing", opt: func(c *sds.Config) { c.AllowMissingSecurityHeader = true }},
+		// The default (as SPIRE's SDS): Envoy configured for SPIRE sends none.
+		{name: "workload API socket, no header"},
+		{name: "workload API socket, header required", opt: func(c *sds.Config) { c.AllowMissingSecurityHeader = false },
+			wantErr: "security header missing"},
 		{name: "extra socket, no header (Istio)", extra: true},
 		{name: "extra socket, header", extra: true, header: true},
 		{name: "extra socket, required", extra: true, opt: func(c *sds.Config) { c.ExtraSocketRequireSecurityHeader = true },

@@ -241,9 +241,11 @@ func (h *Handler) resolveOne(c callerInfo, v *view, r ref, spiffe bool, prev map
 		}
 		return nil, false, errNotEntitled(r.name)
 	case refOwnBundle, refAllBundles, refBundle:
-		if !v.entitled() {
-			return nil, false, errNoIdentity
-		}
+		// Bundles are served to every attested caller, with or without an
+		// identity, as SPIRE does: the own trust bundle is public (the
+		// bundle endpoint and `bundle show` publish it), and a caller
+		// without entries federates with nobody, so ALL is the own bundle
+		// alone and a foreign trust domain is NotFound.
 		if v.bundle == nil {
 			return nil, true, nil
 		}

@@ -31,6 +31,7 @@ import (
 	"github.com/hallmarkid/hallmark/attestors"
 	"github.com/hallmarkid/hallmark/internal/hclconf"
 	"github.com/hallmarkid/hallmark/internal/pidlock"
+	"github.com/hallmarkid/hallmark/internal/sdnotify"
 	"github.com/hallmarkid/hallmark/internal/telemetry"
 	"github.com/hallmarkid/hallmark/registration"
 	"github.com/hallmarkid/hallmark/server/adminapi"
@@ -418,12 +419,17 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Info("Serving metrics and health", "address", addr.String())
 	}
 	s.log.Info("Server ready", "address", tcp.Addr().String(), "admin_socket", s.cfg.SocketPath)
+	// systemd Type=notify: ready once every listener is serving.
+	if err := sdnotify.Ready(); err != nil {
+		s.log.Warn("Could not notify systemd", "error", err)
+	}
 
 	select {
 	case <-ctx.Done():
 	case err = <-errCh:
 	}
 	s.log.Info("Server stopping")
+	_ = sdnotify.Stopping()
 	stopped := make(chan struct{})
 	go func() {
 		attestSrv.GracefulStop()

@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/hallmarkid/hallmark/internal/kubetest"
+	"github.com/hallmarkid/hallmark/test/testenv"
 	"github.com/hallmarkid/hallmark/tpm/tpmtest"
 )
 
@@ -28,6 +29,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	tpmtest.Cleanup()
+	testenv.Cleanup()
 	kubetest.Stop()
 	os.Exit(code)
 }

@@ -14,6 +14,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -88,10 +89,23 @@ func TestSDSEndToEnd(t *testing.T) {
 	defer cancel()
 	withHeader := metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
 
-	// The Workload API socket requires the security header.
-	_, err := sdsClient(t, ag.SocketPath).FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: []string{"default"}})
+	// SDS on the Workload API socket needs no security header (as SPIRE:
+	// Envoy configured for SPIRE sends none); the Workload API methods on
+	// the same socket still require it.
+	if _, err := sdsClient(t, ag.SocketPath).FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: []string{"default"}}); err != nil {
+		t.Fatalf("SDS on the Workload API socket without the header: %v", err)
+	}
+	wconn, err := grpc.NewClient("unix://"+ag.SocketPath, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wconn.Close()
+	wstream, err := workload.NewSpiffeWorkloadAPIClient(wconn).FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err == nil {
+		_, err = wstream.Recv()
+	}
 	if status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("SDS on the Workload API socket without the header: %v, want InvalidArgument", err)
+		t.Fatalf("FetchX509SVID without the header: %v, want InvalidArgument", err)
 	}
 	resp, err := sdsClient(t, ag.SocketPath).FetchSecrets(withHeader,
 		&discoveryv3.DiscoveryRequest{TypeUrl: secretType, Node: node, ResourceNames: []string{"default", "ROOTCA"}})

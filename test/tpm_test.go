@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"crypto/sha256"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -45,7 +46,9 @@ node_attestor "tpm" {
 	if len(ekHash) != 64 {
 		t.Fatalf("ek-hash printed %q", out)
 	}
-	if info, err := env.CLI("hallmark-agent", "tpm", "info", "-device", inst.Device()); err != nil || !strings.Contains(info, ekHash) || !strings.Contains(info, "sha256") {
+	info, err := env.CLI("hallmark-agent", "tpm", "info", "-device", inst.Device())
+	tpmInfoOut := info
+	if err != nil || !strings.Contains(info, ekHash) || !strings.Contains(info, "sha256") {
 		t.Fatalf("tpm info: %v\n%s", err, info)
 	}
 
@@ -60,6 +63,22 @@ node_attestor "tpm" {
 		if !strings.Contains(list, want) {
 			t.Fatalf("agent list lacks %q:\n%s", want, list)
 		}
+	}
+
+	// tpm info prints the manufacturer selector the server derives.
+	mfr := regexp.MustCompile(`tpm:manufacturer:[0-9A-F]{8}`).FindString(list)
+	if mfr == "" || !strings.Contains(tpmInfoOut, "Selector:          "+mfr+" ") {
+		t.Fatalf("agent list names %q; tpm info should print the same:\n%s", mfr, tpmInfoOut)
+	}
+	// Each server log line names the attestor once (the wiring adds
+	// attestor=tpm; the verifier must not add it again).
+	for _, line := range strings.Split(srv.Log(), "\n") {
+		if n := strings.Count(line, "attestor=tpm"); n > 1 {
+			t.Fatalf("attestor=tpm %d times in one log line: %s", n, line)
+		}
+	}
+	if !strings.Contains(srv.Log(), "tpm attestation accepted") {
+		t.Fatalf("no tpm attestation line in the server log:\n%s", srv.Log())
 	}
 
 	// Register by measured state: every agent whose PCR 16 is in policy.

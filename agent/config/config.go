@@ -66,8 +66,9 @@ type Config struct {
 
 	// NodeAttestor is the one node attestor, for its collector to decode
 	// with hclconf.DecodeBlock. When the file has no node_attestor block
-	// and a join token is set, it is an implied join_token block with an
-	// empty body positioned at the agent block.
+	// it is an implied join_token block with an empty body positioned at
+	// the agent block (a token is needed only when the agent has no usable
+	// saved SVID).
 	NodeAttestor hclconf.Block
 	// WorkloadAttestors holds one block per workload_attestor kind, in
 	// file order.
@@ -194,13 +195,11 @@ func Parse(filename string, src []byte, opts ...Option) (*Config, error) {
 				"A join token is given %s, but node_attestor %q is configured at %s; a join token implies node_attestor %q.",
 				from, nodes[0].Kind, nodes[0].Pos(), JoinTokenKind))
 		}
-	case c.JoinToken != "":
+	case len(content.Blocks.OfType("node_attestor")) == 0: // else rejected above
+		// join_token is implied, with or without a token: an agent that
+		// attested with -joinToken restarts on its saved SVID without one
+		// (it needs a token only to attest again).
 		c.NodeAttestor = hclconf.Block{Type: "node_attestor", Kind: JoinTokenKind, Body: hcl.EmptyBody(), Range: agentAt}
-	default:
-		if len(content.Blocks.OfType("node_attestor")) == 0 { // else rejected above
-			diags = append(diags, hclconf.Errorf(top, "Missing node_attestor block",
-				"The agent needs exactly one node_attestor block, such as node_attestor \"tpm\" {}, or a join_token."))
-		}
 	}
 
 	if err := hclconf.DiagError(errPrefix, diags); err != nil {

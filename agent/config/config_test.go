@@ -122,10 +122,12 @@ func TestParse(t *testing.T) {
 
 		// Syntax and structure.
 		{name: "syntax error", src: "agent {\n  data_dir = \"x\n}\n", wantErr: []string{"agent.hcl:2,"}},
-		{name: "empty file", src: "", wantErr: []string{"agent.hcl:1,1-1: Missing agent block", "agent.hcl:1,1-1: Missing node_attestor block"}},
+		{name: "empty file", src: "", wantErr: []string{"agent.hcl:1,1-1: Missing agent block"}},
 		{name: "duplicate agent block", src: agt("", joinTokenBlock, "agent {}"),
 			wantErr: []string{"agent.hcl:8,1-6: Duplicate agent block; Only one agent block is allowed. Another was defined at agent.hcl:1."}},
-		{name: "no node attestor", src: agt(""), wantErr: []string{"agent.hcl:1,1-1: Missing node_attestor block", "or a join_token"}},
+		// join_token is implied even without a token: a restarted agent
+		// runs on its saved SVID.
+		{name: "no node attestor", src: agt(""), wantNode: "join_token", wantNodeLine: 1},
 		{name: "two node attestors", src: agt("", joinTokenBlock, `node_attestor "tpm" {}`),
 			wantErr: []string{`agent.hcl:8,1-20: Duplicate node_attestor block; An agent has exactly one node attestor; "join_token" was already chosen at agent.hcl:7.`}},
 		{name: "same node attestor twice", src: agt("", joinTokenBlock, joinTokenBlock),
@@ -233,8 +235,8 @@ func TestParse(t *testing.T) {
 agent {}
 workload_attestor "unix" {}
 workload_attestor "unix" {}
-`, wantErr: []string{"config: 8 problems:\n", "agent.hcl:1,7-7: Missing required argument; The argument \"data_dir\"", "agent.hcl:1,7-7: Missing required argument", "agent.hcl:3,", "agent.hcl:4,",
-			"agent.hcl:5,", "agent.hcl:6,", "agent.hcl:8,", "agent.hcl:10,", "agent.hcl:1,1-1: Missing node_attestor block"}},
+`, wantErr: []string{"config: 7 problems:\n", "agent.hcl:1,7-7: Missing required argument; The argument \"data_dir\"", "agent.hcl:1,7-7: Missing required argument", "agent.hcl:3,", "agent.hcl:4,",
+			"agent.hcl:5,", "agent.hcl:6,", "agent.hcl:8,", "agent.hcl:10,"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -358,8 +360,8 @@ func TestLoad(t *testing.T) {
 	if err := os.WriteFile(path, []byte(agt("")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := config.Load(path); err == nil || !strings.Contains(err.Error(), path+":1,1-1: Missing node_attestor block") {
-		t.Fatalf("got %v", err)
+	if c, err := config.Load(path); err != nil || c.NodeAttestor.Kind != "join_token" || c.JoinToken != "" {
+		t.Fatalf("without a token: %+v, %v; want an implied join_token attestor", c, err)
 	}
 	c, err := config.Load(path, config.WithJoinToken("tok"))
 	if err != nil {

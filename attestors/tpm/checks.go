@@ -415,3 +415,15 @@ func sameKey(a, b crypto.PublicKey) bool {
 func manufacturerID(s string) string {
 	return strings.ToUpper(strings.TrimPrefix(strings.TrimPrefix(s, "id:"), "ID:"))
 }
+
+// EKCertManufacturer returns the TPM manufacturer an EK certificate names
+// (its SAN's TPM manufacturer attribute, "id:00001014" → "00001014"): the
+// value of the tpm:manufacturer: selector the server derives from the same
+// certificate. It is empty when the certificate names none.
+func EKCertManufacturer(der []byte) (string, error) {
+	_, id, err := parseEKCert(der)
+	if err != nil {
+		return "", err
+	}
+	return manufacturerID(id.Manufacturer), nil
+}

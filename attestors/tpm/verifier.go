@@ -53,7 +53,7 @@ func NewVerifier(cfg ServerConfig, log *slog.Logger) (*Verifier, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Verifier{p: p, log: log.With("attestor", Type), now: now, lastPCRs: map[spiffeid.ID]map[int]string{}}, nil
+	return &Verifier{p: p, log: log, now: now, lastPCRs: map[spiffeid.ID]map[int]string{}}, nil
 }
 
 // Type returns "tpm".

@@ -247,7 +247,8 @@ func TestAgentValidateAndRunFlags(t *testing.T) {
 		wantErr string
 		check   func(t *testing.T, f configFlags)
 	}{
-		{name: "no token", args: []string{"-expandEnv"}, wantErr: "join_token attestation needs join_token"},
+		// A restarted agent runs on its saved SVID: no token needed.
+		{name: "no token", args: []string{"-expandEnv"}},
 		{name: "env not expanded", args: []string{"-joinToken", "0123456789abcdef0123456789abcdef"}, wantErr: "Variables not allowed"},
 		{name: "token file, env, level, data dir", args: []string{"-expandEnv", "-joinTokenFile", tokenFile, "-logLevel", "warn", "-dataDir", "/var/lib/x"},
 			check: func(t *testing.T, f configFlags) {
@@ -325,3 +326,20 @@ func TestVersion(t *testing.T) {
 }
 
 func newTestFlagSet() *flag.FlagSet { return flag.NewFlagSet("test", flag.ContinueOnError) }
+
+// TestRunErrorPrintedOnce: a start-up failure logged to stderr is not
+// printed a second time as "Error: ...".
+func TestRunErrorPrintedOnce(t *testing.T) {
+	path := writeAgentConfig(t, "")
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc, _, errOut := runAgentCLI("run", "-config", path, "-joinToken", "0123456789abcdef0123456789abcdef", "-dataDir", filepath.Join(file, "data"))
+	if rc != 1 || !strings.Contains(errOut, "Agent failed to start") {
+		t.Fatalf("exit %d, stderr %q; want exit 1 and the failure logged", rc, errOut)
+	}
+	if n := strings.Count(errOut, "not a directory"); n != 1 {
+		t.Fatalf("the error is printed %d times, want once:\n%s", n, errOut)
+	}
+}

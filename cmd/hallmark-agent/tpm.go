@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	tpmattest "github.com/hallmarkid/hallmark/attestors/tpm"
 	"github.com/hallmarkid/hallmark/tpm"
 )
 
@@ -38,7 +39,24 @@ func tpmCmd(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "Manufacturer:      %s (%s)\n", info.Manufacturer, info.ManufacturerID)
+	// The selector comes from the EK certificate (what the manufacturer's
+	// CA certified), not from the TPM's own claim: the two can differ
+	// (swtpm reports "IBM" 49424D00, its EK certificates id:00001014).
+	certMfr := "(no EK certificate)"
+	if ek, err := d.EK(); err != nil {
+		return err
+	} else if ek.Cert != nil {
+		switch m, err := tpmattest.EKCertManufacturer(ek.Cert); {
+		case err != nil:
+			certMfr = "unparseable EK certificate: " + err.Error()
+		case m == "":
+			certMfr = "(not named by the EK certificate)"
+		default:
+			certMfr = "tpm:manufacturer:" + m
+		}
+	}
+	fmt.Fprintf(stdout, "Manufacturer:      %s (%s, as the TPM reports it)\n", info.Manufacturer, info.ManufacturerID)
+	fmt.Fprintf(stdout, "Selector:          %s (from the EK certificate)\n", certMfr)
 	fmt.Fprintf(stdout, "Vendor string:     %s\n", info.VendorString)
 	fmt.Fprintf(stdout, "Firmware version:  %s\n", info.FirmwareVersion)
 	fmt.Fprintf(stdout, "EK hash:           %s\n", info.EKHash)

@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/internal/uds"
@@ -77,6 +78,9 @@ func admin(cmd string, args []string, stdout io.Writer) error {
 		run = func(ctx context.Context, c apiv1.AdminClient) error {
 			if err := checkOutput(*output); err != nil {
 				return err
+			}
+			if *ttl < 0 || *ttl > maxTokenTTL {
+				return fmt.Errorf("-ttl %d: want a number of seconds from 1 to %d (0: the server's default)", *ttl, maxTokenTTL)
 			}
 			resp, err := c.GenerateJoinToken(ctx, &apiv1.GenerateJoinTokenRequest{TtlSeconds: int64(*ttl), SpiffeId: *spiffeID})
 			if err != nil {
@@ -155,8 +159,24 @@ func admin(cmd string, args []string, stdout io.Writer) error {
 	defer closeFn()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	return run(ctx, client)
+	return plainStatus(run(ctx, client))
 }
+
+// plainStatus turns the server's gRPC status error into its message and
+// code ("token TTL out of range (InvalidArgument)") instead of grpc-go's
+// "rpc error: code = ... desc = ..."; other errors pass unchanged.
+func plainStatus(err error) error {
+	se, ok := err.(interface{ GRPCStatus() *status.Status })
+	if !ok {
+		return err
+	}
+	st := se.GRPCStatus()
+	return fmt.Errorf("%s (%s)", st.Message(), st.Code())
+}
+
+// maxTokenTTL is the longest join token lifetime the server accepts, in
+// seconds (a year).
+const maxTokenTTL = 365 * 24 * 3600
 
 func ttlString(s int32) string {
 	if s == 0 {

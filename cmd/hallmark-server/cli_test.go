@@ -1,10 +1,14 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestServerGolden: bundle count and localauthority in SPIRE's shapes
@@ -134,5 +138,73 @@ func TestFederationCommands(t *testing.T) {
 	}
 	if rc, _, errOut := runCLI("federation", "show", "-trustDomain", "nobody.test", "-socketPath", sock); rc != 1 || !strings.Contains(errOut, "no federation relationship") {
 		t.Fatalf("federation show unknown: exit %d %s", rc, errOut)
+	}
+}
+
+// TestNewcomerErrors: a bad -ttl and a server refusal read as one plain
+// sentence, never grpc-go's "rpc error: code = ... desc = ...".
+func TestNewcomerErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{name: "negative ttl", args: []string{"token", "generate", "-ttl", "-5"}, wantErr: "-ttl -5: want a number of seconds from 1 to 31536000"},
+		{name: "ttl over a year", args: []string{"token", "generate", "-ttl", "31536001"}, wantErr: "-ttl 31536001"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, sock := startFakeAdmin(t)
+			rc, _, errOut := runCLI(append(tt.args, "-socketPath", sock)...)
+			if rc != 1 || !strings.Contains(errOut, tt.wantErr) || strings.Contains(errOut, "rpc error") {
+				t.Fatalf("exit %d, stderr %q; want exit 1 and %q", rc, errOut, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestPlainStatus(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{name: "status", err: status.Error(codes.InvalidArgument, "token TTL out of range"), want: "token TTL out of range (InvalidArgument)"},
+		{name: "other", err: errors.New("dial: refused"), want: "dial: refused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := plainStatus(tt.err); got == nil || got.Error() != tt.want {
+				t.Fatalf("plainStatus = %v, want %q", got, tt.want)
+			}
+		})
+	}
+	if plainStatus(nil) != nil {
+		t.Fatal("plainStatus(nil) != nil")
+	}
+}
+
+// TestRunErrorPrintedOnce: a start-up failure logged to stderr is not
+// printed a second time as "Error: ...".
+func TestRunErrorPrintedOnce(t *testing.T) {
+	src, err := os.ReadFile("../../conf/server.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "server.hcl")
+	if err := os.WriteFile(path, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc, _, errOut := runCLI("run", "-config", path, "-dataDir", filepath.Join(file, "data"))
+	if rc != 1 || !strings.Contains(errOut, "Server failed to start") {
+		t.Fatalf("exit %d, stderr %q; want exit 1 and the failure logged", rc, errOut)
+	}
+	if n := strings.Count(errOut, "not a directory"); n != 1 {
+		t.Fatalf("the error is printed %d times, want once:\n%s", n, errOut)
 	}
 }

@@ -124,6 +124,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, errUsage) {
 			return 2
 		}
+		if le := (loggedError{}); errors.As(err, &le) {
+			return 1
+		}
 		fmt.Fprintf(stderr, "Error: %v\n", err)
 		return 1
 	}
@@ -169,7 +172,26 @@ func runServer(args []string, stderr io.Writer) error {
 	srv, err := server.New(ctx, cfg, log, server.WithLogLevel(level))
 	if err != nil {
 		log.Error("Server failed to start", "error", err)
-		return err
+		return logged(cfg.LogFile, err)
 	}
-	return srv.Run(ctx)
+	if err := srv.Run(ctx); err != nil {
+		log.Error("Server stopped with an error", "error", err)
+		return logged(cfg.LogFile, err)
+	}
+	return nil
+}
+
+// loggedError is an error the daemon already logged to stderr: run exits
+// with it without printing it a second time.
+type loggedError struct{ error }
+
+func (e loggedError) Unwrap() error { return e.error }
+
+// logged marks err as printed when the daemon's log goes to stderr (no
+// log_file); with a log_file, run still prints it on stderr.
+func logged(logFile string, err error) error {
+	if logFile == "" {
+		return loggedError{err}
+	}
+	return err
 }

@@ -22,6 +22,7 @@ type Agent struct {
 	// TrustDomain is the trust domain of the server the agent joined.
 	TrustDomain string
 	token       string
+	procEnv     []string
 }
 
 // AgentOption changes an agent's configuration.
@@ -34,6 +35,12 @@ type agentOpts struct {
 	insecure   bool
 	serverAddr string
 	trust      string
+	env        []string
+}
+
+// WithAgentEnv adds "KEY=value" environment variables to the agent process.
+func WithAgentEnv(kv ...string) AgentOption {
+	return func(o *agentOpts) { o.env = append(o.env, kv...) }
 }
 
 // WithServerAddress points the agent at addr (e.g. a load balancer)
@@ -70,7 +77,7 @@ func (e *Env) StartAgent(srv *Server, token string, opts ...AgentOption) *Agent 
 		e.t.Fatal(err)
 	}
 	a := &Agent{env: e, Dir: dir, SocketPath: filepath.Join(dir, "public", "api.sock"), ConfigPath: filepath.Join(dir, "agent.hcl"),
-		token: token, TrustDomain: srv.TrustDomain}
+		token: token, TrustDomain: srv.TrustDomain, procEnv: o.env}
 	trust := o.trust
 	if trust == "" {
 		trust = fmt.Sprintf("trust_bundle_path = %q", srv.BundlePath())
@@ -103,7 +110,7 @@ func (a *Agent) start(wait bool) {
 	if a.token != "" {
 		args = append(args, "-joinToken", a.token)
 	}
-	a.Process = a.env.start("hallmark-agent", args...)
+	a.Process = a.env.startEnv(a.procEnv, "hallmark-agent", args...)
 	if wait {
 		a.WaitHealthy()
 	}
@@ -113,6 +120,15 @@ func (a *Agent) start(wait bool) {
 func (a *Agent) Restart() {
 	a.env.t.Helper()
 	a.Stop()
+	a.start(true)
+}
+
+// RestartWithoutToken stops the agent and starts it again with the same
+// data but without -joinToken, as an operator's second `run` does.
+func (a *Agent) RestartWithoutToken() {
+	a.env.t.Helper()
+	a.Stop()
+	a.token = ""
 	a.start(true)
 }
 

@@ -75,6 +75,14 @@ func Binaries(t testing.TB) string {
 	return binDir
 }
 
+// Cleanup removes the binaries Binaries built (about 66 MB per test
+// binary). Call it from TestMain after m.Run.
+func Cleanup() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
+
 // Env is one test's set of processes and directories.
 type Env struct {
 	t   testing.TB

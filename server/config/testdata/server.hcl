@@ -203,3 +203,70 @@ node_attestor "join_token" {}
 #   endpoint       = ""                        # e.g. a VPC endpoint (https)
 #   format         = "pem"
 # }
+
+# Prometheus metrics and health (optional): GET /metrics, /live and /ready
+# on listen_address (an IP address or localhost, and a port). The endpoint
+# has no authentication: keep it on loopback or a private network. Without
+# the block (or with listen_address = "") nothing listens. See
+# docs/operations.md, "Health and metrics".
+#
+# telemetry {
+#   listen_address = "127.0.0.1:9988"
+# }
+
+# Audit log (optional): one JSON line per admin action and per attestation
+# decision. Without the block the server writes <data_dir>/audit.log with
+# fsync = "interval". See docs/audit.md.
+#
+# audit {
+#   path   = "/var/log/hallmark/audit.log"  # mode 0600; "" with stdout only
+#   stdout = false                          # also (or only) to stdout
+#   fsync  = "interval"                     # "always": a decision waits for its
+#                                           # record on disk; "never": the kernel's
+# }
+
+# SPIFFE federation (optional): serve this trust domain's bundle to other
+# domains and fetch theirs. See docs/federation.md.
+#
+# federation {
+#   bundle_endpoint {
+#     address      = "0.0.0.0"
+#     port         = 443
+#     refresh_hint = "5m"   # the spiffe_refresh_hint the bundle advertises
+#     # Web PKI certificate for the endpoint's DNS name; without a profile
+#     # block the endpoint authenticates with the server's own SVID
+#     # (profile "https_spiffe" {}).
+#     profile "https_web" {
+#       serving_cert_file {
+#         cert_file_path     = "/etc/hallmark/endpoint.crt"
+#         key_file_path      = "/etc/hallmark/endpoint.key"
+#         file_sync_interval = "1m"
+#       }
+#     }
+#   }
+#   # A domain whose endpoint authenticates with its SVID: the first
+#   # contact needs its bundle.
+#   federates_with "other.org" {
+#     bundle_endpoint_url = "https://other.org:8443"
+#     bundle_endpoint_profile "https_spiffe" {
+#       endpoint_spiffe_id = "spiffe://other.org/hallmark/server"
+#     }
+#     trust_bundle_path   = "/etc/hallmark/other.org.bundle"
+#     trust_bundle_format = "spiffe"  # or "pem"; default: detected
+#   }
+#   # A domain whose endpoint has a web PKI certificate.
+#   federates_with "partner.example" {
+#     bundle_endpoint_url = "https://bundle.partner.example"
+#     bundle_endpoint_profile "https_web" {}
+#   }
+# }
+
+# Upstream authority (optional): the server's signing CA becomes an
+# intermediate of an existing CA instead of a self-signed root; agents and
+# workloads then trust that CA's roots. "disk" is the only kind.
+#
+# upstream_authority "disk" {
+#   cert_file_path   = "/etc/hallmark/upstream.crt"  # the CA's certificate, then its chain (PEM)
+#   key_file_path    = "/etc/hallmark/upstream.key"  # its private key (PEM, mode 0600)
+#   bundle_file_path = "/etc/hallmark/roots.pem"     # optional: the trust anchors (PEM)
+# }
