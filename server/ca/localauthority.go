@@ -91,6 +91,7 @@ type roles struct {
 // change applies an operator action: like Rotate it first adopts the
 // shared state (so the action applies to what the servers agreed on),
 // then persists (and shares) the result before publishing it.
+//
 // When another server changes the shared state first, the action is
 // applied again to what it wrote.
 func (ca *CA) change(ctx context.Context, f func(cur *snapshot, now time.Time) (roles, error)) error {
