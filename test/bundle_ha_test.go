@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,6 +49,12 @@ func TestHABundlePublishers(t *testing.T) {
 	waitTwoRotations(t, w)
 	time.Sleep(1100 * time.Millisecond)
 	w.check(t, time.Second)
+	// The servers write the shared CA state by compare-and-swap: one that
+	// prepared an authority as the other did adopts the other's before
+	// publishing, so no server ever shows a bundle of its own.
+	for _, i := range w.heldAlone() {
+		t.Errorf("bundle #%d was shown by one server only: it published an authority the other never held (the servers fought)", i)
+	}
 
 	// The parameter's history: each value new, never an older one again.
 	// PutParameter has no condition, so two servers that adopted the same
@@ -72,4 +79,21 @@ func TestHABundlePublishers(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.StartAgent(b, b.Token(), testenv.WithTrustHCL(fmt.Sprintf("trust_bundle_path = %q", p)))
+}
+
+// heldAlone returns the indexes of the bundles that not every server
+// showed.
+func (w *bundleWatch) heldAlone() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []int
+	for i, k := range w.order {
+		for name, seen := range w.first {
+			if _, ok := seen[k]; strings.HasPrefix(name, "server") && !ok {
+				out = append(out, i)
+				break
+			}
+		}
+	}
+	return out
 }
