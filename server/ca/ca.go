@@ -89,8 +89,11 @@ type CA struct {
 
 	cur atomic.Pointer[snapshot] // swapped as a whole, never mutated
 
-	mu             sync.Mutex // serialises state changes; guards the field that follows
+	mu             sync.Mutex // serialises state changes; guards the fields that follow
 	warnedUpstream bool
+	// sharedSeen is the shared state as this CA last read or wrote it (nil:
+	// absent): the value its next write must replace.
+	sharedSeen []byte
 
 	chMu    sync.Mutex // guards changed
 	changed chan struct{}
@@ -156,7 +159,8 @@ func New(cfg Config) (*CA, error) {
 	base := local
 	sharedMissing := false
 	if ca.shared != nil {
-		ds, _, err := ca.readShared(context.Background())
+		ds, raw, err := ca.readShared(context.Background())
+		ca.sharedSeen = raw
 		switch {
 		case errors.Is(err, errSharedMissing):
 			sharedMissing = true
@@ -218,10 +222,12 @@ func New(cfg Config) (*CA, error) {
 			s, dirty = k, true
 		}
 	}
+	lost := false
 	switch {
 	case dirty:
 		s.version++
-		if err := ca.persist(context.Background(), s); err != nil {
+		err := ca.persist(context.Background(), s)
+		if lost = errors.Is(err, errSwapLost); err != nil && !lost {
 			return nil, err
 		}
 	case base != local:
@@ -235,11 +241,11 @@ func New(cfg Config) (*CA, error) {
 		}
 	}
 	ca.cur.Store(s)
-	if ca.shared != nil && sharedMissing {
-		// Another server may have written at the same moment: converge on
-		// whatever the store holds now.
+	if ca.shared != nil && (sharedMissing || lost) {
+		// Another server may have written at the same moment (lost: it
+		// did): converge on whatever the store holds now.
 		ca.mu.Lock()
-		err := ca.syncShared(context.Background(), now)
+		err := ca.retrySwap(func() error { return ca.syncShared(context.Background(), now) })
 		ca.mu.Unlock()
 		if err != nil {
 			return nil, err

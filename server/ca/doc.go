@@ -50,13 +50,15 @@
 // row (database administrators, backups) holds the CA keys, so the
 // database must be protected like the CA itself. Per-server authorities
 // would avoid that but multiply the trust anchors; we chose one key set.
-// The KV store has no compare-and-swap, so agreement is by convergence:
-// each server re-reads the document before every rotation step and on
-// every poll, adopts it when it differs, and writes its own change back.
-// When two servers prepare at once, the last write wins and the other
-// drops its unused candidate on its next read; an authority a server has
-// signed with is never dropped before it expires (it is merged back as
-// old), so nothing it issued stops verifying.
+// Each server re-reads the document before every rotation step and
+// operator action and on every poll, adopts it when it differs, and writes
+// its own change back by compare-and-swap (KVStore.SwapKV) against the
+// bytes it read: when two servers prepare at once, the first write wins;
+// the other's swap fails, and it adopts the stored state and redoes its
+// step on it (a few times at most) before publishing anything, so its own
+// candidate never reaches its bundle. An authority a server has signed
+// with is never dropped before it expires (it is merged back as old), so
+// nothing it issued stops verifying.
 //
 // It must not import the datastore, the API layer, attestors, or agent/.
 package ca

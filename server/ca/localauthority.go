@@ -91,9 +91,17 @@ type roles struct {
 // change applies an operator action: like Rotate it first adopts the
 // shared state (so the action applies to what the servers agreed on),
 // then persists (and shares) the result before publishing it.
+//
+// When another server changes the shared state first, the action is
+// applied again to what it wrote.
 func (ca *CA) change(ctx context.Context, f func(cur *snapshot, now time.Time) (roles, error)) error {
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
+	return ca.retrySwap(func() error { return ca.changeOnce(ctx, f) })
+}
+
+// changeOnce is one round of change. The caller holds mu.
+func (ca *CA) changeOnce(ctx context.Context, f func(cur *snapshot, now time.Time) (roles, error)) error {
 	now := ca.clock()
 	if ca.shared != nil {
 		if err := ca.syncShared(ctx, now); err != nil {

@@ -93,6 +93,34 @@ func (ca *CA) canPrepare(active *authority) bool {
 func (ca *CA) Rotate(ctx context.Context) error {
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
+	return ca.retrySwap(func() error { return ca.rotate(ctx) })
+}
+
+// maxSwapTries bounds how often a step is redone after losing the shared
+// state to another server's write.
+const maxSwapTries = 5
+
+// errSwapLost reports that another server changed the shared state since
+// this one read it: the step must be redone on what it wrote.
+var errSwapLost = errors.New("ca: another server changed the shared state first")
+
+// retrySwap runs step, which starts by adopting the shared state, again
+// while it loses the shared state to another server's write: each round
+// adopts what the other wrote and redoes the step on it. The caller holds
+// mu.
+func (ca *CA) retrySwap(step func() error) error {
+	var err error
+	for range maxSwapTries {
+		if err = step(); !errors.Is(err, errSwapLost) {
+			return err
+		}
+		ca.log.Info("another server changed the shared CA state first; adopting it and redoing the step")
+	}
+	return fmt.Errorf("%w (%d tries)", err, maxSwapTries)
+}
+
+// rotate is one round of Rotate. The caller holds mu.
+func (ca *CA) rotate(ctx context.Context) error {
 	now := ca.clock()
 	if ca.shared != nil {
 		if err := ca.syncShared(ctx, now); err != nil {
@@ -199,7 +227,9 @@ func (ca *CA) publish(s *snapshot) {
 }
 
 // persist writes s to the shared store (first: that is where servers
-// agree) and to the local state file.
+// agree) and to the local state file. The shared write replaces only what
+// this CA last read or wrote there (sharedSeen): errSwapLost, and nothing
+// written, when another server changed it since.
 func (ca *CA) persist(ctx context.Context, s *snapshot) error {
 	data, err := encodeState(ca.td, s)
 	if err != nil {
@@ -208,9 +238,14 @@ func (ca *CA) persist(ctx context.Context, s *snapshot) error {
 	if ca.shared != nil {
 		ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 		defer cancel()
-		if err := ca.shared.PutKV(ctx, SharedStateKey, data); err != nil {
+		swapped, err := ca.shared.SwapKV(ctx, SharedStateKey, ca.sharedSeen, data)
+		if err != nil {
 			return fmt.Errorf("ca: write shared state: %w", err)
 		}
+		if !swapped {
+			return errSwapLost
+		}
+		ca.sharedSeen = data
 	}
 	return writeStateFile(ca.dir, data)
 }
@@ -218,7 +253,8 @@ func (ca *CA) persist(ctx context.Context, s *snapshot) error {
 // errSharedMissing reports that the shared store holds no state yet.
 var errSharedMissing = errors.New("ca: no shared state")
 
-// readShared reads and decodes the shared state.
+// readShared reads and decodes the shared state. It returns the bytes read
+// even when they do not decode.
 func (ca *CA) readShared(ctx context.Context) (*decodedState, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
@@ -231,7 +267,7 @@ func (ca *CA) readShared(ctx context.Context) (*decodedState, []byte, error) {
 	}
 	ds, err := decodeState(data, ca.td, ca.up)
 	if err != nil {
-		return nil, nil, fmt.Errorf("ca: shared state: %w", err)
+		return nil, data, fmt.Errorf("ca: shared state: %w", err)
 	}
 	return ds, data, nil
 }
@@ -243,6 +279,9 @@ func (ca *CA) readShared(ctx context.Context) (*decodedState, []byte, error) {
 func (ca *CA) syncShared(ctx context.Context, now time.Time) error {
 	cur := ca.cur.Load()
 	ds, data, err := ca.readShared(ctx)
+	if err == nil || errors.Is(err, errSharedMissing) {
+		ca.sharedSeen = data
+	}
 	if errors.Is(err, errSharedMissing) {
 		ca.log.Warn("shared CA state is missing; writing this server's")
 		return ca.persist(ctx, cur)

@@ -1,6 +1,7 @@
 package ca_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/elliptic"
 	"errors"
@@ -19,50 +20,81 @@ import (
 
 var errKVNotFound = errors.New("memkv: not found")
 
-// memKV is an in-memory KV store with datastore.KV's contract. While
-// frozen, reads return the contents of the moment it was frozen, so a test
-// can make two servers act on the same stale view — a genuine race.
+// memKV is an in-memory KV store with datastore.KV's contract. holdReads
+// makes the next reads wait for each other, so that servers act on the
+// same view at the same instant — a genuine race.
 type memKV struct {
 	mu     sync.Mutex
 	m      map[string][]byte
-	frozen map[string][]byte // non-nil while frozen
-	puts   int
+	gate   *readGate // nil: reads do not wait
+	writes int       // successful writes
+}
+
+// readGate holds n reads until all n have read.
+type readGate struct {
+	n    int
+	open chan struct{}
 }
 
 func newMemKV() *memKV { return &memKV{m: map[string][]byte{}} }
 
-func (k *memKV) GetKV(_ context.Context, key string) ([]byte, error) {
+// holdReads makes the next n reads (of any key) return only once all n
+// have read, each what the store held when it read.
+func (k *memKV) holdReads(n int) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	src := k.m
-	if k.frozen != nil {
-		src = k.frozen
+	k.gate = &readGate{n: n, open: make(chan struct{})}
+}
+
+func (k *memKV) GetKV(ctx context.Context, key string) ([]byte, error) {
+	k.mu.Lock()
+	v, ok := k.m[key]
+	v = slices.Clone(v)
+	g := k.gate
+	if g != nil {
+		if g.n--; g.n == 0 {
+			close(g.open)
+			k.gate = nil
+		}
 	}
-	v, ok := src[key]
+	k.mu.Unlock()
+	if g != nil {
+		select {
+		case <-g.open:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if !ok {
 		return nil, errKVNotFound
 	}
-	return slices.Clone(v), nil
+	return v, nil
 }
 
 func (k *memKV) PutKV(_ context.Context, key string, value []byte) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.m[key] = slices.Clone(value)
-	k.puts++
+	k.writes++
 	return nil
 }
 
-func (k *memKV) freeze() {
+func (k *memKV) SwapKV(_ context.Context, key string, old, value []byte) (bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.frozen = maps.Clone(k.m)
+	cur, ok := k.m[key]
+	if (old == nil && ok) || (old != nil && (!ok || !bytes.Equal(cur, old))) {
+		return false, nil
+	}
+	k.m[key] = slices.Clone(value)
+	k.writes++
+	return true, nil
 }
 
-func (k *memKV) thaw() {
+func (k *memKV) writeCount() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.frozen = nil
+	return k.writes
 }
 
 func sharedCA(t *testing.T, kv ca.KVStore, clk *fixedClock) *ca.CA {
@@ -120,9 +152,10 @@ func TestSharedStartAgrees(t *testing.T) {
 	crossVerify(t, t0, a, b)
 }
 
-// TestSharedRacingPrepare: two servers prepare at once from the same view
-// and write different candidates; after a re-read they converge on the one
-// the store kept, and rotate together from then on.
+// TestSharedRacingPrepare: two servers prepare at the same instant from the
+// same view. The store takes the first write only; the other server loses
+// its swap, adopts the stored candidate and drops its own, so both publish
+// the same prepared authority at once, and rotate together from then on.
 func TestSharedRacingPrepare(t *testing.T) {
 	kv := newMemKV()
 	clk := &fixedClock{now: t0}
@@ -131,7 +164,8 @@ func TestSharedRacingPrepare(t *testing.T) {
 	first := a.Certificate()
 
 	clk.Set(t0.Add(31 * time.Minute))
-	kv.freeze()
+	writes := kv.writeCount()
+	kv.holdReads(2)
 	var wg sync.WaitGroup
 	for _, c := range []*ca.CA{a, b} {
 		wg.Go(func() {
@@ -141,18 +175,30 @@ func TestSharedRacingPrepare(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	kv.thaw()
-	// Both prepared a candidate of their own.
-	if len(a.Bundle()) != 2 || len(b.Bundle()) != 2 || slices.Equal(bundleIDs(a.Bundle()), bundleIDs(b.Bundle())) {
-		t.Fatalf("the race did not happen: %v vs %v", bundleIDs(a.Bundle()), bundleIDs(b.Bundle()))
+	if n := kv.writeCount() - writes; n != 1 {
+		t.Fatalf("the store was written %d times by two racing preparations, want 1 (the loser overwrote the winner)", n)
+	}
+	agree(t, "right after the race", a, b)
+	if len(a.Bundle()) != 2 {
+		t.Fatalf("bundle holds %d authorities after the race, want 2 (the losing candidate dropped)", len(a.Bundle()))
+	}
+	prepared := func(c *ca.CA) string {
+		for _, i := range c.Authorities() {
+			if i.Status == ca.StatusPrepared {
+				return i.ID
+			}
+		}
+		return ""
+	}
+	// The store holds what both publish: a third server reads it.
+	c := sharedCA(t, kv, clk)
+	if p := prepared(a); p == "" || p != prepared(b) || p != prepared(c) {
+		t.Fatalf("prepared authorities differ: a %q, b %q, the store %q", p, prepared(b), prepared(c))
 	}
 
 	clk.Set(t0.Add(32 * time.Minute))
 	rotateAll(t, a, b)
-	agree(t, "after the re-read", a, b)
-	if len(a.Bundle()) != 2 {
-		t.Fatalf("bundle holds %d authorities after convergence, want 2 (the losing candidate dropped)", len(a.Bundle()))
-	}
+	agree(t, "after a re-read", a, b)
 	crossVerify(t, clk.Now(), a, b)
 
 	// Activation happens on both, on the same authority.
@@ -218,13 +264,15 @@ func (v *staleView) GetKV(ctx context.Context, key string) ([]byte, error) {
 	return slices.Clone(val), nil
 }
 
-func (v *staleView) PutKV(ctx context.Context, key string, value []byte) error {
-	return v.kv.PutKV(ctx, key, value)
+// SwapKV overwrites whatever is stored, as a server of an earlier version
+// did (PutKV): the stale view then loses what others wrote.
+func (v *staleView) SwapKV(ctx context.Context, key string, _, value []byte) (bool, error) {
+	return true, v.kv.PutKV(ctx, key, value)
 }
 
 // TestSharedKeepsWhatSigned: a server activated (and signed with) an
-// authority, then another server acting on a stale view overwrote the
-// store without it. The authority stays in every bundle until it expires,
+// authority, then another server acting on a stale view (an earlier
+// version, which wrote without comparing) overwrote the store without it. The authority stays in every bundle until it expires,
 // so what it signed keeps verifying.
 func TestSharedKeepsWhatSigned(t *testing.T) {
 	kv := newMemKV()
@@ -353,12 +401,48 @@ func (k *failingKV) GetKV(ctx context.Context, key string) ([]byte, error) {
 	return k.memKV.GetKV(ctx, key)
 }
 
-func (k *failingKV) PutKV(ctx context.Context, key string, v []byte) error {
+func (k *failingKV) SwapKV(ctx context.Context, key string, old, v []byte) (bool, error) {
 	k.mu.Lock()
 	f := k.failing
 	k.mu.Unlock()
 	if f {
-		return errDown
+		return false, errDown
 	}
-	return k.memKV.PutKV(ctx, key, v)
+	return k.memKV.SwapKV(ctx, key, old, v)
+}
+
+// TestSharedRacingOperatorPrepare: an operator prepares an authority on one
+// server while another prepares on schedule at the same instant. Whichever
+// loses the swap redoes its step on what the other stored: both end up
+// with the operator's authority prepared.
+func TestSharedRacingOperatorPrepare(t *testing.T) {
+	kv := newMemKV()
+	clk := &fixedClock{now: t0}
+	a := sharedCA(t, kv, clk)
+	b := sharedCA(t, kv, clk)
+	clk.Set(t0.Add(31 * time.Minute))
+	kv.holdReads(2)
+	var (
+		wg   sync.WaitGroup
+		info ca.AuthorityInfo
+	)
+	wg.Go(func() {
+		var err error
+		if info, err = a.PrepareAuthority(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	wg.Go(func() {
+		if err := b.Rotate(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	wg.Wait()
+	rotateAll(t, b) // b's next poll
+	agree(t, "after the race", a, b)
+	for _, c := range []*ca.CA{a, b} {
+		if got := c.Authorities(); len(got) != 2 || got[1].ID != info.ID || got[1].Status != ca.StatusPrepared {
+			t.Fatalf("authorities %+v, want the operator's %s prepared", got, info.ID)
+		}
+	}
 }

@@ -129,6 +129,13 @@ type JoinTokens interface {
 type KV interface {
 	GetKV(ctx context.Context, key string) ([]byte, error) // ErrNotFound if absent
 	PutKV(ctx context.Context, key string, value []byte) error
+	// SwapKV stores value under key only if the stored value is old
+	// (byte for byte), or, with old == nil, only if key is absent; it
+	// reports whether it did. Of any number of concurrent swaps from the
+	// same old value, exactly one succeeds. Servers sharing one database
+	// write shared state through it, so that none overwrites what another
+	// wrote since it last read.
+	SwapKV(ctx context.Context, key string, old, value []byte) (swapped bool, err error)
 }
 
 // OpObserver is implemented by backends that time their operations: fn

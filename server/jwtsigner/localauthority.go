@@ -90,9 +90,17 @@ type keyRoles struct {
 // shared state (so the action applies to what the servers agreed on),
 // then persists (and shares) the result before publishing it, which
 // closes Changed.
+//
+// When another server changes the shared state first, the action is
+// applied again to what it wrote.
 func (s *Signer) change(ctx context.Context, f func(cur *snapshot, now time.Time) (keyRoles, error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.retrySwap(func() error { return s.changeOnce(ctx, f) })
+}
+
+// changeOnce is one round of change. The caller holds mu.
+func (s *Signer) changeOnce(ctx context.Context, f func(cur *snapshot, now time.Time) (keyRoles, error)) error {
 	now := s.cfg.Clock()
 	if s.cfg.Shared != nil {
 		if err := s.syncShared(ctx, now); err != nil {

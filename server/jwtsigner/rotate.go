@@ -80,6 +80,34 @@ func (s *Signer) nextWake() time.Duration {
 func (s *Signer) Rotate(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.retrySwap(func() error { return s.rotate(ctx) })
+}
+
+// maxSwapTries bounds how often a step is redone after losing the shared
+// state to another server's write.
+const maxSwapTries = 5
+
+// errSwapLost reports that another server changed the shared state since
+// this one read it: the step must be redone on what it wrote.
+var errSwapLost = errors.New("jwtsigner: another server changed the shared state first")
+
+// retrySwap runs step, which starts by adopting the shared state, again
+// while it loses the shared state to another server's write: each round
+// adopts what the other wrote and redoes the step on it. The caller holds
+// mu.
+func (s *Signer) retrySwap(step func() error) error {
+	var err error
+	for range maxSwapTries {
+		if err = step(); !errors.Is(err, errSwapLost) {
+			return err
+		}
+		s.cfg.Log.Info("Another server changed the shared JWT key state first; adopting it and redoing the step")
+	}
+	return fmt.Errorf("%w (%d tries)", err, maxSwapTries)
+}
+
+// rotate is one round of Rotate. The caller holds mu.
+func (s *Signer) rotate(ctx context.Context) error {
 	now := s.cfg.Clock()
 	if s.cfg.Shared != nil {
 		if err := s.syncShared(ctx, now); err != nil {
@@ -162,7 +190,9 @@ func (s *Signer) publish(snap *snapshot) {
 }
 
 // persist writes snap to the shared store (first: that is where servers
-// agree) and to the local state file.
+// agree) and to the local state file. The shared write replaces only what
+// this signer last read or wrote there (sharedSeen): errSwapLost, and
+// nothing written, when another server changed it since.
 func (s *Signer) persist(ctx context.Context, snap *snapshot) error {
 	data, err := encodeState(s.cfg.TrustDomain, snap)
 	if err != nil {
@@ -171,9 +201,14 @@ func (s *Signer) persist(ctx context.Context, snap *snapshot) error {
 	if s.cfg.Shared != nil {
 		ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 		defer cancel()
-		if err := s.cfg.Shared.PutKV(ctx, SharedStateKey, data); err != nil {
+		swapped, err := s.cfg.Shared.SwapKV(ctx, SharedStateKey, s.sharedSeen, data)
+		if err != nil {
 			return fmt.Errorf("jwtsigner: write shared state: %w", err)
 		}
+		if !swapped {
+			return errSwapLost
+		}
+		s.sharedSeen = data
 	}
 	return writeStateFile(s.cfg.Dir, data)
 }
@@ -181,22 +216,23 @@ func (s *Signer) persist(ctx context.Context, snap *snapshot) error {
 // errSharedMissing reports that the shared store holds no state yet.
 var errSharedMissing = errors.New("jwtsigner: no shared state")
 
-// readShared reads and decodes the shared state.
-func (s *Signer) readShared(ctx context.Context) (*decodedState, error) {
+// readShared reads and decodes the shared state; it returns the bytes read
+// too, even when they do not decode.
+func (s *Signer) readShared(ctx context.Context) (*decodedState, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
 	data, err := s.cfg.Shared.GetKV(ctx, SharedStateKey)
 	switch {
 	case errors.Is(err, s.cfg.SharedNotFound):
-		return nil, errSharedMissing
+		return nil, nil, errSharedMissing
 	case err != nil:
-		return nil, fmt.Errorf("jwtsigner: read shared state: %w", err)
+		return nil, nil, fmt.Errorf("jwtsigner: read shared state: %w", err)
 	}
 	ds, err := decodeState(data, s.cfg.TrustDomain)
 	if err != nil {
-		return nil, fmt.Errorf("jwtsigner: shared state: %w", err)
+		return nil, data, fmt.Errorf("jwtsigner: shared state: %w", err)
 	}
-	return ds, nil
+	return ds, data, nil
 }
 
 // syncShared adopts the shared state when it differs from ours, keeping
@@ -205,7 +241,10 @@ func (s *Signer) readShared(ctx context.Context) (*decodedState, error) {
 // holds mu.
 func (s *Signer) syncShared(ctx context.Context, now time.Time) error {
 	cur := s.cur.Load()
-	ds, err := s.readShared(ctx)
+	ds, data, err := s.readShared(ctx)
+	if err == nil || errors.Is(err, errSharedMissing) {
+		s.sharedSeen = data
+	}
 	if errors.Is(err, errSharedMissing) {
 		s.cfg.Log.Warn("Shared JWT key state is missing; writing this server's")
 		return s.persist(ctx, cur)

@@ -1,6 +1,7 @@
 package jwtsigner_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rsa"
 	"errors"
@@ -44,43 +45,85 @@ func (c *fakeClock) Add(d time.Duration) {
 
 var errKVNotFound = errors.New("memkv: not found")
 
-// memKV is an in-memory KV store with datastore.KV's contract. While
-// frozen, reads return what it held when frozen, so two signers can act
-// on the same stale view; failing makes every call fail.
+// memKV is an in-memory KV store with datastore.KV's contract. holdReads
+// makes the next reads wait for each other, so that signers act on the
+// same view at the same instant (a genuine race); failing makes every call
+// fail.
 type memKV struct {
 	mu      sync.Mutex
 	m       map[string][]byte
-	frozen  map[string][]byte
+	gate    *readGate // nil: reads do not wait
+	writes  int       // successful writes
 	failing bool
+}
+
+// readGate holds n reads until all n have read.
+type readGate struct {
+	n    int
+	open chan struct{}
 }
 
 func newMemKV() *memKV { return &memKV{m: map[string][]byte{}} }
 
-func (k *memKV) GetKV(_ context.Context, key string) ([]byte, error) {
+// holdReads makes the next n reads (of any key) return only once all n
+// have read, each what the store held when it read.
+func (k *memKV) holdReads(n int) {
+	k.set(func(k *memKV) { k.gate = &readGate{n: n, open: make(chan struct{})} })
+}
+
+func (k *memKV) GetKV(ctx context.Context, key string) ([]byte, error) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	if k.failing {
+		k.mu.Unlock()
 		return nil, errors.New("memkv: down")
 	}
-	src := k.m
-	if k.frozen != nil {
-		src = k.frozen
+	v, ok := k.m[key]
+	v = slices.Clone(v)
+	g := k.gate
+	if g != nil {
+		if g.n--; g.n == 0 {
+			close(g.open)
+			k.gate = nil
+		}
 	}
-	v, ok := src[key]
+	k.mu.Unlock()
+	if g != nil {
+		select {
+		case <-g.open:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if !ok {
 		return nil, errKVNotFound
 	}
-	return slices.Clone(v), nil
+	return v, nil
 }
 
-func (k *memKV) PutKV(_ context.Context, key string, value []byte) error {
+func (k *memKV) SwapKV(_ context.Context, key string, old, value []byte) (bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.failing {
-		return errors.New("memkv: down")
+		return false, errors.New("memkv: down")
 	}
-	k.m[key] = slices.Clone(value)
-	return nil
+	return swapIn(k.m, key, old, value, &k.writes), nil
+}
+
+// swapIn is SwapKV on m, counting successful writes in writes.
+func swapIn(m map[string][]byte, key string, old, value []byte, writes *int) bool {
+	cur, ok := m[key]
+	if (old == nil && ok) || (old != nil && (!ok || !bytes.Equal(cur, old))) {
+		return false
+	}
+	m[key] = slices.Clone(value)
+	*writes++
+	return true
+}
+
+func (k *memKV) writeCount() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.writes
 }
 
 func (k *memKV) set(f func(k *memKV)) {
@@ -351,8 +394,9 @@ func TestAlgorithmChangeAtRotation(t *testing.T) {
 
 // Two servers on one shared store sign with the same key and publish the
 // same bundle through a whole rotation, even when both prepare a successor
-// at the same moment from the same stale view; every token either signed
-// verifies with both bundles until it expires.
+// at the same instant from the same view: the store takes the first write
+// only, and the other adopts it instead of overwriting it. Every token
+// either signed verifies with both bundles until it expires.
 func TestSharedSignersAgree(t *testing.T) {
 	kv := newMemKV()
 	clkA, clkB := newClock(), newClock()
@@ -380,15 +424,24 @@ func TestSharedSignersAgree(t *testing.T) {
 	advance := func(d time.Duration) { clkA.Add(d); clkB.Add(d) }
 
 	advance(keyTTL / 2)
-	kv.set(func(k *memKV) { k.frozen = maps.Clone(k.m) })
-	mustRotate(t, a, b) // both prepare their own successor; B's write wins
-	if a.NextKeyID() == b.NextKeyID() {
-		t.Fatal("the race did not happen")
+	writes := kv.writeCount()
+	kv.holdReads(2)
+	var wg sync.WaitGroup
+	for _, s := range []*jwtsigner.Signer{a, b} {
+		wg.Go(func() {
+			if err := s.Rotate(context.Background()); err != nil {
+				t.Error(err)
+			}
+		})
 	}
-	kv.set(func(k *memKV) { k.frozen = nil })
-	mustRotate(t, a, b)
-	if a.NextKeyID() != b.NextKeyID() {
-		t.Fatalf("not converged after a race: %s vs %s", a.NextKeyID(), b.NextKeyID())
+	wg.Wait()
+	if n := kv.writeCount() - writes; n != 1 {
+		t.Fatalf("the store was written %d times by two racing preparations, want 1 (the loser overwrote the winner)", n)
+	}
+	// The store holds what both publish: a third server reads it.
+	if c := rotating(t, filepath.Join(t.TempDir(), "jwt"), clkA, kv); a.NextKeyID() == "" ||
+		a.NextKeyID() != b.NextKeyID() || a.NextKeyID() != c.NextKeyID() {
+		t.Fatalf("prepared keys differ right after the race: A %q, B %q, the store %q", a.NextKeyID(), b.NextKeyID(), c.NextKeyID())
 	}
 	check("prepared")
 
@@ -433,14 +486,14 @@ func (v *view) GetKV(ctx context.Context, key string) ([]byte, error) {
 	return slices.Clone(b), nil
 }
 
-func (v *view) PutKV(ctx context.Context, key string, value []byte) error {
+func (v *view) SwapKV(ctx context.Context, key string, old, value []byte) (bool, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.private == nil {
-		return v.kv.PutKV(ctx, key, value)
+		return v.kv.SwapKV(ctx, key, old, value)
 	}
-	v.private[key] = slices.Clone(value)
-	return nil
+	var n int
+	return swapIn(v.private, key, old, value, &n), nil
 }
 
 func (v *view) detach() {
@@ -559,5 +612,37 @@ func TestRunRotatesOnRealClock(t *testing.T) {
 	}
 	if !sawNext {
 		t.Fatal("activated without a published next key first")
+	}
+}
+
+// An operator prepares a key on one server while another prepares on
+// schedule at the same instant. Whichever loses the swap redoes its step on
+// what the other stored: both end up with the operator's key prepared.
+func TestSharedRacingOperatorPrepare(t *testing.T) {
+	kv := newMemKV()
+	clk := newClock()
+	a := rotating(t, filepath.Join(t.TempDir(), "jwt"), clk, kv)
+	b := rotating(t, filepath.Join(t.TempDir(), "jwt"), clk, kv)
+	clk.Add(keyTTL / 2)
+	kv.holdReads(2)
+	var (
+		wg   sync.WaitGroup
+		info jwtsigner.KeyInfo
+	)
+	wg.Go(func() {
+		var err error
+		if info, err = a.PrepareKey(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	wg.Go(func() {
+		if err := b.Rotate(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	wg.Wait()
+	mustRotate(t, b) // b's next poll
+	if a.NextKeyID() != info.ID || b.NextKeyID() != info.ID || !slices.Equal(kids(a), kids(b)) {
+		t.Fatalf("want the operator's key %s prepared on both: A %s %v, B %s %v", info.ID, a.NextKeyID(), kids(a), b.NextKeyID(), kids(b))
 	}
 }

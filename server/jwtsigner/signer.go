@@ -160,7 +160,10 @@ type Signer struct {
 
 	cur atomic.Pointer[snapshot]
 
-	mu sync.Mutex // serialises state changes (Rotate, syncShared)
+	mu sync.Mutex // serialises state changes (Rotate, syncShared); guards sharedSeen
+	// sharedSeen is the shared state as this signer last read or wrote it
+	// (nil: absent): the value its next write must replace.
+	sharedSeen []byte
 
 	chMu    sync.Mutex // guards changed
 	changed chan struct{}
@@ -236,7 +239,8 @@ func New(cfg Config) (*Signer, error) {
 	base := local
 	sharedMissing := false
 	if cfg.Shared != nil {
-		ds, err := s.readShared(context.Background())
+		ds, raw, err := s.readShared(context.Background())
+		s.sharedSeen = raw
 		switch {
 		case errors.Is(err, errSharedMissing):
 			sharedMissing = true
@@ -288,10 +292,12 @@ func New(cfg Config) (*Signer, error) {
 			snap, dirty = k, true
 		}
 	}
+	lost := false
 	switch {
 	case dirty:
 		snap.version++
-		if err := s.persist(context.Background(), snap); err != nil {
+		err := s.persist(context.Background(), snap)
+		if lost = errors.Is(err, errSwapLost); err != nil && !lost {
 			return nil, err
 		}
 	case base != local:
@@ -305,11 +311,11 @@ func New(cfg Config) (*Signer, error) {
 		}
 	}
 	s.cur.Store(snap)
-	if cfg.Shared != nil && sharedMissing {
-		// Another server may have written at the same moment: converge on
-		// whatever the store holds now.
+	if cfg.Shared != nil && (sharedMissing || lost) {
+		// Another server may have written at the same moment (lost: it
+		// did): converge on whatever the store holds now.
 		s.mu.Lock()
-		err := s.syncShared(context.Background(), now)
+		err := s.retrySwap(func() error { return s.syncShared(context.Background(), now) })
 		s.mu.Unlock()
 		if err != nil {
 			return nil, err

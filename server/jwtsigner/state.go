@@ -48,10 +48,13 @@ const (
 
 // KVStore is where servers sharing one database keep the key state;
 // server/datastore's KV satisfies it. GetKV returns an error matching
-// Config.SharedNotFound (errors.Is) when the key is absent.
+// Config.SharedNotFound (errors.Is) when the key is absent. SwapKV stores
+// value only if the stored value is still old (absent when old is nil) and
+// reports whether it did: the signer writes the shared state only through
+// it, so that no server overwrites what another wrote since it last read.
 type KVStore interface {
 	GetKV(ctx context.Context, key string) ([]byte, error)
-	PutKV(ctx context.Context, key string, value []byte) error
+	SwapKV(ctx context.Context, key string, old, value []byte) (swapped bool, err error)
 }
 
 // stateDoc is the persisted key state, in the local file and in the

@@ -366,3 +366,94 @@ func testKV(t *testing.T, s datastore.Store) {
 		})
 	}
 }
+
+func testKVSwap(t *testing.T, s datastore.Store) {
+	c := ctx(t)
+	tests := []struct {
+		name        string
+		old, value  []byte
+		wantSwapped bool
+		want        []byte // stored afterwards; nil: absent
+	}{
+		{"absent, old given", []byte("v0"), []byte("v1"), false, nil},
+		{"absent, only if absent", nil, []byte("v1"), true, []byte("v1")},
+		{"present, only if absent", nil, []byte("v2"), false, []byte("v1")},
+		{"stale old", []byte("v0"), []byte("v2"), false, []byte("v1")},
+		{"prefix of stored", []byte("v"), []byte("v2"), false, []byte("v1")},
+		{"current old", []byte("v1"), []byte("v2"), true, []byte("v2")},
+		{"to empty", []byte("v2"), []byte{}, true, []byte{}},
+		{"empty is present", nil, []byte("v3"), false, []byte{}},
+		{"from empty", []byte{}, []byte{0, 0xff, '\n'}, true, []byte{0, 0xff, '\n'}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			swapped, err := s.SwapKV(c, "ca/state", tt.old, tt.value)
+			if err != nil {
+				t.Fatalf("SwapKV: %v", err)
+			}
+			if swapped != tt.wantSwapped {
+				t.Errorf("SwapKV swapped = %v, want %v", swapped, tt.wantSwapped)
+			}
+			got, err := s.GetKV(c, "ca/state")
+			switch {
+			case tt.want == nil && !errors.Is(err, datastore.ErrNotFound):
+				t.Errorf("GetKV = %q, %v; want ErrNotFound", got, err)
+			case tt.want != nil && (err != nil || !bytes.Equal(got, tt.want)):
+				t.Errorf("GetKV = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+	if swapped, err := s.SwapKV(c, "other", []byte{}, []byte("x")); err != nil || swapped {
+		t.Errorf("SwapKV from empty on an absent key = %v, %v; want false (absent is not empty)", swapped, err)
+	}
+}
+
+// testKVSwapRace: of n concurrent swaps from the same old value (or from
+// absent) exactly one wins, and the store holds the winner's value.
+func testKVSwapRace(t *testing.T, s datastore.Store) {
+	const n = 32
+	for _, from := range [][]byte{nil, []byte("base")} {
+		t.Run(fmt.Sprintf("from %q", from), func(t *testing.T) {
+			c := ctx(t)
+			key := fmt.Sprintf("race/%s", from)
+			if from != nil {
+				if err := s.PutKV(c, key, from); err != nil {
+					t.Fatalf("PutKV: %v", err)
+				}
+			}
+			var (
+				wg      sync.WaitGroup
+				mu      sync.Mutex
+				winners [][]byte
+				errs    []error
+			)
+			start := make(chan struct{})
+			for i := range n {
+				wg.Go(func() {
+					v := fmt.Appendf(nil, "server-%d", i)
+					<-start
+					swapped, err := s.SwapKV(c, key, from, v)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						errs = append(errs, err)
+					}
+					if swapped {
+						winners = append(winners, v)
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			for _, err := range errs {
+				t.Errorf("SwapKV: %v", err)
+			}
+			if len(winners) != 1 {
+				t.Fatalf("%d of %d concurrent swaps from %q won (%q), want exactly 1", len(winners), n, from, winners)
+			}
+			if got, err := s.GetKV(c, key); err != nil || !bytes.Equal(got, winners[0]) {
+				t.Errorf("GetKV = %q, %v; want the winner's %q", got, err, winners[0])
+			}
+		})
+	}
+}

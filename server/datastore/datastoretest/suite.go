@@ -49,6 +49,8 @@ func Run(t *testing.T, open func(t *testing.T) datastore.Store) {
 		{"JoinTokenConsumeRace", testJoinTokenConsumeRace},
 		{"JoinTokenPrune", testJoinTokenPrune},
 		{"KV", testKV},
+		{"KVSwap", testKVSwap},
+		{"KVSwapRace", testKVSwapRace},
 		{"OpObserver", testOpObserver},
 	}
 	for _, tt := range tests {

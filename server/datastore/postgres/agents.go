@@ -340,3 +340,27 @@ func (s *Store) PutKV(ctx context.Context, key string, value []byte) error {
 	}
 	return nil
 }
+
+// SwapKV stores value under key only if the stored value is old, or, with
+// old == nil, only if key is absent; one statement, so that of concurrent
+// swaps from one old value exactly one succeeds.
+func (s *Store) SwapKV(ctx context.Context, key string, old, value []byte) (bool, error) {
+	defer s.timed("swap_kv")()
+	if err := checkText("key", key); err != nil {
+		return false, fmt.Errorf("postgres: swap: %w", err)
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	q, args := `INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, []any{key, value}
+	if old != nil {
+		// UPDATE re-checks its WHERE clause on the row a concurrent swap
+		// committed, so the loser matches nothing.
+		q, args = `UPDATE kv SET value = $2 WHERE key = $1 AND value = $3`, []any{key, value, old}
+	}
+	tag, err := s.pool.Exec(ctx, q, args...)
+	if err != nil {
+		return false, fmt.Errorf("postgres: swap %q: %w", key, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}

@@ -358,3 +358,39 @@ func (s *Store) PutKV(ctx context.Context, key string, value []byte) error {
 		return nil
 	})
 }
+
+// SwapKV stores value under key only if the stored value is old, or, with
+// old == nil, only if key is absent; one immediate write transaction, so
+// that of concurrent swaps from one old value exactly one succeeds.
+func (s *Store) SwapKV(ctx context.Context, key string, old, value []byte) (bool, error) {
+	defer s.timed("swap_kv")()
+	if !utf8.ValidString(key) {
+		return false, errors.New("sqlite: swap: key is not valid UTF-8")
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	var swapped bool
+	err := s.write(ctx, "swap", func(tx *sql.Tx) error {
+		var res sql.Result
+		var err error
+		if old == nil {
+			res, err = tx.ExecContext(ctx, `INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`, key, value)
+		} else {
+			res, err = tx.ExecContext(ctx, `UPDATE kv SET value = ? WHERE key = ? AND value = ?`, value, key, old)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: swap %q: %w", key, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("sqlite: swap %q: %w", key, err)
+		}
+		swapped = n == 1
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	return swapped, nil
+}
