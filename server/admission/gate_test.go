@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -301,18 +302,29 @@ func TestGateConnectionBounds(t *testing.T) {
 
 	// In total, after TLS: three connections from three sources are held,
 	// the fourth is closed.
+	var held []net.Conn
 	for i := range 3 {
 		c, err := tlsDial(t, addr, fmt.Sprintf("127.0.4.%d", i+1))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
+		held = append(held, c)
 	}
 	c, err := tlsDial(t, addr, "127.0.4.9")
 	if err == nil && !closedWithin(c, time.Second) {
-		t.Fatal("a fourth unauthenticated connection was kept")
-	}
-	if st := g.Stats(); st.Unauthenticated != 3 {
+		// Kept: allowed only if the gate had room again, because the
+		// server already closed one of the three at the first-message
+		// timeout (a machine slow enough that the dials took that long).
+		// The bound itself must hold whatever the timing.
+		if st := g.Stats(); st.Unauthenticated > 3 {
+			t.Fatalf("stats %+v: more than 3 unauthenticated connections held", st)
+		}
+		if !slices.ContainsFunc(held, func(h net.Conn) bool { return closedWithin(h, 10*time.Millisecond) }) {
+			t.Fatal("a fourth unauthenticated connection was kept while the first three were held")
+		}
+		t.Log("the fourth connection was kept after the server closed an earlier one at its timeout (slow machine)")
+	} else if st := g.Stats(); st.Unauthenticated != 3 {
 		t.Fatalf("stats %+v, want 3 unauthenticated connections", st)
 	}
 	// They sent no HTTP/2 preface: gRPC closes them, and the gate forgets
