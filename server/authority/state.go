@@ -127,9 +127,9 @@ type decodedEntry[K Key] struct {
 
 // parsed is the document's fields of the configured layout.
 type parsed[D any] struct {
-	seq     uint64
-	digest  string
-	heads   []struct {
+	seq    uint64
+	digest string
+	heads  []struct {
 		EntryHead
 		EntryTail
 	}
