@@ -137,3 +137,11 @@ type Config struct {
 	Shared         KVStore
 	SharedNotFound error
 }
+
+// String names the layout by the field its entries are kept under.
+func (l Layout) String() string {
+	if l == LayoutAuthorities {
+		return "authorities"
+	}
+	return "keys"
+}
