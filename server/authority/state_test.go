@@ -8,41 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hallmarkid/hallmark/server/authority"
+	"github.com/hallmarkid/hallmark/server/authority/authoritytest"
 )
 
 var errNotFound = errors.New("kv: not found")
-
-// kv is an in-memory KVStore with datastore.KV's contract.
-type kv struct {
-	mu sync.Mutex
-	m  map[string][]byte
-}
-
-func (k *kv) GetKV(_ context.Context, key string) ([]byte, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	v, ok := k.m[key]
-	if !ok {
-		return nil, errNotFound
-	}
-	return bytes.Clone(v), nil
-}
-
-func (k *kv) SwapKV(_ context.Context, key string, old, value []byte) (bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	cur, ok := k.m[key]
-	if (old == nil && ok) || (old != nil && (!ok || !bytes.Equal(cur, old))) {
-		return false, nil
-	}
-	k.m[key] = bytes.Clone(value)
-	return true, nil
-}
 
 // TestSharedRoundTrip checks, for both layouts, that a server joining a
 // shared state adopts it and writes it back byte for byte, and that an
@@ -50,7 +23,7 @@ func (k *kv) SwapKV(_ context.Context, key string, old, value []byte) (bool, err
 func TestSharedRoundTrip(t *testing.T) {
 	for _, layout := range []authority.Layout{authority.LayoutAuthorities, authority.LayoutKeys} {
 		t.Run(fmt.Sprint(layout), func(t *testing.T) {
-			sp, store, clk := spec(layout, false), &kv{m: map[string][]byte{}}, &clock{now: t0}
+			sp, store, clk := spec(layout, false), authoritytest.NewMemKV(errNotFound), &clock{now: t0}
 			a := open(t, sp, filepath.Join(t.TempDir(), "a"), clk, store)
 			if _, err := a.Prepare(context.Background()); err != nil {
 				t.Fatal(err)

@@ -54,7 +54,7 @@ func TestStateFormat1Loads(t *testing.T) {
 func TestStateFormat1RoundTrips(t *testing.T) {
 	data := readFile(t, formatFixture)
 	kv := newMemKV()
-	kv.m[ca.SharedStateKey] = bytes.Clone(data)
+	kv.Set(ca.SharedStateKey, data)
 	dir := filepath.Join(t.TempDir(), "ca")
 	clk := &fixedClock{now: formatNow}
 	if _, err := ca.New(ca.Config{TrustDomain: td, Dir: dir, Clock: clk.Now, Shared: kv, SharedNotFound: errKVNotFound}); err != nil {
@@ -63,7 +63,7 @@ func TestStateFormat1RoundTrips(t *testing.T) {
 	if got := readFile(t, filepath.Join(dir, ca.StateFileName)); !bytes.Equal(got, data) {
 		t.Fatalf("local copy of the adopted state differs from the shared one:\n%s", got)
 	}
-	if kv.writeCount() != 0 {
-		t.Fatalf("%d shared writes, want none", kv.writeCount())
+	if kv.Writes() != 0 {
+		t.Fatalf("%d shared writes, want none", kv.Writes())
 	}
 }

@@ -63,7 +63,7 @@ func TestStateFormat1Loads(t *testing.T) {
 func TestStateFormat1RoundTrips(t *testing.T) {
 	data := readFixture(t)
 	kv := newMemKV()
-	kv.m[jwtsigner.SharedStateKey] = bytes.Clone(data)
+	kv.Set(jwtsigner.SharedStateKey, data)
 	dir := filepath.Join(t.TempDir(), "jwt")
 	rotating(t, dir, &fakeClock{now: formatNow}, kv)
 	got, err := os.ReadFile(filepath.Join(dir, jwtsigner.StateFileName))
@@ -73,7 +73,7 @@ func TestStateFormat1RoundTrips(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatalf("local copy of the adopted state differs from the shared one:\n%s", got)
 	}
-	if kv.writeCount() != 0 {
-		t.Fatalf("%d shared writes, want none", kv.writeCount())
+	if kv.Writes() != 0 {
+		t.Fatalf("%d shared writes, want none", kv.Writes())
 	}
 }

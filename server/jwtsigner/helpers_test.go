@@ -1,7 +1,6 @@
 package jwtsigner_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/hallmarkid/hallmark/server/authority/authoritytest"
 	"github.com/hallmarkid/hallmark/server/jwtsigner"
 )
 
@@ -41,92 +41,10 @@ func (c *fakeClock) Add(d time.Duration) {
 
 var errKVNotFound = errors.New("memkv: not found")
 
-// memKV is an in-memory KV store with datastore.KV's contract. holdReads
-// makes the next reads wait for each other, so that signers act on the
-// same view at the same instant (a genuine race); failing makes every call
-// fail.
-type memKV struct {
-	mu      sync.Mutex
-	m       map[string][]byte
-	gate    *readGate // nil: reads do not wait
-	writes  int       // successful writes
-	failing bool
-}
+// memKV is the in-memory KV store of the engine's tests.
+type memKV = authoritytest.MemKV
 
-// readGate holds n reads until all n have read.
-type readGate struct {
-	n    int
-	open chan struct{}
-}
-
-func newMemKV() *memKV { return &memKV{m: map[string][]byte{}} }
-
-// holdReads makes the next n reads (of any key) return only once all n
-// have read, each what the store held when it read.
-func (k *memKV) holdReads(n int) {
-	k.set(func(k *memKV) { k.gate = &readGate{n: n, open: make(chan struct{})} })
-}
-
-func (k *memKV) GetKV(ctx context.Context, key string) ([]byte, error) {
-	k.mu.Lock()
-	if k.failing {
-		k.mu.Unlock()
-		return nil, errors.New("memkv: down")
-	}
-	v, ok := k.m[key]
-	v = slices.Clone(v)
-	g := k.gate
-	if g != nil {
-		if g.n--; g.n == 0 {
-			close(g.open)
-			k.gate = nil
-		}
-	}
-	k.mu.Unlock()
-	if g != nil {
-		select {
-		case <-g.open:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	if !ok {
-		return nil, errKVNotFound
-	}
-	return v, nil
-}
-
-func (k *memKV) SwapKV(_ context.Context, key string, old, value []byte) (bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.failing {
-		return false, errors.New("memkv: down")
-	}
-	return swapIn(k.m, key, old, value, &k.writes), nil
-}
-
-// swapIn is SwapKV on m, counting successful writes in writes.
-func swapIn(m map[string][]byte, key string, old, value []byte, writes *int) bool {
-	cur, ok := m[key]
-	if (old == nil && ok) || (old != nil && (!ok || !bytes.Equal(cur, old))) {
-		return false
-	}
-	m[key] = slices.Clone(value)
-	*writes++
-	return true
-}
-
-func (k *memKV) writeCount() int {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.writes
-}
-
-func (k *memKV) set(f func(k *memKV)) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	f(k)
-}
+func newMemKV() *memKV { return authoritytest.NewMemKV(errKVNotFound) }
 
 const keyTTL = time.Hour
 

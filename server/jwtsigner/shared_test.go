@@ -2,7 +2,6 @@ package jwtsigner_test
 
 import (
 	"context"
-	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hallmarkid/hallmark/server/authority/authoritytest"
 	"github.com/hallmarkid/hallmark/server/jwtsigner"
 )
 
@@ -45,8 +45,8 @@ func TestSharedSignersAgree(t *testing.T) {
 	advance := func(d time.Duration) { clkA.Add(d); clkB.Add(d) }
 
 	advance(keyTTL / 2)
-	writes := kv.writeCount()
-	kv.holdReads(2)
+	writes := kv.Writes()
+	kv.HoldReads(2)
 	var wg sync.WaitGroup
 	for _, s := range []*jwtsigner.Signer{a, b} {
 		wg.Go(func() {
@@ -56,7 +56,7 @@ func TestSharedSignersAgree(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := kv.writeCount() - writes; n != 1 {
+	if n := kv.Writes() - writes; n != 1 {
 		t.Fatalf("the store was written %d times by two racing preparations, want 1 (the loser overwrote the winner)", n)
 	}
 	// The store holds what both publish: a third server reads it.
@@ -113,16 +113,13 @@ func (v *view) SwapKV(ctx context.Context, key string, old, value []byte) (bool,
 	if v.private == nil {
 		return v.kv.SwapKV(ctx, key, old, value)
 	}
-	var n int
-	return swapIn(v.private, key, old, value, &n), nil
+	return authoritytest.Swap(v.private, key, old, value), nil
 }
 
 func (v *view) detach() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.kv.mu.Lock()
-	defer v.kv.mu.Unlock()
-	v.private = maps.Clone(v.kv.m)
+	v.private = v.kv.Snapshot()
 }
 
 func (v *view) attach() {
@@ -177,7 +174,7 @@ func TestSharedStoreDownDuringRotation(t *testing.T) {
 	clk := newClock()
 	s := rotating(t, filepath.Join(t.TempDir(), "jwt"), clk, kv)
 	k1 := s.ActiveKeyID()
-	kv.set(func(k *memKV) { k.failing = true })
+	kv.SetFailing(true)
 	clk.Add(keyTTL / 2)
 	if err := s.Rotate(context.Background()); err == nil || !strings.Contains(err.Error(), "memkv: down") {
 		t.Fatalf("Rotate with the store down: %v", err)
@@ -185,7 +182,7 @@ func TestSharedStoreDownDuringRotation(t *testing.T) {
 	if s.NextKeyID() != "" || sign(t, s, 0).KeyID != k1 {
 		t.Fatal("state changed while the store was down")
 	}
-	kv.set(func(k *memKV) { k.failing = false })
+	kv.SetFailing(false)
 	mustRotate(t, s)
 	if s.NextKeyID() == "" {
 		t.Fatal("no successor after the store came back")
@@ -199,7 +196,7 @@ func TestSharedStoreDownAtStart(t *testing.T) {
 	clk := newClock()
 	dir := filepath.Join(t.TempDir(), "jwt")
 	s1 := rotating(t, dir, clk, kv)
-	kv.set(func(k *memKV) { k.failing = true })
+	kv.SetFailing(true)
 	s2 := rotating(t, dir, clk, kv)
 	if s2.ActiveKeyID() != s1.ActiveKeyID() {
 		t.Fatal("did not start from the local copy")
@@ -245,7 +242,7 @@ func TestSharedRacingOperatorPrepare(t *testing.T) {
 	a := rotating(t, filepath.Join(t.TempDir(), "jwt"), clk, kv)
 	b := rotating(t, filepath.Join(t.TempDir(), "jwt"), clk, kv)
 	clk.Add(keyTTL / 2)
-	kv.holdReads(2)
+	kv.HoldReads(2)
 	var (
 		wg   sync.WaitGroup
 		info jwtsigner.KeyInfo
