@@ -245,8 +245,12 @@ func (g *Engine[K, D, P]) syncShared(ctx context.Context, now time.Time) error {
 	}
 	g.publish(s)
 	if s.setKey() != cur.setKey() {
-		g.cfg.Log.Info(g.spec.Messages.Adopted, append([]any{"active", s.active.ID(), "next", s.next != nil,
-			"version", s.version}, g.seqAttrs(s)...)...)
+		attrs := []any{"active", s.active.ID()}
+		if g.spec.Layout == LayoutKeys {
+			attrs = append(attrs, "next", s.next != nil, g.spec.Plural, len(s.All()))
+		}
+		attrs = append(attrs, "version", s.version)
+		g.cfg.Log.Info(g.spec.Messages.Adopted, append(attrs, g.seqAttrs(s)...)...)
 	}
 	return nil
 }
