@@ -1,5 +1,6 @@
 // Package rotation is the schedule both signing authorities of the server
-// follow (the X.509 CA in server/ca and the JWT keys in server/jwtsigner):
+// follow (the X.509 CA in server/ca and the JWT keys in server/jwtsigner,
+// both rotated by the engine in server/authority):
 // when to prepare and publish a successor, when it may become active, how
 // often servers sharing a datastore re-read the shared state, and how long
 // a revocation must be remembered.

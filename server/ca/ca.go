@@ -9,17 +9,15 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/url"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/hallmarkid/hallmark/registration"
+	"github.com/hallmarkid/hallmark/server/authority"
 )
 
 // DefaultTTL is the lifetime of a newly created authority when Config.TTL
@@ -35,9 +33,6 @@ const Organization = "Hallmark"
 
 // maxCNLen is the X.520 upper bound on a commonName.
 const maxCNLen = 64
-
-// sharedTimeout bounds one read or write of the shared state.
-const sharedTimeout = 10 * time.Second
 
 // Config configures a CA.
 type Config struct {
@@ -77,26 +72,10 @@ type Config struct {
 // CA signs X.509-SVIDs for one trust domain and rotates its authorities.
 // It is safe for concurrent use.
 type CA struct {
-	td       spiffeid.TrustDomain
-	keyType  string
-	ttl      time.Duration
-	dir      string
-	clock    func() time.Time
-	log      *slog.Logger
-	up       *upstream // nil: self-signed roots
-	shared   KVStore
-	notFound error
-
-	cur atomic.Pointer[snapshot] // swapped as a whole, never mutated
-
-	mu             sync.Mutex // serialises state changes; guards the fields that follow
-	warnedUpstream bool
-	// sharedSeen is the shared state as this CA last read or wrote it (nil:
-	// absent): the value its next write must replace.
-	sharedSeen []byte
-
-	chMu    sync.Mutex // guards changed
-	changed chan struct{}
+	td    spiffeid.TrustDomain
+	clock func() time.Time
+	log   *slog.Logger
+	eng   *authority.Engine[*issuer, entryDoc, []*x509.Certificate]
 }
 
 // New loads the CA persisted in cfg.Dir (and, with cfg.Shared, the state
@@ -134,152 +113,57 @@ func New(cfg Config) (*CA, error) {
 	if (cfg.UpstreamCertPath == "") != (cfg.UpstreamKeyPath == "") || (cfg.UpstreamBundlePath != "" && cfg.UpstreamCertPath == "") {
 		return nil, errors.New("ca: upstream: both the certificate and the key file are required")
 	}
-	ca := &CA{
-		td: cfg.TrustDomain, keyType: cfg.KeyType, ttl: cfg.TTL, dir: cfg.Dir, clock: cfg.Clock, log: cfg.Log,
-		shared: cfg.Shared, notFound: cfg.SharedNotFound, changed: make(chan struct{}),
-	}
-	if err := prepareDir(cfg.Dir); err != nil {
+	if err := files.PrepareDir(cfg.Dir, false); err != nil {
 		return nil, err
 	}
-	now := ca.clock()
+	k := &kind{td: cfg.TrustDomain, keyType: cfg.KeyType, ttl: cfg.TTL, dir: cfg.Dir, log: cfg.Log}
 	if cfg.UpstreamCertPath != "" {
-		up, err := loadUpstream(cfg.UpstreamCertPath, cfg.UpstreamKeyPath, cfg.UpstreamBundlePath, now)
+		up, err := loadUpstream(cfg.UpstreamCertPath, cfg.UpstreamKeyPath, cfg.UpstreamBundlePath, cfg.Clock())
 		if err != nil {
 			return nil, err
 		}
-		ca.up = up
-		ca.log.Info("using upstream CA", "subject", up.cert.Subject.String(), "not_after", up.cert.NotAfter,
+		k.up = up
+		cfg.Log.Info("using upstream CA", "subject", up.cert.Subject.String(), "not_after", up.cert.NotAfter,
 			"trust_anchors", len(up.roots))
 	}
-
-	local, legacy, err := ca.loadLocal(now)
+	eng, op, err := authority.New(spec, authority.Config{TrustDomain: cfg.TrustDomain, Dir: cfg.Dir, Clock: cfg.Clock, Log: cfg.Log,
+		Shared: cfg.Shared, SharedNotFound: cfg.SharedNotFound}, k)
 	if err != nil {
 		return nil, err
 	}
-	base := local
-	sharedMissing := false
-	if ca.shared != nil {
-		ds, raw, err := ca.readShared(context.Background())
-		ca.sharedSeen = raw
-		switch {
-		case errors.Is(err, errSharedMissing):
-			sharedMissing = true
-		case err != nil && local == nil:
-			return nil, err
-		case err != nil:
-			ca.log.Warn("shared CA state unreadable; starting from the local copy", "error", err)
-		default:
-			base = ds
-		}
-	}
-
-	var s *snapshot
-	dirty := false
-	if base == nil {
-		a, err := mint(ca.td, ca.keyType, ca.ttl, ca.up, now)
-		if err != nil {
-			return nil, err
-		}
-		a.activatedAt = now
-		s = ca.build(1, a, nil, nil, 0, "", now)
-		if ca.shared == nil && ca.up == nil {
-			// The single-root layout of earlier versions: key and
-			// certificate files, until the first rotation.
-			if err := save(ca.dir, a.signer, a.cert); err != nil {
-				return nil, err
-			}
-		} else {
-			dirty = true
-		}
-		ca.log.Info("created new CA authority", "trust_domain", ca.td.Name(), "key_type", ca.keyType,
-			"id", a.id, "intermediate", !a.root, "not_after", a.cert.NotAfter, "dir", ca.dir)
+	ca := &CA{td: cfg.TrustDomain, clock: cfg.Clock, log: cfg.Log, eng: eng}
+	s := eng.Current()
+	if a := op.Created; a != nil {
+		ca.log.Info("created new CA authority", "trust_domain", ca.td.Name(), "key_type", cfg.KeyType,
+			"id", a.ID(), "intermediate", !a.Key.root, "not_after", a.NotAfter(), "dir", cfg.Dir)
 	} else {
-		var d bool
-		s, d, err = ca.fromState(base, nil, now)
-		if err != nil {
-			return nil, err
-		}
-		dirty = d || sharedMissing
-		kt, _ := keyTypeOf(s.active.signer)
-		if kt != ca.keyType {
+		a := s.Active().Key
+		kt, _ := keyTypeOf(a.signer)
+		if kt != cfg.KeyType {
 			ca.log.Warn("persisted CA key type differs from configuration; keeping the persisted key until the next rotation",
-				"persisted", kt, "configured", ca.keyType, "dir", ca.dir)
+				"persisted", kt, "configured", cfg.KeyType, "dir", cfg.Dir)
 		}
-		ca.log.Info("loaded CA authorities", "trust_domain", ca.td.Name(), "key_type", kt, "active", s.active.id,
-			"serial", s.active.cert.SerialNumber.Text(16), "not_after", s.active.cert.NotAfter,
-			"authorities", len(s.all()), "legacy_layout", legacy, "shared", ca.shared != nil)
+		ca.log.Info("loaded CA authorities", "trust_domain", ca.td.Name(), "key_type", kt, "active", a.id,
+			"serial", a.cert.SerialNumber.Text(16), "not_after", a.cert.NotAfter,
+			"authorities", len(s.All()), "legacy_layout", op.Legacy, "shared", cfg.Shared != nil)
 	}
-	if base != nil && base != local && local != nil {
-		// Authorities this server signed with survive adoption of the
-		// shared state, so that what they signed keeps verifying.
-		var had []*authority
-		for _, e := range local.entries {
-			if !e.foreign {
-				had = append(had, e.a)
-			}
-		}
-		if k := ca.keepSigned(s, had, now); k != s {
-			s, dirty = k, true
-		}
-	}
-	lost := false
-	switch {
-	case dirty:
-		s.version++
-		err := ca.persist(context.Background(), s)
-		if lost = errors.Is(err, errSwapLost); err != nil && !lost {
-			return nil, err
-		}
-	case base != local:
-		// Adopted the shared state as it is: keep a local copy.
-		data, err := encodeState(ca.td, s)
-		if err != nil {
-			return nil, err
-		}
-		if err := writeStateFile(ca.dir, data); err != nil {
-			return nil, err
-		}
-	}
-	ca.cur.Store(s)
-	if ca.shared != nil && (sharedMissing || lost) {
-		// Another server may have written at the same moment (lost: it
-		// did): converge on whatever the store holds now.
-		ca.mu.Lock()
-		err := ca.retrySwap(func() error { return ca.syncShared(context.Background(), now) })
-		ca.mu.Unlock()
-		if err != nil {
-			return nil, err
-		}
-	}
-	ca.warnExpiry(ca.cur.Load().active.cert)
+	ca.warnExpiry(s.Active().Key.cert)
 	return ca, nil
 }
 
-// loadLocal reads the state in Dir: the state file, else the single-root
-// layout of earlier versions, else nothing (nil, no error).
-func (ca *CA) loadLocal(now time.Time) (ds *decodedState, legacy bool, err error) {
-	data, err := readStateFile(ca.dir)
-	switch {
-	case err == nil:
-		ds, err := decodeState(data, ca.td, ca.up)
-		if err != nil {
-			return nil, false, fmt.Errorf("ca: state file %s/%s: %w", ca.dir, StateFileName, err)
-		}
-		return ds, false, nil
-	case !errors.Is(err, fs.ErrNotExist):
-		return nil, false, err
-	}
-	st, err := load(ca.dir, ca.td)
-	switch {
-	case errors.Is(err, errNoCA):
-		return nil, false, nil
-	case err != nil:
-		return nil, false, err
-	}
-	a := &authority{id: authorityID(st.cert), signer: st.signer, cert: st.cert, root: true,
-		publishedAt: st.cert.NotBefore, activatedAt: st.cert.NotBefore}
-	return &decodedState{entries: []stateEntry{{a: a, status: statusActive}}}, true, nil
-}
+// Run rotates the authorities until ctx is done: it wakes when the next
+// step is due (and, with Config.Shared, every poll interval to pick up
+// what other servers did), and calls Rotate. Errors are logged and retried.
+func (ca *CA) Run(ctx context.Context) { ca.eng.Run(ctx) }
+
+// Rotate performs every rotation step due at the current clock time: with
+// Config.Shared it first adopts what the servers agreed on; then it prunes
+// expired old authorities, prepares a successor (published in Bundle at
+// once) when half the active lifetime has passed, and activates the
+// successor when its time has come. Every change is persisted (and shared)
+// before it takes effect. Run calls it; tests with a fake clock call it
+// directly.
+func (ca *CA) Rotate(ctx context.Context) error { return ca.eng.Rotate(ctx) }
 
 // warnExpiry logs when the active authority is expired, not yet valid, or
 // within 1/6 of its lifetime from expiry.
@@ -303,27 +187,25 @@ func (ca *CA) warnExpiry(cert *x509.Certificate) {
 // its roots. The slice is a fresh copy; the certificates must not be
 // modified.
 func (ca *CA) Bundle() []*x509.Certificate {
-	return slices.Clone(ca.cur.Load().bundle)
+	return slices.Clone(ca.eng.Current().Published())
 }
 
 // BundleChanged returns a channel that is closed at the next change of
 // Bundle's contents.
 func (ca *CA) BundleChanged() <-chan struct{} {
-	ca.chMu.Lock()
-	defer ca.chMu.Unlock()
-	return ca.changed
+	return ca.eng.Changed()
 }
 
 // BundleSequence returns a number that grows whenever Bundle's contents
 // change; it survives restarts (and is shared through Config.Shared).
 func (ca *CA) BundleSequence() uint64 {
-	return ca.cur.Load().seq
+	return ca.eng.Current().Sequence()
 }
 
 // Certificate returns the CA certificate that signs SVIDs now (the
 // server's intermediate when there is an upstream CA).
 func (ca *CA) Certificate() *x509.Certificate {
-	return ca.cur.Load().active.cert
+	return ca.eng.Current().Active().Key.cert
 }
 
 // X509SVIDParams describes one X.509-SVID to sign. The caller has already
@@ -377,7 +259,7 @@ func (ca *CA) SignX509SVID(ctx context.Context, p X509SVIDParams) ([]*x509.Certi
 		}
 	}
 
-	a := ca.cur.Load().active
+	a := ca.eng.Current().Active().Key
 	now := ca.clock()
 	if now.Before(a.cert.NotBefore) {
 		return nil, fmt.Errorf("ca: sign X.509-SVID: CA certificate is not valid until %s (clock skew?)", a.cert.NotBefore.UTC().Format(time.RFC3339))

@@ -1,9 +1,16 @@
 // Package ca owns the server's X.509 certificate authority: the authorities
 // of the trust domain (self-signed roots, or intermediates of an upstream CA
-// read from disk), their rotation, their persistence (Dir, written
-// atomically, keys 0600; optionally shared with other servers through a KV
-// store), the signing of X.509-SVIDs for SPIFFE IDs the caller has already
-// authorised, and the parsing of untrusted CSRs.
+// read from disk), the bundle they form, the single-root layout of earlier
+// versions, the signing of X.509-SVIDs for SPIFFE IDs the caller has
+// already authorised, and the parsing of untrusted CSRs.
+//
+// Their rotation, persistence (Dir, written atomically, keys 0600;
+// optionally shared with other servers through a KV store), HA adoption and
+// operator actions are server/authority's engine, which the CA drives with
+// its issuer kind (kind.go): how an authority is minted (root or upstream
+// intermediate), laid out in the state document, checked against the
+// configuration (Policy), and what it publishes (the bundle and its
+// digest).
 //
 // The CA never takes identity from a CSR: only its public key is used, and
 // the leaf carries exactly the SPIFFE ID passed in X509SVIDParams.
@@ -60,5 +67,6 @@
 // with is never dropped before it expires (it is merged back as old), so
 // nothing it issued stops verifying.
 //
-// It must not import the datastore, the API layer, attestors, or agent/.
+// It must not import the datastore, the API layer, attestors, or agent/;
+// of the server it imports only server/authority.
 package ca

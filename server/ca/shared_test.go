@@ -1,11 +1,9 @@
 package ca_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/elliptic"
 	"errors"
-	"maps"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -15,87 +13,16 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/hallmarkid/hallmark/server/authority/authoritytest"
 	"github.com/hallmarkid/hallmark/server/ca"
 )
 
 var errKVNotFound = errors.New("memkv: not found")
 
-// memKV is an in-memory KV store with datastore.KV's contract. holdReads
-// makes the next reads wait for each other, so that servers act on the
-// same view at the same instant — a genuine race.
-type memKV struct {
-	mu     sync.Mutex
-	m      map[string][]byte
-	gate   *readGate // nil: reads do not wait
-	writes int       // successful writes
-}
+// memKV is the in-memory KV store of the engine's tests.
+type memKV = authoritytest.MemKV
 
-// readGate holds n reads until all n have read.
-type readGate struct {
-	n    int
-	open chan struct{}
-}
-
-func newMemKV() *memKV { return &memKV{m: map[string][]byte{}} }
-
-// holdReads makes the next n reads (of any key) return only once all n
-// have read, each what the store held when it read.
-func (k *memKV) holdReads(n int) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.gate = &readGate{n: n, open: make(chan struct{})}
-}
-
-func (k *memKV) GetKV(ctx context.Context, key string) ([]byte, error) {
-	k.mu.Lock()
-	v, ok := k.m[key]
-	v = slices.Clone(v)
-	g := k.gate
-	if g != nil {
-		if g.n--; g.n == 0 {
-			close(g.open)
-			k.gate = nil
-		}
-	}
-	k.mu.Unlock()
-	if g != nil {
-		select {
-		case <-g.open:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	if !ok {
-		return nil, errKVNotFound
-	}
-	return v, nil
-}
-
-func (k *memKV) PutKV(_ context.Context, key string, value []byte) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.m[key] = slices.Clone(value)
-	k.writes++
-	return nil
-}
-
-func (k *memKV) SwapKV(_ context.Context, key string, old, value []byte) (bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	cur, ok := k.m[key]
-	if (old == nil && ok) || (old != nil && (!ok || !bytes.Equal(cur, old))) {
-		return false, nil
-	}
-	k.m[key] = slices.Clone(value)
-	k.writes++
-	return true, nil
-}
-
-func (k *memKV) writeCount() int {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.writes
-}
+func newMemKV() *memKV { return authoritytest.NewMemKV(errKVNotFound) }
 
 func sharedCA(t *testing.T, kv ca.KVStore, clk *fixedClock) *ca.CA {
 	t.Helper()
@@ -164,8 +91,8 @@ func TestSharedRacingPrepare(t *testing.T) {
 	first := a.Certificate()
 
 	clk.Set(t0.Add(31 * time.Minute))
-	writes := kv.writeCount()
-	kv.holdReads(2)
+	writes := kv.Writes()
+	kv.HoldReads(2)
 	var wg sync.WaitGroup
 	for _, c := range []*ca.CA{a, b} {
 		wg.Go(func() {
@@ -175,7 +102,7 @@ func TestSharedRacingPrepare(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := kv.writeCount() - writes; n != 1 {
+	if n := kv.Writes() - writes; n != 1 {
 		t.Fatalf("the store was written %d times by two racing preparations, want 1 (the loser overwrote the winner)", n)
 	}
 	agree(t, "right after the race", a, b)
@@ -236,9 +163,7 @@ type staleView struct {
 }
 
 func (v *staleView) freeze() {
-	v.kv.mu.Lock()
-	m := maps.Clone(v.kv.m)
-	v.kv.mu.Unlock()
+	m := v.kv.Snapshot()
 	v.mu.Lock()
 	v.frozen = m
 	v.mu.Unlock()
@@ -421,7 +346,7 @@ func TestSharedRacingOperatorPrepare(t *testing.T) {
 	a := sharedCA(t, kv, clk)
 	b := sharedCA(t, kv, clk)
 	clk.Set(t0.Add(31 * time.Minute))
-	kv.holdReads(2)
+	kv.HoldReads(2)
 	var (
 		wg   sync.WaitGroup
 		info ca.AuthorityInfo

@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -22,39 +21,11 @@ const (
 )
 
 const (
-	dirMode  fs.FileMode = 0o700
 	keyMode  fs.FileMode = 0o600
 	certMode fs.FileMode = 0o644
 
 	maxFileSize = 1 << 20 // generous bound for a PEM key or certificate
 )
-
-// prepareDir creates dir with mode 0700 if missing and refuses a directory
-// that group or others may write to (they could swap the key).
-func prepareDir(dir string) error {
-	if dir == "" {
-		return errors.New("ca: Dir is required")
-	}
-	fi, err := os.Stat(dir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if err := os.MkdirAll(dir, dirMode); err != nil {
-			return fmt.Errorf("ca: create directory: %w", err)
-		}
-		// MkdirAll is subject to the umask; set the mode explicitly.
-		if err := os.Chmod(dir, dirMode); err != nil {
-			return fmt.Errorf("ca: create directory: %w", err)
-		}
-		return nil
-	case err != nil:
-		return fmt.Errorf("ca: directory: %w", err)
-	case !fi.IsDir():
-		return fmt.Errorf("ca: %s is not a directory", dir)
-	case fi.Mode().Perm()&0o022 != 0:
-		return fmt.Errorf("ca: directory %s has mode %#o; group and others must not be able to write to it", dir, fi.Mode().Perm())
-	}
-	return nil
-}
 
 // stored is a CA key and certificate as found on disk.
 type stored struct {
@@ -161,21 +132,8 @@ func checkRoot(cert *x509.Certificate, signer crypto.Signer, td spiffeid.TrustDo
 	return nil
 }
 
-func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("ca: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("ca: read %s: %w", path, err)
-	}
-	if len(b) > maxFileSize {
-		return nil, fmt.Errorf("ca: %s is larger than %d bytes", path, maxFileSize)
-	}
-	return b, nil
-}
+// readBounded reads a PEM file of at most maxFileSize bytes.
+func readBounded(path string) ([]byte, error) { return files.ReadBounded(path, maxFileSize) }
 
 // decodeSinglePEM returns the bytes of the only PEM block in data, which
 // must be of type typ, with nothing but whitespace around it.
@@ -207,12 +165,12 @@ func save(dir string, signer crypto.Signer, cert *x509.Certificate) error {
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
 
-	keyTmp, err := writeTemp(dir, KeyFileName, keyPEM, keyMode)
+	keyTmp, err := files.WriteTemp(dir, KeyFileName, keyPEM, keyMode)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(keyTmp) // no-op after a successful rename
-	certTmp, err := writeTemp(dir, CertFileName, certPEM, certMode)
+	certTmp, err := files.WriteTemp(dir, CertFileName, certPEM, certMode)
 	if err != nil {
 		return err
 	}
@@ -233,45 +191,5 @@ func save(dir string, signer crypto.Signer, cert *x509.Certificate) error {
 	if err := os.Rename(certTmp, certPath); err != nil {
 		return fmt.Errorf("ca: install certificate: %w", err)
 	}
-	return syncDir(dir)
-}
-
-// writeTemp writes data to a new temporary file in dir with mode perm,
-// syncs and closes it, and returns its path.
-func writeTemp(dir, name string, data []byte, perm fs.FileMode) (path string, err error) {
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return "", fmt.Errorf("ca: write %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return "", fmt.Errorf("ca: write %s: %w", name, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return "", fmt.Errorf("ca: write %s: %w", name, err)
-	}
-	if err := f.Sync(); err != nil {
-		return "", fmt.Errorf("ca: write %s: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("ca: write %s: %w", name, err)
-	}
-	return f.Name(), nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("ca: sync directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("ca: sync directory: %w", err)
-	}
-	return nil
+	return files.SyncDir(dir)
 }

@@ -1,10 +1,14 @@
 // Package jwtsigner owns the server's JWT-SVID signing keys: their creation
-// (ES256 by default, ES384 or RS256 on request), their rotation, their
-// persistence in a directory of their own (PKCS#8 PEM inside a JSON state
-// file, mode 0600, written atomically; optionally shared with other
-// servers through a KV store), the key IDs (RFC 7638 JWK thumbprints), the
-// public keys published as the trust domain's JWT bundle, and the signing
-// of JWT-SVIDs for SPIFFE IDs the caller has already authorised.
+// (ES256 by default, ES384 or RS256 on request), the key IDs (RFC 7638 JWK
+// thumbprints), the public keys published as the trust domain's JWT
+// bundle, the single key file of earlier versions, and the signing of
+// JWT-SVIDs for SPIFFE IDs the caller has already authorised.
+//
+// Their rotation, persistence in a directory of their own (PKCS#8 PEM
+// inside a JSON state file, mode 0600, written atomically; optionally
+// shared with other servers through a KV store), HA adoption and operator
+// actions are server/authority's engine, which the signer drives with its
+// key kind (kind.go).
 //
 // The signer never decides who may have a token: the Node API checks that
 // the entry is authorised for the calling agent before asking.
@@ -43,12 +47,14 @@
 // With Config.Shared the whole key state — private keys included — is one
 // versioned document under SharedStateKey in the database the servers
 // share, so every server signs with the same active key and publishes the
-// same bundle. As for the CA, agreement is by convergence (the KV store has
-// no compare-and-swap): each server re-reads the document before every
-// rotation step and on every poll, adopts it when it differs, and writes
-// its own change back; a key a server has signed with is merged back as
-// old if a concurrent write dropped it, so nothing it issued stops
-// verifying. Whoever can read that row holds the signing keys.
+// same bundle. As for the CA, each server re-reads the document before
+// every rotation step and operator action and on every poll, adopts it
+// when it differs, and writes its own change back by compare-and-swap
+// against the bytes it read (a lost swap adopts the stored state and redoes
+// the step); a key a server has signed with is merged back as old if a
+// concurrent write dropped it, so nothing it issued stops verifying.
+// Whoever can read that row holds the signing keys.
 //
-// It must not import the datastore, the API layer, attestors, or agent/.
+// It must not import the datastore, the API layer, attestors, or agent/;
+// of the server it imports only server/authority.
 package jwtsigner

@@ -5,19 +5,16 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"maps"
-	"slices"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/hallmarkid/hallmark/server/authority"
 )
 
 // Signing algorithms accepted in Config.Algorithm.
@@ -41,9 +38,6 @@ const (
 	MaxAudienceLength = 1024
 	MaxTTL            = 24 * time.Hour
 )
-
-// sharedTimeout bounds one read or write of the shared state.
-const sharedTimeout = 10 * time.Second
 
 // Config configures a Signer.
 type Config struct {
@@ -78,95 +72,11 @@ type Config struct {
 	SharedNotFound error
 }
 
-// key is one signing key. Its fields never change after publication:
-// withTimes makes a modified copy.
-type key struct {
-	id     string
-	alg    jose.SignatureAlgorithm
-	signer crypto.Signer
-	jose   jose.Signer
-
-	notBefore, notAfter      time.Time // its lifetime
-	publishedAt, activatedAt time.Time // activatedAt is zero until it signs
-	// tainted reports that an operator marked this (old) key as
-	// compromised: tokens it signed must be replaced.
-	tainted bool
-}
-
-func (k *key) lifetime() time.Duration    { return k.notAfter.Sub(k.notBefore) }
-func (k *key) expired(now time.Time) bool { return !now.Before(k.notAfter) }
-func (k *key) withTimes(pub, act time.Time) *key {
-	c := *k
-	c.publishedAt, c.activatedAt = pub, act
-	return &c
-}
-
-// snapshot is the signer's whole key state; it is replaced, never mutated.
-type snapshot struct {
-	version uint64
-	active  *key
-	next    *key   // nil when none is prepared
-	old     []*key // newest first
-	pub     map[string]crypto.PublicKey
-	set     string // identifies the keys, their roles and taints
-	// revoked maps the IDs of keys an operator revoked to their expiry:
-	// no server may merge them back. Entries go once expired.
-	revoked map[string]time.Time
-}
-
-func newSnapshot(version uint64, active, next *key, old []*key) *snapshot {
-	old = slices.Clone(old)
-	slices.SortStableFunc(old, func(a, b *key) int { return b.notBefore.Compare(a.notBefore) })
-	s := &snapshot{version: version, active: active, next: next, old: old, pub: map[string]crypto.PublicKey{}}
-	roles := []string{"active:" + active.id}
-	if next != nil {
-		roles = append(roles, "next:"+next.id)
-	}
-	for _, k := range old {
-		roles = append(roles, "old:"+k.id)
-		if k.tainted {
-			roles = append(roles, "tainted:"+k.id)
-		}
-	}
-	for _, k := range s.all() {
-		s.pub[k.id] = k.signer.Public()
-	}
-	slices.Sort(roles)
-	s.set = strings.Join(roles, ",")
-	return s
-}
-
-func (s *snapshot) all() []*key {
-	out := []*key{s.active}
-	if s.next != nil {
-		out = append(out, s.next)
-	}
-	return append(out, s.old...)
-}
-
-func (s *snapshot) find(id string) *key {
-	for _, k := range s.all() {
-		if k.id == id {
-			return k
-		}
-	}
-	return nil
-}
-
 // Signer signs JWT-SVIDs and rotates its keys. It is safe for concurrent
 // use.
 type Signer struct {
 	cfg Config
-
-	cur atomic.Pointer[snapshot]
-
-	mu sync.Mutex // serialises state changes (Rotate, syncShared); guards sharedSeen
-	// sharedSeen is the shared state as this signer last read or wrote it
-	// (nil: absent): the value its next write must replace.
-	sharedSeen []byte
-
-	chMu    sync.Mutex // guards changed
-	changed chan struct{}
+	eng *authority.Engine[*key, entryDoc, map[string]crypto.PublicKey]
 }
 
 // JWTSVIDParams describes one JWT-SVID to sign.
@@ -226,157 +136,42 @@ func New(cfg Config) (*Signer, error) {
 	if cfg.Shared != nil && cfg.SharedNotFound == nil {
 		return nil, errors.New("jwtsigner: SharedNotFound is required with Shared")
 	}
-	if err := prepareDir(cfg.Dir); err != nil {
+	if err := files.PrepareDir(cfg.Dir, true); err != nil {
 		return nil, err
 	}
-	s := &Signer{cfg: cfg, changed: make(chan struct{})}
-	now := cfg.Clock()
-
-	local, legacy, err := s.loadLocal(now)
+	eng, op, err := authority.New(spec, authority.Config{TrustDomain: cfg.TrustDomain, Dir: cfg.Dir, Clock: cfg.Clock, Log: cfg.Log,
+		Shared: cfg.Shared, SharedNotFound: cfg.SharedNotFound}, &kind{alg: cfg.Algorithm, keyTTL: cfg.KeyTTL, dir: cfg.Dir})
 	if err != nil {
 		return nil, err
 	}
-	base := local
-	sharedMissing := false
-	if cfg.Shared != nil {
-		ds, raw, err := s.readShared(context.Background())
-		s.sharedSeen = raw
-		switch {
-		case errors.Is(err, errSharedMissing):
-			sharedMissing = true
-		case err != nil && local == nil:
-			return nil, err
-		case err != nil:
-			cfg.Log.Warn("Shared JWT key state unreadable; starting from the local copy", "error", err)
-		default:
-			base = ds
-		}
-	}
-
-	var snap *snapshot
-	dirty := false
-	if base == nil {
-		k, err := s.mint(now)
-		if err != nil {
-			return nil, err
-		}
-		k.activatedAt = now
-		snap = newSnapshot(1, k, nil, nil)
-		if cfg.Shared == nil {
-			// The single-key layout, until the first rotation.
-			if err := saveKeyFile(cfg.Dir, k.signer); err != nil {
-				return nil, err
-			}
-		} else {
-			dirty = true
-		}
-		cfg.Log.Info("Created JWT signing key", "key_id", k.id, "algorithm", k.alg, "not_after", k.notAfter, "dir", cfg.Dir)
+	if e := op.Created; e != nil {
+		cfg.Log.Info("Created JWT signing key", "key_id", e.ID(), "algorithm", e.Key.alg, "not_after", e.Key.notAfter, "dir", cfg.Dir)
 	} else {
-		snap = s.fromState(base, nil, now)
-		dirty = sharedMissing
-		if string(snap.active.alg) != cfg.Algorithm {
+		cur := eng.Current()
+		a := cur.Active().Key
+		if string(a.alg) != cfg.Algorithm {
 			cfg.Log.Warn("Persisted JWT signing key has another algorithm than configured; keeping it until the next rotation",
-				"persisted", snap.active.alg, "configured", cfg.Algorithm, "dir", cfg.Dir)
+				"persisted", a.alg, "configured", cfg.Algorithm, "dir", cfg.Dir)
 		}
-		cfg.Log.Info("Loaded JWT signing keys", "active", snap.active.id, "algorithm", snap.active.alg,
-			"not_after", snap.active.notAfter, "keys", len(snap.all()), "single_key_layout", legacy, "shared", cfg.Shared != nil)
+		cfg.Log.Info("Loaded JWT signing keys", "active", a.id, "algorithm", a.alg,
+			"not_after", a.notAfter, "keys", len(cur.All()), "single_key_layout", op.Legacy, "shared", cfg.Shared != nil)
 	}
-	if base != nil && base != local && local != nil {
-		// Keys this server signed with survive adoption of the shared
-		// state, so that what they signed keeps verifying.
-		var had []*key
-		for _, e := range local.entries {
-			had = append(had, e.k)
-		}
-		if k := s.keepSigned(snap, had, now); k != snap {
-			snap, dirty = k, true
-		}
-	}
-	lost := false
-	switch {
-	case dirty:
-		snap.version++
-		err := s.persist(context.Background(), snap)
-		if lost = errors.Is(err, errSwapLost); err != nil && !lost {
-			return nil, err
-		}
-	case base != local:
-		// Adopted the shared state as it is: keep a local copy.
-		data, err := encodeState(cfg.TrustDomain, snap)
-		if err != nil {
-			return nil, err
-		}
-		if err := writeStateFile(cfg.Dir, data); err != nil {
-			return nil, err
-		}
-	}
-	s.cur.Store(snap)
-	if cfg.Shared != nil && (sharedMissing || lost) {
-		// Another server may have written at the same moment (lost: it
-		// did): converge on whatever the store holds now.
-		s.mu.Lock()
-		err := s.retrySwap(func() error { return s.syncShared(context.Background(), now) })
-		s.mu.Unlock()
-		if err != nil {
-			return nil, err
-		}
-	}
-	return s, nil
+	return &Signer{cfg: cfg, eng: eng}, nil
 }
 
-// loadLocal reads the state in Dir: the state file, else the single key
-// file of earlier versions, else nothing (nil, no error). A single key
-// counts as created at its file's modification time, but no earlier than
-// half a KeyTTL ago: an old key is then replaced on the normal schedule
-// rather than dropped at once with tokens still in flight.
-func (s *Signer) loadLocal(now time.Time) (ds *decodedState, legacy bool, err error) {
-	data, err := readStateFile(s.cfg.Dir)
-	switch {
-	case err == nil:
-		ds, err := decodeState(data, s.cfg.TrustDomain)
-		if err != nil {
-			return nil, false, fmt.Errorf("jwtsigner: state file %s/%s: %w", s.cfg.Dir, StateFileName, err)
-		}
-		return ds, false, nil
-	case !errors.Is(err, fs.ErrNotExist):
-		return nil, false, err
-	}
-	sk, mtime, err := loadKeyFile(s.cfg.Dir)
-	switch {
-	case errors.Is(err, errNoKey):
-		return nil, false, nil
-	case err != nil:
-		return nil, false, err
-	}
-	k, err := newKey(sk)
-	if err != nil {
-		return nil, false, fmt.Errorf("jwtsigner: %w", err)
-	}
-	created := mtime
-	if floor := now.Add(-s.cfg.KeyTTL / 2); created.Before(floor) {
-		created = floor
-	}
-	if created.After(now) {
-		created = now
-	}
-	k.notBefore, k.notAfter, k.publishedAt, k.activatedAt = created, created.Add(s.cfg.KeyTTL), created, created
-	return &decodedState{entries: []stateEntry{{k: k, status: statusActive}}}, true, nil
-}
+// Run rotates the keys until ctx is done: it wakes when the next step is
+// due (and, with Config.Shared, every poll interval to pick up what other
+// servers did) and calls Rotate. Errors are logged and retried.
+func (s *Signer) Run(ctx context.Context) { s.eng.Run(ctx) }
 
-// mint creates a new key of the configured algorithm valid from now for
-// KeyTTL, published now.
-func (s *Signer) mint(now time.Time) (*key, error) {
-	sk, err := generate(s.cfg.Algorithm)
-	if err != nil {
-		return nil, fmt.Errorf("jwtsigner: generate key: %w", err)
-	}
-	k, err := newKey(sk)
-	if err != nil {
-		return nil, fmt.Errorf("jwtsigner: %w", err)
-	}
-	k.notBefore, k.notAfter, k.publishedAt = now, now.Add(s.cfg.KeyTTL), now
-	return k, nil
-}
+// Rotate performs every rotation step due at the current clock time: with
+// Config.Shared it first adopts what the servers agreed on; then it prunes
+// expired old keys, prepares a successor (published at once) when half the
+// active lifetime has passed, and activates the successor when its time
+// has come. Every change is persisted (and shared) before it takes effect,
+// and closes the Changed channel. Run calls it; tests with a fake clock
+// call it directly.
+func (s *Signer) Rotate(ctx context.Context) error { return s.eng.Rotate(ctx) }
 
 // newKey derives the key ID and builds the JOSE signer for sk.
 func newKey(sk crypto.Signer) (*key, error) {
@@ -420,7 +215,7 @@ func (s *Signer) SignJWTSVID(_ context.Context, p JWTSVIDParams) (JWTSVID, error
 	if ttl == 0 {
 		ttl = s.cfg.DefaultTTL
 	}
-	k := s.cur.Load().active
+	k := s.eng.Current().Active().Key
 	now := s.cfg.Clock().Truncate(time.Second)
 	exp := now.Add(ttl)
 	if limit := k.notAfter.Truncate(time.Second); exp.After(limit) {
@@ -489,19 +284,19 @@ func CheckAudience(aud []string) error {
 // key, the prepared next key and old keys whose tokens may still be valid:
 // the trust domain's JWT bundle. The map is a copy.
 func (s *Signer) JWTAuthorities() map[string]crypto.PublicKey {
-	return maps.Clone(s.cur.Load().pub)
+	return maps.Clone(s.eng.Current().Published())
 }
 
 // ActiveKeyID returns the ID of the key new tokens are signed with.
 func (s *Signer) ActiveKeyID() string {
-	return s.cur.Load().active.id
+	return s.eng.Current().Active().ID()
 }
 
 // NextKeyID returns the ID of the prepared (published, not yet active)
 // key, or "" when there is none.
 func (s *Signer) NextKeyID() string {
-	if n := s.cur.Load().next; n != nil {
-		return n.id
+	if n := s.eng.Current().Next(); n != nil {
+		return n.ID()
 	}
 	return ""
 }
@@ -510,7 +305,5 @@ func (s *Signer) NextKeyID() string {
 // keys or of the active key: when a key is prepared, activated or pruned,
 // or another server's change is adopted.
 func (s *Signer) Changed() <-chan struct{} {
-	s.chMu.Lock()
-	defer s.chMu.Unlock()
-	return s.changed
+	return s.eng.Changed()
 }

@@ -105,7 +105,7 @@ func TestNewRefusesBadStateFile(t *testing.T) {
 	})
 	t.Run("shared state corrupt", func(t *testing.T) {
 		kv := newMemKV()
-		kv.m[jwtsigner.SharedStateKey] = []byte(`{"format":1}`)
+		kv.Set(jwtsigner.SharedStateKey, []byte(`{"format":1}`))
 		_, err := jwtsigner.New(jwtsigner.Config{TrustDomain: td, Dir: filepath.Join(t.TempDir(), "jwt"), Shared: kv, SharedNotFound: errKVNotFound})
 		if err == nil || !strings.Contains(err.Error(), "shared state") {
 			t.Fatalf("err = %v", err)

@@ -7,11 +7,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/hallmarkid/hallmark/server/authority"
 )
 
 // KeyFileName is the single key file of a signer that has not rotated yet
@@ -19,42 +20,9 @@ import (
 // mode 0600. The first rotation replaces it with StateFileName.
 const KeyFileName = "jwt-key.pem"
 
-const (
-	dirMode     fs.FileMode = 0o700
-	keyMode     fs.FileMode = 0o600
-	maxFileSize             = 64 << 10 // generous for a PEM RSA-4096 key
-)
+const maxFileSize = 64 << 10 // generous for a PEM RSA-4096 key
 
 var errNoKey = errors.New("jwtsigner: no persisted key")
-
-// prepareDir creates dir with mode 0700 if missing and refuses a directory
-// that group or others may write to (they could swap the key).
-func prepareDir(dir string) error {
-	if dir == "" {
-		return errors.New("jwtsigner: Dir is required")
-	}
-	fi, err := os.Lstat(dir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if err := os.MkdirAll(dir, dirMode); err != nil {
-			return fmt.Errorf("jwtsigner: create directory: %w", err)
-		}
-		// MkdirAll is subject to the umask; set the mode explicitly.
-		if err := os.Chmod(dir, dirMode); err != nil {
-			return fmt.Errorf("jwtsigner: create directory: %w", err)
-		}
-		return nil
-	case err != nil:
-		return fmt.Errorf("jwtsigner: directory: %w", err)
-	case fi.Mode()&fs.ModeSymlink != 0:
-		return fmt.Errorf("jwtsigner: %s is a symbolic link; refusing it", dir)
-	case !fi.IsDir():
-		return fmt.Errorf("jwtsigner: %s is not a directory", dir)
-	case fi.Mode().Perm()&0o022 != 0:
-		return fmt.Errorf("jwtsigner: directory %s has mode %#o; group and others must not be able to write to it", dir, fi.Mode().Perm())
-	}
-	return nil
-}
 
 // loadKeyFile reads the key of the single-key layout and its modification
 // time. It returns errNoKey when there is none and never modifies the
@@ -74,7 +42,7 @@ func loadKeyFile(dir string) (crypto.Signer, time.Time, error) {
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, time.Time{}, fmt.Errorf("jwtsigner: key file %s has mode %#o; want 0600 (no group or other access)", path, perm)
 	}
-	data, err := readBounded(path, maxFileSize)
+	data, err := files.ReadBounded(path, maxFileSize)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -113,22 +81,6 @@ func ParseKeyPEM(data []byte) (crypto.Signer, error) {
 	return sk, nil
 }
 
-func readBounded(path string, limit int) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("jwtsigner: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
-	if err != nil {
-		return nil, fmt.Errorf("jwtsigner: read %s: %w", path, err)
-	}
-	if len(b) > limit {
-		return nil, fmt.Errorf("jwtsigner: %s is larger than %d bytes", path, limit)
-	}
-	return b, nil
-}
-
 // saveKeyFile writes a new key in the single-key layout: a temporary file
 // with mode 0600, synced, then linked into place so an existing key is
 // never replaced, then the directory is synced.
@@ -137,7 +89,7 @@ func saveKeyFile(dir string, sk crypto.Signer) error {
 	if err != nil {
 		return fmt.Errorf("jwtsigner: marshal key: %w", err)
 	}
-	tmp, err := writeTemp(dir, KeyFileName, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	tmp, err := files.WriteTemp(dir, KeyFileName, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), authority.PrivateMode)
 	if err != nil {
 		return err
 	}
@@ -147,45 +99,5 @@ func saveKeyFile(dir string, sk crypto.Signer) error {
 	if err := os.Link(tmp, filepath.Join(dir, KeyFileName)); err != nil {
 		return fmt.Errorf("jwtsigner: install key: %w", err)
 	}
-	return syncDir(dir)
-}
-
-// writeTemp writes data to a new temporary file in dir with mode 0600,
-// syncs and closes it, and returns its path.
-func writeTemp(dir, name string, data []byte) (path string, err error) {
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return "", fmt.Errorf("jwtsigner: write %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(keyMode); err != nil {
-		return "", fmt.Errorf("jwtsigner: write %s: %w", name, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return "", fmt.Errorf("jwtsigner: write %s: %w", name, err)
-	}
-	if err := f.Sync(); err != nil {
-		return "", fmt.Errorf("jwtsigner: write %s: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("jwtsigner: write %s: %w", name, err)
-	}
-	return f.Name(), nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("jwtsigner: sync directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("jwtsigner: sync directory: %w", err)
-	}
-	return nil
+	return files.SyncDir(dir)
 }

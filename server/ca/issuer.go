@@ -15,11 +15,13 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/hallmarkid/hallmark/server/authority"
 )
 
-// authority is one signing key and its certificate. It is immutable once
-// published in a snapshot.
-type authority struct {
+// issuer is one CA signing key and its certificate, the key kind of the
+// rotation engine (server/authority). It is immutable once published.
+type issuer struct {
 	id     string // first 16 hex digits of the SHA-256 of the certificate
 	signer crypto.Signer
 	cert   *x509.Certificate
@@ -28,124 +30,48 @@ type authority struct {
 	chain []*x509.Certificate
 	// root reports whether cert is self-signed (a trust anchor itself).
 	root bool
-	// publishedAt is when this server first put the authority in its
-	// bundle (for a root; when it first held it, for an intermediate).
-	publishedAt time.Time
-	// activatedAt is when it first signed; zero if it never did.
-	activatedAt time.Time
-	// tainted reports that an operator marked this (old) authority as
-	// compromised: what it signed must be re-minted under another one.
-	tainted bool
 }
+
+// entry is an issuer and its history on this server (published, activated,
+// tainted).
+type entry = authority.Entry[*issuer]
 
 func authorityID(cert *x509.Certificate) string {
 	sum := sha256.Sum256(cert.Raw)
 	return hex.EncodeToString(sum[:8])
 }
 
-// lifetime is the validity period of the authority's certificate.
-func (a *authority) lifetime() time.Duration { return a.cert.NotAfter.Sub(a.cert.NotBefore) }
+// ID returns the authority ID.
+func (a *issuer) ID() string { return a.id }
 
-// expired reports whether the certificate is no longer valid at now.
-func (a *authority) expired(now time.Time) bool { return !now.Before(a.cert.NotAfter) }
+// NotBefore returns the start of the certificate's validity.
+func (a *issuer) NotBefore() time.Time { return a.cert.NotBefore }
 
-// withTimes returns a copy of a with the given timestamps.
-func (a *authority) withTimes(published, activated time.Time) *authority {
-	c := *a
-	c.publishedAt, c.activatedAt = published, activated
-	return &c
-}
-
-// snapshot is the CA's whole authority set at one moment. It is immutable:
-// every change builds a new one and swaps it in.
-type snapshot struct {
-	version uint64       // of the persisted state this was built from
-	active  *authority   // signs SVIDs; never nil
-	next    *authority   // prepared and published, not yet signing; may be nil
-	old     []*authority // formerly active (or superseded), kept until they expire; newest first
-	bundle  []*x509.Certificate
-	digest  string // of the bundle and the tainted authorities, order-independent
-	seq     uint64 // bundle sequence number
-	// revoked maps the IDs of authorities an operator revoked to their
-	// expiry: no server may merge them back. Entries go once expired.
-	revoked map[string]time.Time
-}
-
-// all returns every authority, active first, then next, then old.
-func (s *snapshot) all() []*authority {
-	out := []*authority{s.active}
-	if s.next != nil {
-		out = append(out, s.next)
-	}
-	return append(out, s.old...)
-}
-
-// setKey identifies the authority set and who holds which role, ignoring
-// timestamps: two servers whose keys are equal agree.
-func (s *snapshot) setKey() string {
-	var b bytes.Buffer
-	b.WriteString("active:" + s.active.id)
-	if s.next != nil {
-		b.WriteString(",next:" + s.next.id)
-	}
-	ids := make([]string, 0, len(s.old))
-	for _, a := range s.old {
-		ids = append(ids, a.id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		b.WriteString(",old:" + id)
-	}
-	for _, id := range s.taintedIDs() {
-		b.WriteString(",tainted:" + id)
-	}
-	return b.String()
-}
-
-// find returns the authority with id, or nil.
-func (s *snapshot) find(id string) *authority {
-	for _, a := range s.all() {
-		if a.id == id {
-			return a
-		}
-	}
-	return nil
-}
-
-// taintedIDs returns the sorted IDs of the tainted authorities.
-func (s *snapshot) taintedIDs() []string {
-	var ids []string
-	for _, a := range s.all() {
-		if a.tainted {
-			ids = append(ids, a.id)
-		}
-	}
-	slices.Sort(ids)
-	return ids
-}
+// NotAfter returns the end of the certificate's validity.
+func (a *issuer) NotAfter() time.Time { return a.cert.NotAfter }
 
 // bundleOf computes the trust anchors: the self-signed authorities the CA
 // holds (the active one always, others until they expire), then, with an
 // upstream, the upstream roots. It also returns the digest of the bundle
 // and of which unexpired authorities are tainted, so that tainting one
 // counts as a bundle change (agents are told to re-mint).
-func bundleOf(active, next *authority, old []*authority, up *upstream, now time.Time) ([]*x509.Certificate, string) {
+func bundleOf(active, next *entry, old []*entry, up *upstream, now time.Time) ([]*x509.Certificate, string) {
 	var certs []*x509.Certificate
-	add := func(a *authority) {
-		if a != nil && a.root {
-			certs = append(certs, a.cert)
+	add := func(e *entry) {
+		if e != nil && e.Key.root {
+			certs = append(certs, e.Key.cert)
 		}
 	}
 	if up != nil {
 		certs = append(certs, up.roots...)
 	}
 	add(active)
-	if next != nil && !next.expired(now) {
+	if next != nil && !next.Expired(now) {
 		add(next)
 	}
-	for _, a := range old {
-		if !a.expired(now) {
-			add(a)
+	for _, e := range old {
+		if !e.Expired(now) {
+			add(e)
 		}
 	}
 	// Dedupe (an upstream root could in theory also be held).
@@ -156,9 +82,9 @@ func bundleOf(active, next *authority, old []*authority, up *upstream, now time.
 		}
 	}
 	var tainted []string
-	for _, a := range append([]*authority{active, next}, old...) {
-		if a != nil && a.tainted && !a.expired(now) {
-			tainted = append(tainted, a.id)
+	for _, e := range append([]*entry{active, next}, old...) {
+		if e != nil && e.Tainted && !e.Expired(now) {
+			tainted = append(tainted, e.ID())
 		}
 	}
 	return out, bundleDigest(out, tainted)
@@ -188,7 +114,7 @@ func bundleDigest(certs []*x509.Certificate, tainted []string) string {
 // mint creates a new authority at now: a self-signed root, or with an
 // upstream an intermediate signed by it (CA=true, path length 0, NotAfter
 // no later than the upstream's).
-func mint(td spiffeid.TrustDomain, keyType string, ttl time.Duration, up *upstream, now time.Time) (*authority, error) {
+func mint(td spiffeid.TrustDomain, keyType string, ttl time.Duration, up *upstream, now time.Time) (*issuer, error) {
 	signer, err := generateKey(keyType)
 	if err != nil {
 		return nil, fmt.Errorf("ca: generate key: %w", err)
@@ -239,7 +165,7 @@ func mint(td spiffeid.TrustDomain, keyType string, ttl time.Duration, up *upstre
 	if err != nil {
 		return nil, fmt.Errorf("ca: parse CA certificate: %w", err)
 	}
-	a := &authority{id: authorityID(cert), signer: signer, cert: cert, root: up == nil, publishedAt: now}
+	a := &issuer{id: authorityID(cert), signer: signer, cert: cert, root: up == nil}
 	if up != nil {
 		a.chain = append([]*x509.Certificate{cert}, up.chain...)
 	}
@@ -255,7 +181,7 @@ var errForeign = errors.New("issued by neither itself nor the configured upstrea
 // signer's, and classifies it: a self-signed root, or an intermediate
 // issued by up. It returns errForeign (wrapped) for a CA certificate that
 // is neither.
-func checkAuthority(signer crypto.Signer, cert *x509.Certificate, td spiffeid.TrustDomain, up *upstream) (*authority, error) {
+func checkAuthority(signer crypto.Signer, cert *x509.Certificate, td spiffeid.TrustDomain, up *upstream) (*issuer, error) {
 	if _, err := keyTypeOf(signer); err != nil {
 		return nil, err
 	}
@@ -279,7 +205,7 @@ func checkAuthority(signer crypto.Signer, cert *x509.Certificate, td spiffeid.Tr
 	if got != td.ID() {
 		return nil, fmt.Errorf("certificate is for %q, but the configured trust domain is %q", got, td)
 	}
-	a := &authority{id: authorityID(cert), signer: signer, cert: cert}
+	a := &issuer{id: authorityID(cert), signer: signer, cert: cert}
 	switch {
 	case bytes.Equal(cert.RawSubject, cert.RawIssuer) && cert.CheckSignatureFrom(cert) == nil:
 		a.root = true
