@@ -36,10 +36,14 @@ const (
 // unless the connection string sets one.
 const defaultAppName = "hallmark-server"
 
+// core is sqlstore.Core under an unexported name: Store gets its methods,
+// not a Core field.
+type core = sqlstore.Core
+
 // Store is a PostgreSQL datastore. It is safe for concurrent use, and
 // several Stores (in several server processes) may share one database.
 type Store struct {
-	*sqlstore.Core
+	*core
 
 	pool   *pgxpool.Pool
 	listen *pgx.ConnConfig // for the LISTEN connection of WatchEntryChanges
@@ -103,7 +107,7 @@ func Open(ctx context.Context, connString string, log *slog.Logger) (*Store, err
 	}
 
 	s := &Store{pool: pool, listen: listen, log: log}
-	s.Core = sqlstore.New(&dialect, backend{s}, nil)
+	s.core = sqlstore.New(&dialect, backend{s}, nil)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.bg.Go(s.pruneLoop)
 	log.Info("postgres: datastore opened", "host", cfg.ConnConfig.Host, "database", cfg.ConnConfig.Database,

@@ -27,10 +27,14 @@ const busyTimeout = 10 * time.Second
 // maxReaders bounds the read pool.
 const maxReaders = 8
 
+// core is sqlstore.Core under an unexported name: Store gets its methods,
+// not a Core field.
+type core = sqlstore.Core
+
 // Store is a SQLite datastore. It is safe for concurrent use. Its
 // operations are sqlstore's, run on the two pools below.
 type Store struct {
-	*sqlstore.Core
+	*core
 
 	path string
 	log  *slog.Logger
@@ -72,7 +76,7 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 	}
 
 	s := &Store{path: abs, log: log}
-	s.Core = sqlstore.New(&dialect, backend{s}, nil)
+	s.core = sqlstore.New(&dialect, backend{s}, nil)
 	if err := s.open(ctx); err != nil {
 		s.Close()
 		return nil, err
