@@ -102,70 +102,76 @@ func (d *Dialect) toRow(e *registration.Entry) (EntryRow, error) {
 	return r, nil
 }
 
-// lists are the scan destinations of an entry's three list columns.
-type lists struct {
-	json [3]string
-	arr  [3][]string
+// scanned holds the scan destinations of one entry row, in one allocation.
+type scanned struct {
+	id, spiffeID, parentID, hint string
+	x509TTL, jwtTTL, rev, nanos  int64
+	admin, downstream            bool
+	json                         [3]string   // selectors, DNS names, trust domains as JSON
+	arr                          [3][]string // the same as text arrays
 }
 
-func (d *Dialect) listDest(l *lists, i int) any {
+func (d *Dialect) listDest(r *scanned, i int) any {
 	if d.TextArrays {
-		return &l.arr[i]
+		return &r.arr[i]
 	}
-	return &l.json[i]
+	return &r.json[i]
 }
 
-func (d *Dialect) strings(l *lists, i int) ([]string, error) {
+func (d *Dialect) strings(r *scanned, i int) ([]string, error) {
 	if d.TextArrays {
-		if len(l.arr[i]) == 0 {
+		if len(r.arr[i]) == 0 {
 			return nil, nil
 		}
-		return l.arr[i], nil
+		return r.arr[i], nil
 	}
-	return decodeJSONStrings(l.json[i])
+	return decodeJSONStrings(r.json[i])
 }
 
 // scanEntry reads one row of EntryColumns.
 func (d *Dialect) scanEntry(row Row) (registration.Entry, error) {
-	var (
-		spiffeID, parentID     string
-		x509TTL, jwtTTL, nanos int64
-		l                      lists
-		e                      registration.Entry
-	)
-	if err := row.Scan(&e.ID, &spiffeID, &parentID, d.listDest(&l, 0), &x509TTL, &jwtTTL,
-		d.listDest(&l, 1), d.listDest(&l, 2), &e.Admin, &e.Downstream, &e.Hint, &e.Revision, &nanos); err != nil {
+	r := new(scanned)
+	if err := row.Scan(&r.id, &r.spiffeID, &r.parentID, d.listDest(r, 0), &r.x509TTL, &r.jwtTTL,
+		d.listDest(r, 1), d.listDest(r, 2), &r.admin, &r.downstream, &r.hint, &r.rev, &r.nanos); err != nil {
 		return registration.Entry{}, err
 	}
-	e.X509SVIDTTL, e.JWTSVIDTTL = time.Duration(x509TTL), time.Duration(jwtTTL)
-	e.CreatedAt = DecodeTime(nanos)
-	var err error
-	if e.SPIFFEID, err = spiffeid.FromString(spiffeID); err != nil {
-		return registration.Entry{}, fmt.Errorf("entry %q: SPIFFE ID: %w", e.ID, err)
+	e := registration.Entry{
+		ID:          r.id,
+		X509SVIDTTL: time.Duration(r.x509TTL),
+		JWTSVIDTTL:  time.Duration(r.jwtTTL),
+		Admin:       r.admin,
+		Downstream:  r.downstream,
+		Hint:        r.hint,
+		Revision:    r.rev,
+		CreatedAt:   DecodeTime(r.nanos),
 	}
-	if e.ParentID, err = spiffeid.FromString(parentID); err != nil {
-		return registration.Entry{}, fmt.Errorf("entry %q: parent ID: %w", e.ID, err)
+	var err error
+	if e.SPIFFEID, err = spiffeid.FromString(r.spiffeID); err != nil {
+		return registration.Entry{}, fmt.Errorf("entry %q: SPIFFE ID: %w", r.id, err)
+	}
+	if e.ParentID, err = spiffeid.FromString(r.parentID); err != nil {
+		return registration.Entry{}, fmt.Errorf("entry %q: parent ID: %w", r.id, err)
 	}
 	if d.TextArrays {
-		e.Selectors, err = DecodeEntrySelectors(l.arr[0])
+		e.Selectors, err = DecodeEntrySelectors(r.arr[0])
 	} else {
-		e.Selectors, err = decodeJSONSelectors(l.json[0])
+		e.Selectors, err = decodeJSONSelectors(r.json[0])
 	}
 	if err != nil {
-		return registration.Entry{}, fmt.Errorf("entry %q: %w", e.ID, err)
+		return registration.Entry{}, fmt.Errorf("entry %q: %w", r.id, err)
 	}
-	if e.DNSNames, err = d.strings(&l, 1); err != nil {
-		return registration.Entry{}, fmt.Errorf("entry %q: DNS names: %w", e.ID, err)
+	if e.DNSNames, err = d.strings(r, 1); err != nil {
+		return registration.Entry{}, fmt.Errorf("entry %q: DNS names: %w", r.id, err)
 	}
-	federates, err := d.strings(&l, 2)
+	federates, err := d.strings(r, 2)
 	if err != nil {
-		return registration.Entry{}, fmt.Errorf("entry %q: %w", e.ID, err)
+		return registration.Entry{}, fmt.Errorf("entry %q: %w", r.id, err)
 	}
 	if len(federates) > 0 {
 		e.FederatesWith = make([]spiffeid.TrustDomain, len(federates))
 		for i, name := range federates {
 			if e.FederatesWith[i], err = spiffeid.TrustDomainFromString(name); err != nil {
-				return registration.Entry{}, fmt.Errorf("entry %q: trust domain %q: %w", e.ID, name, err)
+				return registration.Entry{}, fmt.Errorf("entry %q: trust domain %q: %w", r.id, name, err)
 			}
 		}
 	}
