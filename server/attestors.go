@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 
 	"github.com/hallmarkid/hallmark/attestors"
 	"github.com/hallmarkid/hallmark/attestors/awsiam"
@@ -16,6 +18,56 @@ import (
 	"github.com/hallmarkid/hallmark/attestors/tpm"
 	"github.com/hallmarkid/hallmark/internal/hclconf"
 )
+
+// nodeVerifiers is the wiring of the node attestors' server halves: kind
+// → constructor, in the order error messages list them. Adding an
+// attestor is one line here (and one in the agent's table).
+var nodeVerifiers = []struct {
+	kind string
+	new  func(s *Server, b hclconf.Block, log *slog.Logger) (attestors.NodeVerifier, error)
+}{
+	{jointoken.Type, decoded(func(s *Server, _ struct{}, _ *slog.Logger) (attestors.NodeVerifier, error) {
+		return jointoken.NewVerifier(s.store, nil), nil
+	})},
+	{tpm.Type, decoded(func(_ *Server, cfg tpm.ServerConfig, log *slog.Logger) (attestors.NodeVerifier, error) {
+		return tpm.NewVerifier(cfg, log)
+	})},
+	{awsiid.Type, decoded(newAWSIIDVerifier)},
+	{awsnitro.Type, decoded(func(_ *Server, cfg awsnitro.ServerConfig, log *slog.Logger) (attestors.NodeVerifier, error) {
+		return awsnitro.NewVerifier(cfg, log)
+	})},
+	{awsiam.Type, decoded(func(_ *Server, cfg awsiam.ServerConfig, log *slog.Logger) (attestors.NodeVerifier, error) {
+		return awsiam.NewVerifier(cfg, log)
+	})},
+	{k8spsat.Type, decoded(func(_ *Server, cfg k8spsat.ServerConfig, log *slog.Logger) (attestors.NodeVerifier, error) {
+		cfg.Log = log
+		return k8spsat.NewVerifier(cfg, k8spsat.WithTokenReviewers(tokenreview.ForCluster))
+	})},
+}
+
+// decoded adapts a constructor taking the attestor's own configuration
+// type to one taking its HCL block, decoded strictly into that type.
+func decoded[C any](build func(s *Server, cfg C, log *slog.Logger) (attestors.NodeVerifier, error)) func(*Server, hclconf.Block, *slog.Logger) (attestors.NodeVerifier, error) {
+	return func(s *Server, b hclconf.Block, log *slog.Logger) (attestors.NodeVerifier, error) {
+		var cfg C
+		if err := hclconf.DecodeBlock(b, &cfg); err != nil {
+			return nil, err
+		}
+		return build(s, cfg, log)
+	}
+}
+
+func newAWSIIDVerifier(_ *Server, cfg awsiid.ServerConfig, log *slog.Logger) (attestors.NodeVerifier, error) {
+	var opts []awsiid.Option
+	if cfg.DescribeInstances {
+		d, err := ec2describe.New(context.Background(), ec2describe.Config{Endpoint: cfg.EC2Endpoint})
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, awsiid.WithInstanceDescriber(d))
+	}
+	return awsiid.NewVerifier(cfg, log, opts...)
+}
 
 // verifiers builds the configured node attestors; join_token alone when
 // none is configured.
@@ -35,56 +87,15 @@ func (s *Server) verifiers() ([]attestors.NodeVerifier, error) {
 	return out, nil
 }
 
-// verifier builds one node attestor's server half from its HCL block,
-// decoded strictly into the attestor's own configuration type.
+// verifier builds one node attestor's server half from its HCL block.
 func (s *Server) verifier(b hclconf.Block) (attestors.NodeVerifier, error) {
 	log := s.log.With("subsystem", "node_attestor", "attestor", b.Kind)
-	switch b.Kind {
-	case jointoken.Type:
-		if err := hclconf.DecodeBlock(b, &struct{}{}); err != nil {
-			return nil, err
+	known := make([]string, len(nodeVerifiers))
+	for i, v := range nodeVerifiers {
+		if v.kind == b.Kind {
+			return v.new(s, b, log)
 		}
-		return jointoken.NewVerifier(s.store, nil), nil
-	case tpm.Type:
-		var cfg tpm.ServerConfig
-		if err := hclconf.DecodeBlock(b, &cfg); err != nil {
-			return nil, err
-		}
-		return tpm.NewVerifier(cfg, log)
-	case awsiid.Type:
-		var cfg awsiid.ServerConfig
-		if err := hclconf.DecodeBlock(b, &cfg); err != nil {
-			return nil, err
-		}
-		var opts []awsiid.Option
-		if cfg.DescribeInstances {
-			d, err := ec2describe.New(context.Background(), ec2describe.Config{Endpoint: cfg.EC2Endpoint})
-			if err != nil {
-				return nil, err
-			}
-			opts = append(opts, awsiid.WithInstanceDescriber(d))
-		}
-		return awsiid.NewVerifier(cfg, log, opts...)
-	case awsnitro.Type:
-		var cfg awsnitro.ServerConfig
-		if err := hclconf.DecodeBlock(b, &cfg); err != nil {
-			return nil, err
-		}
-		return awsnitro.NewVerifier(cfg, log)
-	case awsiam.Type:
-		var cfg awsiam.ServerConfig
-		if err := hclconf.DecodeBlock(b, &cfg); err != nil {
-			return nil, err
-		}
-		return awsiam.NewVerifier(cfg, log)
-	case k8spsat.Type:
-		var cfg k8spsat.ServerConfig
-		if err := hclconf.DecodeBlock(b, &cfg); err != nil {
-			return nil, err
-		}
-		cfg.Log = log
-		return k8spsat.NewVerifier(cfg, k8spsat.WithTokenReviewers(tokenreview.ForCluster))
-	default:
-		return nil, errors.New("unknown node attestor kind (known: join_token, tpm, aws_iid, aws_nitro, aws_iam, k8s_psat)")
+		known[i] = v.kind
 	}
+	return nil, errors.New("unknown node attestor kind (known: " + strings.Join(known, ", ") + ")")
 }

@@ -36,5 +36,13 @@
 // digests. PostgreSQL text cannot hold NUL bytes, so strings containing
 // one are refused with an error (SQLite would store them).
 //
+// The queries, row codecs and migration runner are the shared SQL core's
+// (sqlstore); this package supplies the pgx pool and transactions, the
+// PostgreSQL spellings (sqlstore.Dialect), the bulk insert of entries
+// (one duplicate-check query and one COPY), the revision commit with its
+// NOTIFY, the LISTEN watchers, event pruning and the migrations
+// themselves. It keeps pgx's native API rather than database/sql: COPY,
+// batched statements and text[] codecs are what keep bulk writes fast.
+//
 // It must not import server wiring, the API layer, attestors or the CA.
 package postgres

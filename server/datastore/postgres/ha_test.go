@@ -25,7 +25,7 @@ func twoServers(t *testing.T) (a, b *postgres.Store, connString string) {
 }
 
 // rawConn connects to the database directly, bypassing the Store.
-func rawConn(t *testing.T, connString string) *pgx.Conn {
+func rawConn(t testing.TB, connString string) *pgx.Conn {
 	t.Helper()
 	conn, err := pgx.Connect(t.Context(), connString)
 	if err != nil {

@@ -7,13 +7,13 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/hallmarkid/hallmark/server/datastore"
+	"github.com/hallmarkid/hallmark/server/datastore/sqlstore"
 )
 
 // NotifyChannel is the PostgreSQL notification channel on which every
@@ -36,21 +36,23 @@ const (
 // unless the connection string sets one.
 const defaultAppName = "hallmark-server"
 
+// core is sqlstore.Core under an unexported name: Store gets its methods,
+// not a Core field.
+type core = sqlstore.Core
+
 // Store is a PostgreSQL datastore. It is safe for concurrent use, and
 // several Stores (in several server processes) may share one database.
 type Store struct {
+	*core
+
 	pool   *pgxpool.Pool
 	listen *pgx.ConnConfig // for the LISTEN connection of WatchEntryChanges
 	log    *slog.Logger
-	now    func() time.Time
 
 	// ctx is canceled by Close: it stops the pruner and every watcher.
 	ctx    context.Context
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
-
-	// observe, when set, receives every operation's duration.
-	observe atomic.Pointer[func(op string, took time.Duration)]
 
 	closeOnce sync.Once
 }
@@ -104,7 +106,8 @@ func Open(ctx context.Context, connString string, log *slog.Logger) (*Store, err
 		return nil, err
 	}
 
-	s := &Store{pool: pool, listen: listen, log: log, now: time.Now}
+	s := &Store{pool: pool, listen: listen, log: log}
+	s.core = sqlstore.New(&dialect, backend{s}, nil)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.bg.Go(s.pruneLoop)
 	log.Info("postgres: datastore opened", "host", cfg.ConnConfig.Host, "database", cfg.ConnConfig.Database,
@@ -114,7 +117,7 @@ func Open(ctx context.Context, connString string, log *slog.Logger) (*Store, err
 
 // Ping reports whether the database answers.
 func (s *Store) Ping(ctx context.Context) error {
-	defer s.timed("ping")()
+	defer s.Timed("ping")()
 	if err := s.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("postgres: ping: %w", err)
 	}
@@ -130,33 +133,6 @@ func (s *Store) Close() error {
 		s.pool.Close()
 	})
 	return nil
-}
-
-// write runs fn in a read-committed transaction and commits it.
-func (s *Store) write(ctx context.Context, op string, fn func(tx pgx.Tx) error) error {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("postgres: %s: begin: %w", op, err)
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback(context.Background())
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("postgres: %s: commit: %w", op, err)
-	}
-	return nil
-}
-
-// read runs fn in a read-only repeatable-read transaction: every query in
-// fn sees one snapshot.
-func (s *Store) read(ctx context.Context, op string, fn func(tx pgx.Tx) error) error {
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return fmt.Errorf("postgres: %s: begin: %w", op, err)
-	}
-	defer tx.Rollback(context.Background()) //nolint:errcheck // read-only; nothing to undo
-	return fn(tx)
 }
 
 // pruneLoop prunes old entry events once an hour until Close. The first
@@ -181,17 +157,4 @@ func (s *Store) pruneLoop() {
 		}
 		t.Reset(pruneInterval)
 	}
-}
-
-// ObserveOps makes every later operation report its duration to fn.
-func (s *Store) ObserveOps(fn func(op string, took time.Duration)) { s.observe.Store(&fn) }
-
-// timed starts timing op: defer s.timed("list_entries")().
-func (s *Store) timed(op string) func() {
-	fn := s.observe.Load()
-	if fn == nil {
-		return func() {}
-	}
-	start := time.Now()
-	return func() { (*fn)(op, time.Since(start)) }
 }

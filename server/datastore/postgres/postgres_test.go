@@ -1,16 +1,14 @@
 package postgres_test
 
 import (
-	"context"
 	"testing"
-
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/hallmarkid/hallmark/internal/pgtest"
 	"github.com/hallmarkid/hallmark/registration"
 	"github.com/hallmarkid/hallmark/server/datastore"
 	"github.com/hallmarkid/hallmark/server/datastore/datastoretest"
 	"github.com/hallmarkid/hallmark/server/datastore/postgres"
+	"github.com/hallmarkid/hallmark/server/datastore/sqlstore/sqlstoretest"
 )
 
 // openStore opens a store on a fresh database and closes it when the test
@@ -23,28 +21,16 @@ func openStore(t testing.TB) *postgres.Store {
 // openConn opens a store on an existing database, as another server would.
 func openConn(t testing.TB, connString string) *postgres.Store {
 	t.Helper()
-	s, err := postgres.Open(context.Background(), connString, nil)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return s
+	return sqlstoretest.MustOpen(t, postgres.Open, connString)
 }
 
 func TestConformance(t *testing.T) {
 	datastoretest.Run(t, func(t *testing.T) datastore.Store { return openStore(t) })
 }
 
-var td = spiffeid.RequireTrustDomainFromString("example.org")
+var entry = sqlstoretest.Entry
 
-func entry(path string) registration.Entry {
-	return registration.Entry{
-		SPIFFEID:  spiffeid.RequireFromPath(td, path),
-		ParentID:  spiffeid.RequireFromPath(td, "/agent/1"),
-		Selectors: []registration.Selector{{Type: "unix", Value: "uid:1000"}},
-	}
+func createOne(t testing.TB, s *postgres.Store, e registration.Entry) registration.Entry {
+	t.Helper()
+	return sqlstoretest.CreateOne(t, s, e)
 }

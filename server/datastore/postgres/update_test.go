@@ -2,7 +2,6 @@ package postgres_test
 
 import (
 	"errors"
-	"fmt"
 	"testing"
 	"time"
 
@@ -62,29 +61,5 @@ func TestWatchEntryUpdate(t *testing.T) {
 	}
 	if stored.X509SVIDTTL != 2*time.Hour || stored.Revision != got.Revision {
 		t.Errorf("other server reads TTL %s revision %d, want 2h0m0s and %d", stored.X509SVIDTTL, stored.Revision, got.Revision)
-	}
-}
-
-// BenchmarkUpdateEntry measures one UpdateEntry (a new TTL) in a store of
-// 10,000 entries: lock the revision, duplicate check, row update, event,
-// revision and NOTIFY in one transaction.
-func BenchmarkUpdateEntry(b *testing.B) {
-	s := openStore(b)
-	es := make([]registration.Entry, 10_000)
-	for i := range es {
-		es[i] = entry(fmt.Sprintf("/bench/%d", i))
-	}
-	res, err := s.CreateEntries(b.Context(), es)
-	if err != nil {
-		b.Fatal(err)
-	}
-	i := 0
-	for b.Loop() {
-		e := res[i%len(res)].Entry
-		e.X509SVIDTTL = time.Duration(i%7+1) * time.Minute
-		if _, err := s.UpdateEntry(b.Context(), e); err != nil {
-			b.Fatal(err)
-		}
-		i++
 	}
 }

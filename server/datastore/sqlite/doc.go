@@ -21,5 +21,10 @@
 // the store-wide revision is a one-row counter updated in the same
 // transaction, so revisions are gap-free and commit in order.
 //
+// The queries, row codecs and migration runner are the shared SQL core's
+// (sqlstore); this package supplies the connections and transactions
+// above, the SQLite spellings (sqlstore.Dialect), the bulk insert of
+// entries (one prepared statement) and the migrations themselves.
+//
 // It must not import server wiring, the API layer, attestors or the CA.
 package sqlite

@@ -12,10 +12,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hallmarkid/hallmark/server/datastore"
+	"github.com/hallmarkid/hallmark/server/datastore/sqlstore"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -27,11 +27,17 @@ const busyTimeout = 10 * time.Second
 // maxReaders bounds the read pool.
 const maxReaders = 8
 
-// Store is a SQLite datastore. It is safe for concurrent use.
+// core is sqlstore.Core under an unexported name: Store gets its methods,
+// not a Core field.
+type core = sqlstore.Core
+
+// Store is a SQLite datastore. It is safe for concurrent use. Its
+// operations are sqlstore's, run on the two pools below.
 type Store struct {
+	*core
+
 	path string
 	log  *slog.Logger
-	now  func() time.Time
 
 	// writeDB has exactly one connection: writes queue for it, so writers
 	// in this process never meet SQLITE_BUSY from each other.
@@ -39,9 +45,6 @@ type Store struct {
 	// readDB holds query-only connections that read WAL snapshots
 	// concurrently with the writer.
 	readDB *sql.DB
-
-	// observe, when set, receives every operation's duration.
-	observe atomic.Pointer[func(op string, took time.Duration)]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -72,7 +75,8 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 		return nil, err
 	}
 
-	s := &Store{path: abs, log: log, now: time.Now}
+	s := &Store{path: abs, log: log}
+	s.core = sqlstore.New(&dialect, backend{s}, nil)
 	if err := s.open(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -182,7 +186,7 @@ func (s *Store) Path() string { return s.path }
 
 // Ping reports whether the database answers on both pools.
 func (s *Store) Ping(ctx context.Context) error {
-	defer s.timed("ping")()
+	defer s.Timed("ping")()
 	var one int
 	if err := s.readDB.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
 		return fmt.Errorf("sqlite: ping: %w", err)
@@ -208,43 +212,4 @@ func (s *Store) Close() error {
 		}
 	})
 	return s.closeErr
-}
-
-// write runs fn in an immediate write transaction and commits it.
-func (s *Store) write(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
-	tx, err := s.writeDB.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: %s: begin: %w", op, err)
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: %s: commit: %w", op, err)
-	}
-	return nil
-}
-
-// read runs fn in a read transaction: every query in fn sees one snapshot.
-func (s *Store) read(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
-	tx, err := s.readDB.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return fmt.Errorf("sqlite: %s: begin: %w", op, err)
-	}
-	defer tx.Rollback() //nolint:errcheck // read-only; nothing to undo
-	return fn(tx)
-}
-
-// ObserveOps makes every later operation report its duration to fn.
-func (s *Store) ObserveOps(fn func(op string, took time.Duration)) { s.observe.Store(&fn) }
-
-// timed starts timing op: defer s.timed("list_entries")().
-func (s *Store) timed(op string) func() {
-	fn := s.observe.Load()
-	if fn == nil {
-		return func() {}
-	}
-	start := time.Now()
-	return func() { (*fn)(op, time.Since(start)) }
 }

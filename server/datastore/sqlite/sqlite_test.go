@@ -2,13 +2,10 @@ package sqlite_test
 
 import (
 	"bytes"
-	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,11 +14,11 @@ import (
 	"time"
 
 	"github.com/hallmarkid/hallmark/registration"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/hallmarkid/hallmark/server/datastore"
 	"github.com/hallmarkid/hallmark/server/datastore/datastoretest"
 	"github.com/hallmarkid/hallmark/server/datastore/sqlite"
+	"github.com/hallmarkid/hallmark/server/datastore/sqlstore/sqlstoretest"
 )
 
 // openStore opens a store in a fresh temporary directory and closes it
@@ -33,31 +30,14 @@ func openStore(t *testing.T) *sqlite.Store {
 
 func openPath(t *testing.T, path string) *sqlite.Store {
 	t.Helper()
-	s, err := sqlite.Open(context.Background(), path, nil)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return s
+	return sqlstoretest.MustOpen(t, sqlite.Open, path)
 }
 
 func TestConformance(t *testing.T) {
 	datastoretest.Run(t, func(t *testing.T) datastore.Store { return openStore(t) })
 }
 
-var td = spiffeid.RequireTrustDomainFromString("example.org")
-
-func entry(path string) registration.Entry {
-	return registration.Entry{
-		SPIFFEID:  spiffeid.RequireFromPath(td, path),
-		ParentID:  spiffeid.RequireFromPath(td, "/agent/1"),
-		Selectors: []registration.Selector{{Type: "unix", Value: "uid:1000"}},
-	}
-}
+var entry = sqlstoretest.Entry
 
 func TestReopenPersistence(t *testing.T) {
 	ctx := t.Context()
@@ -115,56 +95,9 @@ func TestReopenPersistence(t *testing.T) {
 		t.Errorf("after reopen: ConsumeJoinToken: %v", err)
 	}
 	// Revisions continue from where they were.
-	c := createOne(t, s, entry("/c"))
+	c := sqlstoretest.CreateOne(t, s, entry("/c"))
 	if c.Revision <= rev {
 		t.Errorf("revision after reopen = %d, want > %d", c.Revision, rev)
-	}
-}
-
-func createOne(t *testing.T, s *sqlite.Store, e registration.Entry) registration.Entry {
-	t.Helper()
-	res, err := s.CreateEntries(t.Context(), []registration.Entry{e})
-	if err != nil || res[0].Err != nil {
-		t.Fatalf("CreateEntries: %v / %v", err, res[0].Err)
-	}
-	return res[0].Entry
-}
-
-// rawDB opens the file directly, bypassing the Store.
-func rawDB(t *testing.T, path string) *sql.DB {
-	t.Helper()
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatalf("sql.Open: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
-func TestRefuseNewerSchema(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "ds.db")
-	s := openPath(t, path)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db := rawDB(t, path)
-	var v int
-	if err := db.QueryRow("SELECT version FROM schema_version").Scan(&v); err != nil || v != sqlite.SchemaVersion {
-		t.Fatalf("schema_version = %d (err %v), want %d", v, err, sqlite.SchemaVersion)
-	}
-	future := sqlite.SchemaVersion + 1
-	if _, err := db.Exec("UPDATE schema_version SET version = ?", future); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	_, err := sqlite.Open(t.Context(), path, nil)
-	if err == nil || !strings.Contains(err.Error(), "newer than this binary") {
-		t.Fatalf("Open of a future schema: err = %v, want a refusal", err)
-	}
-	db = rawDB(t, path)
-	if err := db.QueryRow("SELECT version FROM schema_version").Scan(&v); err != nil || v != future {
-		t.Errorf("refused open changed schema_version to %d (err %v)", v, err)
 	}
 }
 
@@ -202,7 +135,7 @@ func TestOpenErrors(t *testing.T) {
 func TestPathWithURICharacters(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "we?ird #dir%20", "ds&x=1.db")
 	s := openPath(t, path)
-	createOne(t, s, entry("/a"))
+	sqlstoretest.CreateOne(t, s, entry("/a"))
 	if _, err := os.Stat(path); err != nil {
 		t.Errorf("database not at %q: %v", path, err)
 	}
@@ -217,7 +150,7 @@ func TestFilePermissions(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state", "hallmark")
 	path := filepath.Join(dir, "ds.db")
 	s := openPath(t, path)
-	createOne(t, s, entry("/a"))
+	sqlstoretest.CreateOne(t, s, entry("/a"))
 	for p, want := range map[string]os.FileMode{
 		dir:               0o700,
 		filepath.Dir(dir): 0o700,
@@ -303,111 +236,4 @@ func TestTwoStoresOneFile(t *testing.T) {
 	if len(events) != 100 {
 		t.Errorf("%d events, want 100", len(events))
 	}
-}
-
-func TestRejectedInput(t *testing.T) {
-	s := openStore(t)
-	ctx := t.Context()
-	mod := func(f func(e *registration.Entry)) registration.Entry {
-		e := entry("/x")
-		f(&e)
-		return e
-	}
-	entryTests := []struct {
-		name    string
-		e       registration.Entry
-		wantErr string
-	}{
-		{"invalid UTF-8 selector", mod(func(e *registration.Entry) { e.Selectors[0].Value = "uid:\xff" }), "UTF-8"},
-		{"invalid UTF-8 hint", mod(func(e *registration.Entry) { e.Hint = "a\xc3" }), "UTF-8"},
-		{"invalid UTF-8 DNS name", mod(func(e *registration.Entry) { e.DNSNames = []string{"\xfe.example"} }), "UTF-8"},
-		{"control character in selector", mod(func(e *registration.Entry) { e.Selectors[0].Value = "a\nunix:b" }), "control character"},
-		{"ID with a space", mod(func(e *registration.Entry) { e.ID = "a b" }), "entry ID"},
-		{"long ID", mod(func(e *registration.Entry) { e.ID = strings.Repeat("a", 256) }), "entry ID"},
-		{"negative TTL", mod(func(e *registration.Entry) { e.JWTSVIDTTL = -1 }), "negative TTL"},
-		{"empty federated trust domain", mod(func(e *registration.Entry) { e.FederatesWith = []spiffeid.TrustDomain{{}} }), "trust domain"},
-	}
-	for _, tt := range entryTests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := s.CreateEntries(ctx, []registration.Entry{entry("/ok"), tt.e})
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("err = %v, want %q", err, tt.wantErr)
-			}
-			if !strings.HasPrefix(err.Error(), "sqlite: ") {
-				t.Errorf("err %q lacks the package prefix", err)
-			}
-		})
-	}
-	if list, _, err := s.ListEntries(ctx); err != nil || len(list) != 0 {
-		t.Errorf("rejected batches left %d entries (err %v)", len(list), err)
-	}
-
-	otherTests := []struct {
-		name    string
-		call    func() error
-		wantErr string
-	}{
-		{"agent without ID", func() error { return s.CreateAgent(ctx, datastore.Agent{}) }, "agent ID is empty"},
-		{"agent expiry out of range", func() error {
-			return s.CreateAgent(ctx, datastore.Agent{ID: "a", ExpiresAt: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)})
-		}, "out of range"},
-		{"empty join token", func() error {
-			return s.CreateJoinToken(ctx, datastore.JoinToken{ExpiresAt: time.Now()})
-		}, "token is empty"},
-		{"join token without expiry", func() error { return s.CreateJoinToken(ctx, datastore.JoinToken{Token: "t"}) }, "expiry is required"},
-		{"KV key not UTF-8", func() error { return s.PutKV(ctx, "\xff", nil) }, "UTF-8"},
-	}
-	for _, tt := range otherTests {
-		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.call(); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("err = %v, want %q", err, tt.wantErr)
-			}
-		})
-	}
-}
-
-// FuzzEntryRoundTrip: whatever the store accepts comes back byte for byte.
-func FuzzEntryRoundTrip(f *testing.F) {
-	f.Add("uid:1000", "hint", "web.example.org", "/web")
-	f.Add("path:/usr/bin/wéb ✓ \"q\" <a>&", "\x00nul\tand\ttabs", "*.x", "/a/b")
-	f.Add("\u2028\u2029", "\xff", "", "/c")
-	f.Add(`\u0000`, `{"json":[1]}`, "[]", "/d")
-	s, err := sqlite.Open(context.Background(), filepath.Join(f.TempDir(), "fuzz.db"), nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { s.Close() })
-	f.Fuzz(func(t *testing.T, value, hint, dns, path string) {
-		id, err := spiffeid.FromPath(td, path)
-		if err != nil {
-			return
-		}
-		e := registration.Entry{
-			SPIFFEID:  id,
-			ParentID:  spiffeid.RequireFromPath(td, "/agent"),
-			Selectors: []registration.Selector{{Type: "t", Value: value}, {Type: "u", Value: hint}},
-			Hint:      hint,
-			DNSNames:  []string{dns, value},
-		}
-		res, err := s.CreateEntries(context.Background(), []registration.Entry{e})
-		if err != nil {
-			return // refused as a whole: fine, as long as nothing was altered
-		}
-		if res[0].Err != nil {
-			if !errors.Is(res[0].Err, datastore.ErrAlreadyExists) {
-				t.Fatalf("entry error: %v", res[0].Err)
-			}
-			return
-		}
-		got, err := s.GetEntry(context.Background(), res[0].Entry.ID)
-		if err != nil {
-			t.Fatalf("GetEntry: %v", err)
-		}
-		if got.Hint != e.Hint || !slices.Equal(got.Selectors, e.Selectors) || !slices.Equal(got.DNSNames, e.DNSNames) || got.SPIFFEID != e.SPIFFEID {
-			t.Fatalf("round trip changed the entry:\n got %#v\nwant %#v", got, e)
-		}
-		if _, err := s.DeleteEntry(context.Background(), got.ID); err != nil {
-			t.Fatalf("DeleteEntry: %v", err)
-		}
-	})
 }

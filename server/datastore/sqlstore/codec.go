@@ -1,4 +1,4 @@
-package postgres
+package sqlstore
 
 import (
 	"crypto/rand"
@@ -18,44 +18,34 @@ import (
 // maxEntryIDLen bounds caller-chosen entry IDs.
 const maxEntryIDLen = 255
 
-// checkText refuses strings PostgreSQL text cannot hold as given: invalid
-// UTF-8 (it would be refused by the server) and NUL bytes.
-func checkText(what, s string) error {
+// checkText refuses strings the backend cannot hold as given: invalid
+// UTF-8 (JSON would replace the bad bytes, PostgreSQL refuses them) and,
+// where the dialect says so, NUL bytes.
+func (d *Dialect) checkText(what, s string) error {
 	if !utf8.ValidString(s) {
 		return fmt.Errorf("%s is not valid UTF-8", what)
 	}
-	if strings.IndexByte(s, 0) >= 0 {
-		return fmt.Errorf("%s contains a NUL byte, which PostgreSQL text cannot store", what)
+	if d.NoNUL && strings.IndexByte(s, 0) >= 0 {
+		return fmt.Errorf("%s contains a NUL byte, which %s text cannot store", what, d.Product)
 	}
 	return nil
 }
 
 // storable reports whether s could be a stored key; lookups of any other
-// string find nothing (rather than failing in the server).
-func storable(s string) bool { return checkText("", s) == nil }
+// string find nothing (rather than failing in the database).
+func (d *Dialect) storable(s string) bool { return d.checkText("", s) == nil }
 
-// checkTexts is checkText for every element.
-func checkTexts(what string, ss []string) error {
-	for _, s := range ss {
-		if err := checkText(what, s); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// jsonSelector is the stored form of one agent selector.
+// jsonSelector is the stored JSON form of one selector.
 type jsonSelector struct {
 	Type  string `json:"type"`
 	Value string `json:"value"`
 }
 
-// encodeAgentSelectors returns a JSON array of {"type","value"} objects in
-// the given order. Agent selectors come from attestors and are not held to
-// registration's syntax, so JSON (which escapes everything, NUL included)
-// keeps them exactly; strings that are not valid UTF-8 are refused because
+// encodeJSONSelectors returns a JSON array of {"type","value"} objects in
+// the given order. JSON escapes everything, NUL included, so selectors
+// are kept exactly; strings that are not valid UTF-8 are refused because
 // JSON would replace their bad bytes.
-func encodeAgentSelectors(ss []registration.Selector) (string, error) {
+func encodeJSONSelectors(ss []registration.Selector) (string, error) {
 	js := make([]jsonSelector, len(ss))
 	for i, s := range ss {
 		if !utf8.ValidString(s.Type) || !utf8.ValidString(s.Value) {
@@ -67,7 +57,7 @@ func encodeAgentSelectors(ss []registration.Selector) (string, error) {
 	return string(b), err
 }
 
-func decodeAgentSelectors(s string) ([]registration.Selector, error) {
+func decodeJSONSelectors(s string) ([]registration.Selector, error) {
 	var js []jsonSelector
 	if err := json.Unmarshal([]byte(s), &js); err != nil {
 		return nil, fmt.Errorf("decode selectors: %w", err)
@@ -82,9 +72,31 @@ func decodeAgentSelectors(s string) ([]registration.Selector, error) {
 	return ss, nil
 }
 
-// encodeEntrySelectors returns "type:value" strings in the given order;
-// the selectors have been validated, so no type contains ':'.
-func encodeEntrySelectors(ss []registration.Selector) []string {
+// encodeJSONStrings returns a JSON array of strings (the caller has
+// checked them).
+func encodeJSONStrings(ss []string) (string, error) {
+	if ss == nil {
+		ss = []string{}
+	}
+	b, err := json.Marshal(ss)
+	return string(b), err
+}
+
+func decodeJSONStrings(s string) ([]string, error) {
+	var ss []string
+	if err := json.Unmarshal([]byte(s), &ss); err != nil {
+		return nil, fmt.Errorf("decode string list: %w", err)
+	}
+	if len(ss) == 0 {
+		return nil, nil
+	}
+	return ss, nil
+}
+
+// EncodeEntrySelectors returns "type:value" strings in the given order,
+// the text-array form of entry selectors; the selectors have been
+// validated, so no type contains ':'.
+func EncodeEntrySelectors(ss []registration.Selector) []string {
 	out := make([]string, len(ss))
 	for i, s := range ss {
 		out[i] = s.Type + ":" + s.Value
@@ -92,7 +104,8 @@ func encodeEntrySelectors(ss []registration.Selector) []string {
 	return out
 }
 
-func decodeEntrySelectors(ss []string) ([]registration.Selector, error) {
+// DecodeEntrySelectors reverses EncodeEntrySelectors.
+func DecodeEntrySelectors(ss []string) ([]registration.Selector, error) {
 	if len(ss) == 0 {
 		return nil, nil
 	}
@@ -119,9 +132,9 @@ func tokenHash(token string) []byte {
 	return h[:]
 }
 
-// encodeTime returns t as Unix nanoseconds, refusing times that do not
+// EncodeTime returns t as Unix nanoseconds, refusing times that do not
 // fit (before 1678 or after 2262).
-func encodeTime(t time.Time) (int64, error) {
+func EncodeTime(t time.Time) (int64, error) {
 	n := t.UnixNano()
 	if !time.Unix(0, n).Equal(t) {
 		return 0, fmt.Errorf("time %s out of range", t.Format(time.RFC3339))
@@ -129,21 +142,22 @@ func encodeTime(t time.Time) (int64, error) {
 	return n, nil
 }
 
-func decodeTime(n int64) time.Time { return time.Unix(0, n).UTC() }
+// DecodeTime reverses EncodeTime, in UTC.
+func DecodeTime(n int64) time.Time { return time.Unix(0, n).UTC() }
 
 // encodeOptionalTime stores the zero time as NULL.
-func encodeOptionalTime(t time.Time) (*int64, error) {
+func encodeOptionalTime(t time.Time) (any, error) {
 	if t.IsZero() {
 		return nil, nil
 	}
-	n, err := encodeTime(t)
-	return &n, err
+	return EncodeTime(t)
 }
 
 // idGen makes version 7 UUIDs for one batch: a millisecond timestamp, then
-// 74 bits that start random and count up within the batch, so a batch's
-// IDs append to the primary-key index instead of landing all over it.
-// Entry IDs name entries; they are not secrets.
+// 74 bits that start random and count up within the batch. Time-ordered,
+// increasing IDs append to the primary-key index instead of splitting
+// pages all over it, which keeps bulk inserts fast. Entry IDs name
+// entries; they are not secrets.
 type idGen struct {
 	hi uint64 // timestamp (48 bits), version (4), rand_a (12)
 	lo uint64 // variant (2), rand_b (62): the counter
@@ -154,7 +168,7 @@ func newIDGen(now time.Time) *idGen {
 	_, _ = rand.Read(r[:]) // never fails (crypto/rand panics instead)
 	return &idGen{
 		hi: uint64(now.UnixMilli())<<16 | 0x7000 | uint64(r[0]&0x0f)<<8 | uint64(r[1]),
-		lo: binary.BigEndian.Uint64(r[2:]) >> 3, // headroom so the counter does not wrap
+		lo: binary.BigEndian.Uint64(r[2:]) >> 3, // leave headroom so the counter does not wrap
 	}
 }
 

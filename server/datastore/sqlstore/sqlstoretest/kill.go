@@ -1,4 +1,4 @@
-package postgres_test
+package sqlstoretest
 
 import (
 	"bufio"
@@ -15,31 +15,33 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hallmarkid/hallmark/internal/pgtest"
-	"github.com/hallmarkid/hallmark/registration"
-	"github.com/hallmarkid/hallmark/server/datastore/postgres"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-)
 
-// helperEnv holds the connection string TestHelperWriter writes to; when it is
-// unset the helper does nothing.
-const helperEnv = "HALLMARK_POSTGRES_KILL_HELPER_DB"
+	"github.com/hallmarkid/hallmark/registration"
+)
 
 const (
 	killWriters   = 4
 	killBatchSize = 5
 )
 
-// TestHelperWriter is the child process of TestKill9Durability: it writes
-// concurrently and prints one line per acknowledged write, until killed.
-func TestHelperWriter(t *testing.T) {
-	connString := os.Getenv(helperEnv)
-	if connString == "" {
+// helperEnv names the variable holding the database the kill helper
+// writes to; when it is unset the helper does nothing.
+func (h *Harness) helperEnv() string {
+	return "HALLMARK_" + strings.ToUpper(h.Name) + "_KILL_HELPER_DB"
+}
+
+// KillHelper is the child process of Kill9Durability, run as the
+// backend's TestHelperWriter: it writes concurrently and prints one line
+// per acknowledged write, until killed.
+func KillHelper(t *testing.T, h *Harness) {
+	db := os.Getenv(h.helperEnv())
+	if db == "" {
 		return // not running as the child
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // in case the parent dies
 	defer cancel()
-	s, err := postgres.Open(ctx, connString, nil)
+	s, err := h.Open(ctx, db, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		os.Exit(2)
@@ -98,13 +100,14 @@ func TestHelperWriter(t *testing.T) {
 	os.Exit(0)
 }
 
-// TestKill9Durability SIGKILLs a process in the middle of concurrent
-// writes, then checks that the database is intact, that every write the
-// child acknowledged is there, and that no batch is half there.
-func TestKill9Durability(t *testing.T) {
-	connString := pgtest.Start(t)
+// Kill9Durability SIGKILLs a process (the backend's TestHelperWriter) in
+// the middle of concurrent writes, then checks that the database is
+// intact, that every write the child acknowledged is there, that no batch
+// is half there, and that a new process carries on at once.
+func Kill9Durability(t *testing.T, h *Harness) {
+	db := h.NewDB(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWriter$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"="+connString)
+	cmd.Env = append(os.Environ(), h.helperEnv()+"="+db)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -171,34 +174,11 @@ collect:
 	}
 	t.Logf("killed after %d acknowledged entries", len(acked))
 
-	// The raw tables first, before anything of ours touches them. The
-	// server ended the dead client's transactions; nothing half-written
-	// may remain.
-	ctx := t.Context()
-	db := rawConn(t, connString)
-	var orphans, missing, badRev, gaps int
-	if err := db.QueryRow(ctx, `SELECT count(*) FROM entries e WHERE NOT EXISTS
-		(SELECT 1 FROM entry_events v WHERE v.entry_id = e.id AND v.revision = e.revision AND NOT v.deleted)`).Scan(&missing); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.QueryRow(ctx, `SELECT count(*) FROM entry_events v WHERE NOT EXISTS
-		(SELECT 1 FROM entries e WHERE e.id = v.entry_id)`).Scan(&orphans); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.QueryRow(ctx, `SELECT count(*) FROM revision r WHERE r.value != (SELECT coalesce(max(revision), 0) FROM entry_events)`).Scan(&badRev); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.QueryRow(ctx, `SELECT coalesce(max(revision), 0) - count(*) FROM entry_events`).Scan(&gaps); err != nil {
-		t.Fatal(err)
-	}
-	if missing+orphans+badRev+gaps != 0 {
-		t.Errorf("partial writes: %d entries without their event, %d events without their entry, revision counter off: %v, %d revision gaps",
-			missing, orphans, badRev != 0, gaps)
-	}
-	db.Close(ctx)
+	checkRaw(t, h, db)
 
-	s := openConn(t, connString)
-	list, _, err := s.ListEntries(t.Context())
+	s := h.open(t, db)
+	ctx := t.Context()
+	list, _, err := s.ListEntries(ctx)
 	if err != nil {
 		t.Fatalf("ListEntries: %v", err)
 	}
@@ -219,7 +199,7 @@ collect:
 		}
 	}
 	for key, n := range counters {
-		v, err := s.GetKV(t.Context(), key)
+		v, err := s.GetKV(ctx, key)
 		if err != nil {
 			t.Errorf("GetKV %s: %v", key, err)
 			continue
@@ -230,10 +210,40 @@ collect:
 			t.Errorf("%s = %s, acknowledged %d", key, v, n)
 		}
 	}
-	// A new server carries on at once: the dead client holds no lock.
+	// A new process carries on at once: the dead one holds no lock.
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := s.CreateEntries(wctx, []registration.Entry{entry("/after-kill")}); err != nil {
+	if _, err := s.CreateEntries(wctx, []registration.Entry{Entry("/after-kill")}); err != nil {
 		t.Errorf("CreateEntries after the kill: %v", err)
+	}
+}
+
+// checkRaw checks the raw tables, before anything of ours touches them:
+// the database ended the dead client's transactions, and nothing
+// half-written may remain.
+func checkRaw(t *testing.T, h *Harness, db string) {
+	ctx := t.Context()
+	raw := h.Raw(t, db)
+	if h.Intact != nil {
+		h.Intact(t, raw)
+	}
+	var orphans, missing, badRev, gaps int
+	if err := raw.QueryRow(ctx, `SELECT count(*) FROM entries e WHERE NOT EXISTS
+		(SELECT 1 FROM entry_events v WHERE v.entry_id = e.id AND v.revision = e.revision AND NOT v.deleted)`).Scan(&missing); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.QueryRow(ctx, `SELECT count(*) FROM entry_events v WHERE NOT EXISTS
+		(SELECT 1 FROM entries e WHERE e.id = v.entry_id)`).Scan(&orphans); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.QueryRow(ctx, `SELECT count(*) FROM revision r WHERE r.value != (SELECT coalesce(max(revision), 0) FROM entry_events)`).Scan(&badRev); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.QueryRow(ctx, `SELECT coalesce(max(revision), 0) - count(*) FROM entry_events`).Scan(&gaps); err != nil {
+		t.Fatal(err)
+	}
+	if missing+orphans+badRev+gaps != 0 {
+		t.Errorf("partial writes: %d entries without their event, %d events without their entry, revision counter off: %v, %d revision gaps",
+			missing, orphans, badRev != 0, gaps)
 	}
 }
