@@ -169,7 +169,7 @@ func runServer(args []string, stderr io.Writer) error {
 	defer closer.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.New(ctx, cfg, log, server.WithLogLevel(level))
+	srv, err := server.New(ctx, cfg, log, server.WithLogLevel(level), server.WithVersion(versionString()))
 	if err != nil {
 		log.Error("Server failed to start", "error", err)
 		return logged(cfg.LogFile, err)
