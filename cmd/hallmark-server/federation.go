@@ -15,6 +15,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"google.golang.org/grpc/status"
+
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/server/federation"
 )
@@ -111,14 +113,45 @@ func federationCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(cont
 		}
 	case "bundle delete":
 		id := fs.String("id", "", "trust domain whose static bundle to delete")
+		mode := fs.String("mode", "restrict", "what to do with entries that federate with it: restrict (refuse), dissociate (remove it from them) or delete (delete them)")
+		output := outputFlag(fs)
 		return func(ctx context.Context, c apiv1.AdminClient) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
 			if *id == "" {
 				return errors.New("-id is required")
 			}
-			if _, err := c.DeleteFederatedBundle(ctx, &apiv1.DeleteFederatedBundleRequest{TrustDomain: *id}); err != nil {
-				return err
+			switch *mode {
+			case "restrict", "dissociate", "delete":
+			default:
+				return fmt.Errorf("-mode %q: want restrict, dissociate or delete", *mode)
 			}
-			fmt.Fprintln(stdout, "Bundle deleted.")
+			resp, err := c.DeleteFederatedBundle(ctx, &apiv1.DeleteFederatedBundleRequest{TrustDomain: *id, Mode: *mode})
+			if *output == "json" { // SPIRE's BatchDeleteFederatedBundleResponse
+				if err != nil && ctx.Err() != nil {
+					return err
+				}
+				st := status.Convert(err)
+				msg := "OK"
+				if err != nil {
+					msg = st.Message()
+				}
+				if werr := writeJSON(stdout, bundleDeleteJSON{Results: []bundleDeleteResultJSON{
+					{Status: statusJSON{Code: int32(st.Code()), Message: msg}, TrustDomain: *id}}}); werr != nil {
+					return werr
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("failed to delete federated bundle %q: %w", *id, err)
+			}
+			if *output != "json" {
+				fmt.Fprintln(stdout, "Bundle deleted.")
+				if n := resp.GetEntriesChanged(); n > 0 {
+					fmt.Fprintf(stdout, "%d entr%s %s.\n", n, map[bool]string{true: "y", false: "ies"}[n == 1],
+						map[string]string{"dissociate": "no longer federate with it", "delete": "deleted"}[*mode])
+				}
+			}
 			return nil
 		}
 	case "federation list":

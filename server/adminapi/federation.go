@@ -2,7 +2,6 @@ package adminapi
 
 import (
 	"context"
-	"errors"
 	"sort"
 	"time"
 
@@ -98,28 +97,6 @@ func (s *Server) SetFederatedBundle(ctx context.Context, req *apiv1.SetFederated
 	s.cfg.Log.Info("Federated bundle set by an operator", "trust_domain", td.Name(), "static", st.GetStatic(),
 		"x509_authorities", len(b.X509Authorities()), "jwt_authorities", len(b.JWTAuthorities()))
 	return &apiv1.SetFederatedBundleResponse{Relationship: st}, nil
-}
-
-// DeleteFederatedBundle removes a static bundle.
-func (s *Server) DeleteFederatedBundle(ctx context.Context, req *apiv1.DeleteFederatedBundleRequest) (*apiv1.DeleteFederatedBundleResponse, error) {
-	const action = "bundle_delete"
-	td, err := s.trustDomain(req.GetTrustDomain())
-	if err != nil {
-		return nil, s.refuse(ctx, action, req.GetTrustDomain(), err)
-	}
-	if s.cfg.Federation == nil {
-		return nil, s.refuse(ctx, action, td.Name(), status.Errorf(codes.NotFound, "no bundle of trust domain %q", td.Name()))
-	}
-	if err := s.cfg.Federation.DeleteBundle(ctx, td); err != nil {
-		code := codes.FailedPrecondition
-		if errors.Is(err, federation.ErrUnknownTrustDomain) {
-			code = codes.NotFound
-		}
-		return nil, s.refuse(ctx, action, td.Name(), status.Errorf(code, "%v", err))
-	}
-	s.audit(ctx, map[string]any{"action": action, "trust_domain": td.Name()})
-	s.cfg.Log.Info("Federated bundle deleted by an operator", "trust_domain", td.Name())
-	return &apiv1.DeleteFederatedBundleResponse{}, nil
 }
 
 // ListFederationRelationships returns the fetcher's status of every
