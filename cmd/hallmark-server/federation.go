@@ -154,55 +154,6 @@ func federationCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(cont
 			}
 			return nil
 		}
-	case "federation list":
-		output := fs.String("output", "pretty", "output format: pretty or json")
-		return func(ctx context.Context, c apiv1.AdminClient) error {
-			resp, err := c.ListFederationRelationships(ctx, &apiv1.ListFederationRelationshipsRequest{})
-			if err != nil {
-				return err
-			}
-			if *output == "json" {
-				return writeProtoJSON(stdout, resp)
-			}
-			n := len(resp.GetRelationships())
-			fmt.Fprintf(stdout, "Found %d federation relationship%s\n", n, plural(n))
-			for _, r := range resp.GetRelationships() {
-				fmt.Fprintln(stdout)
-				printRelationship(stdout, r)
-			}
-			return nil
-		}
-	case "federation show":
-		td := fs.String("trustDomain", "", "the trust domain of the relationship to show")
-		output := outputFlag(fs)
-		return func(ctx context.Context, c apiv1.AdminClient) error {
-			if err := checkOutput(*output); err != nil {
-				return err
-			}
-			if *td == "" {
-				return errors.New("-trustDomain is required")
-			}
-			want, err := spiffeid.TrustDomainFromString(*td)
-			if err != nil {
-				return fmt.Errorf("-trustDomain %q: %w", *td, err)
-			}
-			resp, err := c.ListFederationRelationships(ctx, &apiv1.ListFederationRelationshipsRequest{})
-			if err != nil {
-				return err
-			}
-			for _, r := range resp.GetRelationships() {
-				if r.GetTrustDomain() != want.Name() {
-					continue
-				}
-				if *output == "json" {
-					return writeProtoJSON(stdout, r)
-				}
-				fmt.Fprintf(stdout, "Found a federation relationship with trust domain %s\n\n", want.Name())
-				printRelationship(stdout, r)
-				return nil
-			}
-			return fmt.Errorf("no federation relationship with trust domain %q (see federation list)", want.Name())
-		}
 	case "federation refresh":
 		id := fs.String("id", "", "trust domain whose bundle to fetch now")
 		return func(ctx context.Context, c apiv1.AdminClient) error {
@@ -258,6 +209,12 @@ func readBundleInput(td spiffeid.TrustDomain, path, format string) ([]byte, erro
 	if err != nil {
 		return nil, err
 	}
+	return parseBundleInput(td, data, path, format)
+}
+
+// parseBundleInput parses data (from name) as a bundle of td in format and
+// returns it as a SPIFFE bundle document.
+func parseBundleInput(td spiffeid.TrustDomain, data []byte, path, format string) ([]byte, error) {
 	if len(data) > federation.MaxBundleSize {
 		return nil, fmt.Errorf("%s: larger than %d bytes", path, federation.MaxBundleSize)
 	}
@@ -297,11 +254,16 @@ func readBundleInput(td spiffeid.TrustDomain, path, format string) ([]byte, erro
 
 func printRelationship(w io.Writer, r *apiv1.FederationRelationship) {
 	fmt.Fprintf(w, "Trust domain      : %s\n", r.GetTrustDomain())
-	if r.GetStatic() {
+	switch {
+	case r.GetStatic():
 		fmt.Fprintf(w, "Bundle source     : static (bundle set)\n")
-	} else {
+	default:
 		fmt.Fprintf(w, "Bundle endpoint   : %s\n", r.GetBundleEndpointUrl())
 		fmt.Fprintf(w, "Endpoint profile  : %s\n", r.GetBundleEndpointProfile())
+		if r.GetEndpointSpiffeId() != "" {
+			fmt.Fprintf(w, "Endpoint SPIFFE ID: %s\n", r.GetEndpointSpiffeId())
+		}
+		fmt.Fprintf(w, "Defined by        : %s\n", map[bool]string{true: "federation create (dynamic)", false: "configuration file (read-only)"}[r.GetDynamic()])
 	}
 	switch {
 	case !r.GetHasBundle():
@@ -335,17 +297,4 @@ func unixString(s int64) string {
 		return "never"
 	}
 	return time.Unix(s, 0).UTC().Format(time.RFC3339)
-}
-
-// refusedCommand says why a SPIRE command Hallmark does not implement is
-// refused, before its flags are parsed (SPIRE's flags are unknown here);
-// "" for other commands.
-func refusedCommand(cmd string) string {
-	switch cmd {
-	case "federation create", "federation update", "federation delete":
-		return cmd + " is not supported: Hallmark's federation relationships are configured in the server's federation block " +
-			"(federates_with \"<td>\" { bundle_endpoint_url ... }, docs/federation.md) and change on restart; " +
-			"to trust a bundle without an endpoint use bundle set"
-	}
-	return ""
 }

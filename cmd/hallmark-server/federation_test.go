@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -56,5 +58,124 @@ func TestBundleDeleteGolden(t *testing.T) {
 	if rc, _, errOut := runCLI("bundle", "delete", "-id", "static.test", "-mode", "cascade", "-socketPath", sock); rc != 1 ||
 		!strings.Contains(errOut, `-mode "cascade": want restrict, dissociate or delete`) || len(f.requests()) != 0 {
 		t.Fatalf("unknown mode: exit %d %s", rc, errOut)
+	}
+}
+
+// CreateFederationRelationship refuses dup.test (it exists) and creates
+// any other.
+func (f *fakeAdmin) CreateFederationRelationship(_ context.Context, req *apiv1.FederationRelationshipSpec) (*apiv1.FederationRelationship, error) {
+	f.record(req)
+	if req.GetTrustDomain() == "dup.test" {
+		return nil, status.Error(codes.AlreadyExists, "federation: dup.test: a federation relationship with this trust domain already exists (use federation update)")
+	}
+	return fakeRelationship(req), nil
+}
+
+// UpdateFederationRelationship refuses partner.test, of the configuration.
+func (f *fakeAdmin) UpdateFederationRelationship(_ context.Context, req *apiv1.FederationRelationshipSpec) (*apiv1.FederationRelationship, error) {
+	f.record(req)
+	if req.GetTrustDomain() == "partner.test" {
+		return nil, status.Error(codes.FailedPrecondition, "federation: partner.test: configured in the server's federation block, which is read-only at run time: edit the configuration and restart")
+	}
+	return fakeRelationship(req), nil
+}
+
+func (f *fakeAdmin) DeleteFederationRelationship(_ context.Context, req *apiv1.DeleteFederationRelationshipRequest) (*apiv1.DeleteFederationRelationshipResponse, error) {
+	f.record(req)
+	if req.GetTrustDomain() == "partner.test" {
+		return nil, status.Error(codes.FailedPrecondition, "federation: partner.test: configured in the server's federation block, which is read-only at run time: edit the configuration and restart")
+	}
+	return &apiv1.DeleteFederationRelationshipResponse{}, nil
+}
+
+func fakeRelationship(req *apiv1.FederationRelationshipSpec) *apiv1.FederationRelationship {
+	return &apiv1.FederationRelationship{TrustDomain: req.GetTrustDomain(), BundleEndpointUrl: req.GetBundleEndpointUrl(),
+		BundleEndpointProfile: req.GetBundleEndpointProfile(), EndpointSpiffeId: req.GetEndpointSpiffeId(), Dynamic: true,
+		HasBundle: len(req.GetTrustDomainBundle()) > 0, X509Authorities: 1, RefreshIntervalSeconds: 300}
+}
+
+// TestFederationGolden: federation list|show|create|update|delete in
+// SPIRE's JSON shapes (federation_relationships[], https_web {} or
+// https_spiffe {endpoint_spiffe_id}, trust_domain_bundle, results[].status);
+// a failed result prints its JSON and exits 1.
+func TestFederationGolden(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "rels.json")
+	if err := os.WriteFile(data, []byte(`{"federationRelationships": [
+  {"trustDomain": "new.test", "bundleEndpointURL": "https://new.test/bundle", "bundleEndpointProfile": "https_web"},
+  {"trustDomain": "dup.test", "bundleEndpointURL": "https://dup.test:8443", "bundleEndpointProfile": "https_spiffe",
+   "endpointSPIFFEID": "spiffe://dup.test/spire/server", "trustDomainBundleFormat": "spiffe", "trustDomainBundle": {"keys": []}}
+]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		args   []string
+		wantRC int
+	}{
+		{name: "federation_list_json", args: []string{"federation", "list", "-output", "json"}},
+		{name: "federation_list_pretty", args: []string{"federation", "list"}},
+		{name: "federation_show_json", args: []string{"federation", "show", "-trustDomain", "partner.test", "-output", "json"}},
+		{name: "federation_show_dynamic_json", args: []string{"federation", "show", "-trustDomain", "dyn.test", "-output", "json"}},
+		{name: "federation_create_json", args: []string{"federation", "create", "-trustDomain", "new.test", "-bundleEndpointURL",
+			"https://new.test:8443", "-bundleEndpointProfile", "https_spiffe", "-endpointSpiffeID", "spiffe://new.test/spire/server",
+			"-trustDomainBundlePath", filepath.Join("testdata", "fake-ca.pem"), "-output", "json"}},
+		{name: "federation_create_pretty", args: []string{"federation", "create", "-trustDomain", "new.test", "-bundleEndpointURL",
+			"https://new.test/bundle", "-bundleEndpointProfile", "https_web"}},
+		{name: "federation_create_data_json", args: []string{"federation", "create", "-data", data, "-output", "json"}, wantRC: 1},
+		{name: "federation_update_configured_json", args: []string{"federation", "update", "-trustDomain", "partner.test",
+			"-bundleEndpointURL", "https://partner.test/v2", "-bundleEndpointProfile", "https_web", "-output", "json"}, wantRC: 1},
+		{name: "federation_delete_json", args: []string{"federation", "delete", "-id", "dyn.test", "-output", "json"}},
+		{name: "federation_delete_pretty", args: []string{"federation", "delete", "-id", "dyn.test"}},
+		{name: "federation_delete_configured_json", args: []string{"federation", "delete", "-id", "partner.test", "-output", "json"}, wantRC: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, sock := startFakeAdmin(t)
+			rc, out, errOut := runCLI(append(tt.args, "-socketPath", sock)...)
+			if rc != tt.wantRC {
+				t.Fatalf("exit %d, want %d: %s", rc, tt.wantRC, errOut)
+			}
+			checkGolden(t, tt.name, out)
+		})
+	}
+}
+
+// TestFederationCreateRequests: what create sends for SPIRE's flags and
+// -data, and what it refuses before dialing the server.
+func TestFederationCreateRequests(t *testing.T) {
+	f, sock := startFakeAdmin(t)
+	rc, _, errOut := runCLI("federation", "create", "-trustDomain", "spiffe://new.test", "-bundleEndpointURL", "https://new.test:8443",
+		"-bundleEndpointProfile", "https_spiffe", "-endpointSpiffeID", "spiffe://new.test/spire/server",
+		"-trustDomainBundlePath", filepath.Join("testdata", "fake-ca.pem"), "-socketPath", sock)
+	if rc != 0 {
+		t.Fatalf("exit %d: %s", rc, errOut)
+	}
+	req := f.requests()[0].(*apiv1.FederationRelationshipSpec)
+	if req.GetTrustDomain() != "new.test" || req.GetEndpointSpiffeId() != "spiffe://new.test/spire/server" ||
+		!strings.Contains(string(req.GetTrustDomainBundle()), `"use":"x509-svid"`) {
+		t.Fatalf("request %v", req)
+	}
+	for _, tt := range []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"no trust domain", []string{"-bundleEndpointURL", "https://x"}, "-trustDomain is required"},
+		{"no URL", []string{"-trustDomain", "x.test"}, "-bundleEndpointURL is required"},
+		{"no profile", []string{"-trustDomain", "x.test", "-bundleEndpointURL", "https://x"}, `unknown bundle endpoint profile ""`},
+		{"spiffe without ID", []string{"-trustDomain", "x.test", "-bundleEndpointURL", "https://x", "-bundleEndpointProfile", "https_spiffe"},
+			"endpoint SPIFFE ID is required"},
+		{"data and flags", []string{"-data", "x.json", "-trustDomain", "x.test"}, "cannot use other flags"},
+		{"bad bundle file", []string{"-trustDomain", "x.test", "-bundleEndpointURL", "https://x", "-bundleEndpointProfile", "https_web",
+			"-trustDomainBundlePath", "federation_test.go"}, "not PEM"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(f.requests())
+			rc, _, errOut := runCLI(append([]string{"federation", "create", "-socketPath", sock}, tt.args...)...)
+			if rc != 1 || !strings.Contains(errOut, tt.wantErr) || len(f.requests()) != before {
+				t.Fatalf("exit %d, %q (want %q), %d requests sent", rc, errOut, tt.wantErr, len(f.requests())-before)
+			}
+		})
 	}
 }

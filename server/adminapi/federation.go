@@ -155,6 +155,7 @@ func relationshipToProto(st federation.Status) *apiv1.FederationRelationship {
 		Static: st.Static, HasBundle: st.HasBundle, Revoked: st.Revoked, HasSequence: st.HasSequence, Sequence: st.Sequence,
 		X509Authorities: int32(min(st.X509Authorities, 1<<30)), LastAttempt: unix(st.LastAttempt), LastSuccess: unix(st.LastSuccess),
 		LastError: st.LastError, RefreshIntervalSeconds: int64(st.RefreshInterval.Seconds()), NextRefresh: unix(st.NextRefresh),
+		Dynamic: st.Dynamic, EndpointSpiffeId: idString(st.EndpointID),
 	}
 }
 
@@ -163,4 +164,11 @@ func unix(t time.Time) int64 {
 		return 0
 	}
 	return t.Unix()
+}
+
+func idString(id spiffeid.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
 }
