@@ -121,7 +121,10 @@ func TestDynamicRelationships(t *testing.T) {
 	if _, err := f1.CreateRelationship(ctx, relB, b.spiffeBundle(3)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { st, ok := statusOf(f2, "b.test"); return ok && st.Dynamic && hasAuthority(f2.Bundles()[b.td], b.cert) })
+	waitFor(t, func() bool {
+		st, ok := statusOf(f2, "b.test")
+		return ok && st.Dynamic && hasAuthority(f2.Bundles()[b.td], b.cert)
+	})
 	relB.URL = "https://b.test/v2/bundle"
 	if st, err := f1.UpdateRelationship(ctx, relB, nil); err != nil || st.URL != relB.URL || st.X509Authorities != 1 {
 		t.Fatalf("update: %+v, %v", st, err)
