@@ -33,6 +33,13 @@ type (
 		RefreshHint     string              `json:"refresh_hint"`
 		SequenceNumber  string              `json:"sequence_number"`
 	}
+	bundleSetResultJSON struct {
+		Status statusJSON  `json:"status"`
+		Bundle *bundleJSON `json:"bundle"`
+	}
+	bundleSetJSON struct {
+		Results []bundleSetResultJSON `json:"results"`
+	}
 	bundleDeleteResultJSON struct {
 		Status      statusJSON `json:"status"`
 		TrustDomain string     `json:"trust_domain"`

@@ -87,7 +87,11 @@ func federationCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(cont
 		id := fs.String("id", "", "trust domain of the bundle (e.g. spiffe://other.org); not our own")
 		path := fs.String("path", "-", "file holding the bundle; - for stdin")
 		format := fs.String("format", "pem", "input format: pem or spiffe")
+		output := outputFlag(fs)
 		return func(ctx context.Context, c apiv1.AdminClient) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
 			if *id == "" {
 				return errors.New("-id is required")
 			}
@@ -101,8 +105,27 @@ func federationCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(cont
 			}
 			resp, err := c.SetFederatedBundle(ctx, &apiv1.SetFederatedBundleRequest{
 				Bundle: &apiv1.BundleDocument{TrustDomain: td.Name(), Document: doc}})
-			if err != nil {
+			if err != nil && ctx.Err() != nil {
 				return err
+			}
+			if *output == "json" { // SPIRE's BatchSetFederatedBundleResponse
+				res := bundleSetResultJSON{Status: statusOf(err)}
+				if err == nil {
+					b, jerr := federatedBundleJSON(&apiv1.BundleDocument{TrustDomain: td.Name(), Document: doc})
+					if jerr != nil {
+						return jerr
+					}
+					res.Bundle = &b
+				}
+				if werr := writeJSON(stdout, bundleSetJSON{Results: []bundleSetResultJSON{res}}); werr != nil {
+					return werr
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("failed to set federated bundle: %w", err)
+			}
+			if *output == "json" {
+				return nil
 			}
 			kind := "federates_with relationship, replacing its bundle until the next refresh"
 			if resp.GetRelationship().GetStatic() {
@@ -156,13 +179,20 @@ func federationCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(cont
 		}
 	case "federation refresh":
 		id := fs.String("id", "", "trust domain whose bundle to fetch now")
+		output := outputFlag(fs)
 		return func(ctx context.Context, c apiv1.AdminClient) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
 			if *id == "" {
 				return errors.New("-id is required")
 			}
 			r, err := c.RefreshFederatedBundle(ctx, &apiv1.RefreshFederatedBundleRequest{TrustDomain: *id})
 			if err != nil {
 				return err
+			}
+			if *output == "json" { // SPIRE prints the OK status
+				return writeJSON(stdout, statusOf(nil))
 			}
 			fmt.Fprintf(stdout, "Bundle refreshed.\n\n")
 			printRelationship(stdout, r)

@@ -179,3 +179,46 @@ func TestFederationCreateRequests(t *testing.T) {
 		})
 	}
 }
+
+// SetFederatedBundle sets static bundles and refuses our own trust domain.
+func (f *fakeAdmin) SetFederatedBundle(_ context.Context, req *apiv1.SetFederatedBundleRequest) (*apiv1.SetFederatedBundleResponse, error) {
+	f.record(req)
+	if req.GetBundle().GetTrustDomain() == "example.org" {
+		return nil, status.Error(codes.InvalidArgument, `"example.org" is this server's own trust domain, not a federated one (its bundle is `+"`bundle show`)")
+	}
+	return &apiv1.SetFederatedBundleResponse{Relationship: &apiv1.FederationRelationship{TrustDomain: req.GetBundle().GetTrustDomain(),
+		Static: true, HasBundle: true, X509Authorities: 1}}, nil
+}
+
+func (f *fakeAdmin) RefreshFederatedBundle(_ context.Context, req *apiv1.RefreshFederatedBundleRequest) (*apiv1.FederationRelationship, error) {
+	f.record(req)
+	return &apiv1.FederationRelationship{TrustDomain: req.GetTrustDomain(), BundleEndpointUrl: "https://partner.test/bundle",
+		BundleEndpointProfile: "https_web", HasBundle: true, X509Authorities: 1, LastAttempt: 1733400000, LastSuccess: 1733400000,
+		RefreshIntervalSeconds: 300}, nil
+}
+
+// TestBundleSetRefreshGolden: bundle set and federation refresh -output
+// json in SPIRE's shapes (results[].status with the bundle set; the OK
+// status of a refresh).
+func TestBundleSetRefreshGolden(t *testing.T) {
+	ca := filepath.Join("testdata", "fake-ca.pem")
+	tests := []struct {
+		name   string
+		args   []string
+		wantRC int
+	}{
+		{name: "bundle_set_json", args: []string{"bundle", "set", "-id", "spiffe://static.test", "-path", ca, "-output", "json"}},
+		{name: "bundle_set_own_json", args: []string{"bundle", "set", "-id", "example.org", "-path", ca, "-output", "json"}, wantRC: 1},
+		{name: "federation_refresh_json", args: []string{"federation", "refresh", "-id", "partner.test", "-output", "json"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, sock := startFakeAdmin(t)
+			rc, out, errOut := runCLI(append(tt.args, "-socketPath", sock)...)
+			if rc != tt.wantRC {
+				t.Fatalf("exit %d, want %d: %s", rc, tt.wantRC, errOut)
+			}
+			checkGolden(t, tt.name, out)
+		})
+	}
+}
