@@ -1,12 +1,15 @@
 package federation_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hallmarkid/hallmark/server/datastore"
 	"github.com/hallmarkid/hallmark/server/federation"
 )
 
@@ -199,4 +202,67 @@ func second[T any](_ T, err error) error { return err }
 
 func contains(err error, s string) bool {
 	return err != nil && strings.Contains(err.Error(), s)
+}
+
+// memKV is an in-memory KV with compare-and-swap.
+type memKV struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (k *memKV) GetKV(_ context.Context, key string) ([]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	v, ok := k.m[key]
+	if !ok {
+		return nil, datastore.ErrNotFound
+	}
+	return append([]byte(nil), v...), nil
+}
+
+func (k *memKV) PutKV(_ context.Context, key string, value []byte) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.m[key] = append([]byte(nil), value...)
+	return nil
+}
+
+func (k *memKV) SwapKV(_ context.Context, key string, old, value []byte) (bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	cur, ok := k.m[key]
+	if old == nil && ok || old != nil && (!ok || !bytes.Equal(cur, old)) {
+		return false, nil
+	}
+	k.m[key] = append([]byte(nil), value...)
+	return true, nil
+}
+
+// FuzzStoredRelationships: whatever the datastore holds under DynamicKey, a
+// fetcher starts with valid relationships only, or refuses to start; it
+// never panics.
+func FuzzStoredRelationships(f *testing.F) {
+	for _, s := range []string{
+		`{"relationships":[]}`,
+		`{"relationships":[{"trust_domain":"a.test","bundle_endpoint_url":"https://a.test","bundle_endpoint_profile":"https_web"}]}`,
+		`{"relationships":[{"trust_domain":"a.test","bundle_endpoint_url":"https://a.test","bundle_endpoint_profile":"https_spiffe","endpoint_spiffe_id":"spiffe://a.test/s"}]}`,
+		`{"relationships":[{"trust_domain":"hub.test","bundle_endpoint_url":"http://x","bundle_endpoint_profile":"ftp"}]}`,
+		`{"relationships":[{"trust_domain":"A..b","endpoint_spiffe_id":"spiffe://b.test/%00"}]}`,
+		`{"relationships":null}`, `[]`, `{`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		kv := &memKV{m: map[string][]byte{federation.DynamicKey: data}}
+		fe, err := federation.NewFetcher(federation.FetcherConfig{TrustDomain: td("hub.test"), Store: kv})
+		if err != nil {
+			return
+		}
+		for _, st := range fe.Status() {
+			if !st.Dynamic || st.TrustDomain == td("hub.test") || !strings.HasPrefix(st.URL, "https://") ||
+				st.Profile != federation.ProfileHTTPSWeb && st.Profile != federation.ProfileHTTPSSPIFFE {
+				t.Fatalf("accepted an invalid stored relationship: %+v", st)
+			}
+		}
+	})
 }
