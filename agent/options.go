@@ -13,3 +13,11 @@ type options struct {
 func WithVersion(v string) Option {
 	return func(o *options) { o.version = v }
 }
+
+func newOptions(opts []Option) options {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
