@@ -89,9 +89,10 @@ type Agent struct {
 }
 
 // New builds an agent from cfg. Nothing connects or listens until Run.
-func New(cfg *config.Config, log *slog.Logger) (_ *Agent, err error) {
+func New(cfg *config.Config, log *slog.Logger, opts ...Option) (_ *Agent, err error) {
+	o := newOptions(opts)
 	a := &Agent{cfg: cfg, log: log, cache: cache.New(), jwt: cache.NewJWTStore(), state: &stateDir{dir: cfg.DataDir}, health: health.NewServer(),
-		metrics: telemetry.New(telemetry.Config{Daemon: telemetry.Agent}), renewNow: make(chan struct{}, 1)}
+		metrics: telemetry.New(telemetry.Config{Daemon: telemetry.Agent, Version: o.version}), renewNow: make(chan struct{}, 1)}
 	if err := a.state.init(); err != nil {
 		return nil, err
 	}

@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 
+	"github.com/hallmarkid/hallmark/agent/bootstrap"
 	"github.com/hallmarkid/hallmark/agent/config"
 	"github.com/hallmarkid/hallmark/attestors/awsiam"
 	"github.com/hallmarkid/hallmark/attestors/awsiid"
@@ -65,12 +67,17 @@ func Validate(cfg *config.Config) error {
 			return fmt.Errorf("agent: telemetry (%s): %w", b.Pos(), err)
 		}
 	}
-	if cfg.TrustBundlePath != "" {
-		if _, err := readPEMCerts(cfg.TrustBundlePath); err != nil {
-			return fmt.Errorf("agent: trust_bundle_path: %w", err)
+	switch {
+	case cfg.TrustBundlePath != "":
+		// In its trust_bundle_format, as the agent reads it.
+		src := bootstrap.Source{TrustDomain: cfg.TrustDomain, Path: cfg.TrustBundlePath, Format: cfg.TrustBundleFormat}
+		if _, err := src.Load(context.Background()); err != nil {
+			return fmt.Errorf("agent: %w", err)
 		}
-	} else if !cfg.InsecureBootstrap {
-		return errors.New("agent: trust_bundle_path is required unless insecure_bootstrap is set")
+	case cfg.TrustBundleURL != "":
+		// Downloaded before the first attestation; validate stays offline.
+	case !cfg.InsecureBootstrap:
+		return errors.New("agent: trust_bundle_path or trust_bundle_url is required unless insecure_bootstrap is set")
 	}
 	return nil
 }

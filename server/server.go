@@ -178,7 +178,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		s.store.Close()
 		return nil, err
 	}
-	if err := s.initOps(verifiers); err != nil {
+	if err := s.initOps(verifiers, o.version); err != nil {
 		s.store.Close()
 		return nil, err
 	}
@@ -222,7 +222,7 @@ func attestorTypes(vs []attestors.NodeVerifier) []string {
 }
 
 // initOps sets up the audit log (default <data_dir>/audit.log) and metrics.
-func (s *Server) initOps(verifiers []attestors.NodeVerifier) error {
+func (s *Server) initOps(verifiers []attestors.NodeVerifier, version string) error {
 	ac := audit.HCLConfig{Path: filepath.Join(s.cfg.DataDir, "audit.log")}
 	if b := s.cfg.Audit; b != nil {
 		ac = audit.HCLConfig{}
@@ -246,7 +246,7 @@ func (s *Server) initOps(verifiers []attestors.NodeVerifier) error {
 			return fmt.Errorf("server: telemetry (%s): %w", b.Pos(), err)
 		}
 	}
-	s.metrics = telemetry.New(telemetry.Config{Daemon: telemetry.Server, Attestors: attestorTypes(verifiers)})
+	s.metrics = telemetry.New(telemetry.Config{Daemon: telemetry.Server, Attestors: attestorTypes(verifiers), Version: version})
 	if o, ok := s.store.(datastore.OpObserver); ok {
 		o.ObserveOps(s.metrics.ObserveDatastore)
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -218,7 +219,7 @@ func TestOperatorMetrics(t *testing.T) {
 		}
 	}
 	if !hasBuildInfo(sm) {
-		t.Error("server: hallmark_build_info missing or without version, goversion and revision")
+		t.Errorf("server: hallmark_build_info missing or not of version %q with goversion and revision", testenv.Version)
 	}
 
 	// SDS: a response, then Envoy's NACK of it.
@@ -258,17 +259,25 @@ func TestOperatorMetrics(t *testing.T) {
 			t.Errorf("agent: %s = %v (present %v)", tt.series, v, ok)
 		}
 	}
+	// -version prints the same linked version the metric reports.
+	for _, bin := range []string{"hallmark-server", "hallmark-agent"} {
+		out, err := exec.Command(filepath.Join(testenv.Binaries(t), bin), "-version").CombinedOutput()
+		if got := strings.TrimSpace(string(out)); err != nil || got != testenv.Version {
+			t.Errorf("%s -version = %q, %v; want %q", bin, got, err, testenv.Version)
+		}
+	}
 	if !hasBuildInfo(am) {
-		t.Error("agent: hallmark_build_info missing or without version, goversion and revision")
+		t.Errorf("agent: hallmark_build_info missing or not of version %q with goversion and revision", testenv.Version)
 	}
 }
 
-// hasBuildInfo reports whether hallmark_build_info is 1 with non-empty
-// version, goversion and revision labels.
+// hasBuildInfo reports whether hallmark_build_info is 1 with the version
+// the binaries were linked with (-ldflags -X main.version, testenv.Version)
+// and non-empty goversion and revision labels.
 func hasBuildInfo(ms map[string]float64) bool {
 	for k, v := range ms {
 		if strings.HasPrefix(k, "hallmark_build_info{") && v == 1 && strings.Contains(k, `goversion="go`) &&
-			!strings.Contains(k, `version=""`) && !strings.Contains(k, `revision=""`) {
+			strings.Contains(k, `,version="`+testenv.Version+`"`) && !strings.Contains(k, `revision=""`) {
 			return true
 		}
 	}

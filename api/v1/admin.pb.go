@@ -1684,8 +1684,12 @@ func (x *SetFederatedBundleResponse) GetRelationship() *FederationRelationship {
 }
 
 type DeleteFederatedBundleRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	// What to do with entries whose federates_with names the trust domain:
+	// "restrict" (or empty) refuses the deletion while any exist,
+	// "dissociate" removes the trust domain from them, "delete" deletes them.
+	Mode          string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1727,10 +1731,18 @@ func (x *DeleteFederatedBundleRequest) GetTrustDomain() string {
 	return ""
 }
 
+func (x *DeleteFederatedBundleRequest) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
 type DeleteFederatedBundleResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	EntriesChanged int32                  `protobuf:"varint,1,opt,name=entries_changed,json=entriesChanged,proto3" json:"entries_changed,omitempty"` // entries dissociated or deleted
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DeleteFederatedBundleResponse) Reset() {
@@ -1763,6 +1775,172 @@ func (*DeleteFederatedBundleResponse) Descriptor() ([]byte, []int) {
 	return file_api_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
+func (x *DeleteFederatedBundleResponse) GetEntriesChanged() int32 {
+	if x != nil {
+		return x.EntriesChanged
+	}
+	return 0
+}
+
+// FederationRelationshipSpec is a dynamic relationship to create or update.
+type FederationRelationshipSpec struct {
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain           string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	BundleEndpointUrl     string                 `protobuf:"bytes,2,opt,name=bundle_endpoint_url,json=bundleEndpointUrl,proto3" json:"bundle_endpoint_url,omitempty"`             // https://
+	BundleEndpointProfile string                 `protobuf:"bytes,3,opt,name=bundle_endpoint_profile,json=bundleEndpointProfile,proto3" json:"bundle_endpoint_profile,omitempty"` // https_web or https_spiffe
+	EndpointSpiffeId      string                 `protobuf:"bytes,4,opt,name=endpoint_spiffe_id,json=endpointSpiffeId,proto3" json:"endpoint_spiffe_id,omitempty"`                // https_spiffe only
+	// Optional SPIFFE bundle document of the trust domain: trusted until the
+	// first fetch, and what authenticates an https_spiffe endpoint.
+	TrustDomainBundle []byte `protobuf:"bytes,5,opt,name=trust_domain_bundle,json=trustDomainBundle,proto3" json:"trust_domain_bundle,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *FederationRelationshipSpec) Reset() {
+	*x = FederationRelationshipSpec{}
+	mi := &file_api_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederationRelationshipSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederationRelationshipSpec) ProtoMessage() {}
+
+func (x *FederationRelationshipSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederationRelationshipSpec.ProtoReflect.Descriptor instead.
+func (*FederationRelationshipSpec) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *FederationRelationshipSpec) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *FederationRelationshipSpec) GetBundleEndpointUrl() string {
+	if x != nil {
+		return x.BundleEndpointUrl
+	}
+	return ""
+}
+
+func (x *FederationRelationshipSpec) GetBundleEndpointProfile() string {
+	if x != nil {
+		return x.BundleEndpointProfile
+	}
+	return ""
+}
+
+func (x *FederationRelationshipSpec) GetEndpointSpiffeId() string {
+	if x != nil {
+		return x.EndpointSpiffeId
+	}
+	return ""
+}
+
+func (x *FederationRelationshipSpec) GetTrustDomainBundle() []byte {
+	if x != nil {
+		return x.TrustDomainBundle
+	}
+	return nil
+}
+
+type DeleteFederationRelationshipRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederationRelationshipRequest) Reset() {
+	*x = DeleteFederationRelationshipRequest{}
+	mi := &file_api_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederationRelationshipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederationRelationshipRequest) ProtoMessage() {}
+
+func (x *DeleteFederationRelationshipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederationRelationshipRequest.ProtoReflect.Descriptor instead.
+func (*DeleteFederationRelationshipRequest) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *DeleteFederationRelationshipRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+type DeleteFederationRelationshipResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederationRelationshipResponse) Reset() {
+	*x = DeleteFederationRelationshipResponse{}
+	mi := &file_api_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederationRelationshipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederationRelationshipResponse) ProtoMessage() {}
+
+func (x *DeleteFederationRelationshipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederationRelationshipResponse.ProtoReflect.Descriptor instead.
+func (*DeleteFederationRelationshipResponse) Descriptor() ([]byte, []int) {
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
 type ListFederationRelationshipsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1771,7 +1949,7 @@ type ListFederationRelationshipsRequest struct {
 
 func (x *ListFederationRelationshipsRequest) Reset() {
 	*x = ListFederationRelationshipsRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[35]
+	mi := &file_api_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +1961,7 @@ func (x *ListFederationRelationshipsRequest) String() string {
 func (*ListFederationRelationshipsRequest) ProtoMessage() {}
 
 func (x *ListFederationRelationshipsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[35]
+	mi := &file_api_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +1974,7 @@ func (x *ListFederationRelationshipsRequest) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use ListFederationRelationshipsRequest.ProtoReflect.Descriptor instead.
 func (*ListFederationRelationshipsRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 type ListFederationRelationshipsResponse struct {
@@ -1808,7 +1986,7 @@ type ListFederationRelationshipsResponse struct {
 
 func (x *ListFederationRelationshipsResponse) Reset() {
 	*x = ListFederationRelationshipsResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[36]
+	mi := &file_api_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1820,7 +1998,7 @@ func (x *ListFederationRelationshipsResponse) String() string {
 func (*ListFederationRelationshipsResponse) ProtoMessage() {}
 
 func (x *ListFederationRelationshipsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[36]
+	mi := &file_api_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1833,7 +2011,7 @@ func (x *ListFederationRelationshipsResponse) ProtoReflect() protoreflect.Messag
 
 // Deprecated: Use ListFederationRelationshipsResponse.ProtoReflect.Descriptor instead.
 func (*ListFederationRelationshipsResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListFederationRelationshipsResponse) GetRelationships() []*FederationRelationship {
@@ -1852,7 +2030,7 @@ type RefreshFederatedBundleRequest struct {
 
 func (x *RefreshFederatedBundleRequest) Reset() {
 	*x = RefreshFederatedBundleRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[37]
+	mi := &file_api_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +2042,7 @@ func (x *RefreshFederatedBundleRequest) String() string {
 func (*RefreshFederatedBundleRequest) ProtoMessage() {}
 
 func (x *RefreshFederatedBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[37]
+	mi := &file_api_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +2055,7 @@ func (x *RefreshFederatedBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefreshFederatedBundleRequest.ProtoReflect.Descriptor instead.
 func (*RefreshFederatedBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RefreshFederatedBundleRequest) GetTrustDomain() string {
@@ -1903,14 +2081,16 @@ type FederationRelationship struct {
 	LastSuccess            int64                  `protobuf:"varint,11,opt,name=last_success,json=lastSuccess,proto3" json:"last_success,omitempty"` // unix seconds; 0: never (or static, loaded at start)
 	LastError              string                 `protobuf:"bytes,12,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`        // of the last attempt
 	RefreshIntervalSeconds int64                  `protobuf:"varint,13,opt,name=refresh_interval_seconds,json=refreshIntervalSeconds,proto3" json:"refresh_interval_seconds,omitempty"`
-	NextRefresh            int64                  `protobuf:"varint,14,opt,name=next_refresh,json=nextRefresh,proto3" json:"next_refresh,omitempty"` // unix seconds; 0: not scheduled
+	NextRefresh            int64                  `protobuf:"varint,14,opt,name=next_refresh,json=nextRefresh,proto3" json:"next_refresh,omitempty"`                 // unix seconds; 0: not scheduled
+	EndpointSpiffeId       string                 `protobuf:"bytes,15,opt,name=endpoint_spiffe_id,json=endpointSpiffeId,proto3" json:"endpoint_spiffe_id,omitempty"` // https_spiffe
+	Dynamic                bool                   `protobuf:"varint,16,opt,name=dynamic,proto3" json:"dynamic,omitempty"`                                            // created with federation create (else: configuration or static)
 	unknownFields          protoimpl.UnknownFields
 	sizeCache              protoimpl.SizeCache
 }
 
 func (x *FederationRelationship) Reset() {
 	*x = FederationRelationship{}
-	mi := &file_api_v1_admin_proto_msgTypes[38]
+	mi := &file_api_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2102,7 @@ func (x *FederationRelationship) String() string {
 func (*FederationRelationship) ProtoMessage() {}
 
 func (x *FederationRelationship) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[38]
+	mi := &file_api_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2115,7 @@ func (x *FederationRelationship) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederationRelationship.ProtoReflect.Descriptor instead.
 func (*FederationRelationship) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *FederationRelationship) GetTrustDomain() string {
@@ -2036,6 +2216,20 @@ func (x *FederationRelationship) GetNextRefresh() int64 {
 	return 0
 }
 
+func (x *FederationRelationship) GetEndpointSpiffeId() string {
+	if x != nil {
+		return x.EndpointSpiffeId
+	}
+	return ""
+}
+
+func (x *FederationRelationship) GetDynamic() bool {
+	if x != nil {
+		return x.Dynamic
+	}
+	return false
+}
+
 // LocalAuthority is one X.509 authority or JWT signing key of this trust domain.
 type LocalAuthority struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2058,7 +2252,7 @@ type LocalAuthority struct {
 
 func (x *LocalAuthority) Reset() {
 	*x = LocalAuthority{}
-	mi := &file_api_v1_admin_proto_msgTypes[39]
+	mi := &file_api_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2070,7 +2264,7 @@ func (x *LocalAuthority) String() string {
 func (*LocalAuthority) ProtoMessage() {}
 
 func (x *LocalAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[39]
+	mi := &file_api_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2083,7 +2277,7 @@ func (x *LocalAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalAuthority.ProtoReflect.Descriptor instead.
 func (*LocalAuthority) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LocalAuthority) GetAuthorityId() string {
@@ -2178,7 +2372,7 @@ type ListLocalAuthoritiesRequest struct {
 
 func (x *ListLocalAuthoritiesRequest) Reset() {
 	*x = ListLocalAuthoritiesRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[40]
+	mi := &file_api_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2190,7 +2384,7 @@ func (x *ListLocalAuthoritiesRequest) String() string {
 func (*ListLocalAuthoritiesRequest) ProtoMessage() {}
 
 func (x *ListLocalAuthoritiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[40]
+	mi := &file_api_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2203,7 +2397,7 @@ func (x *ListLocalAuthoritiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocalAuthoritiesRequest.ProtoReflect.Descriptor instead.
 func (*ListLocalAuthoritiesRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 type ListLocalAuthoritiesResponse struct {
@@ -2215,7 +2409,7 @@ type ListLocalAuthoritiesResponse struct {
 
 func (x *ListLocalAuthoritiesResponse) Reset() {
 	*x = ListLocalAuthoritiesResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[41]
+	mi := &file_api_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2227,7 +2421,7 @@ func (x *ListLocalAuthoritiesResponse) String() string {
 func (*ListLocalAuthoritiesResponse) ProtoMessage() {}
 
 func (x *ListLocalAuthoritiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[41]
+	mi := &file_api_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2240,7 +2434,7 @@ func (x *ListLocalAuthoritiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLocalAuthoritiesResponse.ProtoReflect.Descriptor instead.
 func (*ListLocalAuthoritiesResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListLocalAuthoritiesResponse) GetAuthorities() []*LocalAuthority {
@@ -2258,7 +2452,7 @@ type PrepareLocalAuthorityRequest struct {
 
 func (x *PrepareLocalAuthorityRequest) Reset() {
 	*x = PrepareLocalAuthorityRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[42]
+	mi := &file_api_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2464,7 @@ func (x *PrepareLocalAuthorityRequest) String() string {
 func (*PrepareLocalAuthorityRequest) ProtoMessage() {}
 
 func (x *PrepareLocalAuthorityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[42]
+	mi := &file_api_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2477,7 @@ func (x *PrepareLocalAuthorityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareLocalAuthorityRequest.ProtoReflect.Descriptor instead.
 func (*PrepareLocalAuthorityRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 type LocalAuthorityRequest struct {
@@ -2295,7 +2489,7 @@ type LocalAuthorityRequest struct {
 
 func (x *LocalAuthorityRequest) Reset() {
 	*x = LocalAuthorityRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[43]
+	mi := &file_api_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2307,7 +2501,7 @@ func (x *LocalAuthorityRequest) String() string {
 func (*LocalAuthorityRequest) ProtoMessage() {}
 
 func (x *LocalAuthorityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[43]
+	mi := &file_api_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2320,7 +2514,7 @@ func (x *LocalAuthorityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalAuthorityRequest.ProtoReflect.Descriptor instead.
 func (*LocalAuthorityRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *LocalAuthorityRequest) GetAuthorityId() string {
@@ -2342,7 +2536,7 @@ type MintX509SVIDRequest struct {
 
 func (x *MintX509SVIDRequest) Reset() {
 	*x = MintX509SVIDRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[44]
+	mi := &file_api_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2548,7 @@ func (x *MintX509SVIDRequest) String() string {
 func (*MintX509SVIDRequest) ProtoMessage() {}
 
 func (x *MintX509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[44]
+	mi := &file_api_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2561,7 @@ func (x *MintX509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintX509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintX509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *MintX509SVIDRequest) GetCsr() []byte {
@@ -2408,7 +2602,7 @@ type MintX509SVIDResponse struct {
 
 func (x *MintX509SVIDResponse) Reset() {
 	*x = MintX509SVIDResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[45]
+	mi := &file_api_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2420,7 +2614,7 @@ func (x *MintX509SVIDResponse) String() string {
 func (*MintX509SVIDResponse) ProtoMessage() {}
 
 func (x *MintX509SVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[45]
+	mi := &file_api_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2433,7 +2627,7 @@ func (x *MintX509SVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintX509SVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintX509SVIDResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *MintX509SVIDResponse) GetCertChain() [][]byte {
@@ -2461,7 +2655,7 @@ type MintJWTSVIDRequest struct {
 
 func (x *MintJWTSVIDRequest) Reset() {
 	*x = MintJWTSVIDRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[46]
+	mi := &file_api_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2473,7 +2667,7 @@ func (x *MintJWTSVIDRequest) String() string {
 func (*MintJWTSVIDRequest) ProtoMessage() {}
 
 func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[46]
+	mi := &file_api_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2486,7 +2680,7 @@ func (x *MintJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *MintJWTSVIDRequest) GetSpiffeId() string {
@@ -2521,7 +2715,7 @@ type MintJWTSVIDResponse struct {
 
 func (x *MintJWTSVIDResponse) Reset() {
 	*x = MintJWTSVIDResponse{}
-	mi := &file_api_v1_admin_proto_msgTypes[47]
+	mi := &file_api_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2533,7 +2727,7 @@ func (x *MintJWTSVIDResponse) String() string {
 func (*MintJWTSVIDResponse) ProtoMessage() {}
 
 func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[47]
+	mi := &file_api_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2546,7 +2740,7 @@ func (x *MintJWTSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MintJWTSVIDResponse.ProtoReflect.Descriptor instead.
 func (*MintJWTSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *MintJWTSVIDResponse) GetToken() string {
@@ -2580,7 +2774,7 @@ type Logger struct {
 
 func (x *Logger) Reset() {
 	*x = Logger{}
-	mi := &file_api_v1_admin_proto_msgTypes[48]
+	mi := &file_api_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2592,7 +2786,7 @@ func (x *Logger) String() string {
 func (*Logger) ProtoMessage() {}
 
 func (x *Logger) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[48]
+	mi := &file_api_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2605,7 +2799,7 @@ func (x *Logger) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Logger.ProtoReflect.Descriptor instead.
 func (*Logger) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Logger) GetCurrentLevel() string {
@@ -2630,7 +2824,7 @@ type GetLoggerRequest struct {
 
 func (x *GetLoggerRequest) Reset() {
 	*x = GetLoggerRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[49]
+	mi := &file_api_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2642,7 +2836,7 @@ func (x *GetLoggerRequest) String() string {
 func (*GetLoggerRequest) ProtoMessage() {}
 
 func (x *GetLoggerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[49]
+	mi := &file_api_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2655,7 +2849,7 @@ func (x *GetLoggerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLoggerRequest.ProtoReflect.Descriptor instead.
 func (*GetLoggerRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 type SetLogLevelRequest struct {
@@ -2667,7 +2861,7 @@ type SetLogLevelRequest struct {
 
 func (x *SetLogLevelRequest) Reset() {
 	*x = SetLogLevelRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[50]
+	mi := &file_api_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2679,7 +2873,7 @@ func (x *SetLogLevelRequest) String() string {
 func (*SetLogLevelRequest) ProtoMessage() {}
 
 func (x *SetLogLevelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[50]
+	mi := &file_api_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2692,7 +2886,7 @@ func (x *SetLogLevelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetLogLevelRequest.ProtoReflect.Descriptor instead.
 func (*SetLogLevelRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SetLogLevelRequest) GetLevel() string {
@@ -2710,7 +2904,7 @@ type ResetLogLevelRequest struct {
 
 func (x *ResetLogLevelRequest) Reset() {
 	*x = ResetLogLevelRequest{}
-	mi := &file_api_v1_admin_proto_msgTypes[51]
+	mi := &file_api_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2722,7 +2916,7 @@ func (x *ResetLogLevelRequest) String() string {
 func (*ResetLogLevelRequest) ProtoMessage() {}
 
 func (x *ResetLogLevelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_v1_admin_proto_msgTypes[51]
+	mi := &file_api_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2735,7 +2929,7 @@ func (x *ResetLogLevelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetLogLevelRequest.ProtoReflect.Descriptor instead.
 func (*ResetLogLevelRequest) Descriptor() ([]byte, []int) {
-	return file_api_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_api_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 var File_api_v1_admin_proto protoreflect.FileDescriptor
@@ -2835,15 +3029,26 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\x19SetFederatedBundleRequest\x123\n" +
 	"\x06bundle\x18\x01 \x01(\v2\x1b.hallmark.v1.BundleDocumentR\x06bundle\"e\n" +
 	"\x1aSetFederatedBundleResponse\x12G\n" +
-	"\frelationship\x18\x01 \x01(\v2#.hallmark.v1.FederationRelationshipR\frelationship\"A\n" +
+	"\frelationship\x18\x01 \x01(\v2#.hallmark.v1.FederationRelationshipR\frelationship\"U\n" +
 	"\x1cDeleteFederatedBundleRequest\x12!\n" +
-	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"\x1f\n" +
-	"\x1dDeleteFederatedBundleResponse\"$\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\"H\n" +
+	"\x1dDeleteFederatedBundleResponse\x12'\n" +
+	"\x0fentries_changed\x18\x01 \x01(\x05R\x0eentriesChanged\"\x85\x02\n" +
+	"\x1aFederationRelationshipSpec\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12.\n" +
+	"\x13bundle_endpoint_url\x18\x02 \x01(\tR\x11bundleEndpointUrl\x126\n" +
+	"\x17bundle_endpoint_profile\x18\x03 \x01(\tR\x15bundleEndpointProfile\x12,\n" +
+	"\x12endpoint_spiffe_id\x18\x04 \x01(\tR\x10endpointSpiffeId\x12.\n" +
+	"\x13trust_domain_bundle\x18\x05 \x01(\fR\x11trustDomainBundle\"H\n" +
+	"#DeleteFederationRelationshipRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"&\n" +
+	"$DeleteFederationRelationshipResponse\"$\n" +
 	"\"ListFederationRelationshipsRequest\"p\n" +
 	"#ListFederationRelationshipsResponse\x12I\n" +
 	"\rrelationships\x18\x01 \x03(\v2#.hallmark.v1.FederationRelationshipR\rrelationships\"B\n" +
 	"\x1dRefreshFederatedBundleRequest\x12!\n" +
-	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"\xa0\x04\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"\xe8\x04\n" +
 	"\x16FederationRelationship\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12.\n" +
 	"\x13bundle_endpoint_url\x18\x02 \x01(\tR\x11bundleEndpointUrl\x126\n" +
@@ -2861,7 +3066,9 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\f \x01(\tR\tlastError\x128\n" +
 	"\x18refresh_interval_seconds\x18\r \x01(\x03R\x16refreshIntervalSeconds\x12!\n" +
-	"\fnext_refresh\x18\x0e \x01(\x03R\vnextRefresh\"\x99\x03\n" +
+	"\fnext_refresh\x18\x0e \x01(\x03R\vnextRefresh\x12,\n" +
+	"\x12endpoint_spiffe_id\x18\x0f \x01(\tR\x10endpointSpiffeId\x12\x18\n" +
+	"\adynamic\x18\x10 \x01(\bR\adynamic\"\x99\x03\n" +
 	"\x0eLocalAuthority\x12!\n" +
 	"\fauthority_id\x18\x01 \x01(\tR\vauthorityId\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x18\n" +
@@ -2916,7 +3123,7 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\x17SELECTOR_MATCH_SUPERSET\x10\x00\x12\x18\n" +
 	"\x14SELECTOR_MATCH_EXACT\x10\x01\x12\x19\n" +
 	"\x15SELECTOR_MATCH_SUBSET\x10\x02\x12\x16\n" +
-	"\x12SELECTOR_MATCH_ANY\x10\x032\xad\x17\n" +
+	"\x12SELECTOR_MATCH_ANY\x10\x032\x8f\x1a\n" +
 	"\x05Admin\x12V\n" +
 	"\rCreateEntries\x12!.hallmark.v1.CreateEntriesRequest\x1a\".hallmark.v1.CreateEntriesResponse\x12P\n" +
 	"\vListEntries\x12\x1f.hallmark.v1.ListEntriesRequest\x1a .hallmark.v1.ListEntriesResponse\x12R\n" +
@@ -2942,7 +3149,10 @@ const file_api_v1_admin_proto_rawDesc = "" +
 	"\x14ListFederatedBundles\x12(.hallmark.v1.ListFederatedBundlesRequest\x1a).hallmark.v1.ListFederatedBundlesResponse\x12e\n" +
 	"\x12SetFederatedBundle\x12&.hallmark.v1.SetFederatedBundleRequest\x1a'.hallmark.v1.SetFederatedBundleResponse\x12n\n" +
 	"\x15DeleteFederatedBundle\x12).hallmark.v1.DeleteFederatedBundleRequest\x1a*.hallmark.v1.DeleteFederatedBundleResponse\x12\x80\x01\n" +
-	"\x1bListFederationRelationships\x12/.hallmark.v1.ListFederationRelationshipsRequest\x1a0.hallmark.v1.ListFederationRelationshipsResponse\x12i\n" +
+	"\x1bListFederationRelationships\x12/.hallmark.v1.ListFederationRelationshipsRequest\x1a0.hallmark.v1.ListFederationRelationshipsResponse\x12l\n" +
+	"\x1cCreateFederationRelationship\x12'.hallmark.v1.FederationRelationshipSpec\x1a#.hallmark.v1.FederationRelationship\x12l\n" +
+	"\x1cUpdateFederationRelationship\x12'.hallmark.v1.FederationRelationshipSpec\x1a#.hallmark.v1.FederationRelationship\x12\x83\x01\n" +
+	"\x1cDeleteFederationRelationship\x120.hallmark.v1.DeleteFederationRelationshipRequest\x1a1.hallmark.v1.DeleteFederationRelationshipResponse\x12i\n" +
 	"\x16RefreshFederatedBundle\x12*.hallmark.v1.RefreshFederatedBundleRequest\x1a#.hallmark.v1.FederationRelationship\x12j\n" +
 	"\x13ListX509Authorities\x12(.hallmark.v1.ListLocalAuthoritiesRequest\x1a).hallmark.v1.ListLocalAuthoritiesResponse\x12^\n" +
 	"\x14PrepareX509Authority\x12).hallmark.v1.PrepareLocalAuthorityRequest\x1a\x1b.hallmark.v1.LocalAuthority\x12X\n" +
@@ -2968,88 +3178,91 @@ func file_api_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_api_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_api_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_api_v1_admin_proto_goTypes = []any{
-	(SelectorMatch)(0),                          // 0: hallmark.v1.SelectorMatch
-	(*CreateEntriesRequest)(nil),                // 1: hallmark.v1.CreateEntriesRequest
-	(*EntryResult)(nil),                         // 2: hallmark.v1.EntryResult
-	(*CreateEntriesResponse)(nil),               // 3: hallmark.v1.CreateEntriesResponse
-	(*ListEntriesRequest)(nil),                  // 4: hallmark.v1.ListEntriesRequest
-	(*CountEntriesResponse)(nil),                // 5: hallmark.v1.CountEntriesResponse
-	(*ListEntriesResponse)(nil),                 // 6: hallmark.v1.ListEntriesResponse
-	(*UpdateEntriesRequest)(nil),                // 7: hallmark.v1.UpdateEntriesRequest
-	(*UpdateEntriesResponse)(nil),               // 8: hallmark.v1.UpdateEntriesResponse
-	(*DeleteEntryRequest)(nil),                  // 9: hallmark.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),                 // 10: hallmark.v1.DeleteEntryResponse
-	(*GenerateJoinTokenRequest)(nil),            // 11: hallmark.v1.GenerateJoinTokenRequest
-	(*GenerateJoinTokenResponse)(nil),           // 12: hallmark.v1.GenerateJoinTokenResponse
-	(*AgentFilter)(nil),                         // 13: hallmark.v1.AgentFilter
-	(*ListAgentsRequest)(nil),                   // 14: hallmark.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),                  // 15: hallmark.v1.ListAgentsResponse
-	(*CountAgentsRequest)(nil),                  // 16: hallmark.v1.CountAgentsRequest
-	(*CountAgentsResponse)(nil),                 // 17: hallmark.v1.CountAgentsResponse
-	(*GetAgentRequest)(nil),                     // 18: hallmark.v1.GetAgentRequest
-	(*EvictAgentRequest)(nil),                   // 19: hallmark.v1.EvictAgentRequest
-	(*EvictAgentResponse)(nil),                  // 20: hallmark.v1.EvictAgentResponse
-	(*BanAgentRequest)(nil),                     // 21: hallmark.v1.BanAgentRequest
-	(*BanAgentResponse)(nil),                    // 22: hallmark.v1.BanAgentResponse
-	(*PurgeAgentsRequest)(nil),                  // 23: hallmark.v1.PurgeAgentsRequest
-	(*PurgedAgent)(nil),                         // 24: hallmark.v1.PurgedAgent
-	(*PurgeAgentsResponse)(nil),                 // 25: hallmark.v1.PurgeAgentsResponse
-	(*GetBundleRequest)(nil),                    // 26: hallmark.v1.GetBundleRequest
-	(*HealthRequest)(nil),                       // 27: hallmark.v1.HealthRequest
-	(*HealthResponse)(nil),                      // 28: hallmark.v1.HealthResponse
-	(*BundleDocument)(nil),                      // 29: hallmark.v1.BundleDocument
-	(*ListFederatedBundlesRequest)(nil),         // 30: hallmark.v1.ListFederatedBundlesRequest
-	(*ListFederatedBundlesResponse)(nil),        // 31: hallmark.v1.ListFederatedBundlesResponse
-	(*SetFederatedBundleRequest)(nil),           // 32: hallmark.v1.SetFederatedBundleRequest
-	(*SetFederatedBundleResponse)(nil),          // 33: hallmark.v1.SetFederatedBundleResponse
-	(*DeleteFederatedBundleRequest)(nil),        // 34: hallmark.v1.DeleteFederatedBundleRequest
-	(*DeleteFederatedBundleResponse)(nil),       // 35: hallmark.v1.DeleteFederatedBundleResponse
-	(*ListFederationRelationshipsRequest)(nil),  // 36: hallmark.v1.ListFederationRelationshipsRequest
-	(*ListFederationRelationshipsResponse)(nil), // 37: hallmark.v1.ListFederationRelationshipsResponse
-	(*RefreshFederatedBundleRequest)(nil),       // 38: hallmark.v1.RefreshFederatedBundleRequest
-	(*FederationRelationship)(nil),              // 39: hallmark.v1.FederationRelationship
-	(*LocalAuthority)(nil),                      // 40: hallmark.v1.LocalAuthority
-	(*ListLocalAuthoritiesRequest)(nil),         // 41: hallmark.v1.ListLocalAuthoritiesRequest
-	(*ListLocalAuthoritiesResponse)(nil),        // 42: hallmark.v1.ListLocalAuthoritiesResponse
-	(*PrepareLocalAuthorityRequest)(nil),        // 43: hallmark.v1.PrepareLocalAuthorityRequest
-	(*LocalAuthorityRequest)(nil),               // 44: hallmark.v1.LocalAuthorityRequest
-	(*MintX509SVIDRequest)(nil),                 // 45: hallmark.v1.MintX509SVIDRequest
-	(*MintX509SVIDResponse)(nil),                // 46: hallmark.v1.MintX509SVIDResponse
-	(*MintJWTSVIDRequest)(nil),                  // 47: hallmark.v1.MintJWTSVIDRequest
-	(*MintJWTSVIDResponse)(nil),                 // 48: hallmark.v1.MintJWTSVIDResponse
-	(*Logger)(nil),                              // 49: hallmark.v1.Logger
-	(*GetLoggerRequest)(nil),                    // 50: hallmark.v1.GetLoggerRequest
-	(*SetLogLevelRequest)(nil),                  // 51: hallmark.v1.SetLogLevelRequest
-	(*ResetLogLevelRequest)(nil),                // 52: hallmark.v1.ResetLogLevelRequest
-	(*Entry)(nil),                               // 53: hallmark.v1.Entry
-	(*Selector)(nil),                            // 54: hallmark.v1.Selector
-	(*Agent)(nil),                               // 55: hallmark.v1.Agent
-	(*Bundle)(nil),                              // 56: hallmark.v1.Bundle
+	(SelectorMatch)(0),                           // 0: hallmark.v1.SelectorMatch
+	(*CreateEntriesRequest)(nil),                 // 1: hallmark.v1.CreateEntriesRequest
+	(*EntryResult)(nil),                          // 2: hallmark.v1.EntryResult
+	(*CreateEntriesResponse)(nil),                // 3: hallmark.v1.CreateEntriesResponse
+	(*ListEntriesRequest)(nil),                   // 4: hallmark.v1.ListEntriesRequest
+	(*CountEntriesResponse)(nil),                 // 5: hallmark.v1.CountEntriesResponse
+	(*ListEntriesResponse)(nil),                  // 6: hallmark.v1.ListEntriesResponse
+	(*UpdateEntriesRequest)(nil),                 // 7: hallmark.v1.UpdateEntriesRequest
+	(*UpdateEntriesResponse)(nil),                // 8: hallmark.v1.UpdateEntriesResponse
+	(*DeleteEntryRequest)(nil),                   // 9: hallmark.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),                  // 10: hallmark.v1.DeleteEntryResponse
+	(*GenerateJoinTokenRequest)(nil),             // 11: hallmark.v1.GenerateJoinTokenRequest
+	(*GenerateJoinTokenResponse)(nil),            // 12: hallmark.v1.GenerateJoinTokenResponse
+	(*AgentFilter)(nil),                          // 13: hallmark.v1.AgentFilter
+	(*ListAgentsRequest)(nil),                    // 14: hallmark.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),                   // 15: hallmark.v1.ListAgentsResponse
+	(*CountAgentsRequest)(nil),                   // 16: hallmark.v1.CountAgentsRequest
+	(*CountAgentsResponse)(nil),                  // 17: hallmark.v1.CountAgentsResponse
+	(*GetAgentRequest)(nil),                      // 18: hallmark.v1.GetAgentRequest
+	(*EvictAgentRequest)(nil),                    // 19: hallmark.v1.EvictAgentRequest
+	(*EvictAgentResponse)(nil),                   // 20: hallmark.v1.EvictAgentResponse
+	(*BanAgentRequest)(nil),                      // 21: hallmark.v1.BanAgentRequest
+	(*BanAgentResponse)(nil),                     // 22: hallmark.v1.BanAgentResponse
+	(*PurgeAgentsRequest)(nil),                   // 23: hallmark.v1.PurgeAgentsRequest
+	(*PurgedAgent)(nil),                          // 24: hallmark.v1.PurgedAgent
+	(*PurgeAgentsResponse)(nil),                  // 25: hallmark.v1.PurgeAgentsResponse
+	(*GetBundleRequest)(nil),                     // 26: hallmark.v1.GetBundleRequest
+	(*HealthRequest)(nil),                        // 27: hallmark.v1.HealthRequest
+	(*HealthResponse)(nil),                       // 28: hallmark.v1.HealthResponse
+	(*BundleDocument)(nil),                       // 29: hallmark.v1.BundleDocument
+	(*ListFederatedBundlesRequest)(nil),          // 30: hallmark.v1.ListFederatedBundlesRequest
+	(*ListFederatedBundlesResponse)(nil),         // 31: hallmark.v1.ListFederatedBundlesResponse
+	(*SetFederatedBundleRequest)(nil),            // 32: hallmark.v1.SetFederatedBundleRequest
+	(*SetFederatedBundleResponse)(nil),           // 33: hallmark.v1.SetFederatedBundleResponse
+	(*DeleteFederatedBundleRequest)(nil),         // 34: hallmark.v1.DeleteFederatedBundleRequest
+	(*DeleteFederatedBundleResponse)(nil),        // 35: hallmark.v1.DeleteFederatedBundleResponse
+	(*FederationRelationshipSpec)(nil),           // 36: hallmark.v1.FederationRelationshipSpec
+	(*DeleteFederationRelationshipRequest)(nil),  // 37: hallmark.v1.DeleteFederationRelationshipRequest
+	(*DeleteFederationRelationshipResponse)(nil), // 38: hallmark.v1.DeleteFederationRelationshipResponse
+	(*ListFederationRelationshipsRequest)(nil),   // 39: hallmark.v1.ListFederationRelationshipsRequest
+	(*ListFederationRelationshipsResponse)(nil),  // 40: hallmark.v1.ListFederationRelationshipsResponse
+	(*RefreshFederatedBundleRequest)(nil),        // 41: hallmark.v1.RefreshFederatedBundleRequest
+	(*FederationRelationship)(nil),               // 42: hallmark.v1.FederationRelationship
+	(*LocalAuthority)(nil),                       // 43: hallmark.v1.LocalAuthority
+	(*ListLocalAuthoritiesRequest)(nil),          // 44: hallmark.v1.ListLocalAuthoritiesRequest
+	(*ListLocalAuthoritiesResponse)(nil),         // 45: hallmark.v1.ListLocalAuthoritiesResponse
+	(*PrepareLocalAuthorityRequest)(nil),         // 46: hallmark.v1.PrepareLocalAuthorityRequest
+	(*LocalAuthorityRequest)(nil),                // 47: hallmark.v1.LocalAuthorityRequest
+	(*MintX509SVIDRequest)(nil),                  // 48: hallmark.v1.MintX509SVIDRequest
+	(*MintX509SVIDResponse)(nil),                 // 49: hallmark.v1.MintX509SVIDResponse
+	(*MintJWTSVIDRequest)(nil),                   // 50: hallmark.v1.MintJWTSVIDRequest
+	(*MintJWTSVIDResponse)(nil),                  // 51: hallmark.v1.MintJWTSVIDResponse
+	(*Logger)(nil),                               // 52: hallmark.v1.Logger
+	(*GetLoggerRequest)(nil),                     // 53: hallmark.v1.GetLoggerRequest
+	(*SetLogLevelRequest)(nil),                   // 54: hallmark.v1.SetLogLevelRequest
+	(*ResetLogLevelRequest)(nil),                 // 55: hallmark.v1.ResetLogLevelRequest
+	(*Entry)(nil),                                // 56: hallmark.v1.Entry
+	(*Selector)(nil),                             // 57: hallmark.v1.Selector
+	(*Agent)(nil),                                // 58: hallmark.v1.Agent
+	(*Bundle)(nil),                               // 59: hallmark.v1.Bundle
 }
 var file_api_v1_admin_proto_depIdxs = []int32{
-	53, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
-	53, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
+	56, // 0: hallmark.v1.CreateEntriesRequest.entries:type_name -> hallmark.v1.Entry
+	56, // 1: hallmark.v1.EntryResult.entry:type_name -> hallmark.v1.Entry
 	2,  // 2: hallmark.v1.CreateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
-	54, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
+	57, // 3: hallmark.v1.ListEntriesRequest.selectors:type_name -> hallmark.v1.Selector
 	0,  // 4: hallmark.v1.ListEntriesRequest.selector_match:type_name -> hallmark.v1.SelectorMatch
 	0,  // 5: hallmark.v1.ListEntriesRequest.federates_with_match:type_name -> hallmark.v1.SelectorMatch
-	53, // 6: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
-	53, // 7: hallmark.v1.UpdateEntriesRequest.entries:type_name -> hallmark.v1.Entry
+	56, // 6: hallmark.v1.ListEntriesResponse.entries:type_name -> hallmark.v1.Entry
+	56, // 7: hallmark.v1.UpdateEntriesRequest.entries:type_name -> hallmark.v1.Entry
 	2,  // 8: hallmark.v1.UpdateEntriesResponse.results:type_name -> hallmark.v1.EntryResult
-	53, // 9: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
-	54, // 10: hallmark.v1.AgentFilter.by_selectors:type_name -> hallmark.v1.Selector
+	56, // 9: hallmark.v1.DeleteEntryResponse.entry:type_name -> hallmark.v1.Entry
+	57, // 10: hallmark.v1.AgentFilter.by_selectors:type_name -> hallmark.v1.Selector
 	0,  // 11: hallmark.v1.AgentFilter.selector_match:type_name -> hallmark.v1.SelectorMatch
 	13, // 12: hallmark.v1.ListAgentsRequest.filter:type_name -> hallmark.v1.AgentFilter
-	55, // 13: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
+	58, // 13: hallmark.v1.ListAgentsResponse.agents:type_name -> hallmark.v1.Agent
 	13, // 14: hallmark.v1.CountAgentsRequest.filter:type_name -> hallmark.v1.AgentFilter
 	24, // 15: hallmark.v1.PurgeAgentsResponse.agents:type_name -> hallmark.v1.PurgedAgent
 	29, // 16: hallmark.v1.ListFederatedBundlesResponse.bundles:type_name -> hallmark.v1.BundleDocument
 	29, // 17: hallmark.v1.SetFederatedBundleRequest.bundle:type_name -> hallmark.v1.BundleDocument
-	39, // 18: hallmark.v1.SetFederatedBundleResponse.relationship:type_name -> hallmark.v1.FederationRelationship
-	39, // 19: hallmark.v1.ListFederationRelationshipsResponse.relationships:type_name -> hallmark.v1.FederationRelationship
-	40, // 20: hallmark.v1.ListLocalAuthoritiesResponse.authorities:type_name -> hallmark.v1.LocalAuthority
+	42, // 18: hallmark.v1.SetFederatedBundleResponse.relationship:type_name -> hallmark.v1.FederationRelationship
+	42, // 19: hallmark.v1.ListFederationRelationshipsResponse.relationships:type_name -> hallmark.v1.FederationRelationship
+	43, // 20: hallmark.v1.ListLocalAuthoritiesResponse.authorities:type_name -> hallmark.v1.LocalAuthority
 	1,  // 21: hallmark.v1.Admin.CreateEntries:input_type -> hallmark.v1.CreateEntriesRequest
 	4,  // 22: hallmark.v1.Admin.ListEntries:input_type -> hallmark.v1.ListEntriesRequest
 	4,  // 23: hallmark.v1.Admin.CountEntries:input_type -> hallmark.v1.ListEntriesRequest
@@ -3063,63 +3276,69 @@ var file_api_v1_admin_proto_depIdxs = []int32{
 	21, // 31: hallmark.v1.Admin.BanAgent:input_type -> hallmark.v1.BanAgentRequest
 	23, // 32: hallmark.v1.Admin.PurgeAgents:input_type -> hallmark.v1.PurgeAgentsRequest
 	26, // 33: hallmark.v1.Admin.GetBundle:input_type -> hallmark.v1.GetBundleRequest
-	45, // 34: hallmark.v1.Admin.MintX509SVID:input_type -> hallmark.v1.MintX509SVIDRequest
-	47, // 35: hallmark.v1.Admin.MintJWTSVID:input_type -> hallmark.v1.MintJWTSVIDRequest
-	50, // 36: hallmark.v1.Admin.GetLogger:input_type -> hallmark.v1.GetLoggerRequest
-	51, // 37: hallmark.v1.Admin.SetLogLevel:input_type -> hallmark.v1.SetLogLevelRequest
-	52, // 38: hallmark.v1.Admin.ResetLogLevel:input_type -> hallmark.v1.ResetLogLevelRequest
+	48, // 34: hallmark.v1.Admin.MintX509SVID:input_type -> hallmark.v1.MintX509SVIDRequest
+	50, // 35: hallmark.v1.Admin.MintJWTSVID:input_type -> hallmark.v1.MintJWTSVIDRequest
+	53, // 36: hallmark.v1.Admin.GetLogger:input_type -> hallmark.v1.GetLoggerRequest
+	54, // 37: hallmark.v1.Admin.SetLogLevel:input_type -> hallmark.v1.SetLogLevelRequest
+	55, // 38: hallmark.v1.Admin.ResetLogLevel:input_type -> hallmark.v1.ResetLogLevelRequest
 	27, // 39: hallmark.v1.Admin.Health:input_type -> hallmark.v1.HealthRequest
 	30, // 40: hallmark.v1.Admin.ListFederatedBundles:input_type -> hallmark.v1.ListFederatedBundlesRequest
 	32, // 41: hallmark.v1.Admin.SetFederatedBundle:input_type -> hallmark.v1.SetFederatedBundleRequest
 	34, // 42: hallmark.v1.Admin.DeleteFederatedBundle:input_type -> hallmark.v1.DeleteFederatedBundleRequest
-	36, // 43: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
-	38, // 44: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
-	41, // 45: hallmark.v1.Admin.ListX509Authorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
-	43, // 46: hallmark.v1.Admin.PrepareX509Authority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
-	44, // 47: hallmark.v1.Admin.ActivateX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	44, // 48: hallmark.v1.Admin.TaintX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	44, // 49: hallmark.v1.Admin.RevokeX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
-	41, // 50: hallmark.v1.Admin.ListJWTAuthorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
-	43, // 51: hallmark.v1.Admin.PrepareJWTAuthority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
-	44, // 52: hallmark.v1.Admin.ActivateJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	44, // 53: hallmark.v1.Admin.TaintJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	44, // 54: hallmark.v1.Admin.RevokeJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
-	3,  // 55: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
-	6,  // 56: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
-	5,  // 57: hallmark.v1.Admin.CountEntries:output_type -> hallmark.v1.CountEntriesResponse
-	10, // 58: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
-	8,  // 59: hallmark.v1.Admin.UpdateEntries:output_type -> hallmark.v1.UpdateEntriesResponse
-	12, // 60: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
-	15, // 61: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
-	17, // 62: hallmark.v1.Admin.CountAgents:output_type -> hallmark.v1.CountAgentsResponse
-	55, // 63: hallmark.v1.Admin.GetAgent:output_type -> hallmark.v1.Agent
-	20, // 64: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
-	22, // 65: hallmark.v1.Admin.BanAgent:output_type -> hallmark.v1.BanAgentResponse
-	25, // 66: hallmark.v1.Admin.PurgeAgents:output_type -> hallmark.v1.PurgeAgentsResponse
-	56, // 67: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
-	46, // 68: hallmark.v1.Admin.MintX509SVID:output_type -> hallmark.v1.MintX509SVIDResponse
-	48, // 69: hallmark.v1.Admin.MintJWTSVID:output_type -> hallmark.v1.MintJWTSVIDResponse
-	49, // 70: hallmark.v1.Admin.GetLogger:output_type -> hallmark.v1.Logger
-	49, // 71: hallmark.v1.Admin.SetLogLevel:output_type -> hallmark.v1.Logger
-	49, // 72: hallmark.v1.Admin.ResetLogLevel:output_type -> hallmark.v1.Logger
-	28, // 73: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
-	31, // 74: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
-	33, // 75: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
-	35, // 76: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
-	37, // 77: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
-	39, // 78: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
-	42, // 79: hallmark.v1.Admin.ListX509Authorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
-	40, // 80: hallmark.v1.Admin.PrepareX509Authority:output_type -> hallmark.v1.LocalAuthority
-	40, // 81: hallmark.v1.Admin.ActivateX509Authority:output_type -> hallmark.v1.LocalAuthority
-	40, // 82: hallmark.v1.Admin.TaintX509Authority:output_type -> hallmark.v1.LocalAuthority
-	40, // 83: hallmark.v1.Admin.RevokeX509Authority:output_type -> hallmark.v1.LocalAuthority
-	42, // 84: hallmark.v1.Admin.ListJWTAuthorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
-	40, // 85: hallmark.v1.Admin.PrepareJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	40, // 86: hallmark.v1.Admin.ActivateJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	40, // 87: hallmark.v1.Admin.TaintJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	40, // 88: hallmark.v1.Admin.RevokeJWTAuthority:output_type -> hallmark.v1.LocalAuthority
-	55, // [55:89] is the sub-list for method output_type
-	21, // [21:55] is the sub-list for method input_type
+	39, // 43: hallmark.v1.Admin.ListFederationRelationships:input_type -> hallmark.v1.ListFederationRelationshipsRequest
+	36, // 44: hallmark.v1.Admin.CreateFederationRelationship:input_type -> hallmark.v1.FederationRelationshipSpec
+	36, // 45: hallmark.v1.Admin.UpdateFederationRelationship:input_type -> hallmark.v1.FederationRelationshipSpec
+	37, // 46: hallmark.v1.Admin.DeleteFederationRelationship:input_type -> hallmark.v1.DeleteFederationRelationshipRequest
+	41, // 47: hallmark.v1.Admin.RefreshFederatedBundle:input_type -> hallmark.v1.RefreshFederatedBundleRequest
+	44, // 48: hallmark.v1.Admin.ListX509Authorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
+	46, // 49: hallmark.v1.Admin.PrepareX509Authority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
+	47, // 50: hallmark.v1.Admin.ActivateX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	47, // 51: hallmark.v1.Admin.TaintX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	47, // 52: hallmark.v1.Admin.RevokeX509Authority:input_type -> hallmark.v1.LocalAuthorityRequest
+	44, // 53: hallmark.v1.Admin.ListJWTAuthorities:input_type -> hallmark.v1.ListLocalAuthoritiesRequest
+	46, // 54: hallmark.v1.Admin.PrepareJWTAuthority:input_type -> hallmark.v1.PrepareLocalAuthorityRequest
+	47, // 55: hallmark.v1.Admin.ActivateJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	47, // 56: hallmark.v1.Admin.TaintJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	47, // 57: hallmark.v1.Admin.RevokeJWTAuthority:input_type -> hallmark.v1.LocalAuthorityRequest
+	3,  // 58: hallmark.v1.Admin.CreateEntries:output_type -> hallmark.v1.CreateEntriesResponse
+	6,  // 59: hallmark.v1.Admin.ListEntries:output_type -> hallmark.v1.ListEntriesResponse
+	5,  // 60: hallmark.v1.Admin.CountEntries:output_type -> hallmark.v1.CountEntriesResponse
+	10, // 61: hallmark.v1.Admin.DeleteEntry:output_type -> hallmark.v1.DeleteEntryResponse
+	8,  // 62: hallmark.v1.Admin.UpdateEntries:output_type -> hallmark.v1.UpdateEntriesResponse
+	12, // 63: hallmark.v1.Admin.GenerateJoinToken:output_type -> hallmark.v1.GenerateJoinTokenResponse
+	15, // 64: hallmark.v1.Admin.ListAgents:output_type -> hallmark.v1.ListAgentsResponse
+	17, // 65: hallmark.v1.Admin.CountAgents:output_type -> hallmark.v1.CountAgentsResponse
+	58, // 66: hallmark.v1.Admin.GetAgent:output_type -> hallmark.v1.Agent
+	20, // 67: hallmark.v1.Admin.EvictAgent:output_type -> hallmark.v1.EvictAgentResponse
+	22, // 68: hallmark.v1.Admin.BanAgent:output_type -> hallmark.v1.BanAgentResponse
+	25, // 69: hallmark.v1.Admin.PurgeAgents:output_type -> hallmark.v1.PurgeAgentsResponse
+	59, // 70: hallmark.v1.Admin.GetBundle:output_type -> hallmark.v1.Bundle
+	49, // 71: hallmark.v1.Admin.MintX509SVID:output_type -> hallmark.v1.MintX509SVIDResponse
+	51, // 72: hallmark.v1.Admin.MintJWTSVID:output_type -> hallmark.v1.MintJWTSVIDResponse
+	52, // 73: hallmark.v1.Admin.GetLogger:output_type -> hallmark.v1.Logger
+	52, // 74: hallmark.v1.Admin.SetLogLevel:output_type -> hallmark.v1.Logger
+	52, // 75: hallmark.v1.Admin.ResetLogLevel:output_type -> hallmark.v1.Logger
+	28, // 76: hallmark.v1.Admin.Health:output_type -> hallmark.v1.HealthResponse
+	31, // 77: hallmark.v1.Admin.ListFederatedBundles:output_type -> hallmark.v1.ListFederatedBundlesResponse
+	33, // 78: hallmark.v1.Admin.SetFederatedBundle:output_type -> hallmark.v1.SetFederatedBundleResponse
+	35, // 79: hallmark.v1.Admin.DeleteFederatedBundle:output_type -> hallmark.v1.DeleteFederatedBundleResponse
+	40, // 80: hallmark.v1.Admin.ListFederationRelationships:output_type -> hallmark.v1.ListFederationRelationshipsResponse
+	42, // 81: hallmark.v1.Admin.CreateFederationRelationship:output_type -> hallmark.v1.FederationRelationship
+	42, // 82: hallmark.v1.Admin.UpdateFederationRelationship:output_type -> hallmark.v1.FederationRelationship
+	38, // 83: hallmark.v1.Admin.DeleteFederationRelationship:output_type -> hallmark.v1.DeleteFederationRelationshipResponse
+	42, // 84: hallmark.v1.Admin.RefreshFederatedBundle:output_type -> hallmark.v1.FederationRelationship
+	45, // 85: hallmark.v1.Admin.ListX509Authorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
+	43, // 86: hallmark.v1.Admin.PrepareX509Authority:output_type -> hallmark.v1.LocalAuthority
+	43, // 87: hallmark.v1.Admin.ActivateX509Authority:output_type -> hallmark.v1.LocalAuthority
+	43, // 88: hallmark.v1.Admin.TaintX509Authority:output_type -> hallmark.v1.LocalAuthority
+	43, // 89: hallmark.v1.Admin.RevokeX509Authority:output_type -> hallmark.v1.LocalAuthority
+	45, // 90: hallmark.v1.Admin.ListJWTAuthorities:output_type -> hallmark.v1.ListLocalAuthoritiesResponse
+	43, // 91: hallmark.v1.Admin.PrepareJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	43, // 92: hallmark.v1.Admin.ActivateJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	43, // 93: hallmark.v1.Admin.TaintJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	43, // 94: hallmark.v1.Admin.RevokeJWTAuthority:output_type -> hallmark.v1.LocalAuthority
+	58, // [58:95] is the sub-list for method output_type
+	21, // [21:58] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
 	21, // [21:21] is the sub-list for extension extendee
 	0,  // [0:21] is the sub-list for field type_name
@@ -3139,7 +3358,7 @@ func file_api_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_v1_admin_proto_rawDesc), len(file_api_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   52,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

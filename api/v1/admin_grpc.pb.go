@@ -19,40 +19,43 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_CreateEntries_FullMethodName               = "/hallmark.v1.Admin/CreateEntries"
-	Admin_ListEntries_FullMethodName                 = "/hallmark.v1.Admin/ListEntries"
-	Admin_CountEntries_FullMethodName                = "/hallmark.v1.Admin/CountEntries"
-	Admin_DeleteEntry_FullMethodName                 = "/hallmark.v1.Admin/DeleteEntry"
-	Admin_UpdateEntries_FullMethodName               = "/hallmark.v1.Admin/UpdateEntries"
-	Admin_GenerateJoinToken_FullMethodName           = "/hallmark.v1.Admin/GenerateJoinToken"
-	Admin_ListAgents_FullMethodName                  = "/hallmark.v1.Admin/ListAgents"
-	Admin_CountAgents_FullMethodName                 = "/hallmark.v1.Admin/CountAgents"
-	Admin_GetAgent_FullMethodName                    = "/hallmark.v1.Admin/GetAgent"
-	Admin_EvictAgent_FullMethodName                  = "/hallmark.v1.Admin/EvictAgent"
-	Admin_BanAgent_FullMethodName                    = "/hallmark.v1.Admin/BanAgent"
-	Admin_PurgeAgents_FullMethodName                 = "/hallmark.v1.Admin/PurgeAgents"
-	Admin_GetBundle_FullMethodName                   = "/hallmark.v1.Admin/GetBundle"
-	Admin_MintX509SVID_FullMethodName                = "/hallmark.v1.Admin/MintX509SVID"
-	Admin_MintJWTSVID_FullMethodName                 = "/hallmark.v1.Admin/MintJWTSVID"
-	Admin_GetLogger_FullMethodName                   = "/hallmark.v1.Admin/GetLogger"
-	Admin_SetLogLevel_FullMethodName                 = "/hallmark.v1.Admin/SetLogLevel"
-	Admin_ResetLogLevel_FullMethodName               = "/hallmark.v1.Admin/ResetLogLevel"
-	Admin_Health_FullMethodName                      = "/hallmark.v1.Admin/Health"
-	Admin_ListFederatedBundles_FullMethodName        = "/hallmark.v1.Admin/ListFederatedBundles"
-	Admin_SetFederatedBundle_FullMethodName          = "/hallmark.v1.Admin/SetFederatedBundle"
-	Admin_DeleteFederatedBundle_FullMethodName       = "/hallmark.v1.Admin/DeleteFederatedBundle"
-	Admin_ListFederationRelationships_FullMethodName = "/hallmark.v1.Admin/ListFederationRelationships"
-	Admin_RefreshFederatedBundle_FullMethodName      = "/hallmark.v1.Admin/RefreshFederatedBundle"
-	Admin_ListX509Authorities_FullMethodName         = "/hallmark.v1.Admin/ListX509Authorities"
-	Admin_PrepareX509Authority_FullMethodName        = "/hallmark.v1.Admin/PrepareX509Authority"
-	Admin_ActivateX509Authority_FullMethodName       = "/hallmark.v1.Admin/ActivateX509Authority"
-	Admin_TaintX509Authority_FullMethodName          = "/hallmark.v1.Admin/TaintX509Authority"
-	Admin_RevokeX509Authority_FullMethodName         = "/hallmark.v1.Admin/RevokeX509Authority"
-	Admin_ListJWTAuthorities_FullMethodName          = "/hallmark.v1.Admin/ListJWTAuthorities"
-	Admin_PrepareJWTAuthority_FullMethodName         = "/hallmark.v1.Admin/PrepareJWTAuthority"
-	Admin_ActivateJWTAuthority_FullMethodName        = "/hallmark.v1.Admin/ActivateJWTAuthority"
-	Admin_TaintJWTAuthority_FullMethodName           = "/hallmark.v1.Admin/TaintJWTAuthority"
-	Admin_RevokeJWTAuthority_FullMethodName          = "/hallmark.v1.Admin/RevokeJWTAuthority"
+	Admin_CreateEntries_FullMethodName                = "/hallmark.v1.Admin/CreateEntries"
+	Admin_ListEntries_FullMethodName                  = "/hallmark.v1.Admin/ListEntries"
+	Admin_CountEntries_FullMethodName                 = "/hallmark.v1.Admin/CountEntries"
+	Admin_DeleteEntry_FullMethodName                  = "/hallmark.v1.Admin/DeleteEntry"
+	Admin_UpdateEntries_FullMethodName                = "/hallmark.v1.Admin/UpdateEntries"
+	Admin_GenerateJoinToken_FullMethodName            = "/hallmark.v1.Admin/GenerateJoinToken"
+	Admin_ListAgents_FullMethodName                   = "/hallmark.v1.Admin/ListAgents"
+	Admin_CountAgents_FullMethodName                  = "/hallmark.v1.Admin/CountAgents"
+	Admin_GetAgent_FullMethodName                     = "/hallmark.v1.Admin/GetAgent"
+	Admin_EvictAgent_FullMethodName                   = "/hallmark.v1.Admin/EvictAgent"
+	Admin_BanAgent_FullMethodName                     = "/hallmark.v1.Admin/BanAgent"
+	Admin_PurgeAgents_FullMethodName                  = "/hallmark.v1.Admin/PurgeAgents"
+	Admin_GetBundle_FullMethodName                    = "/hallmark.v1.Admin/GetBundle"
+	Admin_MintX509SVID_FullMethodName                 = "/hallmark.v1.Admin/MintX509SVID"
+	Admin_MintJWTSVID_FullMethodName                  = "/hallmark.v1.Admin/MintJWTSVID"
+	Admin_GetLogger_FullMethodName                    = "/hallmark.v1.Admin/GetLogger"
+	Admin_SetLogLevel_FullMethodName                  = "/hallmark.v1.Admin/SetLogLevel"
+	Admin_ResetLogLevel_FullMethodName                = "/hallmark.v1.Admin/ResetLogLevel"
+	Admin_Health_FullMethodName                       = "/hallmark.v1.Admin/Health"
+	Admin_ListFederatedBundles_FullMethodName         = "/hallmark.v1.Admin/ListFederatedBundles"
+	Admin_SetFederatedBundle_FullMethodName           = "/hallmark.v1.Admin/SetFederatedBundle"
+	Admin_DeleteFederatedBundle_FullMethodName        = "/hallmark.v1.Admin/DeleteFederatedBundle"
+	Admin_ListFederationRelationships_FullMethodName  = "/hallmark.v1.Admin/ListFederationRelationships"
+	Admin_CreateFederationRelationship_FullMethodName = "/hallmark.v1.Admin/CreateFederationRelationship"
+	Admin_UpdateFederationRelationship_FullMethodName = "/hallmark.v1.Admin/UpdateFederationRelationship"
+	Admin_DeleteFederationRelationship_FullMethodName = "/hallmark.v1.Admin/DeleteFederationRelationship"
+	Admin_RefreshFederatedBundle_FullMethodName       = "/hallmark.v1.Admin/RefreshFederatedBundle"
+	Admin_ListX509Authorities_FullMethodName          = "/hallmark.v1.Admin/ListX509Authorities"
+	Admin_PrepareX509Authority_FullMethodName         = "/hallmark.v1.Admin/PrepareX509Authority"
+	Admin_ActivateX509Authority_FullMethodName        = "/hallmark.v1.Admin/ActivateX509Authority"
+	Admin_TaintX509Authority_FullMethodName           = "/hallmark.v1.Admin/TaintX509Authority"
+	Admin_RevokeX509Authority_FullMethodName          = "/hallmark.v1.Admin/RevokeX509Authority"
+	Admin_ListJWTAuthorities_FullMethodName           = "/hallmark.v1.Admin/ListJWTAuthorities"
+	Admin_PrepareJWTAuthority_FullMethodName          = "/hallmark.v1.Admin/PrepareJWTAuthority"
+	Admin_ActivateJWTAuthority_FullMethodName         = "/hallmark.v1.Admin/ActivateJWTAuthority"
+	Admin_TaintJWTAuthority_FullMethodName            = "/hallmark.v1.Admin/TaintJWTAuthority"
+	Admin_RevokeJWTAuthority_FullMethodName           = "/hallmark.v1.Admin/RevokeJWTAuthority"
 )
 
 // AdminClient is the client API for Admin service.
@@ -116,9 +119,16 @@ type AdminClient interface {
 	// SetFederatedBundle replaces the bundle of a federates_with trust domain
 	// (ignoring spiffe_sequence), or sets a static one for any other.
 	SetFederatedBundle(ctx context.Context, in *SetFederatedBundleRequest, opts ...grpc.CallOption) (*SetFederatedBundleResponse, error)
-	// DeleteFederatedBundle removes a static bundle.
+	// DeleteFederatedBundle removes a static bundle; its mode says what
+	// happens to entries that federate with the trust domain (SPIRE's).
 	DeleteFederatedBundle(ctx context.Context, in *DeleteFederatedBundleRequest, opts ...grpc.CallOption) (*DeleteFederatedBundleResponse, error)
 	ListFederationRelationships(ctx context.Context, in *ListFederationRelationshipsRequest, opts ...grpc.CallOption) (*ListFederationRelationshipsResponse, error)
+	// Create, Update and Delete manage the dynamic relationships (SPIRE's
+	// `federation create|update|delete`), kept in the datastore; those of the
+	// configuration's federation block are read-only (FailedPrecondition).
+	CreateFederationRelationship(ctx context.Context, in *FederationRelationshipSpec, opts ...grpc.CallOption) (*FederationRelationship, error)
+	UpdateFederationRelationship(ctx context.Context, in *FederationRelationshipSpec, opts ...grpc.CallOption) (*FederationRelationship, error)
+	DeleteFederationRelationship(ctx context.Context, in *DeleteFederationRelationshipRequest, opts ...grpc.CallOption) (*DeleteFederationRelationshipResponse, error)
 	// RefreshFederatedBundle fetches a relationship's bundle now; a rejected
 	// bundle is an Unavailable error naming the reason.
 	RefreshFederatedBundle(ctx context.Context, in *RefreshFederatedBundleRequest, opts ...grpc.CallOption) (*FederationRelationship, error)
@@ -379,6 +389,36 @@ func (c *adminClient) ListFederationRelationships(ctx context.Context, in *ListF
 	return out, nil
 }
 
+func (c *adminClient) CreateFederationRelationship(ctx context.Context, in *FederationRelationshipSpec, opts ...grpc.CallOption) (*FederationRelationship, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FederationRelationship)
+	err := c.cc.Invoke(ctx, Admin_CreateFederationRelationship_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) UpdateFederationRelationship(ctx context.Context, in *FederationRelationshipSpec, opts ...grpc.CallOption) (*FederationRelationship, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FederationRelationship)
+	err := c.cc.Invoke(ctx, Admin_UpdateFederationRelationship_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) DeleteFederationRelationship(ctx context.Context, in *DeleteFederationRelationshipRequest, opts ...grpc.CallOption) (*DeleteFederationRelationshipResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteFederationRelationshipResponse)
+	err := c.cc.Invoke(ctx, Admin_DeleteFederationRelationship_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) RefreshFederatedBundle(ctx context.Context, in *RefreshFederatedBundleRequest, opts ...grpc.CallOption) (*FederationRelationship, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(FederationRelationship)
@@ -550,9 +590,16 @@ type AdminServer interface {
 	// SetFederatedBundle replaces the bundle of a federates_with trust domain
 	// (ignoring spiffe_sequence), or sets a static one for any other.
 	SetFederatedBundle(context.Context, *SetFederatedBundleRequest) (*SetFederatedBundleResponse, error)
-	// DeleteFederatedBundle removes a static bundle.
+	// DeleteFederatedBundle removes a static bundle; its mode says what
+	// happens to entries that federate with the trust domain (SPIRE's).
 	DeleteFederatedBundle(context.Context, *DeleteFederatedBundleRequest) (*DeleteFederatedBundleResponse, error)
 	ListFederationRelationships(context.Context, *ListFederationRelationshipsRequest) (*ListFederationRelationshipsResponse, error)
+	// Create, Update and Delete manage the dynamic relationships (SPIRE's
+	// `federation create|update|delete`), kept in the datastore; those of the
+	// configuration's federation block are read-only (FailedPrecondition).
+	CreateFederationRelationship(context.Context, *FederationRelationshipSpec) (*FederationRelationship, error)
+	UpdateFederationRelationship(context.Context, *FederationRelationshipSpec) (*FederationRelationship, error)
+	DeleteFederationRelationship(context.Context, *DeleteFederationRelationshipRequest) (*DeleteFederationRelationshipResponse, error)
 	// RefreshFederatedBundle fetches a relationship's bundle now; a rejected
 	// bundle is an Unavailable error naming the reason.
 	RefreshFederatedBundle(context.Context, *RefreshFederatedBundleRequest) (*FederationRelationship, error)
@@ -651,6 +698,15 @@ func (UnimplementedAdminServer) DeleteFederatedBundle(context.Context, *DeleteFe
 }
 func (UnimplementedAdminServer) ListFederationRelationships(context.Context, *ListFederationRelationshipsRequest) (*ListFederationRelationshipsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListFederationRelationships not implemented")
+}
+func (UnimplementedAdminServer) CreateFederationRelationship(context.Context, *FederationRelationshipSpec) (*FederationRelationship, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateFederationRelationship not implemented")
+}
+func (UnimplementedAdminServer) UpdateFederationRelationship(context.Context, *FederationRelationshipSpec) (*FederationRelationship, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateFederationRelationship not implemented")
+}
+func (UnimplementedAdminServer) DeleteFederationRelationship(context.Context, *DeleteFederationRelationshipRequest) (*DeleteFederationRelationshipResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteFederationRelationship not implemented")
 }
 func (UnimplementedAdminServer) RefreshFederatedBundle(context.Context, *RefreshFederatedBundleRequest) (*FederationRelationship, error) {
 	return nil, status.Error(codes.Unimplemented, "method RefreshFederatedBundle not implemented")
@@ -1120,6 +1176,60 @@ func _Admin_ListFederationRelationships_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_CreateFederationRelationship_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FederationRelationshipSpec)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CreateFederationRelationship(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CreateFederationRelationship_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CreateFederationRelationship(ctx, req.(*FederationRelationshipSpec))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_UpdateFederationRelationship_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FederationRelationshipSpec)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).UpdateFederationRelationship(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_UpdateFederationRelationship_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).UpdateFederationRelationship(ctx, req.(*FederationRelationshipSpec))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_DeleteFederationRelationship_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteFederationRelationshipRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DeleteFederationRelationship(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DeleteFederationRelationship_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DeleteFederationRelationship(ctx, req.(*DeleteFederationRelationshipRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_RefreshFederatedBundle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RefreshFederatedBundleRequest)
 	if err := dec(in); err != nil {
@@ -1416,6 +1526,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListFederationRelationships",
 			Handler:    _Admin_ListFederationRelationships_Handler,
+		},
+		{
+			MethodName: "CreateFederationRelationship",
+			Handler:    _Admin_CreateFederationRelationship_Handler,
+		},
+		{
+			MethodName: "UpdateFederationRelationship",
+			Handler:    _Admin_UpdateFederationRelationship_Handler,
+		},
+		{
+			MethodName: "DeleteFederationRelationship",
+			Handler:    _Admin_DeleteFederationRelationship_Handler,
 		},
 		{
 			MethodName: "RefreshFederatedBundle",

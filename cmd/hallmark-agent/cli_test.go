@@ -233,7 +233,8 @@ node_attestor "join_token" {}
 }
 
 // TestAgentValidateAndRunFlags: `validate -config` and SPIRE's run flags
-// that map onto the configuration; -trustBundleUrl is refused by name.
+// that map onto the configuration, -trustBundleUrl included (checked as
+// trust_bundle_url is).
 func TestAgentValidateAndRunFlags(t *testing.T) {
 	t.Setenv("HALLMARK_TEST_LEVEL", "debug")
 	path := writeAgentConfig(t, `  log_level = "${HALLMARK_TEST_LEVEL}"`)
@@ -262,7 +263,31 @@ func TestAgentValidateAndRunFlags(t *testing.T) {
 			}},
 		{name: "both tokens", args: []string{"-joinToken", "x", "-joinTokenFile", tokenFile}, wantErr: "mutually exclusive"},
 		{name: "bad level", args: []string{"-expandEnv", "-joinTokenFile", tokenFile, "-logLevel", "loud"}, wantErr: "-logLevel"},
-		{name: "trust bundle URL", args: []string{"-trustBundleUrl", "https://example.org/bundle"}, wantErr: "-trustBundleUrl is not supported"},
+		{name: "trust bundle URL", args: []string{"-expandEnv", "-trustBundleUrl", "https://example.org/bundle", "-trustBundleFormat", "spiffe"},
+			check: func(t *testing.T, f configFlags) {
+				cfg, err := f.load()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cfg.TrustBundleURL != "https://example.org/bundle" || cfg.TrustBundlePath != "" || cfg.TrustBundleFormat != "spiffe" {
+					t.Errorf("config %+v", cfg)
+				}
+			}},
+		{name: "trust bundle path", args: []string{"-expandEnv", "-trustBundle", filepath.Join(filepath.Dir(path), "bundle.pem")},
+			check: func(t *testing.T, f configFlags) {
+				cfg, err := f.load()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cfg.TrustBundlePath != filepath.Join(filepath.Dir(path), "bundle.pem") || cfg.TrustBundleURL != "" {
+					t.Errorf("config %+v", cfg)
+				}
+			}},
+		{name: "plain http trust bundle URL", args: []string{"-expandEnv", "-trustBundleUrl", "http://example.org/bundle"}, wantErr: "-trustBundleUrl"},
+		{name: "both bundle sources", args: []string{"-expandEnv", "-trustBundleUrl", "https://example.org/b", "-trustBundle", "/x"}, wantErr: "mutually exclusive"},
+		{name: "bad bundle format", args: []string{"-expandEnv", "-trustBundleFormat", "der"}, wantErr: `-trustBundleFormat "der"`},
+		{name: "missing bundle file", args: []string{"-expandEnv", "-trustBundle", "/nonexistent/bundle.pem"}, wantErr: "no such file"},
+		{name: "bundle file in the wrong format", args: []string{"-expandEnv", "-trustBundleFormat", "spiffe"}, wantErr: "bootstrap: trust_bundle_path"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

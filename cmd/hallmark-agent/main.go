@@ -146,7 +146,7 @@ func runAgent(args []string, stderr io.Writer) error {
 	defer closer.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	a, err := agent.New(cfg, log)
+	a, err := agent.New(cfg, log, agent.WithVersion(versionString()))
 	if err != nil {
 		log.Error("Agent failed to start", "error", err)
 		return logged(cfg.LogFile, err)

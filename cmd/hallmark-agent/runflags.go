@@ -14,22 +14,25 @@ import (
 )
 
 // configFlags are SPIRE's agent `run` and `validate` flags that map onto
-// the configuration file (they override it), and one that does not map
-// and is refused by name.
+// the configuration file (they override it).
 type configFlags struct {
-	path, joinToken, joinTokenFile, logLevel, dataDir, trustBundleURL *string
-	expandEnv                                                         *bool
+	path, joinToken, joinTokenFile, logLevel, dataDir  *string
+	trustBundlePath, trustBundleURL, trustBundleFormat *string
+	expandEnv                                          *bool
 }
 
 func defineConfigFlags(fs *flag.FlagSet) configFlags {
 	return configFlags{
-		path:           fs.String("config", "conf/agent.hcl", "path to the agent configuration file"),
-		joinToken:      fs.String("joinToken", "", "join token (overrides the file's join_token)"),
-		joinTokenFile:  fs.String("joinTokenFile", "", "path to a file holding the join token (overrides the file's join_token)"),
-		expandEnv:      fs.Bool("expandEnv", false, "expand $VAR and ${VAR} in the configuration file from the environment before parsing it"),
-		logLevel:       fs.String("logLevel", "", "override log_level: debug, info, warn or error"),
-		dataDir:        fs.String("dataDir", "", "override data_dir"),
-		trustBundleURL: fs.String("trustBundleUrl", "", "not supported: download the bundle and set trust_bundle_path (refused when set)"),
+		path:            fs.String("config", "conf/agent.hcl", "path to the agent configuration file"),
+		joinToken:       fs.String("joinToken", "", "join token (overrides the file's join_token)"),
+		joinTokenFile:   fs.String("joinTokenFile", "", "path to a file holding the join token (overrides the file's join_token)"),
+		expandEnv:       fs.Bool("expandEnv", false, "expand $VAR and ${VAR} in the configuration file from the environment before parsing it"),
+		logLevel:        fs.String("logLevel", "", "override log_level: debug, info, warn or error"),
+		dataDir:         fs.String("dataDir", "", "override data_dir"),
+		trustBundlePath: fs.String("trustBundle", "", "override trust_bundle_path: the file of the server's CA bundle"),
+		trustBundleURL: fs.String("trustBundleUrl", "", "override trust_bundle_url: an https:// URL to download the server's CA bundle from "+
+			"before each first attestation (SPIRE's; the download must be authentic: web PKI)"),
+		trustBundleFormat: fs.String("trustBundleFormat", "", "override trust_bundle_format: pem or spiffe"),
 	}
 }
 
@@ -38,8 +41,8 @@ const maxJoinTokenFile = 4096
 
 // load reads the configuration file with the flags applied.
 func (f configFlags) load() (*config.Config, error) {
-	if *f.trustBundleURL != "" {
-		return nil, errors.New("-trustBundleUrl is not supported: fetch the server's bundle yourself (hallmark-server bundle show), check it, and set trust_bundle_path to the file")
+	if *f.trustBundlePath != "" && *f.trustBundleURL != "" {
+		return nil, errors.New("-trustBundle and -trustBundleUrl are mutually exclusive")
 	}
 	token := *f.joinToken
 	if *f.joinTokenFile != "" {
@@ -88,7 +91,32 @@ func (f configFlags) load() (*config.Config, error) {
 	if *f.dataDir != "" {
 		cfg.DataDir = *f.dataDir
 	}
-	return cfg, nil
+	return cfg, f.applyTrustBundle(cfg)
+}
+
+// applyTrustBundle applies -trustBundle, -trustBundleUrl and
+// -trustBundleFormat with the checks the file's settings get: a bundle
+// source replaces the file's (path or URL), never insecure_bootstrap.
+func (f configFlags) applyTrustBundle(cfg *config.Config) error {
+	if *f.trustBundlePath != "" || *f.trustBundleURL != "" {
+		if cfg.InsecureBootstrap {
+			return errors.New("-trustBundle/-trustBundleUrl: the configuration sets insecure_bootstrap = true; remove it to bootstrap from a bundle")
+		}
+		cfg.TrustBundlePath, cfg.TrustBundleURL = *f.trustBundlePath, *f.trustBundleURL
+	}
+	if *f.trustBundleURL != "" {
+		if err := config.CheckTrustBundleURL(cfg.TrustBundleURL, cfg.TrustBundleURLAllowLoopbackHTTP); err != nil {
+			return fmt.Errorf("-trustBundleUrl: %w", err)
+		}
+	}
+	switch *f.trustBundleFormat {
+	case "":
+	case config.TrustBundleFormatPEM, config.TrustBundleFormatSPIFFE:
+		cfg.TrustBundleFormat = *f.trustBundleFormat
+	default:
+		return fmt.Errorf("-trustBundleFormat %q: want %s or %s", *f.trustBundleFormat, config.TrustBundleFormatPEM, config.TrustBundleFormatSPIFFE)
+	}
+	return nil
 }
 
 // validateConfig is `hallmark-agent validate`: everything start-up checks

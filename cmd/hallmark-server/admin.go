@@ -54,9 +54,6 @@ func dialAdmin(socketPath string) (apiv1.AdminClient, func(), error) {
 }
 
 func admin(cmd string, args []string, stdout io.Writer) error {
-	if why := refusedCommand(cmd); why != "" {
-		return errors.New(why)
-	}
 	fs := newFlagSet(cmd)
 	socketPath := fs.String("socketPath", defaultSocketPath(), "path to the server's admin socket")
 	var run func(context.Context, apiv1.AdminClient) error
@@ -134,6 +131,9 @@ func admin(cmd string, args []string, stdout io.Writer) error {
 		}
 	default:
 		if run = federationCommand(cmd, fs, stdout); run == nil {
+			run = relationshipCommand(cmd, fs, stdout)
+		}
+		if run == nil {
 			run = localAuthorityCommand(cmd, fs, stdout)
 		}
 		if run == nil {

@@ -33,6 +33,20 @@ type (
 		RefreshHint     string              `json:"refresh_hint"`
 		SequenceNumber  string              `json:"sequence_number"`
 	}
+	bundleSetResultJSON struct {
+		Status statusJSON  `json:"status"`
+		Bundle *bundleJSON `json:"bundle"`
+	}
+	bundleSetJSON struct {
+		Results []bundleSetResultJSON `json:"results"`
+	}
+	bundleDeleteResultJSON struct {
+		Status      statusJSON `json:"status"`
+		TrustDomain string     `json:"trust_domain"`
+	}
+	bundleDeleteJSON struct {
+		Results []bundleDeleteResultJSON `json:"results"`
+	}
 	bundleListJSON struct {
 		Bundles       []bundleJSON `json:"bundles"`
 		NextPageToken string       `json:"next_page_token"`

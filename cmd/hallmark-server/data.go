@@ -51,7 +51,8 @@ func readDataFile(path string) ([]byte, error) {
 //
 // An entry's ID ("entry_id" or "id") is kept: create honours it, as SPIRE
 // does. Node entries parented to SPIRE's server (spiffe://<td>/spire/server)
-// become Hallmark node entries (spiffe://<td>/hallmark/server). The legacy
+// become Hallmark node entries (spiffe://<td>/hallmark/server); entries
+// parented to a SPIRE agent are mapped or refused (hallmarkParent). The legacy
 // "ttl" is the X.509-SVID TTL when "x509_svid_ttl" is unset. Fields the
 // server assigns ("revision_number", "created_at") are dropped. Features
 // Hallmark does not have are refused when set: an expiry ("entryExpiry",
@@ -103,8 +104,9 @@ func spireEntryFields(raw map[string]json.RawMessage) error {
 			return fmt.Errorf("%s: %w", k, err)
 		}
 		if k == "parent_id" {
-			if td, ok := strings.CutSuffix(strings.TrimPrefix(id, "spiffe://"), "/spire/server"); ok && !strings.Contains(td, "/") {
-				id = "spiffe://" + td + "/hallmark/server"
+			var err error
+			if id, err = hallmarkParent(id); err != nil {
+				return err
 			}
 		}
 		raw[k], _ = json.Marshal(id)
@@ -157,6 +159,38 @@ func spireEntryFields(raw map[string]json.RawMessage) error {
 	delete(raw, "revision_number")
 	delete(raw, "created_at")
 	return nil
+}
+
+// Attestors whose SPIRE agent IDs (spiffe://<td>/spire/agent/<kind>/...)
+// have the same segments as Hallmark's (spiffe://<td>/agent/<kind>/...):
+// the same node gets the same ID from both, once Hallmark's attestor is
+// configured like SPIRE's (k8s_psat cluster names, aws_iid accounts).
+var sameAgentIDs = map[string]bool{"k8s_psat": true, "aws_iid": true}
+
+// hallmarkParent maps the parent of an entry exported from SPIRE onto
+// Hallmark's: node entries (parent spiffe://<td>/spire/server) onto
+// spiffe://<td>/hallmark/server, and entries parented to a SPIRE agent
+// whose ID Hallmark's attestor reproduces onto that ID. An entry parented
+// to any other SPIRE agent would be stored and never match: it is refused,
+// naming the way out.
+func hallmarkParent(id string) (string, error) {
+	rest, ok := strings.CutPrefix(id, "spiffe://")
+	if !ok {
+		return id, nil
+	}
+	td, path, _ := strings.Cut(rest, "/")
+	switch {
+	case path == "spire/server":
+		return "spiffe://" + td + "/hallmark/server", nil
+	case strings.HasPrefix(path, "spire/agent/"):
+		kind, _, _ := strings.Cut(strings.TrimPrefix(path, "spire/agent/"), "/")
+		if sameAgentIDs[kind] {
+			return "spiffe://" + td + "/" + strings.TrimPrefix(path, "spire/"), nil
+		}
+		return "", fmt.Errorf("parent_id %s: an entry parented to a SPIRE %s agent never matches a Hallmark agent; "+
+			"parent it to a node alias instead (a node entry, or token generate -spiffeID for join tokens): docs/migrate-from-spire.md", id, kind)
+	}
+	return id, nil
 }
 
 // jsonInt reads an integer written as a JSON number or, as protojson

@@ -56,6 +56,19 @@ func TestParseEntries(t *testing.T) {
 					t.Errorf("parent rewritten: %v", es[0])
 				}
 			}},
+		{name: "SPIRE k8s_psat and aws_iid agents are Hallmark's", wantIDs: []string{"", ""}, data: `{"entries": [
+			{"parent_id": {"trust_domain": "example.org", "path": "/spire/agent/k8s_psat/prod/7f3c"}},
+			{"parent_id": "spiffe://example.org/spire/agent/aws_iid/123456789012/eu-west-1/i-0abc"}]}`,
+			check: func(t *testing.T, es []*apiv1.Entry) {
+				if es[0].GetParentId() != "spiffe://example.org/agent/k8s_psat/prod/7f3c" ||
+					es[1].GetParentId() != "spiffe://example.org/agent/aws_iid/123456789012/eu-west-1/i-0abc" {
+					t.Errorf("agent parents: %v", es)
+				}
+			}},
+		{name: "SPIRE join token agent", wantErr: "parent_id spiffe://example.org/spire/agent/join_token/abc: an entry parented to a SPIRE join_token agent",
+			data: `{"entries": [{"parent_id": {"trust_domain": "example.org", "path": "/spire/agent/join_token/abc"}}]}`},
+		{name: "SPIRE x509pop agent", wantErr: "SPIRE x509pop agent never matches",
+			data: `{"entries": [{"parent_id": "spiffe://example.org/spire/agent/x509pop/abc"}]}`},
 		{name: "entryExpiry set", wantErr: "entryExpiry 1552410266: Hallmark entries do not expire",
 			data: `{"entries": [{"spiffe_id": "spiffe://example.org/a", "entryExpiry": 1552410266}]}`},
 		{name: "expires_at set", wantErr: "entry 1: expires_at 5",

@@ -15,6 +15,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"google.golang.org/grpc/status"
+
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/server/federation"
 )
@@ -85,7 +87,11 @@ func federationCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(cont
 		id := fs.String("id", "", "trust domain of the bundle (e.g. spiffe://other.org); not our own")
 		path := fs.String("path", "-", "file holding the bundle; - for stdin")
 		format := fs.String("format", "pem", "input format: pem or spiffe")
+		output := outputFlag(fs)
 		return func(ctx context.Context, c apiv1.AdminClient) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
 			if *id == "" {
 				return errors.New("-id is required")
 			}
@@ -99,8 +105,27 @@ func federationCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(cont
 			}
 			resp, err := c.SetFederatedBundle(ctx, &apiv1.SetFederatedBundleRequest{
 				Bundle: &apiv1.BundleDocument{TrustDomain: td.Name(), Document: doc}})
-			if err != nil {
+			if err != nil && ctx.Err() != nil {
 				return err
+			}
+			if *output == "json" { // SPIRE's BatchSetFederatedBundleResponse
+				res := bundleSetResultJSON{Status: statusOf(err)}
+				if err == nil {
+					b, jerr := federatedBundleJSON(&apiv1.BundleDocument{TrustDomain: td.Name(), Document: doc})
+					if jerr != nil {
+						return jerr
+					}
+					res.Bundle = &b
+				}
+				if werr := writeJSON(stdout, bundleSetJSON{Results: []bundleSetResultJSON{res}}); werr != nil {
+					return werr
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("failed to set federated bundle: %w", err)
+			}
+			if *output == "json" {
+				return nil
 			}
 			kind := "federates_with relationship, replacing its bundle until the next refresh"
 			if resp.GetRelationship().GetStatic() {
@@ -111,74 +136,63 @@ func federationCommand(cmd string, fs *flag.FlagSet, stdout io.Writer) func(cont
 		}
 	case "bundle delete":
 		id := fs.String("id", "", "trust domain whose static bundle to delete")
-		return func(ctx context.Context, c apiv1.AdminClient) error {
-			if *id == "" {
-				return errors.New("-id is required")
-			}
-			if _, err := c.DeleteFederatedBundle(ctx, &apiv1.DeleteFederatedBundleRequest{TrustDomain: *id}); err != nil {
-				return err
-			}
-			fmt.Fprintln(stdout, "Bundle deleted.")
-			return nil
-		}
-	case "federation list":
-		output := fs.String("output", "pretty", "output format: pretty or json")
-		return func(ctx context.Context, c apiv1.AdminClient) error {
-			resp, err := c.ListFederationRelationships(ctx, &apiv1.ListFederationRelationshipsRequest{})
-			if err != nil {
-				return err
-			}
-			if *output == "json" {
-				return writeProtoJSON(stdout, resp)
-			}
-			n := len(resp.GetRelationships())
-			fmt.Fprintf(stdout, "Found %d federation relationship%s\n", n, plural(n))
-			for _, r := range resp.GetRelationships() {
-				fmt.Fprintln(stdout)
-				printRelationship(stdout, r)
-			}
-			return nil
-		}
-	case "federation show":
-		td := fs.String("trustDomain", "", "the trust domain of the relationship to show")
+		mode := fs.String("mode", "restrict", "what to do with entries that federate with it: restrict (refuse), dissociate (remove it from them) or delete (delete them)")
 		output := outputFlag(fs)
 		return func(ctx context.Context, c apiv1.AdminClient) error {
 			if err := checkOutput(*output); err != nil {
 				return err
 			}
-			if *td == "" {
-				return errors.New("-trustDomain is required")
+			if *id == "" {
+				return errors.New("-id is required")
 			}
-			want, err := spiffeid.TrustDomainFromString(*td)
-			if err != nil {
-				return fmt.Errorf("-trustDomain %q: %w", *td, err)
+			switch *mode {
+			case "restrict", "dissociate", "delete":
+			default:
+				return fmt.Errorf("-mode %q: want restrict, dissociate or delete", *mode)
 			}
-			resp, err := c.ListFederationRelationships(ctx, &apiv1.ListFederationRelationshipsRequest{})
-			if err != nil {
-				return err
-			}
-			for _, r := range resp.GetRelationships() {
-				if r.GetTrustDomain() != want.Name() {
-					continue
+			resp, err := c.DeleteFederatedBundle(ctx, &apiv1.DeleteFederatedBundleRequest{TrustDomain: *id, Mode: *mode})
+			if *output == "json" { // SPIRE's BatchDeleteFederatedBundleResponse
+				if err != nil && ctx.Err() != nil {
+					return err
 				}
-				if *output == "json" {
-					return writeProtoJSON(stdout, r)
+				st := status.Convert(err)
+				msg := "OK"
+				if err != nil {
+					msg = st.Message()
 				}
-				fmt.Fprintf(stdout, "Found a federation relationship with trust domain %s\n\n", want.Name())
-				printRelationship(stdout, r)
-				return nil
+				if werr := writeJSON(stdout, bundleDeleteJSON{Results: []bundleDeleteResultJSON{
+					{Status: statusJSON{Code: int32(st.Code()), Message: msg}, TrustDomain: *id}}}); werr != nil {
+					return werr
+				}
 			}
-			return fmt.Errorf("no federation relationship with trust domain %q (see federation list)", want.Name())
+			if err != nil {
+				return fmt.Errorf("failed to delete federated bundle %q: %w", *id, err)
+			}
+			if *output != "json" {
+				fmt.Fprintln(stdout, "Bundle deleted.")
+				if n := resp.GetEntriesChanged(); n > 0 {
+					fmt.Fprintf(stdout, "%d entr%s %s.\n", n, map[bool]string{true: "y", false: "ies"}[n == 1],
+						map[string]string{"dissociate": "no longer federate with it", "delete": "deleted"}[*mode])
+				}
+			}
+			return nil
 		}
 	case "federation refresh":
 		id := fs.String("id", "", "trust domain whose bundle to fetch now")
+		output := outputFlag(fs)
 		return func(ctx context.Context, c apiv1.AdminClient) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
 			if *id == "" {
 				return errors.New("-id is required")
 			}
 			r, err := c.RefreshFederatedBundle(ctx, &apiv1.RefreshFederatedBundleRequest{TrustDomain: *id})
 			if err != nil {
 				return err
+			}
+			if *output == "json" { // SPIRE prints the OK status
+				return writeJSON(stdout, statusOf(nil))
 			}
 			fmt.Fprintf(stdout, "Bundle refreshed.\n\n")
 			printRelationship(stdout, r)
@@ -225,6 +239,12 @@ func readBundleInput(td spiffeid.TrustDomain, path, format string) ([]byte, erro
 	if err != nil {
 		return nil, err
 	}
+	return parseBundleInput(td, data, path, format)
+}
+
+// parseBundleInput parses data (from name) as a bundle of td in format and
+// returns it as a SPIFFE bundle document.
+func parseBundleInput(td spiffeid.TrustDomain, data []byte, path, format string) ([]byte, error) {
 	if len(data) > federation.MaxBundleSize {
 		return nil, fmt.Errorf("%s: larger than %d bytes", path, federation.MaxBundleSize)
 	}
@@ -264,11 +284,16 @@ func readBundleInput(td spiffeid.TrustDomain, path, format string) ([]byte, erro
 
 func printRelationship(w io.Writer, r *apiv1.FederationRelationship) {
 	fmt.Fprintf(w, "Trust domain      : %s\n", r.GetTrustDomain())
-	if r.GetStatic() {
+	switch {
+	case r.GetStatic():
 		fmt.Fprintf(w, "Bundle source     : static (bundle set)\n")
-	} else {
+	default:
 		fmt.Fprintf(w, "Bundle endpoint   : %s\n", r.GetBundleEndpointUrl())
 		fmt.Fprintf(w, "Endpoint profile  : %s\n", r.GetBundleEndpointProfile())
+		if r.GetEndpointSpiffeId() != "" {
+			fmt.Fprintf(w, "Endpoint SPIFFE ID: %s\n", r.GetEndpointSpiffeId())
+		}
+		fmt.Fprintf(w, "Defined by        : %s\n", map[bool]string{true: "federation create (dynamic)", false: "configuration file (read-only)"}[r.GetDynamic()])
 	}
 	switch {
 	case !r.GetHasBundle():
@@ -302,17 +327,4 @@ func unixString(s int64) string {
 		return "never"
 	}
 	return time.Unix(s, 0).UTC().Format(time.RFC3339)
-}
-
-// refusedCommand says why a SPIRE command Hallmark does not implement is
-// refused, before its flags are parsed (SPIRE's flags are unknown here);
-// "" for other commands.
-func refusedCommand(cmd string) string {
-	switch cmd {
-	case "federation create", "federation update", "federation delete":
-		return cmd + " is not supported: Hallmark's federation relationships are configured in the server's federation block " +
-			"(federates_with \"<td>\" { bundle_endpoint_url ... }, docs/federation.md) and change on restart; " +
-			"to trust a bundle without an endpoint use bundle set"
-	}
-	return ""
 }

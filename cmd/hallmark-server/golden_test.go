@@ -182,6 +182,10 @@ func (f *fakeAdmin) ListFederationRelationships(_ context.Context, req *apiv1.Li
 	f.record(req)
 	return &apiv1.ListFederationRelationshipsResponse{Relationships: []*apiv1.FederationRelationship{
 		{TrustDomain: "partner.test", BundleEndpointUrl: "https://partner.test/bundle", BundleEndpointProfile: "https_web", HasBundle: true, X509Authorities: 1},
+		{TrustDomain: "dyn.test", BundleEndpointUrl: "https://dyn.test:8443", BundleEndpointProfile: "https_spiffe",
+			EndpointSpiffeId: "spiffe://dyn.test/spire/server", Dynamic: true, LastAttempt: 1733400000, LastError: "fetch bundle: connection refused",
+			RefreshIntervalSeconds: 300},
+		{TrustDomain: "other.test", Static: true, HasBundle: true, Revoked: true, HasSequence: true, Sequence: 2},
 	}}, nil
 }
 

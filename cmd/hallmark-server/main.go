@@ -13,8 +13,9 @@
 //	hallmark-server bundle show [-format pem|spiffe]
 //	hallmark-server bundle list [-id TD] [-format pem|spiffe]
 //	hallmark-server bundle set -id TD [-path FILE] [-format pem|spiffe]
-//	hallmark-server bundle delete -id TD
-//	hallmark-server federation list | federation refresh -id TD
+//	hallmark-server bundle delete -id TD [-mode restrict|dissociate|delete]
+//	hallmark-server federation list | show -trustDomain TD | refresh -id TD | delete -id TD
+//	hallmark-server federation create|update -trustDomain TD -bundleEndpointURL URL -bundleEndpointProfile P [-endpointSpiffeID ID] | -data FILE
 //	hallmark-server x509 mint -spiffeID ID [-ttl D] [-dns N] [-write DIR] | jwt mint -spiffeID ID -audience A [-ttl D] [-write FILE]
 //	hallmark-server localauthority x509|jwt show | prepare
 //	hallmark-server localauthority x509|jwt activate|taint|revoke -authorityID ID
@@ -64,12 +65,16 @@ Commands:
   bundle list         print federated bundles (-id for one)
   bundle count        count the bundles held: ours and the federated ones
   bundle set          trust another domain's bundle (-id, -path, -format)
-  bundle delete       delete a bundle set with bundle set
+  bundle delete       delete a bundle set with bundle set (-id, -mode restrict|dissociate|delete
+                      for the entries that federate with it)
   federation list     show federation relationships and their refresh state
   federation show     show one relationship (-trustDomain)
+  federation create   add a dynamic relationship (-trustDomain, -bundleEndpointURL,
+                      -bundleEndpointProfile, -endpointSpiffeID, -trustDomainBundlePath, or -data)
+  federation update   change a dynamic relationship (same flags)
+  federation delete   delete a dynamic relationship (-id); those of the configuration's
+                      federation block are read-only
   federation refresh  fetch a federated bundle now (-id)
-                      (federation create|update|delete are refused: relationships are configured in the
-                      server's federation block)
   x509 mint           mint an X.509-SVID without an entry (-spiffeID, -ttl, -dns, -write)
   jwt mint            mint a JWT-SVID without an entry (-spiffeID, -audience, -ttl, -write)
   logger get|set|reset
@@ -169,7 +174,7 @@ func runServer(args []string, stderr io.Writer) error {
 	defer closer.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.New(ctx, cfg, log, server.WithLogLevel(level))
+	srv, err := server.New(ctx, cfg, log, server.WithLogLevel(level), server.WithVersion(versionString()))
 	if err != nil {
 		log.Error("Server failed to start", "error", err)
 		return logged(cfg.LogFile, err)

@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hallmarkid/hallmark/internal/buildinfo"
 )
 
 // Namespace prefixes every series.
@@ -52,8 +54,9 @@ type Config struct {
 	// Attestors are the node attestor kinds in use (server); their series
 	// exist (at zero) from the start.
 	Attestors []string
-	// Version is hallmark_build_info's version label; empty: the module
-	// version Go recorded in the binary.
+	// Version is hallmark_build_info's version label: what -version
+	// prints (buildinfo.Version of the -ldflags -X value); empty: the
+	// development version buildinfo derives from what Go recorded.
 	Version string
 }
 
@@ -132,18 +135,15 @@ func (m *Metrics) Daemon() Daemon {
 // buildInfo is hallmark_build_info{version, goversion, revision} 1.
 func buildInfo(version string) prometheus.Collector {
 	revision := "unknown"
+	if version == "" {
+		version = buildinfo.Version("")
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
-		if version == "" {
-			version = bi.Main.Version
-		}
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" && s.Value != "" {
 				revision = s.Value
 			}
 		}
-	}
-	if version == "" {
-		version = "unknown"
 	}
 	g := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "build_info",

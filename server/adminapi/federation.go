@@ -2,7 +2,6 @@ package adminapi
 
 import (
 	"context"
-	"errors"
 	"sort"
 	"time"
 
@@ -100,28 +99,6 @@ func (s *Server) SetFederatedBundle(ctx context.Context, req *apiv1.SetFederated
 	return &apiv1.SetFederatedBundleResponse{Relationship: st}, nil
 }
 
-// DeleteFederatedBundle removes a static bundle.
-func (s *Server) DeleteFederatedBundle(ctx context.Context, req *apiv1.DeleteFederatedBundleRequest) (*apiv1.DeleteFederatedBundleResponse, error) {
-	const action = "bundle_delete"
-	td, err := s.trustDomain(req.GetTrustDomain())
-	if err != nil {
-		return nil, s.refuse(ctx, action, req.GetTrustDomain(), err)
-	}
-	if s.cfg.Federation == nil {
-		return nil, s.refuse(ctx, action, td.Name(), status.Errorf(codes.NotFound, "no bundle of trust domain %q", td.Name()))
-	}
-	if err := s.cfg.Federation.DeleteBundle(ctx, td); err != nil {
-		code := codes.FailedPrecondition
-		if errors.Is(err, federation.ErrUnknownTrustDomain) {
-			code = codes.NotFound
-		}
-		return nil, s.refuse(ctx, action, td.Name(), status.Errorf(code, "%v", err))
-	}
-	s.audit(ctx, map[string]any{"action": action, "trust_domain": td.Name()})
-	s.cfg.Log.Info("Federated bundle deleted by an operator", "trust_domain", td.Name())
-	return &apiv1.DeleteFederatedBundleResponse{}, nil
-}
-
 // ListFederationRelationships returns the fetcher's status of every
 // federated trust domain.
 func (s *Server) ListFederationRelationships(context.Context, *apiv1.ListFederationRelationshipsRequest) (*apiv1.ListFederationRelationshipsResponse, error) {
@@ -178,6 +155,7 @@ func relationshipToProto(st federation.Status) *apiv1.FederationRelationship {
 		Static: st.Static, HasBundle: st.HasBundle, Revoked: st.Revoked, HasSequence: st.HasSequence, Sequence: st.Sequence,
 		X509Authorities: int32(min(st.X509Authorities, 1<<30)), LastAttempt: unix(st.LastAttempt), LastSuccess: unix(st.LastSuccess),
 		LastError: st.LastError, RefreshIntervalSeconds: int64(st.RefreshInterval.Seconds()), NextRefresh: unix(st.NextRefresh),
+		Dynamic: st.Dynamic, EndpointSpiffeId: idString(st.EndpointID),
 	}
 }
 
@@ -186,4 +164,11 @@ func unix(t time.Time) int64 {
 		return 0
 	}
 	return t.Unix()
+}
+
+func idString(id spiffeid.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
 }

@@ -409,3 +409,84 @@ func TestCreateEntriesFederatesWith(t *testing.T) {
 		})
 	}
 }
+
+// TestDeleteFederatedBundleModes: SPIRE's bundle delete modes for entries
+// that federate with the trust domain. restrict refuses and changes
+// nothing; dissociate removes the trust domain from them and keeps them;
+// delete deletes them; an entry federating elsewhere is never touched.
+func TestDeleteFederatedBundleModes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tt := range []struct {
+		mode        string
+		wantCode    codes.Code
+		wantErr     string
+		wantChanged int32
+		wantEntries int // entries left
+		wantFedWith int // entries still federating with static.test
+	}{
+		{mode: "", wantCode: codes.FailedPrecondition, wantErr: "2 registration entries federate with it", wantEntries: 3, wantFedWith: 2},
+		{mode: "restrict", wantCode: codes.FailedPrecondition, wantErr: "-mode dissociate", wantEntries: 3, wantFedWith: 2},
+		{mode: "dissociate", wantChanged: 2, wantEntries: 3},
+		{mode: "delete", wantChanged: 2, wantEntries: 1},
+		{mode: "cascade", wantCode: codes.InvalidArgument, wantErr: `unknown delete mode "cascade"`, wantEntries: 3, wantFedWith: 2},
+	} {
+		t.Run("mode "+tt.mode, func(t *testing.T) {
+			t.Parallel()
+			fx := newFixture(t, true)
+			if _, err := fx.srv.SetFederatedBundle(ctx, &apiv1.SetFederatedBundleRequest{Bundle: &apiv1.BundleDocument{
+				TrustDomain: "static.test", Document: document(t, "static.test", 1, newCA(t, "spiffe://static.test"))}}); err != nil {
+				t.Fatal(err)
+			}
+			mk := func(path string, fed ...string) *apiv1.Entry {
+				return &apiv1.Entry{SpiffeId: "spiffe://example.org/" + path, ParentId: "spiffe://example.org/agent/x",
+					Selectors: []*apiv1.Selector{{Type: "unix", Value: "uid:1"}}, FederatesWith: fed}
+			}
+			resp, err := fx.srv.CreateEntries(ctx, &apiv1.CreateEntriesRequest{Entries: []*apiv1.Entry{
+				mk("a", "spiffe://static.test"), mk("b", "spiffe://static.test", "spiffe://web.test"), mk("c", "spiffe://web.test")}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range resp.GetResults() {
+				if r.GetError() != "" {
+					t.Fatal(r.GetError())
+				}
+			}
+			del, err := fx.srv.DeleteFederatedBundle(ctx, &apiv1.DeleteFederatedBundleRequest{TrustDomain: "static.test", Mode: tt.mode})
+			rec := fx.audit.find("bundle_delete")
+			if tt.wantErr != "" {
+				wantCode(t, err, tt.wantCode, tt.wantErr)
+				if rec["result"] != "rejected" {
+					t.Fatalf("refusal not audited: %v", rec)
+				}
+				if _, err := fx.srv.ListFederatedBundles(ctx, &apiv1.ListFederatedBundlesRequest{TrustDomain: "static.test"}); err != nil {
+					t.Fatalf("refused delete removed the bundle: %v", err)
+				}
+			} else if err != nil || del.GetEntriesChanged() != tt.wantChanged || rec["mode"] != tt.mode || rec["entries_changed"] != int(tt.wantChanged) {
+				t.Fatalf("delete: %v, %v; audit %v", err, del, rec)
+			}
+			list, err := fx.srv.ListEntries(ctx, &apiv1.ListEntriesRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fedWith, webKept := 0, 0
+			for _, e := range list.GetEntries() {
+				for _, td := range e.GetFederatesWith() {
+					switch td {
+					case "spiffe://static.test", "static.test":
+						fedWith++
+					case "spiffe://web.test", "web.test":
+						webKept++
+					}
+				}
+			}
+			if len(list.GetEntries()) != tt.wantEntries || fedWith != tt.wantFedWith {
+				t.Fatalf("entries %d (want %d), federating with static.test %d (want %d): %v",
+					len(list.GetEntries()), tt.wantEntries, fedWith, tt.wantFedWith, list.GetEntries())
+			}
+			if tt.mode != "delete" && webKept != 2 || tt.mode == "delete" && webKept != 1 {
+				t.Fatalf("entries federating with web.test changed: %d left", webKept)
+			}
+		})
+	}
+}

@@ -2,7 +2,6 @@ package federation
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -13,9 +12,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/hallmarkid/hallmark/server/datastore"
 )
@@ -114,29 +111,43 @@ type Status struct {
 	// Static reports a bundle set by an operator (SetBundle) for a trust
 	// domain without a relationship: it is never fetched.
 	Static bool
+	// Dynamic reports a relationship created over the admin API
+	// (CreateRelationship), kept in Store; the others come from the
+	// configuration and are read-only. EndpointID is the https_spiffe
+	// endpoint's SPIFFE ID.
+	Dynamic    bool
+	EndpointID spiffeid.ID
 }
 
 // Fetcher keeps the bundles of federated trust domains current.
 type Fetcher struct {
-	cfg  FetcherConfig
-	log  *slog.Logger
-	rels []*relState
+	cfg FetcherConfig
+	log *slog.Logger
 
 	staticMu sync.Mutex // serialises changes of static bundles and their index in Store
+	dynMu    sync.Mutex // serialises changes of dynamic relationships and their record in Store
+	loops    sync.WaitGroup
 
-	mu      sync.Mutex // guards the fields that follow and every relState's bundle and status
+	mu      sync.Mutex // guards the fields that follow and every relState's bundle, status and stop
+	rels    []*relState
 	changed chan struct{}
 	static  map[spiffeid.TrustDomain]staticBundle
+	// runCtx is Run's context, from which each relationship's refresh
+	// loop derives its own; nil before Run.
+	runCtx context.Context
 }
 
 type relState struct {
-	rel    Relationship
-	client *http.Client
+	rel     Relationship
+	dynamic bool
+	client  *http.Client
 
-	fetchMu sync.Mutex // serialises fetches of this relationship
+	fetchMu sync.Mutex // serialises fetches of this relationship, and its removal
+	removed bool       // guarded by fetchMu: nothing fetched is accepted any more
 
 	bundle *spiffebundle.Bundle // last accepted; nil before any; guarded by Fetcher.mu
 	status Status               // guarded by Fetcher.mu
+	stop   context.CancelFunc   // ends the refresh loop; nil when none runs; guarded by Fetcher.mu
 }
 
 // NewFetcher checks cfg and loads each relationship's bundle: the stored
@@ -168,20 +179,29 @@ func NewFetcher(cfg FetcherConfig) (*Fetcher, error) {
 			return nil, fmt.Errorf("federation: trust domain %q is configured twice", rel.TrustDomain.Name())
 		}
 		seen[rel.TrustDomain] = true
-		rs := &relState{rel: rel}
-		rs.status = Status{TrustDomain: rel.TrustDomain, URL: rel.URL, Profile: rel.Profile}
 		b, err := f.initialBundle(ctx, rel)
 		if err != nil {
 			return nil, err
 		}
-		rs.client = f.newClient(rs)
+		rs := f.newRelState(rel, false)
 		f.setBundle(rs, b)
 		f.rels = append(f.rels, rs)
+	}
+	if err := f.loadDynamic(ctx); err != nil {
+		return nil, err
 	}
 	if err := f.loadStatic(ctx); err != nil {
 		return nil, err
 	}
 	return f, nil
+}
+
+// newRelState returns the state of rel before any bundle.
+func (f *Fetcher) newRelState(rel Relationship, dynamic bool) *relState {
+	rs := &relState{rel: rel, dynamic: dynamic}
+	rs.status = Status{TrustDomain: rel.TrustDomain, URL: rel.URL, Profile: rel.Profile, EndpointID: rel.EndpointID, Dynamic: dynamic}
+	rs.client = f.newClient(rs)
+	return rs
 }
 
 func setDefault(d *time.Duration, def time.Duration) {
@@ -226,6 +246,7 @@ func (f *Fetcher) initialBundle(ctx context.Context, rel Relationship) (*spiffeb
 	if f.cfg.Store != nil {
 		data, err := f.cfg.Store.GetKV(ctx, KVPrefix+td.Name())
 		switch {
+		case err == nil && len(data) == 0: // cleared when a dynamic relationship was deleted
 		case err == nil:
 			b, err := ParseBundle(td, data)
 			if err != nil {
@@ -264,9 +285,12 @@ func (f *Fetcher) initialBundle(ctx context.Context, rel Relationship) (*spiffeb
 // with a doubling delay.
 func (f *Fetcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	f.mu.Lock()
+	f.runCtx = ctx
 	for _, rs := range f.rels {
-		wg.Go(func() { f.loop(ctx, rs) })
+		f.startLocked(rs)
 	}
+	f.mu.Unlock()
 	if f.cfg.Store != nil {
 		wg.Go(func() {
 			t := time.NewTicker(f.cfg.StaticReload)
@@ -277,6 +301,9 @@ func (f *Fetcher) Run(ctx context.Context) error {
 					return
 				case <-t.C:
 				}
+				if err := f.ReloadDynamic(ctx); err != nil && ctx.Err() == nil {
+					f.log.Warn("Reloading dynamic federation relationships failed", "error", err)
+				}
 				if err := f.ReloadStatic(ctx); err != nil && ctx.Err() == nil {
 					f.log.Warn("Reloading static federated bundles failed", "error", err)
 				}
@@ -284,7 +311,23 @@ func (f *Fetcher) Run(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
+	<-ctx.Done()
+	f.mu.Lock()
+	f.runCtx = nil // no loop starts any more
+	f.mu.Unlock()
+	f.loops.Wait()
 	return nil
+}
+
+// startLocked starts the refresh loop of rs once Run runs; f.mu must be
+// held.
+func (f *Fetcher) startLocked(rs *relState) {
+	if f.runCtx == nil || f.runCtx.Err() != nil || rs.stop != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(f.runCtx)
+	rs.stop = cancel
+	f.loops.Go(func() { f.loop(ctx, rs) })
 }
 
 func (f *Fetcher) loop(ctx context.Context, rs *relState) {
@@ -351,6 +394,12 @@ func (f *Fetcher) Refresh(ctx context.Context, td spiffeid.TrustDomain) error {
 }
 
 func (f *Fetcher) rel(td spiffeid.TrustDomain) *relState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.relLocked(td)
+}
+
+func (f *Fetcher) relLocked(td spiffeid.TrustDomain) *relState {
 	for _, rs := range f.rels {
 		if rs.rel.TrustDomain == td {
 			return rs
@@ -415,6 +464,9 @@ func (f *Fetcher) fetch(ctx context.Context, rs *relState) (*spiffebundle.Bundle
 
 // accept installs b as rs's bundle unless it rolls the sequence back.
 func (f *Fetcher) accept(ctx context.Context, rs *relState, b *spiffebundle.Bundle) error {
+	if rs.removed {
+		return errRemoved
+	}
 	f.mu.Lock()
 	prev := rs.bundle
 	f.mu.Unlock()
@@ -500,154 +552,4 @@ func (f *Fetcher) setBundle(rs *relState, b *spiffebundle.Bundle) {
 func (f *Fetcher) signalLocked() {
 	close(f.changed)
 	f.changed = make(chan struct{})
-}
-
-// SetBundle replaces the bundle of a configured trust domain whatever its
-// sequence number: the operator's override, e.g. to bootstrap again after
-// a revocation. For a trust domain without a relationship it sets a static
-// bundle (see DeleteBundle). Either is persisted. Our own trust domain is
-// refused.
-func (f *Fetcher) SetBundle(ctx context.Context, b *spiffebundle.Bundle) error {
-	if b.TrustDomain() == f.cfg.TrustDomain {
-		return fmt.Errorf("federation: set bundle: %q is our own trust domain", b.TrustDomain().Name())
-	}
-	rs := f.rel(b.TrustDomain())
-	if rs == nil {
-		return f.setStatic(ctx, b)
-	}
-	if err := checkAuthorities(rs.rel.TrustDomain, b.X509Authorities()); err != nil {
-		return fmt.Errorf("federation: set bundle: %w", err)
-	}
-	rs.fetchMu.Lock()
-	defer rs.fetchMu.Unlock()
-	b = b.Clone()
-	if err := f.persist(ctx, rs.rel.TrustDomain, b); err != nil {
-		return fmt.Errorf("federation: set bundle: %w", err)
-	}
-	f.setBundle(rs, b)
-	return nil
-}
-
-// Changed returns a channel that is closed at the next change of any
-// federated bundle's keys; call it again after each close.
-func (f *Fetcher) Changed() <-chan struct{} {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.changed
-}
-
-// Bundles returns a copy of every federated bundle held, by trust domain.
-// A revoked trust domain maps to an empty bundle; one never fetched and
-// without a bootstrap bundle is absent. Static bundles are included. Our
-// own trust domain never appears.
-func (f *Fetcher) Bundles() map[spiffeid.TrustDomain]*spiffebundle.Bundle {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := make(map[spiffeid.TrustDomain]*spiffebundle.Bundle, len(f.rels))
-	for _, rs := range f.rels {
-		if rs.bundle != nil {
-			out[rs.rel.TrustDomain] = rs.bundle.Clone()
-		}
-	}
-	for td, sb := range f.static {
-		out[td] = sb.bundle.Clone()
-	}
-	return out
-}
-
-// X509Bundles is Bundles reduced to X.509 authorities, as delivered to
-// agents and workloads.
-func (f *Fetcher) X509Bundles() map[spiffeid.TrustDomain]*x509bundle.Bundle {
-	out := map[spiffeid.TrustDomain]*x509bundle.Bundle{}
-	for td, b := range f.Bundles() {
-		out[td] = b.X509Bundle()
-	}
-	return out
-}
-
-// Status returns the state of every relationship, in configuration order,
-// then of every static bundle, by trust domain name.
-func (f *Fetcher) Status() []Status {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := make([]Status, len(f.rels), len(f.rels)+len(f.static))
-	for i, rs := range f.rels {
-		out[i] = rs.status
-	}
-	return append(out, f.staticStatusLocked()...)
-}
-
-// current returns the bundle of td held now, for endpoint authentication.
-func (f *Fetcher) current(rs *relState) *spiffebundle.Bundle {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return rs.bundle
-}
-
-func (f *Fetcher) newClient(rs *relState) *http.Client {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: f.cfg.WebRoots}
-	if rs.rel.Profile == ProfileHTTPSSPIFFE {
-		tc = &tls.Config{
-			MinVersion: tls.VersionTLS12,
-			// The chain is verified below against the foreign bundle, and
-			// the SPIFFE ID checked, instead of web PKI and a host name.
-			InsecureSkipVerify: true, //nolint:gosec
-			VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-				return f.verifyEndpoint(rs, raw)
-			},
-		}
-	}
-	return &http.Client{
-		Transport: &http.Transport{
-			Proxy:                  http.ProxyFromEnvironment,
-			TLSClientConfig:        tc,
-			TLSHandshakeTimeout:    f.cfg.Timeout,
-			ResponseHeaderTimeout:  f.cfg.Timeout,
-			MaxResponseHeaderBytes: 64 << 10,
-			// Each fetch handshakes again, so the endpoint is checked
-			// against the bundle current at that time.
-			DisableKeepAlives: true,
-		},
-		Timeout: f.cfg.Timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse // a redirect is a non-200 answer
-		},
-	}
-}
-
-// verifyEndpoint checks an https_spiffe endpoint's certificate chain: an
-// X509-SVID of the configured ID that verifies against the bundle of its
-// trust domain held now.
-func (f *Fetcher) verifyEndpoint(rs *relState, raw [][]byte) error {
-	td, want := rs.rel.TrustDomain, rs.rel.EndpointID
-	if len(raw) == 0 || len(raw) > maxEndpointChainCerts {
-		return fmt.Errorf("federation: endpoint presented %d certificates", len(raw))
-	}
-	certs := make([]*x509.Certificate, len(raw))
-	for i, der := range raw {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			return fmt.Errorf("federation: endpoint certificate %d: %w", i, err)
-		}
-		certs[i] = c
-	}
-	claimed, err := x509svid.IDFromCert(certs[0])
-	if err != nil {
-		return fmt.Errorf("federation: endpoint certificate is not an X509-SVID: %w", err)
-	}
-	if claimed.TrustDomain() != td {
-		return fmt.Errorf("federation: endpoint SVID %q is in trust domain %q, want %q", claimed, claimed.TrustDomain().Name(), td.Name())
-	}
-	b := f.current(rs)
-	if b == nil || len(b.X509Authorities()) == 0 {
-		return fmt.Errorf("federation: no X.509 authorities of %q to authenticate the endpoint with (revoked or never bootstrapped)", td.Name())
-	}
-	id, _, err := x509svid.Verify(certs, b.X509Bundle())
-	if err != nil {
-		return fmt.Errorf("federation: endpoint SVID does not verify against the current bundle of %q: %w", td.Name(), err)
-	}
-	if id != want {
-		return fmt.Errorf("federation: endpoint SVID is %q, want %q", id, want)
-	}
-	return nil
 }

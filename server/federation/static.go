@@ -214,25 +214,35 @@ func (f *Fetcher) DeleteBundle(ctx context.Context, td spiffeid.TrustDomain) err
 	if !f.hasStatic(td) {
 		return fmt.Errorf("federation: delete bundle: %q: %w", td.Name(), ErrUnknownTrustDomain)
 	}
-	if f.cfg.Store != nil {
-		names, err := f.staticIndex(ctx)
-		if err != nil {
-			return fmt.Errorf("federation: delete bundle: %w", err)
-		}
-		names = slices.DeleteFunc(names, func(n string) bool { return n == td.Name() })
-		if err := f.putStaticIndex(ctx, names); err != nil {
-			return fmt.Errorf("federation: delete bundle: %w", err)
-		}
-		// The index decides; clearing the bundle itself is tidiness.
-		if err := f.cfg.Store.PutKV(ctx, StaticKVPrefix+td.Name(), nil); err != nil {
-			f.log.Warn("Cannot clear a deleted static bundle", "trust_domain", td.Name(), "error", err)
-		}
+	if err := f.unstoreStatic(ctx, td); err != nil {
+		return fmt.Errorf("federation: delete bundle: %w", err)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.static, td)
 	f.log.Info("Static federated bundle deleted", "trust_domain", td.Name())
 	f.signalLocked()
+	return nil
+}
+
+// unstoreStatic removes td from the stored static bundles; f.staticMu
+// must be held.
+func (f *Fetcher) unstoreStatic(ctx context.Context, td spiffeid.TrustDomain) error {
+	if f.cfg.Store == nil {
+		return nil
+	}
+	names, err := f.staticIndex(ctx)
+	if err != nil {
+		return err
+	}
+	names = slices.DeleteFunc(names, func(n string) bool { return n == td.Name() })
+	if err := f.putStaticIndex(ctx, names); err != nil {
+		return err
+	}
+	// The index decides; clearing the bundle itself is tidiness.
+	if err := f.cfg.Store.PutKV(ctx, StaticKVPrefix+td.Name(), nil); err != nil {
+		f.log.Warn("Cannot clear a deleted static bundle", "trust_domain", td.Name(), "error", err)
+	}
 	return nil
 }
 

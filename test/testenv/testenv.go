@@ -48,6 +48,10 @@ func RepoRoot() string {
 // them check Race.
 var Race = os.Getenv("HALLMARK_RACE") == "1"
 
+// Version is the release the test binaries are linked with
+// (-ldflags "-X main.version=..."), as a release build sets it.
+const Version = "0.0.0-e2e+linked"
+
 // Binaries builds the binaries (once, with the release build tags: see
 // BUILD_TAGS in the Makefile) and returns their directory.
 func Binaries(t testing.TB) string {
@@ -57,7 +61,9 @@ func Binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		args := []string{"build", "-tags", "grpcnotrace"}
+		// Linked like a release (-X main.version), so tests see the
+		// version -version prints and hallmark_build_info reports.
+		args := []string{"build", "-tags", "grpcnotrace", "-ldflags", "-X main.version=" + Version}
 		if Race {
 			args = append(args, "-race")
 		}
