@@ -111,7 +111,7 @@ type Config struct {
 	DefaultClusterSPIFFEID bool
 
 	// Lease that elects the writer, and its timing (defaults above).
-	LeaseNamespace, LeaseName                  string
+	LeaseNamespace, LeaseName                 string
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// Identity names this candidate in the Lease (default: host name and
 	// a random suffix).

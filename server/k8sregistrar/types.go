@@ -17,9 +17,9 @@ const (
 
 // The resources the registrar watches.
 var (
-	ClusterSPIFFEIDs              = schema.GroupVersionResource{Group: Group, Version: Version, Resource: "clusterspiffeids"}
-	ClusterStaticEntries          = schema.GroupVersionResource{Group: Group, Version: Version, Resource: "clusterstaticentries"}
-	ClusterFederatedTrustDomains  = schema.GroupVersionResource{Group: Group, Version: Version, Resource: "clusterfederatedtrustdomains"}
+	ClusterSPIFFEIDs             = schema.GroupVersionResource{Group: Group, Version: Version, Resource: "clusterspiffeids"}
+	ClusterStaticEntries         = schema.GroupVersionResource{Group: Group, Version: Version, Resource: "clusterstaticentries"}
+	ClusterFederatedTrustDomains = schema.GroupVersionResource{Group: Group, Version: Version, Resource: "clusterfederatedtrustdomains"}
 )
 
 // ClusterSPIFFEID is spire-controller-manager's ClusterSPIFFEID, field for
