@@ -45,6 +45,7 @@ import (
 	"github.com/hallmarkid/hallmark/server/entrycache"
 	"github.com/hallmarkid/hallmark/server/federation"
 	"github.com/hallmarkid/hallmark/server/jwtsigner"
+	"github.com/hallmarkid/hallmark/server/k8sregistrar"
 	"github.com/hallmarkid/hallmark/server/nodeapi"
 	"github.com/hallmarkid/hallmark/server/oidc"
 )
@@ -66,10 +67,11 @@ type Server struct {
 	// cursor is the store revision the cache has caught up to through the
 	// change feed; only the catch-up goroutine touches it after New.
 	cursor int64
-	fed    *federation.Fetcher  // federated and operator-set (static) bundles
-	fedEP  *federation.Endpoint // nil without a bundle endpoint
-	oidc   *oidc.Endpoint       // nil without an oidc block
-	pub    *bundlepub.Publisher // nil without bundle_publisher blocks
+	fed    *federation.Fetcher     // federated and operator-set (static) bundles
+	fedEP  *federation.Endpoint    // nil without a bundle endpoint
+	oidc   *oidc.Endpoint          // nil without an oidc block
+	pub    *bundlepub.Publisher    // nil without bundle_publisher blocks
+	reg    *k8sregistrar.Registrar // nil without a k8s_registrar block
 
 	agentCountMu sync.Mutex // guards agentCount and agentCountAt
 	agentCount   int        // attested agents as of agentCountAt
@@ -183,6 +185,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		return nil, err
 	}
 	if err := s.initFederation(); err != nil {
+		s.close()
+		return nil, err
+	}
+	if err := s.initRegistrar(); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -392,6 +398,7 @@ func (s *Server) Run(ctx context.Context) error {
 		go s.pub.Run(ctx)
 	}
 	go s.jwt.Run(ctx)
+	go s.runRegistrar(ctx)
 	if s.oidc != nil {
 		go func() {
 			if err := s.oidc.ListenAndServe(ctx); err != nil {

@@ -62,10 +62,34 @@ type HCLConfig struct {
 
 var clusterName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,63}$`)
 
+// Validate checks the block without contacting the API server.
+func (h HCLConfig) Validate() error {
+	if !clusterName.MatchString(h.Cluster) {
+		return fmt.Errorf("k8sregistrar: cluster %q: want 1-63 of A-Z a-z 0-9 . _ - (the k8s_psat cluster name)", h.Cluster)
+	}
+	if (h.KubeConfigFile == "") == !h.InCluster {
+		return errors.New("k8sregistrar: set exactly one of kube_config_file and in_cluster = true")
+	}
+	if h.ClusterDomain != "" {
+		if err := registration.ValidateDNSName(h.ClusterDomain); err != nil {
+			return fmt.Errorf("k8sregistrar: cluster_domain: %w", err)
+		}
+	}
+	for _, ns := range h.IgnoreNamespaces {
+		if ns == "" {
+			return errors.New("k8sregistrar: ignore_namespaces: empty namespace name")
+		}
+	}
+	return nil
+}
+
 // Config builds the registrar's configuration from the block: the API
 // server connection (kubeconfig or in-cluster, the rules of
 // internal/kubeapi) and the settings, validated.
 func (h HCLConfig) Config(td spiffeid.TrustDomain, store Store, log *slog.Logger) (Config, error) {
+	if err := h.Validate(); err != nil {
+		return Config{}, err
+	}
 	c := Config{
 		TrustDomain: td, Cluster: h.Cluster, ClusterDomain: h.ClusterDomain, ClassName: h.ClassName,
 		WatchClassless: h.WatchClassless == nil || *h.WatchClassless, IgnoreNamespaces: h.IgnoreNamespaces,

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/hallmarkid/hallmark/registration"
 )
 
 // IDPrefix starts the ID of every entry a registrar owns; the admin API
@@ -14,7 +16,7 @@ import (
 // [IsReservedEntryID]). A registrar owns exactly the IDs under
 // OwnedPrefix(cluster), so registrars of two clusters sharing one server
 // never touch each other's entries.
-const IDPrefix = "k8sreg:"
+const IDPrefix = registration.RegistrarEntryIDPrefix
 
 // IsReservedEntryID reports whether id lies under the registrar's reserved
 // prefix: no operator may create an entry with such an ID.

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
 )
 
 // Queue keys: keyAll recomputes everything, keyStatus writes the CRDs'
@@ -81,6 +82,8 @@ func New(cfg Config) (*Registrar, error) {
 	if err != nil {
 		return nil, fmt.Errorf("k8sregistrar: %w", err)
 	}
+	// client-go logs (leader election, watch errors) through cfg.Log.
+	klog.SetSlogLogger(cfg.Log.With("component", "client-go"))
 	r := &Registrar{cfg: cfg, log: cfg.Log, kube: kube, dyn: dyn}
 	// No resync period: every change arrives as a watch event.
 	r.factory = informers.NewSharedInformerFactory(kube, 0)
