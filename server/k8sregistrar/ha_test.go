@@ -2,6 +2,7 @@ package k8sregistrar_test
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +155,29 @@ spec:
 			}
 		}
 		return n == 3
+	})
+}
+
+// The shipped default ClusterSPIFFEID (deploy/registrar), which has no
+// className, is reconciled by a registrar that watches classless objects.
+func TestDefaultManifest(t *testing.T) {
+	e := newEnv(t)
+	b, err := os.ReadFile("../../deploy/registrar/default-clusterspiffeid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.apply("csid", string(b))
+	e.namespace("dm-apps", nil)
+	e.serviceAccount("dm-apps", "ratings")
+	e.node("dm-node")
+	e.start(k8sregistrar.Config{Cluster: "defaultmanifest", WatchClassless: true})
+	e.pod("dm-apps", "ratings-1", "ratings", "dm-node", nil)
+	waitFor(t, 10*time.Second, "the default identity", func() bool {
+		for _, en := range e.entries(k8sregistrar.OwnedPrefix("defaultmanifest")) {
+			if en.SPIFFEID.String() == "spiffe://example.org/ns/dm-apps/sa/ratings" {
+				return true
+			}
+		}
+		return false
 	})
 }

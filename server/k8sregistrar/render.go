@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+	"text/template/parse"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -127,7 +128,39 @@ func parseTemplate(name, text string) (*template.Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	if len(t.Templates()) > 1 {
+		return nil, fmt.Errorf("%s: define and block are not allowed", name)
+	}
+	if err := checkNodes(t.Tree.Root); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	return t, nil
+}
+
+// checkNodes refuses range and template actions: without loops or calls a
+// template's rendering cost is bounded by its own size, whatever the pod
+// (spire-controller-manager's documented templates need neither).
+func checkNodes(n parse.Node) error {
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n == nil {
+			return nil
+		}
+		for _, c := range n.Nodes {
+			if err := checkNodes(c); err != nil {
+				return err
+			}
+		}
+	case *parse.IfNode:
+		return errors.Join(checkNodes(n.List), checkNodes(n.ElseList))
+	case *parse.WithNode:
+		return errors.Join(checkNodes(n.List), checkNodes(n.ElseList))
+	case *parse.RangeNode:
+		return errors.New("range is not allowed")
+	case *parse.TemplateNode:
+		return errors.New("template calls are not allowed")
+	}
+	return nil
 }
 
 func labelSelector(ls *metav1.LabelSelector) (labels.Selector, error) {
