@@ -193,6 +193,22 @@ func (r *Registrar) Run(ctx context.Context) error {
 // lead reconciles until lctx ends (leadership lost or shutdown).
 func (r *Registrar) lead(lctx context.Context) {
 	r.log.Info("Registrar leading: reconciling entries", "identity", r.cfg.Identity, "cluster", r.cfg.Cluster)
+	// A missing CRD or RBAC rule leaves a cache unsynced forever: say so.
+	synced := make(chan struct{})
+	go func() {
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-synced:
+				return
+			case <-lctx.Done():
+				return
+			case <-t.C:
+				r.log.Error("Registrar: Kubernetes caches not synced yet: are the CRDs of deploy/crds installed and the RBAC of deploy/kubernetes/base/registrar-rbac.yaml bound?")
+			}
+		}
+	}()
 	for _, ok := range r.factory.WaitForCacheSync(lctx.Done()) {
 		if !ok {
 			return
@@ -203,6 +219,7 @@ func (r *Registrar) lead(lctx context.Context) {
 			return
 		}
 	}
+	close(synced) // (an early return above means lctx is done)
 	q := workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 30*time.Second),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "hallmark-registrar"})
