@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,19 +19,23 @@ import (
 // Run: go test -run XXX -bench PodToEntry -benchtime 300x ./server/k8sregistrar/
 func BenchmarkPodToEntry(b *testing.B) {
 	e := newEnv(b)
-	const cluster, class = "bench-latency", "bench-latency"
-	e.namespace("bl-apps", nil)
-	e.serviceAccount("bl-apps", "app")
-	e.node("bl-node")
-	e.apply("csid", fmt.Sprintf(mesh, "bl-mesh", class))
+	// The framework runs a benchmark more than once, and without a
+	// namespace controller deleted namespaces never go: fresh names.
+	run := benchRun.Add(1)
+	cluster, class := fmt.Sprintf("bench-latency-%d", run), fmt.Sprintf("bench-latency-%d", run)
+	ns, node, csid := fmt.Sprintf("bl-apps-%d", run), fmt.Sprintf("bl-node-%d", run), fmt.Sprintf("bl-mesh-%d", run)
+	e.namespace(ns, nil)
+	e.serviceAccount(ns, "app")
+	e.node(node)
+	e.apply("csid", fmt.Sprintf(mesh, csid, class))
 	r := e.start(k8sregistrar.Config{Cluster: cluster, ClassName: class})
 	waitFor(b, 10*time.Second, "leading", r.Leading)
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := range b.N {
 		t0 := time.Now()
-		p := e.pod("bl-apps", fmt.Sprintf("p%d-%d", i, t0.UnixNano()), "app", "bl-node", nil)
-		id := k8sregistrar.PodEntryID(cluster, "bl-mesh", string(p.UID))
+		p := e.pod(ns, fmt.Sprintf("p%d", i), "app", node, nil)
+		id := k8sregistrar.PodEntryID(cluster, csid, string(p.UID))
 		var at time.Time
 		waitFor(b, 10*time.Second, "the entry", func() bool {
 			var ok bool
@@ -55,7 +60,7 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 
 const coldPods = 1000
 
-var coldOnce sync.Once
+var benchRun atomic.Int64
 
 // BenchmarkColdStart1000: 1,000 running pods, a registrar with an empty
 // datastore → all 1,000 entries committed (reported as cold-s); then a
@@ -64,12 +69,13 @@ var coldOnce sync.Once
 // Run: go test -run XXX -bench ColdStart -benchtime 1x ./server/k8sregistrar/
 func BenchmarkColdStart1000(b *testing.B) {
 	e := newEnv(b)
-	const class = "bench-cold"
-	coldOnce.Do(func() {
-		e.namespace("bc-apps", nil)
-		e.serviceAccount("bc-apps", "app")
-		e.node("bc-node")
-		e.apply("csid", fmt.Sprintf(mesh, "bc-mesh", class))
+	run := benchRun.Add(1)
+	class, ns, node := fmt.Sprintf("bench-cold-%d", run), fmt.Sprintf("bc-apps-%d", run), fmt.Sprintf("bc-node-%d", run)
+	{
+		e.namespace(ns, nil)
+		e.serviceAccount(ns, "app")
+		e.node(node)
+		e.apply("csid", fmt.Sprintf(mesh, class, class))
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 16)
 		for i := range coldPods {
@@ -78,11 +84,11 @@ func BenchmarkColdStart1000(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				e.pod("bc-apps", fmt.Sprintf("p%d", i), "app", "bc-node", map[string]string{"i": fmt.Sprint(i)})
+				e.pod(ns, fmt.Sprintf("p%d", i), "app", node, map[string]string{"i": fmt.Sprint(i)})
 			}()
 		}
 		wg.Wait()
-	})
+	}
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
@@ -91,7 +97,7 @@ func BenchmarkColdStart1000(b *testing.B) {
 			b.Fatal(err)
 		}
 		e.store = &countingStore{Store: st}
-		cluster := fmt.Sprintf("bench-cold-%d", i)
+		cluster := fmt.Sprintf("bench-cold-%d-%d", run, i)
 		prefix := k8sregistrar.OwnedPrefix(cluster)
 		cfg := k8sregistrar.Config{Cluster: cluster, ClassName: class}
 		b.StartTimer()
