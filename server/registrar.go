@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -45,16 +46,35 @@ func (s *Server) initRegistrar() error {
 	if s.reg, err = k8sregistrar.New(cfg); err != nil {
 		return fmt.Errorf("server: k8s_registrar (%s): %w", b.Pos(), err)
 	}
+	log.Info("Kubernetes registrar configured", "cluster", cfg.Cluster, "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName,
+		"default_cluster_spiffeid", cfg.DefaultClusterSPIFFEID)
 	return nil
 }
 
-// runRegistrar runs the registrar until ctx is done.
-func (s *Server) runRegistrar(ctx context.Context) {
+// startRegistrar runs the registrar until ctx is done.
+func (s *Server) startRegistrar(ctx context.Context) {
 	if s.reg == nil {
 		return
 	}
-	if err := s.reg.Run(ctx); err != nil && ctx.Err() == nil {
-		s.log.Error("Kubernetes registrar stopped", "error", err)
+	s.regDone = make(chan struct{})
+	go func() {
+		defer close(s.regDone)
+		if err := s.reg.Run(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("Kubernetes registrar stopped", "error", err)
+		}
+	}()
+}
+
+// waitRegistrar waits (a bounded time) for the registrar to stop writing
+// and release its Lease, before the datastore closes.
+func (s *Server) waitRegistrar() {
+	if s.regDone == nil {
+		return
+	}
+	select {
+	case <-s.regDone:
+	case <-time.After(5 * time.Second):
+		s.log.Warn("Kubernetes registrar did not stop within 5 s")
 	}
 }
 

@@ -67,11 +67,13 @@ type Server struct {
 	// cursor is the store revision the cache has caught up to through the
 	// change feed; only the catch-up goroutine touches it after New.
 	cursor int64
-	fed    *federation.Fetcher     // federated and operator-set (static) bundles
-	fedEP  *federation.Endpoint    // nil without a bundle endpoint
-	oidc   *oidc.Endpoint          // nil without an oidc block
-	pub    *bundlepub.Publisher    // nil without bundle_publisher blocks
-	reg    *k8sregistrar.Registrar // nil without a k8s_registrar block
+	fed    *federation.Fetcher  // federated and operator-set (static) bundles
+	fedEP  *federation.Endpoint // nil without a bundle endpoint
+	oidc   *oidc.Endpoint       // nil without an oidc block
+	pub    *bundlepub.Publisher // nil without bundle_publisher blocks
+
+	reg     *k8sregistrar.Registrar // nil without a k8s_registrar block
+	regDone chan struct{}           // closed when the registrar stopped (nil if never started)
 
 	agentCountMu sync.Mutex // guards agentCount and agentCountAt
 	agentCount   int        // attested agents as of agentCountAt
@@ -342,6 +344,7 @@ func (s *Server) Ready(ctx context.Context) error {
 // Run serves until ctx is done.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
+	defer s.waitRegistrar() // before the datastore closes
 	if _, err := s.serverCert(); err != nil {
 		return err
 	}
@@ -398,7 +401,7 @@ func (s *Server) Run(ctx context.Context) error {
 		go s.pub.Run(ctx)
 	}
 	go s.jwt.Run(ctx)
-	go s.runRegistrar(ctx)
+	s.startRegistrar(ctx)
 	if s.oidc != nil {
 		go func() {
 			if err := s.oidc.ListenAndServe(ctx); err != nil {

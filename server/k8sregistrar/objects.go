@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/hallmarkid/hallmark/registration"
@@ -78,12 +79,17 @@ func (r *Registrar) specList() []*spec {
 			delete(r.st.specs, k)
 		}
 	}
-	if r.cfg.DefaultClusterSPIFFEID {
-		def := &ClusterSPIFFEID{Spec: ClusterSPIFFEIDSpec{SPIFFEIDTemplate: DefaultSPIFFEIDTemplate, Fallback: true}}
-		def.Name = builtinName
-		specs = append(specs, compile(def, r.cfg.TrustDomain))
+	if r.builtin != nil {
+		specs = append(specs, r.builtin)
 	}
 	return specs
+}
+
+// builtinSpec is the built-in default ClusterSPIFFEID, compiled.
+func builtinSpec(td spiffeid.TrustDomain) *spec {
+	def := &ClusterSPIFFEID{Spec: ClusterSPIFFEIDSpec{SPIFFEIDTemplate: DefaultSPIFFEIDTemplate, Fallback: true}}
+	def.Name = builtinName
+	return compile(def, td)
 }
 
 // cseObjects lists the ClusterStaticEntries that are ours, by name.

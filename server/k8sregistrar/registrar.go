@@ -56,6 +56,8 @@ type Registrar struct {
 	cses     cache.GenericLister
 	cftds    cache.GenericLister
 
+	builtin *spec // the built-in default ClusterSPIFFEID; nil unless configured
+
 	queue   atomic.Pointer[workqueue.TypedRateLimitingInterface[string]] // nil unless leading
 	leading atomic.Bool
 	writes  atomic.Int64
@@ -85,6 +87,9 @@ func New(cfg Config) (*Registrar, error) {
 	// client-go logs (leader election, watch errors) through cfg.Log.
 	klog.SetSlogLogger(cfg.Log.With("component", "client-go"))
 	r := &Registrar{cfg: cfg, log: cfg.Log, kube: kube, dyn: dyn}
+	if cfg.DefaultClusterSPIFFEID {
+		r.builtin = builtinSpec(cfg.TrustDomain)
+	}
 	// No resync period: every change arrives as a watch event.
 	r.factory = informers.NewSharedInformerFactory(kube, 0)
 	r.dfactory = dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
