@@ -216,3 +216,56 @@ func BenchmarkK8sRegistrarPodToSVID(b *testing.B) {
 	b.ReportMetric(q(0.5), "p50-ms")
 	b.ReportMetric(q(0.99), "p99-ms")
 }
+
+// Two servers on one PostgreSQL database, both with the k8s_registrar
+// block: one holds the Lease and writes, the other serves the same entries
+// through the change feed; when the leader stops, the other takes over.
+func TestK8sRegistrarHAPostgres(t *testing.T) {
+	c := kubetest.Start(t)
+	installRegistrarCRDs(t, c)
+	n := regStacks.Add(1)
+	cluster, ns, node := fmt.Sprintf("ha-reg-%d", n), fmt.Sprintf("hareg-%d", n), fmt.Sprintf("ha-reg-node-%d", n)
+	kubeCreate(t, c, "/api/v1/namespaces", map[string]any{"metadata": map[string]any{"name": ns}})
+	kubeCreate(t, c, "/api/v1/namespaces/"+ns+"/serviceaccounts", map[string]any{"metadata": map[string]any{"name": regSA}})
+	kubeCreate(t, c, "/api/v1/nodes", map[string]any{"metadata": map[string]any{"name": node}})
+	env := testenv.New(t)
+	hcl := postgresDatastore(t) + `
+k8s_registrar {
+  cluster                  = "` + cluster + `"
+  kube_config_file         = "` + c.Kubeconfig(t, env.Dir, "system:serviceaccount:hallmark:hallmark-server") + `"
+  default_cluster_spiffeid = true
+}`
+	a := env.StartServer(testenv.WithHCL(hcl))
+	b := env.StartServer(testenv.WithHCL(hcl), testenv.WithCAFrom(a))
+	leading := func(s *testenv.Server) bool { return strings.Contains(s.Log(), "Registrar leading") }
+	testenv.WaitFor(t, 20*time.Second, "a leader", func() bool { return leading(a) || leading(b) })
+	leader, follower := a, b
+	if leading(b) {
+		leader, follower = b, a
+	}
+	pod := func(name string) {
+		kubeCreate(t, c, "/api/v1/namespaces/"+ns+"/pods", map[string]any{
+			"metadata": map[string]any{"name": name},
+			"spec": map[string]any{"nodeName": node, "serviceAccountName": regSA, "automountServiceAccountToken": false,
+				"containers": []any{map[string]any{"name": "api", "image": "registry.example/api:1"}}},
+		})
+	}
+	want := "spiffe://example.org/ns/" + ns + "/sa/" + regSA
+	listed := func(s *testenv.Server, count string) bool {
+		out, err := s.CLI("entry", "show", "-spiffeID", want)
+		return err == nil && strings.Contains(out, count)
+	}
+	pod("p1")
+	testenv.WaitFor(t, 10*time.Second, "the entry on both servers", func() bool {
+		return listed(leader, "Found 1 entry") && listed(follower, "Found 1 entry")
+	})
+	if leading(follower) {
+		t.Fatal("both servers lead")
+	}
+	leader.Stop()
+	testenv.WaitFor(t, 20*time.Second, "the follower taking over", func() bool { return leading(follower) })
+	pod("p2")
+	testenv.WaitFor(t, 10*time.Second, "the new pod's entry written by the new leader", func() bool {
+		return listed(follower, "Found 2 entries")
+	})
+}
