@@ -123,11 +123,23 @@ func New(cfg Config) (*Registrar, error) {
 		{r.dfactory.ForResource(ClusterFederatedTrustDomains).Informer(), specHandler(r.status)},
 	}
 	for _, h := range handlers {
+		// Managed fields are bookkeeping of the API server, often larger
+		// than the rest of the object: not kept in the caches.
+		if err := h.inf.SetTransform(dropManagedFields); err != nil {
+			return nil, fmt.Errorf("k8sregistrar: %w", err)
+		}
 		if _, err := h.inf.AddEventHandler(h.h); err != nil {
 			return nil, fmt.Errorf("k8sregistrar: %w", err)
 		}
 	}
 	return r, nil
+}
+
+func dropManagedFields(obj any) (any, error) {
+	if m, err := apimeta.Accessor(obj); err == nil {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 // specHandler reacts to changes of a CRD object's spec and metadata, not
