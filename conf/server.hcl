@@ -204,6 +204,25 @@ node_attestor "join_token" {}
 #   format         = "pem"
 # }
 
+# Kubernetes registrar (optional; docs/kubernetes-registrar.md): registration
+# entries for pods, from SPIRE's ClusterSPIFFEID / ClusterStaticEntry CRDs
+# (deploy/crds) and from the built-in Istio-style default, kept current by
+# watching the API server. Entries are parented to the pod's node agent
+# (k8s_psat, this cluster name). Among several servers on one PostgreSQL
+# database the Lease hallmark-registrar elects the one that writes. RBAC:
+# deploy/kubernetes/base/registrar-rbac.yaml.
+#
+# k8s_registrar {
+#   cluster                   = "prod"       # the k8s_psat cluster block's name
+#   in_cluster                = true         # or kube_config_file = "/path"
+#   leader_election_namespace = "hallmark"   # Lease hallmark-registrar lives here
+#   ignore_namespaces         = ["kube-system", "kube-public", "kube-node-lease", "local-path-storage", "hallmark"]
+#   cluster_domain            = "cluster.local"
+#   class_name                = ""           # objects with another className are left alone
+#   watch_classless           = true         # objects without className are ours
+#   default_cluster_spiffeid  = true         # spiffe://<td>/ns/<ns>/sa/<sa> for every pod (fallback)
+# }
+
 # Prometheus metrics and health (optional): GET /metrics, /live and /ready
 # on listen_address (an IP address or localhost, and a port). The endpoint
 # has no authentication: keep it on loopback or a private network. Without

@@ -56,6 +56,12 @@ func CheckNotReserved(id spiffeid.ID) error {
 	return nil
 }
 
+// RegistrarEntryIDPrefix starts the IDs of the entries the Kubernetes
+// registrar (server/k8sregistrar) owns; no operator may create or update an
+// entry with such an ID, so the registrar's entries and an operator's never
+// collide.
+const RegistrarEntryIDPrefix = "k8sreg:"
+
 func truncate(s string) string {
 	if len(s) > 80 {
 		return s[:80] + "..."

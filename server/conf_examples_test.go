@@ -17,7 +17,7 @@ import (
 
 // exampleStart opens a commented-out example block in conf/*.hcl:
 // "# kind {" or "# kind "label" {" at the start of a line.
-var exampleStart = regexp.MustCompile(`^# ([a-z_]+)( "[a-z0-9_]+")? \{$`)
+var exampleStart = regexp.MustCompile(`^# ([a-z0-9_]+)( "[a-z0-9_]+")? \{$`)
 
 // uncommentExamples returns the commented-out example blocks of an example
 // configuration, uncommented: from a line matching exampleStart to the
@@ -51,7 +51,7 @@ func TestConfExamples(t *testing.T) {
 	for _, b := range blocks {
 		kinds[exampleStart.FindStringSubmatch("# " + strings.SplitN(b, "\n", 2)[0])[1]] = true
 	}
-	for _, want := range []string{"node_attestor", "oidc", "bundle_publisher", "telemetry", "audit", "federation", "upstream_authority"} {
+	for _, want := range []string{"node_attestor", "oidc", "bundle_publisher", "telemetry", "audit", "federation", "upstream_authority", "k8s_registrar"} {
 		if !kinds[want] {
 			t.Errorf("conf/server.hcl documents no %s block", want)
 		}

@@ -45,6 +45,7 @@ import (
 	"github.com/hallmarkid/hallmark/server/entrycache"
 	"github.com/hallmarkid/hallmark/server/federation"
 	"github.com/hallmarkid/hallmark/server/jwtsigner"
+	"github.com/hallmarkid/hallmark/server/k8sregistrar"
 	"github.com/hallmarkid/hallmark/server/nodeapi"
 	"github.com/hallmarkid/hallmark/server/oidc"
 )
@@ -70,6 +71,9 @@ type Server struct {
 	fedEP  *federation.Endpoint // nil without a bundle endpoint
 	oidc   *oidc.Endpoint       // nil without an oidc block
 	pub    *bundlepub.Publisher // nil without bundle_publisher blocks
+
+	reg     *k8sregistrar.Registrar // nil without a k8s_registrar block
+	regDone chan struct{}           // closed when the registrar stopped (nil if never started)
 
 	agentCountMu sync.Mutex // guards agentCount and agentCountAt
 	agentCount   int        // attested agents as of agentCountAt
@@ -183,6 +187,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		return nil, err
 	}
 	if err := s.initFederation(); err != nil {
+		s.close()
+		return nil, err
+	}
+	if err := s.initRegistrar(); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -336,6 +344,7 @@ func (s *Server) Ready(ctx context.Context) error {
 // Run serves until ctx is done.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
+	defer s.waitRegistrar() // before the datastore closes
 	if _, err := s.serverCert(); err != nil {
 		return err
 	}
@@ -392,6 +401,7 @@ func (s *Server) Run(ctx context.Context) error {
 		go s.pub.Run(ctx)
 	}
 	go s.jwt.Run(ctx)
+	s.startRegistrar(ctx)
 	if s.oidc != nil {
 		go func() {
 			if err := s.oidc.ListenAndServe(ctx); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/hallmarkid/hallmark/server/ca"
 	"github.com/hallmarkid/hallmark/server/config"
 	"github.com/hallmarkid/hallmark/server/federation"
+	"github.com/hallmarkid/hallmark/server/k8sregistrar"
 )
 
 // Validate checks the parts of cfg that config.Load leaves to the server —
@@ -58,6 +59,15 @@ func Validate(cfg *config.Config, log *slog.Logger) error {
 	}
 	if _, err := bundlepub.Outputs(context.Background(), cfg.BundlePublishers); err != nil {
 		return fmt.Errorf("server: %w", err)
+	}
+	if b := cfg.K8sRegistrar; b != nil {
+		var h k8sregistrar.HCLConfig
+		if err := hclconf.DecodeBlock(*b, &h); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+		if err := h.Validate(); err != nil {
+			return fmt.Errorf("server: k8s_registrar (%s): %w", b.Pos(), err)
+		}
 	}
 	return nil
 }

@@ -52,6 +52,12 @@ func childFetch() int {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	svids, err := workloadapi.FetchX509SVIDs(ctx, workloadapi.WithAddr(os.Getenv("HALLMARK_TEST_ADDR")))
+	// HALLMARK_TEST_RETRY: retry until the identity arrives, as workloads
+	// started before their registration do (Envoy, istio-agent).
+	for err != nil && os.Getenv("HALLMARK_TEST_RETRY") != "" && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+		svids, err = workloadapi.FetchX509SVIDs(ctx, workloadapi.WithAddr(os.Getenv("HALLMARK_TEST_ADDR")))
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child: fetch:", err)
 		return 1

@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,3 +63,45 @@ func writeCA(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 }
+
+// Transport sends the token as read at each request (the kubelet rotates
+// it), on a copy of the caller's request.
+func TestTransportRereadsToken(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	if err := os.WriteFile(tok, []byte("one\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	c := &Client{base: "https://k.example", client: apiClient(nil), bearer: fileBearer(tok)}
+	base, rt := c.Transport()
+	if base != "https://k.example" {
+		t.Fatalf("base = %s", base)
+	}
+	bt := rt.(bearerTransport)
+	bt.base = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		got = append(got, r.Header.Get("Authorization"))
+		return &http.Response{StatusCode: 200, Body: http.NoBody, Request: r}, nil
+	})
+	for _, next := range []string{"two", ""} {
+		req, _ := http.NewRequest(http.MethodGet, "https://k.example/api", nil)
+		if _, err := bt.RoundTrip(req); err != nil {
+			t.Fatal(err)
+		}
+		if req.Header.Get("Authorization") != "" {
+			t.Fatal("the caller's request was modified")
+		}
+		if next != "" {
+			if err := os.WriteFile(tok, []byte(next+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if strings.Join(got, ",") != "Bearer one,Bearer two" {
+		t.Fatalf("tokens sent: %v", got)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -332,3 +332,28 @@ func readLimited(path string, limit int64) ([]byte, error) {
 	defer f.Close()
 	return ReadAllLimited(f, limit)
 }
+
+// Transport returns the API server's base URL and a round tripper that
+// sends the client's credentials (the token read again for every
+// request), without the client's overall timeout: for client-go's
+// long-lived watches (the registrar), which bound their own requests.
+func (c *Client) Transport() (string, http.RoundTripper) {
+	return c.base, bearerTransport{base: c.client.Transport, bearer: c.bearer}
+}
+
+type bearerTransport struct {
+	base   http.RoundTripper
+	bearer func() (string, error) // nil for client-certificate auth
+}
+
+func (t bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.bearer != nil {
+		b, err := t.bearer()
+		if err != nil {
+			return nil, fmt.Errorf("kubeapi: %w", err)
+		}
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", "Bearer "+b)
+	}
+	return t.base.RoundTrip(req)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -138,6 +139,10 @@ func checkEntryPolicy(e registration.Entry) error {
 	}
 	if len(e.ID) > maxEntryIDLen {
 		return fmt.Errorf("entry ID longer than %d bytes", maxEntryIDLen)
+	}
+	if strings.HasPrefix(e.ID, registration.RegistrarEntryIDPrefix) {
+		return fmt.Errorf("entry ID %q: IDs starting with %q are reserved for the Kubernetes registrar (k8s_registrar), which owns those entries",
+			e.ID, registration.RegistrarEntryIDPrefix)
 	}
 	for _, r := range e.ID {
 		if r < 0x21 || r == 0x7f || r == utf8.RuneError {

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
+	"github.com/hallmarkid/hallmark/registration"
 )
 
 // TestListEntriesFilter: SPIRE's entry show/count filters. The default
@@ -139,5 +140,33 @@ func TestCreateEntriesPolicy(t *testing.T) {
 	}
 	if codes.Code(up.GetResults()[1].GetCode()) != codes.InvalidArgument {
 		t.Fatalf("update without ID: %v", up.GetResults()[1])
+	}
+}
+
+// TestRegistrarEntryIDsReserved: `entry create -entryID` and `entry update`
+// refuse IDs under the Kubernetes registrar's prefix, so an operator's
+// entry can never collide with (or masquerade as) one the registrar owns.
+func TestRegistrarEntryIDsReserved(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	fx := newUpdateFixture(t)
+	e := pentry("/mine", "/agent/1", "unix:uid:1")
+	e.Id = registration.RegistrarEntryIDPrefix + "prod:0123"
+	resp, err := fx.srv.CreateEntries(ctx, &apiv1.CreateEntriesRequest{Entries: []*apiv1.Entry{e}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := resp.GetResults()[0]; !strings.Contains(r.GetError(), "reserved for the Kubernetes registrar") || codes.Code(r.GetCode()) != codes.InvalidArgument {
+		t.Fatalf("create: %v", r)
+	}
+	up, err := fx.srv.UpdateEntries(ctx, &apiv1.UpdateEntriesRequest{Entries: []*apiv1.Entry{e}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := up.GetResults()[0]; !strings.Contains(r.GetError(), "reserved for the Kubernetes registrar") {
+		t.Fatalf("update: %v", r)
+	}
+	if list, err := fx.srv.ListEntries(ctx, &apiv1.ListEntriesRequest{}); err != nil || len(list.GetEntries()) != 0 {
+		t.Fatalf("stored %d entries (%v), want 0", len(list.GetEntries()), err)
 	}
 }

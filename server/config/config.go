@@ -123,6 +123,9 @@ type Config struct {
 	Telemetry         *hclconf.Block
 	Federation        *hclconf.Block
 	UpstreamAuthority *hclconf.Block
+	// K8sRegistrar is the k8s_registrar block (server/k8sregistrar:
+	// registration entries from Kubernetes objects); nil when absent.
+	K8sRegistrar *hclconf.Block
 
 	// BundlePublishers holds one bundle_publisher block per kind (file,
 	// k8s_configmap, aws_ssm), in file order, for server/bundlepub to
@@ -214,6 +217,7 @@ var fileSchema = &hcl.BodySchema{
 		{Type: "upstream_authority", LabelNames: []string{"kind"}},
 		{Type: "oidc"},
 		{Type: "bundle_publisher", LabelNames: []string{"kind"}},
+		{Type: "k8s_registrar"},
 	},
 }
 
@@ -243,6 +247,7 @@ func Parse(filename string, src []byte) (*Config, error) {
 	c.Audit = hclconf.Optional(content.Blocks, "audit", top, &diags)
 	c.Telemetry = hclconf.Optional(content.Blocks, "telemetry", top, &diags)
 	c.Federation = hclconf.Optional(content.Blocks, "federation", top, &diags)
+	c.K8sRegistrar = hclconf.Optional(content.Blocks, "k8s_registrar", top, &diags)
 	if ups := hclconf.Labelled(content.Blocks, "upstream_authority", &diags); len(ups) > 1 {
 		diags = append(diags, hclconf.Errorf(ups[1].Range, "Duplicate upstream_authority block",
 			"At most one upstream_authority is allowed; %q was already given at %s.", ups[0].Kind, ups[0].Pos()))
