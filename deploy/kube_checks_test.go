@@ -33,6 +33,7 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 
 	var servers, agents int
+	var agent agentFile
 	for _, m := range ms {
 		cm, ok := m.obj.(*corev1.ConfigMap)
 		if !ok {
@@ -46,8 +47,8 @@ func TestKubernetesManifests(t *testing.T) {
 				checkK8sServerConfig(t, name, f, ms)
 				servers++
 			case "agent.hcl":
-				f := parseAgentHCL(t, name, []byte(val))
-				checkK8sAgentConfig(t, name, f, ms)
+				agent = parseAgentHCL(t, name, []byte(val))
+				checkK8sAgentConfig(t, name, agent, ms)
 				agents++
 			default:
 				t.Errorf("%s: ConfigMap key %q: no parser knows it", m.file, key)
@@ -57,6 +58,33 @@ func TestKubernetesManifests(t *testing.T) {
 	if servers != 2 || agents != 1 {
 		t.Errorf("parsed %d server and %d agent configurations, want 2 and 1", servers, agents)
 	}
+	if agents != 1 {
+		t.FailNow()
+	}
+
+	// Workload pods reach the agent's sockets through the CSI driver; Istio's
+	// template mounts the SDS-only one; the sample and the gateway pass the
+	// real restricted checks.
+	plugins := checkCSI(t, ms, []string{path.Dir(agent.SocketPath), path.Dir(agent.SDS.ExtraSocketPath)})
+	if plugins[path.Dir(agent.SocketPath)] != "csi.spiffe.io" {
+		t.Errorf("the Workload API directory is served as %q, want csi.spiffe.io (what SPIFFE users' manifests name)", plugins[path.Dir(agent.SocketPath)])
+	}
+	io := find[*istioOperator](ms, "IstioOperator/hallmark")
+	if io == nil {
+		t.Fatal("IstioOperator/hallmark missing")
+	}
+	tmpl, ok := io.Spec.Values.SidecarInjectorWebhook.Templates["hallmark"]
+	if !ok {
+		t.Fatal("IstioOperator: template hallmark missing")
+	}
+	vols := checkIstioTemplate(t, "IstioOperator/hallmark", tmpl, agent, plugins)
+	if io.Spec.MeshConfig.TrustDomain != agent.TrustDomain.Name() {
+		t.Errorf("Istio trust domain %q, agent %q", io.Spec.MeshConfig.TrustDomain, agent.TrustDomain.Name())
+	}
+	if !io.Spec.Components.CNI.Enabled {
+		t.Error("IstioOperator: without Istio's CNI, istio-init needs NET_ADMIN and meshed namespaces cannot be restricted")
+	}
+	checkRestricted(t, ms, vols, 3)
 
 	for _, m := range ms {
 		for name, spec := range podSpecs([]manifest{m}) {
@@ -191,16 +219,9 @@ func checkK8sAgentConfig(t *testing.T, name string, f agentFile, ms []manifest) 
 	}
 	probePort(t, name, c, f.TelemetryCfg.ListenAddress)
 
-	// The Workload API socket, and the SDS-only socket for Istio: each in
-	// a writable hostPath directory mounted at the same path, so that
-	// workloads can mount the host directory.
-	for _, sock := range []string{f.SocketPath, f.SDS.ExtraSocketPath} {
-		if vm, v, ok := mountFor(c, vols, sock); !ok || vm.ReadOnly || v.HostPath == nil || v.HostPath.Path != vm.MountPath || vm.MountPath != path.Dir(sock) {
-			t.Errorf("%s: socket %q is not in a writable hostPath directory mounted at the same path", name, sock)
-		}
-	}
-	if path.Base(f.SDS.ExtraSocketPath) != "socket" {
-		t.Errorf("%s: sds socket_path %q: Istio expects a file named socket", name, f.SDS.ExtraSocketPath)
+	checkAgentSockets(t, name, f, spec, c, vols)
+	if e := envVar(c, "MY_NODE_NAME"); e == nil || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
+		t.Errorf("%s: MY_NODE_NAME must come from spec.nodeName (the name the kubelet's serving certificate carries)", name)
 	}
 	if _, v, ok := mountFor(c, vols, f.TrustBundlePath); !ok || v.ConfigMap == nil {
 		t.Errorf("%s: trust_bundle_path %s is not mounted from a ConfigMap", name, f.TrustBundlePath)
@@ -225,30 +246,23 @@ func checkK8sAgentConfig(t *testing.T, name string, f agentFile, ms []manifest) 
 		}
 	}
 	if aud := k8spsat.DefaultAudience(f.TrustDomain); tok == nil || tok.Audience != aud {
-		t.Errorf("%s: no projected token at %s with audience %q (the server's default for trust domain %q)", name, tokenPath, aud, f.TrustDomain)
+		t.Fatalf("%s: no projected token at %s with audience %q (the server's default for trust domain %q)", name, tokenPath, aud, f.TrustDomain)
 	}
+	// A projected token is a bearer credential: the shortest lifetime the
+	// API server allows.
+	if tok.ExpirationSeconds == nil || *tok.ExpirationSeconds != 600 {
+		t.Errorf("%s: projected token expirationSeconds %v, want 600", name, tok.ExpirationSeconds)
+	}
+}
 
-	// Istio's template mounts the same host directory.
-	io := find[*istioOperator](ms, "IstioOperator/hallmark")
-	if io == nil {
-		t.Fatal("IstioOperator/hallmark missing")
+// envVar returns the container's variable named name, or nil.
+func envVar(c *corev1.Container, name string) *corev1.EnvVar {
+	for i := range c.Env {
+		if c.Env[i].Name == name {
+			return &c.Env[i]
+		}
 	}
-	tmpl, ok := io.Spec.Values.SidecarInjectorWebhook.Templates["hallmark"]
-	if !ok {
-		t.Fatal("IstioOperator: template hallmark missing")
-	}
-	pod, err := decodeIstioTemplate(tmpl)
-	if err != nil {
-		t.Fatalf("IstioOperator template hallmark: %v", err)
-	}
-	proxy, pvols := container(t, &pod.Spec, "istio-proxy")
-	pm, pv, ok := mountFor(proxy, pvols, "/run/secrets/workload-spiffe-uds/socket")
-	if !ok || pv.HostPath == nil || pv.HostPath.Path != path.Dir(f.SDS.ExtraSocketPath) || pm.Name != "workload-socket" {
-		t.Errorf("IstioOperator: istio-proxy does not mount %s at /run/secrets/workload-spiffe-uds", path.Dir(f.SDS.ExtraSocketPath))
-	}
-	if io.Spec.MeshConfig.TrustDomain != f.TrustDomain.Name() {
-		t.Errorf("Istio trust domain %q, agent %q", io.Spec.MeshConfig.TrustDomain, f.TrustDomain.Name())
-	}
+	return nil
 }
 
 // decodeIstioTemplate decodes an injection template (a Pod fragment)

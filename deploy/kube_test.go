@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -38,6 +39,10 @@ var kinds = map[string]func() any{
 	"rbac.authorization.k8s.io/v1/RoleBinding":        func() any { return &rbacv1.RoleBinding{} },
 	"policy/v1/PodDisruptionBudget":                   func() any { return &policyv1.PodDisruptionBudget{} },
 	"install.istio.io/v1alpha1/IstioOperator":         func() any { return &istioOperator{} },
+	"storage.k8s.io/v1/CSIDriver":                     func() any { return &storagev1.CSIDriver{} },
+	"security.istio.io/v1/PeerAuthentication":         func() any { return &peerAuthentication{} },
+	"networking.istio.io/v1/Gateway":                  func() any { return &istioGateway{} },
+	"networking.istio.io/v1/VirtualService":           func() any { return &virtualService{} },
 	"kustomize.config.k8s.io/v1beta1/Kustomization":   func() any { return &kustomization{} },
 }
 
@@ -52,11 +57,67 @@ type istioOperator struct {
 		MeshConfig struct {
 			TrustDomain string `json:"trustDomain"`
 		} `json:"meshConfig"`
+		Components struct {
+			CNI struct {
+				Enabled bool `json:"enabled"`
+			} `json:"cni"`
+			IngressGateways []struct {
+				Name    string `json:"name"`
+				Enabled bool   `json:"enabled"`
+			} `json:"ingressGateways"`
+		} `json:"components"`
 		Values struct {
 			SidecarInjectorWebhook struct {
 				Templates map[string]string `json:"templates"`
 			} `json:"sidecarInjectorWebhook"`
 		} `json:"values"`
+	} `json:"spec"`
+}
+
+// peerAuthentication, istioGateway and virtualService are the parts of
+// Istio's resources that deploy/istio uses.
+type peerAuthentication struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		MTLS struct {
+			Mode string `json:"mode"`
+		} `json:"mtls"`
+	} `json:"spec"`
+}
+
+type istioGateway struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Selector map[string]string `json:"selector"`
+		Servers  []struct {
+			Port struct {
+				Number   int    `json:"number"`
+				Name     string `json:"name"`
+				Protocol string `json:"protocol"`
+			} `json:"port"`
+			Hosts []string `json:"hosts"`
+		} `json:"servers"`
+	} `json:"spec"`
+}
+
+type virtualService struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Hosts    []string `json:"hosts"`
+		Gateways []string `json:"gateways"`
+		HTTP     []struct {
+			Route []struct {
+				Destination struct {
+					Host string `json:"host"`
+					Port struct {
+						Number int `json:"number"`
+					} `json:"port"`
+				} `json:"destination"`
+			} `json:"route"`
+		} `json:"http"`
 	} `json:"spec"`
 }
 
