@@ -119,6 +119,7 @@ var valueSets = []struct {
 	{name: "istio", values: "istio:\n  enabled: true\n"},
 	{name: "csi disabled", values: "csi:\n  enabled: false\n"},
 	{name: "no registrar", values: "registrar:\n  enabled: false\n"},
+	{name: "kind", values: "agent:\n  skipKubeletVerification: true\n  cgroupRoot: /kubelet.slice\n"},
 }
 
 func TestHelmChart(t *testing.T) {
