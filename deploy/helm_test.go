@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"fmt"
+	"os"
 	"path"
 	"slices"
 	"sort"
@@ -14,6 +15,8 @@ import (
 	"helm.sh/helm/v4/pkg/chart/common"
 	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
 	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/lint"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/engine"
 	appsv1 "k8s.io/api/apps/v1"
@@ -420,4 +423,74 @@ func TestHelmValuesRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHelmLint runs `helm lint`'s rules (chart metadata, templates, values
+// schema, YAML of every rendered object) for each value set: any message
+// above INFO fails (INFO: e.g. "icon is recommended").
+func TestHelmLint(t *testing.T) {
+	for _, vs := range valueSets {
+		t.Run(vs.name, func(t *testing.T) {
+			var vals map[string]any
+			if err := yaml.Unmarshal([]byte(vs.values), &vals); err != nil {
+				t.Fatal(err)
+			}
+			l := lint.RunAll(chartDir, vals, release.Namespace)
+			for _, m := range l.Messages {
+				if m.Severity > support.InfoSev {
+					t.Error(m)
+				}
+			}
+		})
+	}
+}
+
+// istiodValues is the part of Istio's istiod chart values that
+// helm/istiod-values.yaml sets; unknown fields are errors.
+type istiodValues struct {
+	MeshConfig struct {
+		TrustDomain string `json:"trustDomain"`
+	} `json:"meshConfig"`
+	Pilot struct {
+		CNI struct {
+			Enabled bool `json:"enabled"`
+		} `json:"cni"`
+	} `json:"pilot"`
+	SidecarInjectorWebhook struct {
+		Templates map[string]string `json:"templates"`
+	} `json:"sidecarInjectorWebhook"`
+}
+
+// TestIstioHelmValues: the values for Istio's Helm charts say what the
+// IstioOperator says, and work with the chart's istio value set.
+func TestIstioHelmValues(t *testing.T) {
+	data, err := os.ReadFile("helm/istiod-values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v istiodValues
+	if err := strictJSON(j, &v); err != nil {
+		t.Fatalf("helm/istiod-values.yaml: %v", err)
+	}
+	io := find[*istioOperator](loadManifests(t, "istio/istio-operator.yaml"), "IstioOperator/hallmark")
+	if v.MeshConfig.TrustDomain != io.Spec.MeshConfig.TrustDomain || !v.Pilot.CNI.Enabled ||
+		v.SidecarInjectorWebhook.Templates["hallmark"] != io.Spec.Values.SidecarInjectorWebhook.Templates["hallmark"] {
+		t.Error("helm/istiod-values.yaml and istio/istio-operator.yaml differ in trust domain, CNI or the hallmark template")
+	}
+	ms, err := renderChart("istio:\n  enabled: true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var agent agentFile
+	for _, m := range ms {
+		if cm, ok := m.obj.(*corev1.ConfigMap); ok && cm.Data["agent.hcl"] != "" {
+			agent = parseAgentHCL(t, m.file, []byte(cm.Data["agent.hcl"]))
+		}
+	}
+	plugins := checkCSI(t, ms, []string{path.Dir(agent.SocketPath), path.Dir(agent.SDS.ExtraSocketPath)})
+	checkIstioTemplate(t, "helm/istiod-values.yaml", v.SidecarInjectorWebhook.Templates["hallmark"], agent, plugins)
 }
