@@ -1,7 +1,9 @@
 package deploy_test
 
 import (
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +13,8 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
+
+	"github.com/hallmarkid/hallmark/internal/uds"
 )
 
 // Where Istio's pilot-agent looks for an SDS socket, and the name the
@@ -295,6 +299,57 @@ func TestRestrictedChecksRefuseHostPath(t *testing.T) {
 			}
 			if tt.wantBad && !strings.Contains(bad[0], "hostPath") {
 				t.Errorf("violation %q does not name hostPath", bad[0])
+			}
+		})
+	}
+}
+
+// TestSocketDirectoriesPassHardening: the agent's socket paths of the
+// base, in host directories made as kubelet makes a DirectoryOrCreate
+// hostPath (mode 0755, owned by the agent's uid), pass the listener's
+// hardening checks (internal/uds, as the agent calls it) and then hold
+// only the socket and its lock file, which is all the CSI driver exposes
+// to pods; a directory others may write to is refused.
+func TestSocketDirectoriesPassHardening(t *testing.T) {
+	var agent agentFile
+	for _, m := range loadManifests(t, "kubernetes/base/agent-configmap.yaml") {
+		agent = parseAgentHCL(t, m.file, []byte(m.obj.(*corev1.ConfigMap).Data["agent.hcl"]))
+	}
+	for _, sock := range []string{agent.SocketPath, agent.SDS.ExtraSocketPath} {
+		t.Run(sock, func(t *testing.T) {
+			root := t.TempDir()
+			dir := filepath.Join(root, path.Dir(sock))
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, 0o755); err != nil { // whatever the umask
+				t.Fatal(err)
+			}
+			l, err := uds.Listen(filepath.Join(root, sock), 0o755, 0o777)
+			if err != nil {
+				t.Fatalf("the agent would refuse its socket directory: %v", err)
+			}
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			if !slices.Equal(names, []string{istioSocketName, istioSocketName + ".lock"}) {
+				t.Errorf("%s holds %q, want only the socket and its lock", dir, names)
+			}
+			l.Close()
+
+			if err := os.Chmod(dir, 0o775); err != nil {
+				t.Fatal(err)
+			}
+			if l, err := uds.Listen(filepath.Join(root, sock), 0o755, 0o777); err == nil {
+				l.Close()
+				t.Fatal("a group-writable socket directory was accepted")
+			} else if !strings.Contains(err.Error(), "write access to group or others") {
+				t.Fatalf("refused for another reason: %v", err)
 			}
 		})
 	}
