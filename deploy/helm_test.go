@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path"
@@ -72,7 +73,10 @@ var loadChart = sync.OnceValues(func() (*chart.Chart, error) { return loader.Loa
 // renderChart renders the chart with values (YAML) as `helm template`
 // does, schema validation and strict mode on, and decodes every document
 // strictly into its k8s.io/api type.
-func renderChart(values string) ([]manifest, error) {
+func renderChart(values string) ([]manifest, error) { return renderChartAs(release, values) }
+
+// renderChartAs renders the chart as release rel.
+func renderChartAs(rel common.ReleaseOptions, values string) ([]manifest, error) {
 	ch, err := loadChart()
 	if err != nil {
 		return nil, err
@@ -81,7 +85,7 @@ func renderChart(values string) ([]manifest, error) {
 	if err := yaml.Unmarshal([]byte(values), &vals); err != nil {
 		return nil, err
 	}
-	top, err := chartutil.ToRenderValuesWithSchemaValidation(ch, vals, release, nil, false)
+	top, err := chartutil.ToRenderValuesWithSchemaValidation(ch, vals, rel, nil, false)
 	if err != nil {
 		return nil, err
 	}
@@ -493,4 +497,69 @@ func TestIstioHelmValues(t *testing.T) {
 	}
 	plugins := checkCSI(t, ms, []string{path.Dir(agent.SocketPath), path.Dir(agent.SDS.ExtraSocketPath)})
 	checkIstioTemplate(t, "helm/istiod-values.yaml", v.SidecarInjectorWebhook.Templates["hallmark"], agent, plugins)
+}
+
+// TestHelmChartOtherRelease: another release name in another namespace
+// renders objects that reference each other by the new names only (no
+// name or namespace of the default release is written into a template).
+func TestHelmChartOtherRelease(t *testing.T) {
+	rel := common.ReleaseOptions{Name: "idp", Namespace: "security", Revision: 1, IsInstall: true}
+	ms, err := renderChartAs(rel, "istio:\n  enabled: true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defined := make(map[string]bool)
+	for _, m := range ms {
+		defined[m.kindName()] = true
+	}
+	for _, m := range ms {
+		kn := m.kindName()
+		name := kn[strings.Index(kn, "/")+1:]
+		if !strings.HasPrefix(name, "idp-") && !strings.HasPrefix(kn, "CSIDriver/") {
+			t.Errorf("%s: not named after the release", kn)
+		}
+		for name, spec := range podSpecs([]manifest{m}) {
+			checkPodSpec(t, m.file+": "+name, spec, false, defined)
+		}
+		switch o := m.obj.(type) {
+		case *rbacv1.ClusterRoleBinding:
+			checkSubjects(t, kn, o.Subjects, defined, rel.Namespace)
+		case *rbacv1.RoleBinding:
+			checkSubjects(t, kn, o.Subjects, defined, rel.Namespace)
+		}
+		j, _ := json.Marshal(m.obj)
+		for _, bad := range []string{`"namespace":"hallmark"`, `.hallmark.svc`, `hallmark:hallmark-`, `"hallmark-bundle"`} {
+			if strings.Contains(string(j), bad) {
+				t.Errorf("%s mentions the default release (%s)", kn, bad)
+			}
+		}
+		if sts, ok := m.obj.(*appsv1.StatefulSet); ok && !defined["Service/"+sts.Spec.ServiceName] {
+			t.Errorf("%s: serviceName %s is no Service of the release", kn, sts.Spec.ServiceName)
+		}
+	}
+	for _, m := range ms {
+		cm, ok := m.obj.(*corev1.ConfigMap)
+		if !ok {
+			continue
+		}
+		for key, val := range cm.Data {
+			for _, want := range map[string][]string{
+				"server.hcl": {`"security:idp-agent"`, `leader_election_namespace = "security"`, `config_map     = "idp-bundle"`, `namespace      = "security"`},
+				"agent.hcl":  {`"idp-server.security.svc:8081"`},
+			}[key] {
+				if !strings.Contains(val, want) {
+					t.Errorf("%s: %s lacks %s", m.kindName(), key, want)
+				}
+			}
+		}
+	}
+}
+
+func checkSubjects(t *testing.T, kn string, subjects []rbacv1.Subject, defined map[string]bool, ns string) {
+	t.Helper()
+	for _, s := range subjects {
+		if s.Kind != "ServiceAccount" || !defined["ServiceAccount/"+s.Name] || s.Namespace != ns {
+			t.Errorf("%s: subject %s %s/%s is no service account of the release", kn, s.Kind, s.Namespace, s.Name)
+		}
+	}
 }
