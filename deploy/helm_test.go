@@ -239,6 +239,11 @@ func checkRendered(t *testing.T, ms []manifest, want renderedWant) {
 		t.Errorf("k8s_registrar block rendered: %v, want %v", registrar != nil, want.registrar)
 	}
 	checkRegistrarRBAC(t, ms, want.registrar)
+	// Istio's identity for every pod, gateways included, out of the box.
+	id := find[*clusterSPIFFEID](ms, "ClusterSPIFFEID/hallmark-default")
+	if want.registrar != (id != nil) || id != nil && id.Spec.SPIFFEIDTemplate != istioIDTemplate {
+		t.Errorf("ClusterSPIFFEID/hallmark-default with Istio's template %q: rendered %v, want %v", istioIDTemplate, id != nil, want.registrar)
+	}
 
 	sts := find[*appsv1.StatefulSet](ms, "StatefulSet/hallmark-server")
 	if sts.Spec.Replicas == nil || int(*sts.Spec.Replicas) != want.replicas {
@@ -271,10 +276,6 @@ func checkRendered(t *testing.T, ms []manifest, want renderedWant) {
 	// mounts the instance that serves the chart's SDS-only directory.
 	io := find[*istioOperator](loadManifests(t, "istio/istio-operator.yaml"), "IstioOperator/hallmark")
 	checkIstioTemplate(t, "istio/istio-operator.yaml with the chart", io.Spec.Values.SidecarInjectorWebhook.Templates["hallmark"], agent, plugins)
-	id := find[*clusterSPIFFEID](ms, "ClusterSPIFFEID/hallmark-istio")
-	if id == nil || id.Spec.SPIFFEIDTemplate != istioIDTemplate {
-		t.Errorf("ClusterSPIFFEID/hallmark-istio with Istio's template %q missing", istioIDTemplate)
-	}
 	if io.Spec.MeshConfig.TrustDomain != agent.TrustDomain.Name() {
 		t.Errorf("Istio trust domain %q, chart %q", io.Spec.MeshConfig.TrustDomain, agent.TrustDomain.Name())
 	}
