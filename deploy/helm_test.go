@@ -240,9 +240,9 @@ func checkRendered(t *testing.T, ms []manifest, want renderedWant) {
 	}
 	checkRegistrarRBAC(t, ms, want.registrar)
 	// Istio's identity for every pod, gateways included, out of the box.
-	id := find[*clusterSPIFFEID](ms, "ClusterSPIFFEID/hallmark-default")
+	id := find[*clusterSPIFFEID](ms, "ClusterSPIFFEID/hallmark-workloads")
 	if want.registrar != (id != nil) || id != nil && id.Spec.SPIFFEIDTemplate != istioIDTemplate {
-		t.Errorf("ClusterSPIFFEID/hallmark-default with Istio's template %q: rendered %v, want %v", istioIDTemplate, id != nil, want.registrar)
+		t.Errorf("ClusterSPIFFEID/hallmark-workloads with Istio's template %q: rendered %v, want %v", istioIDTemplate, id != nil, want.registrar)
 	}
 
 	sts := find[*appsv1.StatefulSet](ms, "StatefulSet/hallmark-server")
@@ -285,9 +285,14 @@ func checkRendered(t *testing.T, ms []manifest, want renderedWant) {
 // (issue 13; docs/kubernetes-registrar.md), decoded strictly.
 type registrarHCL struct {
 	Cluster                 string   `hcl:"cluster"`
+	KubeConfigFile          string   `hcl:"kube_config_file,optional"`
 	InCluster               bool     `hcl:"in_cluster,optional"`
 	LeaderElectionNamespace string   `hcl:"leader_election_namespace,optional"`
 	IgnoreNamespaces        []string `hcl:"ignore_namespaces,optional"`
+	ClusterDomain           string   `hcl:"cluster_domain,optional"`
+	ClassName               string   `hcl:"class_name,optional"`
+	WatchClassless          *bool    `hcl:"watch_classless,optional"`
+	DefaultClusterSPIFFEID  bool     `hcl:"default_cluster_spiffeid,optional"`
 }
 
 // parseServerHCLRegistrar parses a server configuration with
@@ -333,8 +338,13 @@ func checkRegistrarBlock(t *testing.T, name string, r *registrarHCL, f serverFil
 		t.Errorf("%s: k8s_registrar: in_cluster %v, leader_election_namespace %q; want true and the release namespace %q",
 			name, r.InCluster, r.LeaderElectionNamespace, release.Namespace)
 	}
-	if !slices.Contains(r.IgnoreNamespaces, "kube-system") {
-		t.Errorf("%s: k8s_registrar: ignore_namespaces %q leaves kube-system in", name, r.IgnoreNamespaces)
+	for _, ns := range []string{"kube-system", release.Namespace} {
+		if !slices.Contains(r.IgnoreNamespaces, ns) {
+			t.Errorf("%s: k8s_registrar: ignore_namespaces %q leaves %s in", name, r.IgnoreNamespaces, ns)
+		}
+	}
+	if r.DefaultClusterSPIFFEID {
+		t.Errorf("%s: k8s_registrar: the chart ships its default as a ClusterSPIFFEID object; the built-in one would duplicate it", name)
 	}
 	// Entries are parented to the k8s_psat agents of the same cluster name.
 	var clusters []string
@@ -374,6 +384,9 @@ func checkRegistrarRBAC(t *testing.T, ms []manifest, enabled bool) {
 			want = append(want, rule{"", r, v})
 		}
 	}
+	for _, v := range []string{"get", "list", "watch"} {
+		want = append(want, rule{"discovery.k8s.io", "endpointslices", v})
+	}
 	for _, r := range []string{"clusterspiffeids", "clusterstaticentries", "clusterfederatedtrustdomains"} {
 		for _, v := range []string{"get", "list", "watch"} {
 			want = append(want, rule{"spire.spiffe.io", r, v})
@@ -398,9 +411,33 @@ func checkRegistrarRBAC(t *testing.T, ms []manifest, enabled bool) {
 			t.Errorf("ClusterRole/hallmark-server-registrar does not allow %s %s (group %q)", w.verb, w.resource, w.group)
 		}
 	}
-	for _, v := range []string{"get", "create", "update"} {
+	for _, v := range []string{"get", "create", "update", "patch"} {
 		if !grants(role.Rules, "coordination.k8s.io", "leases", v) {
 			t.Errorf("Role/hallmark-server-registrar-lease does not allow %s leases", v)
+		}
+	}
+	// What the registrar's own manifests grant (deploy/kubernetes/base,
+	// written with the registrar), the chart grants too.
+	if base, err := os.Stat("kubernetes/base/registrar-rbac.yaml"); err == nil && !base.IsDir() {
+		for _, m := range loadManifests(t, "kubernetes/base/registrar-rbac.yaml") {
+			var rules, have []rbacv1.PolicyRule
+			switch o := m.obj.(type) {
+			case *rbacv1.ClusterRole:
+				rules, have = o.Rules, cr.Rules
+			case *rbacv1.Role:
+				rules, have = o.Rules, role.Rules
+			}
+			for _, r := range rules {
+				for _, g := range r.APIGroups {
+					for _, res := range r.Resources {
+						for _, v := range r.Verbs {
+							if !grants(have, g, res, v) {
+								t.Errorf("%s: %s grants %s %s (group %q); the chart does not", m.file, m.kindName(), v, res, g)
+							}
+						}
+					}
+				}
+			}
 		}
 	}
 	if role.Namespace != release.Namespace {
