@@ -78,6 +78,8 @@ type Cache struct {
 	tainted map[string]struct{}
 	changed chan struct{}
 	gen     uint64
+	// staged is set when StageSVIDs stored SVIDs not yet broadcast.
+	staged bool
 }
 
 // New returns an empty cache.
@@ -99,6 +101,7 @@ func (c *Cache) Changed() (<-chan struct{}, uint64) {
 }
 
 func (c *Cache) broadcastLocked() {
+	c.staged = false
 	c.gen++
 	close(c.changed)
 	c.changed = make(chan struct{})
@@ -169,14 +172,44 @@ func (c *Cache) unindexLocked(e registration.Entry) {
 	}
 }
 
-// SetSVIDs stores freshly minted SVIDs, keyed by entry ID. SVIDs for
-// entries no longer present are ignored.
+// SetSVIDs stores freshly minted SVIDs, keyed by entry ID, and tells
+// readers. SVIDs for entries no longer present are ignored.
 func (c *Cache) SetSVIDs(svids map[string]*SVID) {
 	if len(svids) == 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.storeLocked(svids)
+	c.broadcastLocked()
+}
+
+// StageSVIDs stores freshly minted SVIDs like SetSVIDs, but tells the
+// readers waiting on Changed only at the next Publish: a batch of 1,000
+// SVIDs minted in 32 signing calls then reaches a watcher as one update
+// rather than as 32 ever larger ones (each parsed whole by the client).
+// Readers that look meanwhile (a new call) see them at once.
+func (c *Cache) StageSVIDs(svids map[string]*SVID) {
+	if len(svids) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.storeLocked(svids)
+	c.staged = true
+}
+
+// Publish tells readers of the SVIDs staged since the last Publish, if
+// any.
+func (c *Cache) Publish() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.staged {
+		c.broadcastLocked()
+	}
+}
+
+func (c *Cache) storeLocked(svids map[string]*SVID) {
 	for id, s := range svids {
 		// Minted for an entry since deleted, or renamed while it was being
 		// signed: not this entry's identity any more.
@@ -184,7 +217,6 @@ func (c *Cache) SetSVIDs(svids map[string]*SVID) {
 			c.svids[id] = s
 		}
 	}
-	c.broadcastLocked()
 }
 
 // SetBundle replaces the trust bundle.

@@ -48,7 +48,8 @@ func RepoRoot() string {
 // them check Race.
 var Race = os.Getenv("HALLMARK_RACE") == "1"
 
-// Binaries builds the binaries (once, with the release build tags: see
+// Binaries builds the binaries (once, with the release build tags plus
+// those in $HALLMARK_BUILD_TAGS, if any: see
 // BUILD_TAGS in the Makefile) and returns their directory.
 func Binaries(t testing.TB) string {
 	t.Helper()
@@ -57,7 +58,11 @@ func Binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		args := []string{"build", "-tags", "grpcnotrace"}
+		tags := "grpcnotrace"
+		if extra := os.Getenv("HALLMARK_BUILD_TAGS"); extra != "" {
+			tags += "," + extra // e.g. pprof: see internal/devpprof
+		}
+		args := []string{"build", "-tags", tags}
 		if Race {
 			args = append(args, "-race")
 		}
