@@ -234,6 +234,8 @@ type pidHandle struct {
 	// changed is set when the credentials at the handshake are not those
 	// the kernel recorded at connect(): every Verify fails with it.
 	changed error
+
+	memo Memo
 }
 
 func newPIDHandle(fd int, pid int32) *pidHandle {
