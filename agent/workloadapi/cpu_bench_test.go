@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 	if addr := os.Getenv(clientEnv); addr != "" {
 		os.Exit(benchClient(addr, os.Stdin, os.Stdout))
 	}
+	if addr := os.Getenv(fetcherEnv); addr != "" {
+		os.Exit(fetcher(addr, os.Stdin, os.Stdout))
+	}
 	os.Exit(m.Run())
 }
 

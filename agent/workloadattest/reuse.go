@@ -71,3 +71,7 @@ func (a *Attestor) fingerprints(ctx context.Context, pid int32) ([]string, error
 	}
 	return out, nil
 }
+
+// Attestations returns how many times Caller ran the attestors; the other
+// successful calls reused their connection's attestation.
+func (a *Attestor) Attestations() int64 { return a.attested.Load() }

@@ -80,7 +80,7 @@ func TestCallerReusesAttestation(t *testing.T) {
 			t.Fatalf("selectors %v", got)
 		}
 	}
-	if n := workloadattest.Attestations(a); n != 1 {
+	if n := a.Attestations(); n != 1 {
 		t.Fatalf("%d attestations for 5 calls with nothing changed, want 1", n)
 	}
 
@@ -88,7 +88,7 @@ func TestCallerReusesAttestation(t *testing.T) {
 	if got := mustCaller(t, a, ctx); got[0] != "printed:b" {
 		t.Fatalf("after the fingerprint changed: %v, want printed:b", got)
 	}
-	if n := workloadattest.Attestations(a); n != 2 {
+	if n := a.Attestations(); n != 2 {
 		t.Fatalf("attestations = %d, want 2", n)
 	}
 
@@ -104,13 +104,13 @@ func TestCallerReusesAttestation(t *testing.T) {
 	// Another connection of the same process has its own attestation.
 	ctx2, _ := selfContext(t)
 	mustCaller(t, a, ctx2)
-	if n := workloadattest.Attestations(a); n != 4 {
+	if n := a.Attestations(); n != 4 {
 		t.Fatalf("attestations = %d, want 4 (one for the new connection)", n)
 	}
 	// So does another attestor set on the same connection.
 	b := workloadattest.New(nil, p)
 	mustCaller(t, b, ctx)
-	if workloadattest.Attestations(b) != 1 {
+	if b.Attestations() != 1 {
 		t.Fatal("an attestor reused another attestor's result")
 	}
 }
@@ -125,7 +125,7 @@ func TestCallerDoesNotReuse(t *testing.T) {
 		for range 3 {
 			mustCaller(t, a, ctx)
 		}
-		if n := workloadattest.Attestations(a); n != 3 {
+		if n := a.Attestations(); n != 3 {
 			t.Fatalf("attestations = %d, want 3", n)
 		}
 	})
@@ -134,7 +134,7 @@ func TestCallerDoesNotReuse(t *testing.T) {
 		ctx, _ := selfContext(t)
 		mustCaller(t, a, ctx)
 		mustCaller(t, a, ctx)
-		if n := workloadattest.Attestations(a); n != 2 {
+		if n := a.Attestations(); n != 2 {
 			t.Fatalf("attestations = %d, want 2", n)
 		}
 	})
@@ -161,7 +161,7 @@ func TestCallerDoesNotReuse(t *testing.T) {
 		p.mu.Unlock()
 		mustCaller(t, a, ctx)
 		mustCaller(t, a, ctx)
-		if n := workloadattest.Attestations(a); n != 3 {
+		if n := a.Attestations(); n != 3 {
 			t.Fatalf("attestations = %d, want 3", n)
 		}
 	})
@@ -185,7 +185,7 @@ func TestCallerReuseVerifies(t *testing.T) {
 	if len(reasons) != 1 || reasons[0] != workloadattest.ReasonCallerChanged {
 		t.Fatalf("reasons %v", reasons)
 	}
-	if workloadattest.Attestations(a) != 1 {
+	if a.Attestations() != 1 {
 		t.Fatal("attested again instead of failing the identity check")
 	}
 	if info, _ := peercred.FromContext(ctx); info.Memo() == nil {
@@ -220,7 +220,7 @@ func TestRealAttestorsAreReusable(t *testing.T) {
 	ctx, _ := selfContext(t)
 	mustCaller(t, a, ctx)
 	mustCaller(t, a, ctx)
-	if n := workloadattest.Attestations(a); n != 1 {
+	if n := a.Attestations(); n != 1 {
 		t.Fatalf("unix attestor: %d attestations for 2 calls, want 1", n)
 	}
 }
