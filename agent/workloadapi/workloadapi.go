@@ -72,8 +72,9 @@ func (h *Handler) Register(s grpc.ServiceRegistrar) {
 
 // CheckSecurityHeader enforces the Workload API's anti-SSRF header.
 func CheckSecurityHeader(ctx context.Context) error {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok || len(md.Get("workload.spiffe.io")) != 1 || md.Get("workload.spiffe.io")[0] != "true" {
+	// ValueFromIncomingContext copies this header's values only, where
+	// FromIncomingContext copies them all on every call.
+	if v := metadata.ValueFromIncomingContext(ctx, "workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
 		return status.Error(codes.InvalidArgument, "security header missing from request")
 	}
 	return nil
