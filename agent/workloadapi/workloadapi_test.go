@@ -70,7 +70,8 @@ func newFixtureAttestor(tb testing.TB, m *telemetry.Metrics, wa *workloadattest.
 	}
 	c := cache.New()
 	c.SetBundle(&cache.Bundle{TrustDomain: td, Certs: authority.Bundle(), DER: x509util.ConcatDER(authority.Bundle())})
-	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(peercred.TransportCredentials())}, m.ServerOptions()...)...)
+	opts := append([]grpc.ServerOption{grpc.Creds(peercred.TransportCredentials())}, m.ServerOptions()...)
+	srv := grpc.NewServer(append(opts, hwapi.ServerOptions()...)...)
 	cfg := hwapi.Config{Cache: c, Attestor: workloadattest.New(nil, unix.New(unix.Config{})), PendingWait: time.Second}
 	if m != nil {
 		cfg.Attestor = workloadattest.New(nil, unix.New(unix.Config{})).OnFailure(m.WorkloadAttestationFailed)
