@@ -45,6 +45,9 @@ type Config struct {
 	TrustDomain spiffeid.TrustDomain
 	// BatchSize bounds SVIDs per signing call (default DefaultBatchSize).
 	BatchSize int
+	// PublishEvery is how often a long minting round wakes the cache's
+	// readers (default DefaultPublishEvery); a round always ends with one.
+	PublishEvery time.Duration
 	// OnBundle is called with every new bundle (e.g. to persist it).
 	OnBundle func([]*x509.Certificate)
 	// OnEvicted is called when the server says the agent is not attested.
@@ -93,6 +96,9 @@ const MaxResumeEntries = 50000
 func New(cfg Config) *Manager {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = DefaultBatchSize
+	}
+	if cfg.PublishEvery <= 0 {
+		cfg.PublishEvery = DefaultPublishEvery
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -326,10 +332,11 @@ func (m *Manager) notHeldOff(due []registration.Entry) []registration.Entry {
 // server's answer to the last.
 const MintConcurrency = 4
 
-// PublishEvery is how often a long minting round shows its progress to
-// watchers: the SVIDs of a round reach the Workload API and SDS streams
-// together when the round ends, or every PublishEvery while it lasts.
-const PublishEvery = 500 * time.Millisecond
+// DefaultPublishEvery is how often a long minting round shows its
+// progress to watchers: the SVIDs of a round reach the Workload API and SDS
+// streams together when the round ends, or every PublishEvery while it
+// lasts.
+const DefaultPublishEvery = 500 * time.Millisecond
 
 // batchResult is what one signing call brought.
 type batchResult struct {
@@ -341,7 +348,7 @@ type batchResult struct {
 
 // mintRound signs SVIDs for every entry of due, in batches of BatchSize
 // with up to MintConcurrency batches in flight, and publishes them to the
-// cache's readers once at the end (or every PublishEvery). After a failed
+// cache's readers once at the end (or every Config.PublishEvery). After a failed
 // call no further batch is started. It returns the first error.
 func (m *Manager) mintRound(ctx context.Context, due []registration.Entry) error {
 	var batches [][]registration.Entry
@@ -389,7 +396,7 @@ func (m *Manager) mintRound(ctx context.Context, due []registration.Entry) error
 		if m.cfg.OnSVIDs != nil {
 			m.cfg.OnSVIDs(len(r.svids))
 		}
-		if now.Sub(published) >= PublishEvery {
+		if now.Sub(published) >= m.cfg.PublishEvery {
 			m.cfg.Cache.Publish()
 			published = now
 		}
