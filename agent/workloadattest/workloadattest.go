@@ -2,7 +2,9 @@
 // takes the kernel credentials of the unix-socket peer, runs every
 // configured workload attestor on the caller's PID and then checks the
 // process is still the one that connected, unchanged (PID reuse, exec,
-// setuid, setgid: see agent/peercred).
+// setuid, setgid: see agent/peercred). A connection's attestation is
+// reused by its later calls while that check and every attestor's
+// fingerprint say nothing it depends on changed (reuse.go).
 //
 // It is shared by the Workload API and SDS; it must not import either.
 package workloadattest
