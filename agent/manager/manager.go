@@ -286,6 +286,9 @@ func (m *Manager) mintLoop(ctx context.Context) {
 		due := m.notHeldOff(m.cfg.Cache.Due(m.cfg.Clock()))
 		wait := time.Minute
 		if len(due) > 0 {
+			// A round is bounded, so that entries created while many SVIDs
+			// rotate are minted after it (Due lists them first).
+			due = due[:min(len(due), MaxRound)]
 			if err := m.mintRound(ctx, due); err != nil {
 				m.cfg.Log.Warn("Minting SVIDs failed; will retry", "count", len(due), "error", err)
 				wait = time.Second
@@ -331,6 +334,12 @@ func (m *Manager) notHeldOff(due []registration.Entry) []registration.Entry {
 // and the agent's key generation for the next batch waited for the
 // server's answer to the last.
 const MintConcurrency = 4
+
+// MaxRound is the most SVIDs one minting round signs before the mint loop
+// looks again at what is due: an entry created during the rotation of
+// 10,000 SVIDs waits for one round (about a third of a second on 2 cores),
+// not for all of them.
+const MaxRound = 1024
 
 // DefaultPublishEvery is how often a long minting round shows its
 // progress to watchers: the SVIDs of a round reach the Workload API and SDS
