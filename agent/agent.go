@@ -219,7 +219,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(peercred.TransportCredentials())}, a.metrics.ServerOptions()...)...)
+	srv := grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(peercred.TransportCredentials())}, a.metrics.ServerOptions()...), workloadapi.ServerOptions()...)...)
 	wa := workloadattest.New(a.log.With("subsystem", "workload_attestor"), a.workload...).OnFailure(a.metrics.WorkloadAttestationFailed)
 	wh, err := workloadapi.New(workloadapi.Config{Cache: a.cache, Attestor: wa, Metrics: a.metrics, Log: a.log.With("subsystem", "workload_api")}).
 		WithJWT(workloadapi.JWTConfig{Store: a.jwt, Minter: a.client})
@@ -309,7 +309,7 @@ func (a *Agent) sds(srv *grpc.Server, wa *workloadattest.Attestor) (*grpc.Server
 	if err != nil {
 		return nil, nil, err
 	}
-	extra := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(peercred.TransportCredentials())}, a.metrics.ServerOptions()...)...)
+	extra := grpc.NewServer(append(append([]grpc.ServerOption{grpc.Creds(peercred.TransportCredentials())}, a.metrics.ServerOptions()...), workloadapi.ServerOptions()...)...)
 	h.RegisterExtraSocket(extra)
 	healthpb.RegisterHealthServer(extra, healthWithDetail{a.health, a.Ready})
 	a.log.Info("Serving SDS on an extra socket", "socket_path", hc.ExtraSocketPath)

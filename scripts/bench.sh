@@ -7,11 +7,15 @@ echo "== CA: SVID issuance vs raw x509.CreateCertificate (same run, interleaved)
 go test -run='^$' -bench='SignVsRawInterleaved|SignX509SVID$|RawCreateCertificate' -benchtime=2s ./server/ca/
 echo "== Server and agent internals"
 go test -run='^$' -bench=. -benchtime=1s ./server/entrycache/ ./agent/cache/ ./attestors/unix/ ./server/datastore/sqlite/
+echo "== The agent at its limit: key + CSR (vs x509.CreateCertificateRequest), agent CPU per FetchX509SVID (client in another process)"
+go test -run='^$' -bench='NewKeyAndCSR' -benchtime=1s ./agent/manager/
+go test -run='^$' -bench='FetchX509SVIDAgentCPU' -benchtime=20000x ./agent/workloadapi/
 echo "== Real binaries: Workload API, propagation with 10k entries, bulk create, idle CPU / RSS"
 go test -run='^$' -bench='FetchX509SVID$' -benchtime=5000x ./test/
 go test -run='^$' -bench='FetchX509SVIDConcurrent' -benchtime=10000x ./test/
 go test -run='^$' -bench='EntryToWorkload10k' -benchtime=200x ./test/
 go test -run='^$' -bench='BulkCreate10kCLI' -benchtime=3x ./test/
+go test -run='^$' -bench='Batch1000ToWatcher' -benchtime=5x ./test/
 go test -run='^$' -bench='Idle' -benchtime=1x ./test/
 echo "== Node API under an unauthenticated flood: 10k idle Attest streams + 20 × 15 MiB messages (RSS, goroutines, entry → SVID flooded/quiet)"
 go test -run='^$' -bench='NodeAPIFlood' -benchtime=1x ./test/

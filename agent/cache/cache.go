@@ -9,6 +9,7 @@ package cache
 import (
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -78,6 +79,8 @@ type Cache struct {
 	tainted map[string]struct{}
 	changed chan struct{}
 	gen     uint64
+	// staged is set when StageSVIDs stored SVIDs not yet broadcast.
+	staged bool
 }
 
 // New returns an empty cache.
@@ -99,6 +102,7 @@ func (c *Cache) Changed() (<-chan struct{}, uint64) {
 }
 
 func (c *Cache) broadcastLocked() {
+	c.staged = false
 	c.gen++
 	close(c.changed)
 	c.changed = make(chan struct{})
@@ -169,14 +173,44 @@ func (c *Cache) unindexLocked(e registration.Entry) {
 	}
 }
 
-// SetSVIDs stores freshly minted SVIDs, keyed by entry ID. SVIDs for
-// entries no longer present are ignored.
+// SetSVIDs stores freshly minted SVIDs, keyed by entry ID, and tells
+// readers. SVIDs for entries no longer present are ignored.
 func (c *Cache) SetSVIDs(svids map[string]*SVID) {
 	if len(svids) == 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.storeLocked(svids)
+	c.broadcastLocked()
+}
+
+// StageSVIDs stores freshly minted SVIDs like SetSVIDs, but tells the
+// readers waiting on Changed only at the next Publish: a batch of 1,000
+// SVIDs minted in 32 signing calls then reaches a watcher as one update
+// rather than as 32 ever larger ones (each parsed whole by the client).
+// Readers that look meanwhile (a new call) see them at once.
+func (c *Cache) StageSVIDs(svids map[string]*SVID) {
+	if len(svids) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.storeLocked(svids)
+	c.staged = true
+}
+
+// Publish tells readers of the SVIDs staged since the last Publish, if
+// any.
+func (c *Cache) Publish() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.staged {
+		c.broadcastLocked()
+	}
+}
+
+func (c *Cache) storeLocked(svids map[string]*SVID) {
 	for id, s := range svids {
 		// Minted for an entry since deleted, or renamed while it was being
 		// signed: not this entry's identity any more.
@@ -184,7 +218,6 @@ func (c *Cache) SetSVIDs(svids map[string]*SVID) {
 			c.svids[id] = s
 		}
 	}
-	c.broadcastLocked()
 }
 
 // SetBundle replaces the trust bundle.
@@ -205,32 +238,67 @@ func (c *Cache) Bundle() *Bundle {
 // Match returns the identities whose entry selectors are all among
 // selectors, and whether any matching entry still lacks an SVID.
 func (c *Cache) Match(selectors []registration.Selector) (ids []Identity, pending bool) {
-	set := registration.NewSelectorSet(selectors...)
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	var seen map[string]struct{}
+	c.matchLocked(selectors, func(id string, e registration.Entry) {
+		svid := c.svids[id]
+		if svid == nil {
+			pending = true
+			return
+		}
+		ids = append(ids, Identity{Entry: e, SVID: svid})
+	})
+	return ids, pending
+}
+
+// smallSelectorSet is the most caller selectors matched by scanning
+// rather than through a set: a unix caller has a handful, and a map per
+// Workload API call cost more than the scans.
+const smallSelectorSet = 16
+
+// matchLocked calls fn once for each entry whose selectors are all among
+// selectors.
+func (c *Cache) matchLocked(selectors []registration.Selector, fn func(id string, e registration.Entry)) {
+	var set registration.SelectorSet
+	if len(selectors) > smallSelectorSet {
+		set = registration.NewSelectorSet(selectors...)
+	}
+	includes := func(ss []registration.Selector) bool {
+		if set != nil {
+			return set.Includes(ss)
+		}
+		for _, s := range ss {
+			if !slices.Contains(selectors, s) {
+				return false
+			}
+		}
+		return true
+	}
+	// An entry is listed under each of its selectors: deduplicate only
+	// when more than one of the caller's selectors lists entries.
+	buckets := 0
 	for _, s := range selectors {
-		for id := range c.index[s] {
-			if _, dup := seen[id]; dup {
-				continue
-			}
-			if seen == nil {
-				seen = make(map[string]struct{})
-			}
-			seen[id] = struct{}{}
-			e := c.entries[id]
-			if !set.Includes(e.Selectors) {
-				continue
-			}
-			svid := c.svids[id]
-			if svid == nil {
-				pending = true
-				continue
-			}
-			ids = append(ids, Identity{Entry: e, SVID: svid})
+		if len(c.index[s]) > 0 {
+			buckets++
 		}
 	}
-	return ids, pending
+	var seen map[string]struct{}
+	if buckets > 1 {
+		seen = make(map[string]struct{})
+	}
+	for _, s := range selectors {
+		for id := range c.index[s] {
+			if seen != nil {
+				if _, dup := seen[id]; dup {
+					continue
+				}
+				seen[id] = struct{}{}
+			}
+			if e := c.entries[id]; includes(e.Selectors) {
+				fn(id, e)
+			}
+		}
+	}
 }
 
 // Due returns entries without an SVID, with an SVID past half its life at

@@ -55,6 +55,28 @@ func TestMatchRequiresAllEntrySelectors(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("uid1+gid1: got %d identities, want 2", len(got))
 	}
+	// Entry b is listed under both selectors: once only. And the same
+	// answers from a caller with more selectors than are scanned (a set).
+	many := []registration.Selector{uid1, gid1}
+	for i := range 20 {
+		many = append(many, registration.Selector{Type: "unix", Value: fmt.Sprintf("supplementary_gid:%d", 100+i)})
+	}
+	for _, sels := range [][]registration.Selector{{gid1, uid1}, many} {
+		got, _ = c.Match(sels)
+		ids := map[string]int{}
+		for _, g := range got {
+			ids[g.Entry.ID]++
+		}
+		if len(got) != 2 || ids["a"] != 1 || ids["b"] != 1 {
+			t.Fatalf("%d selectors: got %v, want a and b once each", len(sels), ids)
+		}
+		if es := c.MatchEntries(sels); len(es) != 2 {
+			t.Fatalf("%d selectors: MatchEntries = %d entries, want 2", len(sels), len(es))
+		}
+	}
+	if es := c.MatchEntries([]registration.Selector{gid1}); len(es) != 0 {
+		t.Fatalf("gid1 only: MatchEntries = %v, want none", es)
+	}
 }
 
 func TestFullSyncDropsEntriesAndSVIDs(t *testing.T) {

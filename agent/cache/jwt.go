@@ -184,21 +184,9 @@ func (s *JWTStore) Tokens() int {
 // MatchEntries returns the entries whose selectors are all among
 // selectors, whether or not an X.509-SVID was minted for them yet.
 func (c *Cache) MatchEntries(selectors []registration.Selector) []registration.Entry {
-	set := registration.NewSelectorSet(selectors...)
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	var out []registration.Entry
-	seen := make(map[string]struct{})
-	for _, s := range selectors {
-		for id := range c.index[s] {
-			if _, dup := seen[id]; dup {
-				continue
-			}
-			seen[id] = struct{}{}
-			if e := c.entries[id]; set.Includes(e.Selectors) {
-				out = append(out, e)
-			}
-		}
-	}
+	c.matchLocked(selectors, func(_ string, e registration.Entry) { out = append(out, e) })
 	return out
 }

@@ -9,9 +9,6 @@ package manager
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
@@ -48,6 +45,9 @@ type Config struct {
 	TrustDomain spiffeid.TrustDomain
 	// BatchSize bounds SVIDs per signing call (default DefaultBatchSize).
 	BatchSize int
+	// PublishEvery is how often a long minting round wakes the cache's
+	// readers (default DefaultPublishEvery); a round always ends with one.
+	PublishEvery time.Duration
 	// OnBundle is called with every new bundle (e.g. to persist it).
 	OnBundle func([]*x509.Certificate)
 	// OnEvicted is called when the server says the agent is not attested.
@@ -96,6 +96,9 @@ const MaxResumeEntries = 50000
 func New(cfg Config) *Manager {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = DefaultBatchSize
+	}
+	if cfg.PublishEvery <= 0 {
+		cfg.PublishEvery = DefaultPublishEvery
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -283,7 +286,10 @@ func (m *Manager) mintLoop(ctx context.Context) {
 		due := m.notHeldOff(m.cfg.Cache.Due(m.cfg.Clock()))
 		wait := time.Minute
 		if len(due) > 0 {
-			if err := m.mint(ctx, due); err != nil {
+			// A round is bounded, so that entries created while many SVIDs
+			// rotate are minted after it (Due lists them first).
+			due = due[:min(len(due), MaxRound)]
+			if err := m.mintRound(ctx, due); err != nil {
 				m.cfg.Log.Warn("Minting SVIDs failed; will retry", "count", len(due), "error", err)
 				wait = time.Second
 			} else {
@@ -322,18 +328,108 @@ func (m *Manager) notHeldOff(due []registration.Entry) []registration.Entry {
 	return out
 }
 
-// mint signs SVIDs for the first batch of due entries; the loop calls it
-// again with a fresh list, so entries that arrive meanwhile are next.
-// Only each key's PKCS#8 form is kept while the batch is in flight.
-func (m *Manager) mint(ctx context.Context, due []registration.Entry) error {
-	batch := due[:min(len(due), m.cfg.BatchSize)]
+// MintConcurrency is how many signing calls the agent keeps in flight
+// while it mints many SVIDs: the server signs each call's batch on one
+// goroutine, so one call at a time left all but one of its cores idle,
+// and the agent's key generation for the next batch waited for the
+// server's answer to the last.
+const MintConcurrency = 4
+
+// MaxRound is the most SVIDs one minting round signs before the mint loop
+// looks again at what is due: an entry created during the rotation of
+// 10,000 SVIDs waits for one round (about a third of a second on 2 cores),
+// not for all of them.
+const MaxRound = 1024
+
+// DefaultPublishEvery is how often a long minting round shows its
+// progress to watchers: the SVIDs of a round reach the Workload API and SDS
+// streams together when the round ends, or every PublishEvery while it
+// lasts.
+const DefaultPublishEvery = 500 * time.Millisecond
+
+// batchResult is what one signing call brought.
+type batchResult struct {
+	batch  []registration.Entry
+	svids  map[string]*cache.SVID
+	failed map[string]string // entry ID → reason
+	err    error             // the call failed: nothing in batch was signed
+}
+
+// mintRound signs SVIDs for every entry of due, in batches of BatchSize
+// with up to MintConcurrency batches in flight, and publishes them to the
+// cache's readers once at the end (or every Config.PublishEvery). After a failed
+// call no further batch is started. It returns the first error.
+func (m *Manager) mintRound(ctx context.Context, due []registration.Entry) error {
+	var batches [][]registration.Entry
+	for len(due) > 0 {
+		n := min(len(due), m.cfg.BatchSize)
+		batches, due = append(batches, due[:n:n]), due[n:]
+	}
+	todo := make(chan []registration.Entry, len(batches))
+	for _, b := range batches {
+		todo <- b
+	}
+	close(todo)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	results := make(chan batchResult)
+	workers := min(MintConcurrency, len(batches))
+	for range workers {
+		go func() {
+			for b := range todo {
+				if rctx.Err() != nil {
+					results <- batchResult{batch: b, err: rctx.Err()}
+					continue
+				}
+				results <- m.mintBatch(rctx, b)
+			}
+		}()
+	}
+	defer m.cfg.Cache.Publish()
+	published := m.cfg.Clock()
+	var firstErr error
+	for range batches {
+		r := <-results
+		if r.err != nil {
+			if firstErr == nil {
+				firstErr = r.err
+			}
+			stop() // the server is unreachable or refusing: start no more
+			continue
+		}
+		now := m.cfg.Clock()
+		for id := range r.failed {
+			m.holdOff[id] = now.Add(5 * time.Second)
+		}
+		m.cfg.Cache.StageSVIDs(r.svids)
+		if m.cfg.OnSVIDs != nil {
+			m.cfg.OnSVIDs(len(r.svids))
+		}
+		if now.Sub(published) >= m.cfg.PublishEvery {
+			m.cfg.Cache.Publish()
+			published = now
+		}
+		if len(r.failed) > 0 && firstErr == nil {
+			for id, why := range r.failed {
+				firstErr = fmt.Errorf("manager: %d SVIDs not signed, first: %s: %s", len(r.failed), id, why)
+				break
+			}
+		}
+	}
+	return firstErr
+}
+
+// mintBatch generates a key and CSR per entry of batch and has the server
+// sign them in one call. Only each key's PKCS#8 form is kept while the
+// call is in flight.
+func (m *Manager) mintBatch(ctx context.Context, batch []registration.Entry) batchResult {
 	n := len(batch)
 	keys := make([][]byte, n)
 	reqs := make([]*apiv1.SVIDRequest, n)
 	for i, e := range batch {
 		keyDER, csr, err := newKeyDERAndCSR()
 		if err != nil {
-			return err
+			return batchResult{batch: batch, err: err}
 		}
 		keys[i] = keyDER
 		reqs[i] = &apiv1.SVIDRequest{EntryId: e.ID, Csr: csr}
@@ -342,36 +438,32 @@ func (m *Manager) mint(ctx context.Context, due []registration.Entry) error {
 	results, err := m.cfg.Server.BatchSign(cctx, reqs)
 	cancel()
 	if err != nil {
-		return err
+		return batchResult{batch: batch, err: err}
 	}
 	now := m.cfg.Clock()
-	out := make(map[string]*cache.SVID, n)
-	var failed []string
+	out := batchResult{batch: batch, svids: make(map[string]*cache.SVID, n)}
+	fail := func(id, why string) {
+		if out.failed == nil {
+			out.failed = make(map[string]string)
+		}
+		out.failed[id] = why
+	}
 	for i, r := range results {
 		if i >= n {
 			break
 		}
 		if r.GetError() != "" || r.GetSvid() == nil {
-			failed = append(failed, r.GetEntryId()+": "+r.GetError())
-			m.holdOff[batch[i].ID] = now.Add(5 * time.Second)
+			fail(batch[i].ID, r.GetError())
 			continue
 		}
 		s, err := toSVID(batch[i], keys[i], r.GetSvid(), now)
 		if err != nil {
-			failed = append(failed, r.GetEntryId()+": "+err.Error())
-			m.holdOff[batch[i].ID] = now.Add(5 * time.Second)
+			fail(batch[i].ID, err.Error())
 			continue
 		}
-		out[batch[i].ID] = s
+		out.svids[batch[i].ID] = s
 	}
-	m.cfg.Cache.SetSVIDs(out)
-	if m.cfg.OnSVIDs != nil {
-		m.cfg.OnSVIDs(len(out))
-	}
-	if len(failed) > 0 {
-		return fmt.Errorf("manager: %d SVIDs not signed, first: %s", len(failed), failed[0])
-	}
-	return nil
+	return out
 }
 
 // toSVID checks a signed chain and keeps its DER form only: the parsed
@@ -398,31 +490,4 @@ func toSVID(e registration.Entry, keyDER []byte, p *apiv1.X509SVID, now time.Tim
 		ID: e.SPIFFEID, CertsDER: chain, KeyDER: keyDER,
 		ExpiresAt: certs[0].NotAfter, IssuedAt: now, EntryRevision: e.Revision, IssuerKeyID: string(certs[0].AuthorityKeyId),
 	}, nil
-}
-
-// newKeyDERAndCSR is NewKeyAndCSR with the key in PKCS#8 form.
-func newKeyDERAndCSR() (keyDER, csr []byte, err error) {
-	key, csr, err := NewKeyAndCSR()
-	if err != nil {
-		return nil, nil, err
-	}
-	keyDER, err = x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("manager: marshal key: %w", err)
-	}
-	return keyDER, csr, nil
-}
-
-// NewKeyAndCSR generates a P-256 key and a minimal CSR for it; the server
-// decides the SPIFFE ID, so the CSR carries none.
-func NewKeyAndCSR() (crypto.Signer, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("manager: generate key: %w", err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("manager: create CSR: %w", err)
-	}
-	return key, csr, nil
 }

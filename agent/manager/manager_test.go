@@ -27,6 +27,12 @@ var (
 // client, until the end of the test.
 func runAgent(t *testing.T, e *nodeapitest.Env, a *nodeapitest.Agent) (*cache.Cache, *manager.Manager) {
 	t.Helper()
+	return runAgentWith(t, e, a, nil)
+}
+
+// runAgentWith is runAgent with mod applied to the manager's config.
+func runAgentWith(t *testing.T, e *nodeapitest.Env, a *nodeapitest.Agent, mod func(*manager.Config)) (*cache.Cache, *manager.Manager) {
+	t.Helper()
 	c, err := client.New(client.Config{Address: e.Addr, TrustDomain: td, Bundle: e.CA.Bundle()})
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +40,11 @@ func runAgent(t *testing.T, e *nodeapitest.Env, a *nodeapitest.Agent) (*cache.Ca
 	c.SetSVID(a.SVID)
 	t.Cleanup(func() { c.Close() })
 	ch := cache.New()
-	m := manager.New(manager.Config{Server: c, Cache: ch, TrustDomain: td})
+	cfg := manager.Config{Server: c, Cache: ch, TrustDomain: td}
+	if mod != nil {
+		mod(&cfg)
+	}
+	m := manager.New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

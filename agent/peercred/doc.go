@@ -12,6 +12,10 @@
 // supplementary groups), and AuthInfo.Verify refuses a caller for which any
 // of them changed. Callers attest from /proc and then Verify before using
 // the result, and Verify again before each push on a long-lived stream.
+// Each connection holds two descriptors besides its socket: the pidfd and
+// /proc/<pid>/status, which Verify re-reads with one pread(2). Its Memo
+// holds a result valid for the connected process only (the Workload API's
+// reused attestation), for the life of the connection.
 //
 // It owns the gRPC transport credentials for the agent's local endpoints
 // (Workload API, SDS) and the AuthInfo they yield. It must not import

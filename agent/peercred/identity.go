@@ -41,7 +41,14 @@ func statExe(path string) (fileID, error) {
 // connect(). A difference is not a handshake error: it is kept and every
 // Verify fails with it, so the caller gets a clear PermissionDenied.
 func (h *pidHandle) record(ucred *unix.Ucred) error {
-	st, err := procstatus.Read(h.statusPath)
+	fd, err := procstatus.OpenRead(h.statusPath)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.statusFD = fd // closed with the pidfd
+	h.mu.Unlock()
+	st, err := h.readStatus()
 	if err != nil {
 		return err
 	}
@@ -64,6 +71,19 @@ func (h *pidHandle) record(ucred *unix.Ucred) error {
 	return nil
 }
 
+// readStatus reads the process's credentials through the status file
+// descriptor opened at the handshake. The descriptor names the process
+// itself, not whatever holds its PID: once the process has exited, reads
+// fail (ESRCH) even if the PID was reused.
+func (h *pidHandle) readStatus() (procstatus.Status, error) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.statusFD < 0 {
+		return procstatus.Status{}, errors.New("connection closed")
+	}
+	return procstatus.ReadFD(h.statusFD, h.statusPath)
+}
+
 // verify implements AuthInfo.Verify.
 func (h *pidHandle) verify(pid int32) error {
 	if h.changed != nil {
@@ -71,7 +91,7 @@ func (h *pidHandle) verify(pid int32) error {
 	}
 	// Read first, then check the pidfd: if the process is alive after the
 	// reads, no other process can have held the PID during them.
-	st, stErr := procstatus.Read(h.statusPath)
+	st, stErr := h.readStatus()
 	var exe fileID
 	var exeErr error
 	if h.exeKnown {

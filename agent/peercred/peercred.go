@@ -62,8 +62,9 @@ func FromContext(ctx context.Context) (AuthInfo, bool) {
 // unix attestor reports changes either). An agent that may not see the
 // caller's executable (not root, another uid) checks credentials only.
 //
-// The cost is one read of /proc/<pid>/status, one stat of /proc/<pid>/exe
-// and one poll(2) of the pidfd.
+// The cost is one pread(2) of /proc/<pid>/status (a descriptor opened at
+// the handshake, which names the process itself, never a later holder of
+// its PID), one stat of /proc/<pid>/exe and one poll(2) of the pidfd.
 func (a AuthInfo) Verify() error {
 	if a.proc == nil {
 		return errors.New("peercred: verify: AuthInfo does not come from a handshake")
@@ -225,6 +226,9 @@ func (c *conn) Close() error {
 type pidHandle struct {
 	mu sync.RWMutex
 	fd int // guarded by mu; -1 once closed
+	// statusFD is /proc/<pid>/status, opened at the handshake and read
+	// anew by each Verify; guarded by mu, -1 until opened and once closed.
+	statusFD int
 
 	// Set by the handshake, read-only after.
 	statusPath, exePath string
@@ -234,11 +238,13 @@ type pidHandle struct {
 	// changed is set when the credentials at the handshake are not those
 	// the kernel recorded at connect(): every Verify fails with it.
 	changed error
+
+	memo Memo
 }
 
 func newPIDHandle(fd int, pid int32) *pidHandle {
 	dir := "/proc/" + strconv.FormatInt(int64(pid), 10)
-	return &pidHandle{fd: fd, statusPath: dir + "/status", exePath: dir + "/exe"}
+	return &pidHandle{fd: fd, statusFD: -1, statusPath: dir + "/status", exePath: dir + "/exe"}
 }
 
 func (h *pidHandle) close() {
@@ -247,6 +253,10 @@ func (h *pidHandle) close() {
 	if h.fd >= 0 {
 		unix.Close(h.fd)
 		h.fd = -1
+	}
+	if h.statusFD >= 0 {
+		unix.Close(h.statusFD)
+		h.statusFD = -1
 	}
 }
 

@@ -47,6 +47,13 @@ func newFixture(tb testing.TB) *fixture { tb.Helper(); return newFixtureWith(tb,
 // (RPC latency, stream gauge, attestation failures) when m is not nil.
 func newFixtureWith(tb testing.TB, m *telemetry.Metrics) *fixture {
 	tb.Helper()
+	return newFixtureAttestor(tb, m, nil)
+}
+
+// newFixtureAttestor is newFixtureWith with the given caller attestor
+// (nil: the unix attestor).
+func newFixtureAttestor(tb testing.TB, m *telemetry.Metrics, wa *workloadattest.Attestor) *fixture {
+	tb.Helper()
 	authority, err := ca.New(ca.Config{TrustDomain: td, Dir: tb.TempDir()})
 	if err != nil {
 		tb.Fatal(err)
@@ -63,11 +70,15 @@ func newFixtureWith(tb testing.TB, m *telemetry.Metrics) *fixture {
 	}
 	c := cache.New()
 	c.SetBundle(&cache.Bundle{TrustDomain: td, Certs: authority.Bundle(), DER: x509util.ConcatDER(authority.Bundle())})
-	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(peercred.TransportCredentials())}, m.ServerOptions()...)...)
+	opts := append([]grpc.ServerOption{grpc.Creds(peercred.TransportCredentials())}, m.ServerOptions()...)
+	srv := grpc.NewServer(append(opts, hwapi.ServerOptions()...)...)
 	cfg := hwapi.Config{Cache: c, Attestor: workloadattest.New(nil, unix.New(unix.Config{})), PendingWait: time.Second}
 	if m != nil {
 		cfg.Attestor = workloadattest.New(nil, unix.New(unix.Config{})).OnFailure(m.WorkloadAttestationFailed)
 		cfg.Metrics = m
+	}
+	if wa != nil {
+		cfg.Attestor = wa
 	}
 	hwapi.New(cfg).Register(srv)
 	go srv.Serve(l)

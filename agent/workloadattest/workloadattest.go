@@ -2,7 +2,9 @@
 // takes the kernel credentials of the unix-socket peer, runs every
 // configured workload attestor on the caller's PID and then checks the
 // process is still the one that connected, unchanged (PID reuse, exec,
-// setuid, setgid: see agent/peercred).
+// setuid, setgid: see agent/peercred). A connection's attestation is
+// reused by its later calls while that check and every attestor's
+// fingerprint say nothing it depends on changed (reuse.go).
 //
 // It is shared by the Workload API and SDS; it must not import either.
 package workloadattest
@@ -14,6 +16,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hallmarkid/hallmark/agent/peercred"
@@ -29,7 +32,9 @@ type Caller struct {
 	PID      int32
 	UID, GID uint32
 	// Groups are the caller's supplementary groups.
-	Groups    []uint32
+	Groups []uint32
+	// Selectors may be shared with other calls on the same connection
+	// (see Attestor.Caller): read them, never modify them.
 	Selectors []registration.Selector
 
 	info peercred.AuthInfo
@@ -51,6 +56,11 @@ type Attestor struct {
 	timeout   time.Duration
 	log       *slog.Logger
 	failed    func(reason string)
+	// reuseFor is the least ReuseFor of the attestors, 0 (never reuse)
+	// unless every attestor is reusable.
+	reuseFor time.Duration
+	now      func() time.Time
+	attested atomic.Int64 // full attestations run, for tests
 }
 
 // Failure reasons passed to OnFailure's function.
@@ -86,7 +96,18 @@ func New(log *slog.Logger, as ...attestors.WorkloadAttestor) *Attestor {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Attestor{attestors: as, timeout: 30 * time.Second, log: log}
+	a := &Attestor{attestors: as, timeout: 30 * time.Second, log: log, now: time.Now}
+	for i, w := range as {
+		r, ok := w.(reusable)
+		if !ok || r.ReuseFor() <= 0 {
+			a.reuseFor = 0
+			break
+		}
+		if i == 0 || r.ReuseFor() < a.reuseFor {
+			a.reuseFor = r.ReuseFor()
+		}
+	}
+	return a
 }
 
 // caller is Caller, also saying why it failed (a Reason constant).
@@ -95,6 +116,26 @@ func (a *Attestor) caller(ctx context.Context) (Caller, string, error) {
 	if !ok {
 		return Caller{}, ReasonNoCredentials, ErrNoCredentials
 	}
+	memo := info.Memo()
+	var fps []string
+	var fpErr error = errNoReuse
+	if a.reuseFor > 0 && memo != nil {
+		// Read before attesting: a change after these reads makes the
+		// next call's fingerprints differ, never the stored ones lie.
+		fps, fpErr = a.fingerprints(ctx, info.PID)
+		if m, _ := memo.Load().(*attestation); fpErr == nil && m.reusable(a, fps) {
+			// The fingerprints were read before Verify's liveness
+			// check, so they are the connected process's; Verify says
+			// its credentials and executable are those it connected
+			// with, as they were when m was attested.
+			if err := info.Verify(); err != nil {
+				return Caller{}, ReasonCallerChanged, fmt.Errorf("workloadattest: %w", err)
+			}
+			return a.callerOf(info, m.selectors), "", nil
+		}
+	}
+	started := a.now()
+	a.attested.Add(1)
 	sels, err := a.Attest(ctx, info.PID)
 	if err != nil {
 		if verr := info.Verify(); verr != nil {
@@ -122,7 +163,14 @@ func (a *Attestor) caller(ctx context.Context) (Caller, string, error) {
 				info.PID, peercred.ErrChanged, other, want.value)
 		}
 	}
-	return Caller{PID: info.PID, UID: info.UID, GID: info.GID, Groups: info.Groups, Selectors: sels, info: info}, "", nil
+	if fpErr == nil {
+		memo.Store(&attestation{owner: a, fingerprints: fps, selectors: sels, expires: started.Add(a.reuseFor)})
+	}
+	return a.callerOf(info, sels), "", nil
+}
+
+func (a *Attestor) callerOf(info peercred.AuthInfo, sels []registration.Selector) Caller {
+	return Caller{PID: info.PID, UID: info.UID, GID: info.GID, Groups: info.Groups, Selectors: sels, info: info}
 }
 
 // otherSelector returns the value of a unix selector of kind (uid: or

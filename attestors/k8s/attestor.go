@@ -119,3 +119,24 @@ func readLimited(path string, limit int64) ([]byte, error) {
 	}
 	return data, nil
 }
+
+// Fingerprint returns the contents of /proc/<pid>/cgroup: the process's
+// pod container is all the selectors depend on besides the kubelet's pod
+// list, and a process can be moved to another cgroup without an exec or a
+// change of credentials. agent/workloadattest reuses a connection's
+// attestation while it is unchanged, for at most ReuseFor.
+func (a *Attestor) Fingerprint(_ context.Context, pid int32) (string, error) {
+	if pid <= 0 {
+		return "", fmt.Errorf("k8s: invalid pid %d", pid)
+	}
+	data, err := readLimited(filepath.Join(a.s.procDir, strconv.Itoa(int(pid)), "cgroup"), MaxCgroupFileSize)
+	if err != nil {
+		return "", fmt.Errorf("k8s: pid %d: %w", pid, err)
+	}
+	return string(data), nil
+}
+
+// ReuseFor is the pod list cache TTL (pod_list_cache_ttl): a reused
+// attestation is then at most twice that old, as a pod's labels can
+// change while its containers run.
+func (a *Attestor) ReuseFor() time.Duration { return a.s.cacheTTL }

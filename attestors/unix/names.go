@@ -12,7 +12,8 @@ import (
 // User and group names are cached for nameTTL: os/user costs ~10 µs per
 // lookup with /etc files and far more with a network NSS backend, and
 // Attest is on the Workload API's hot path. A renamed or deleted user keeps
-// its old name in selectors for at most this long.
+// its old name in selectors for at most this long, and as long again on a
+// connection whose attestation agent/workloadattest reuses (ReuseFor).
 const (
 	nameTTL       = 30 * time.Second
 	nameCacheSize = 4096

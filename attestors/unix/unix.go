@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/hallmarkid/hallmark/registration"
 )
@@ -141,3 +144,37 @@ func (a *Attestor) Attest(ctx context.Context, pid int32) ([]registration.Select
 	}
 	return sels, nil
 }
+
+// Fingerprint returns what the selectors of pid depend on besides its
+// credentials (which agent/peercred re-checks on every call) and user and
+// group names (which age within ReuseFor): with DiscoverWorkloadPath, the
+// executable's path as the kernel reports it (a rename, or " (deleted)"
+// once the file is replaced) and, when hashing, the version of the file
+// (device, inode, size, modification and change times); otherwise nothing.
+// agent/workloadattest reuses a connection's attestation while it is
+// unchanged.
+func (a *Attestor) Fingerprint(_ context.Context, pid int32) (string, error) {
+	if !a.path {
+		return "", nil
+	}
+	if pid <= 0 {
+		return "", fmt.Errorf("unix: fingerprint: invalid pid %d", pid)
+	}
+	link := a.procDir + "/" + strconv.FormatInt(int64(pid), 10) + "/exe"
+	path, err := os.Readlink(link)
+	if err != nil {
+		return "", fmt.Errorf("unix: fingerprint pid %d: %w", pid, err)
+	}
+	if a.sizeLimit == 0 {
+		return path, nil
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(link, &st); err != nil {
+		return "", fmt.Errorf("unix: fingerprint pid %d: %w", pid, err)
+	}
+	return fmt.Sprintf("%s\x00%+v", path, keyOf(&st)), nil
+}
+
+// ReuseFor is how long agent/workloadattest may reuse an attestation with
+// an unchanged fingerprint: as long as a user or group name is cached.
+func (a *Attestor) ReuseFor() time.Duration { return nameTTL }

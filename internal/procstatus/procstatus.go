@@ -268,3 +268,47 @@ func OpenRead(path string) (int, error) {
 		return fd, nil
 	}
 }
+
+// ReadFD reads and parses the status file open as fd (say a descriptor of
+// /proc/42/status kept since the process connected) from its beginning,
+// with pread(2): the kernel writes the file anew at each read from offset
+// 0, so one system call gives the current credentials where Read needs
+// four (open, read, read to EOF, close). A read shorter than the buffer is
+// the whole file; should it not be, Parse fails on the cut (it requires
+// the final newline and all of Uid, Gid and Groups). The caller must keep
+// fd open for the duration. path only names the file in errors.
+func ReadFD(fd int, path string) (Status, error) {
+	bp := bufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 64<<10 {
+			bufs.Put(bp)
+		}
+	}()
+	b := (*bp)[:0]
+	for {
+		if len(b) > MaxLen {
+			return Status{}, fmt.Errorf("procstatus: %s: status longer than %d bytes", path, MaxLen)
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+			*bp = b
+		}
+		space := b[len(b):min(cap(b), MaxLen+1)]
+		n, err := syscall.Pread(fd, space, int64(len(b)))
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return Status{}, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		b = b[:len(b)+n]
+		if n < len(space) {
+			break
+		}
+	}
+	st, err := Parse(b)
+	if err != nil {
+		return Status{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return st, nil
+}

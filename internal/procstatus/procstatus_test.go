@@ -183,3 +183,58 @@ func BenchmarkReadSelf(b *testing.B) {
 		}
 	}
 }
+
+// ReadFD reads from the start at every call, whatever the descriptor's
+// offset, grows past its first buffer, and agrees with Read.
+func TestReadFD(t *testing.T) {
+	self, err := procstatus.Read("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := procstatus.OpenRead("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscallClose(fd)
+	for range 3 {
+		got, err := procstatus.ReadFD(fd, "/proc/self/status")
+		if err != nil || !got.Equal(self) {
+			t.Fatalf("ReadFD = %+v, %v; Read = %+v", got, err, self)
+		}
+	}
+
+	// A status with 3,000 supplementary groups: ~15 KiB, several reads.
+	var groups []string
+	var want []uint32
+	for g := range 3000 {
+		groups = append(groups, fmt.Sprint(100000+g))
+		want = append(want, uint32(100000+g))
+	}
+	big := strings.Replace(string(fixture(t, "status-groups.txt")), "Groups:\t4 24 27 1000 \n", "Groups:\t"+strings.Join(groups, " ")+" \n", 1)
+	path := filepath.Join(t.TempDir(), "status")
+	if err := os.WriteFile(path, []byte(big), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bfd, err := procstatus.OpenRead(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscallClose(bfd)
+	got, err := procstatus.ReadFD(bfd, path)
+	if err != nil || !slices.Equal(got.Groups, want) {
+		t.Fatalf("ReadFD of %d bytes: %d groups, %v", len(big), len(got.Groups), err)
+	}
+
+	// A cut file fails (no final newline), never yields fewer groups.
+	if err := os.WriteFile(path, []byte(big[:len(big)/2]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := procstatus.ReadFD(bfd, path); err == nil {
+		t.Fatal("ReadFD of a cut file succeeded")
+	}
+	if _, err := procstatus.ReadFD(-1, "nothing"); err == nil {
+		t.Fatal("ReadFD of a bad descriptor succeeded")
+	}
+}
+
+func syscallClose(fd int) { _ = os.NewFile(uintptr(fd), "").Close() }

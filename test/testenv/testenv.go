@@ -52,7 +52,8 @@ var Race = os.Getenv("HALLMARK_RACE") == "1"
 // (-ldflags "-X main.version=..."), as a release build sets it.
 const Version = "0.0.0-e2e+linked"
 
-// Binaries builds the binaries (once, with the release build tags: see
+// Binaries builds the binaries (once, with the release build tags plus
+// those in $HALLMARK_BUILD_TAGS, if any: see
 // BUILD_TAGS in the Makefile) and returns their directory.
 func Binaries(t testing.TB) string {
 	t.Helper()
@@ -61,9 +62,13 @@ func Binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
+		tags := "grpcnotrace"
+		if extra := os.Getenv("HALLMARK_BUILD_TAGS"); extra != "" {
+			tags += "," + extra // e.g. pprof: see internal/devpprof
+		}
 		// Linked like a release (-X main.version), so tests see the
 		// version -version prints and hallmark_build_info reports.
-		args := []string{"build", "-tags", "grpcnotrace", "-ldflags", "-X main.version=" + Version}
+		args := []string{"build", "-tags", tags, "-ldflags", "-X main.version=" + Version}
 		if Race {
 			args = append(args, "-race")
 		}
