@@ -48,6 +48,12 @@ func RepoRoot() string {
 // them check Race.
 var Race = os.Getenv("HALLMARK_RACE") == "1"
 
+// Pprof reports whether the daemons are built with the pprof tag
+// (HALLMARK_PPROF=1, set by `make bench-fleet PPROF=1`): the server then
+// serves net/http/pprof on HALLMARK_PPROF_ADDR when that is set (see
+// cmd/hallmark-server/pprof.go). Released binaries never carry it.
+var Pprof = os.Getenv("HALLMARK_PPROF") == "1"
+
 // Binaries builds the binaries (once, with the release build tags: see
 // BUILD_TAGS in the Makefile) and returns their directory.
 func Binaries(t testing.TB) string {
@@ -57,7 +63,11 @@ func Binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		args := []string{"build", "-tags", "grpcnotrace"}
+		tags := "grpcnotrace"
+		if Pprof {
+			tags += ",pprof"
+		}
+		args := []string{"build", "-tags", tags}
 		if Race {
 			args = append(args, "-race")
 		}
