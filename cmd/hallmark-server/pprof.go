@@ -3,7 +3,7 @@
 // Profiling for load benchmarks only (`make bench-fleet PPROF=1` builds
 // with -tags pprof): released binaries are built without the tag and hold
 // no profiling endpoint at all. With the tag, HALLMARK_PPROF_ADDR (a
-// loopback host:port) serves net/http/pprof.
+// loopback host:port) makes `hallmark-server run` serve net/http/pprof.
 package main
 
 import (
@@ -16,8 +16,8 @@ import (
 
 func init() {
 	addr := os.Getenv("HALLMARK_PPROF_ADDR")
-	if addr == "" {
-		return
+	if addr == "" || len(os.Args) < 2 || os.Args[1] != "run" {
+		return // the daemon only, not the admin commands
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {

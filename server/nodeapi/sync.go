@@ -15,6 +15,7 @@ import (
 	"github.com/hallmarkid/hallmark/registration"
 	"github.com/hallmarkid/hallmark/server/ca"
 	"github.com/hallmarkid/hallmark/server/datastore"
+	"github.com/hallmarkid/hallmark/server/entrycache"
 )
 
 // MaxBatch bounds one BatchSignX509SVID call.
@@ -51,30 +52,47 @@ func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) erro
 	var bundleCh <-chan struct{}
 	jwtCh := s.jwtChanged()
 	fedSet, fedCh := s.federated()
-	var rev int64
+	var (
+		rev  int64
+		view entrycache.View
+		// recompute is set when the agent's authorised entries must be
+		// worked out again: at the start, when its record changed, and
+		// when an entry change may touch them (View.Stale). A change to
+		// another agent's entries costs this stream a look-up, not a
+		// recomputation: with a thousand agents connected, one entry
+		// change is one recomputation, not a thousand.
+		recompute = true
+	)
 	for {
 		changed := s.cfg.Entries.Changed()
 		if s.cfg.BundleChanged != nil && bundleCh == nil {
 			bundleCh = s.cfg.BundleChanged()
 		}
-		var authorized map[string]registration.Entry
-		authorized, rev = s.cfg.Entries.Authorized(agentID, rec.Selectors)
-		var resp *apiv1.SyncResponse
-		if first {
-			resp = s.firstMessage(rec.ID, req, authorized, rev, sent)
-			resp.Bundle = s.bundleProto()
-			resp.JwtBundle = s.jwtBundleProto()
-			resp.FederatedBundles = allFederated(fedSet)
-			resp.FederatedComplete = true
-		} else {
-			resp = s.entryChanges(authorized, rev, sent)
+		if !recompute && s.cfg.Entries.Stale(&view) {
+			recompute = true
 		}
-		if first || len(resp.Upserts) > 0 || len(resp.DeletedIds) > 0 {
-			if err := stream.Send(resp); err != nil {
-				return err
+		if recompute {
+			view = s.cfg.Entries.View(agentID, rec.Selectors)
+			rev = view.Revision
+			var resp *apiv1.SyncResponse
+			if first {
+				resp = s.firstMessage(rec.ID, req, view.Entries, rev, sent)
+				resp.Bundle = s.bundleProto()
+				resp.JwtBundle = s.jwtBundleProto()
+				resp.FederatedBundles = allFederated(fedSet)
+				resp.FederatedComplete = true
+			} else {
+				resp = s.entryChanges(view.Entries, rev, sent)
 			}
+			if first || len(resp.Upserts) > 0 || len(resp.DeletedIds) > 0 {
+				if err := stream.Send(resp); err != nil {
+					return err
+				}
+			}
+			first, recompute = false, false
+		} else {
+			rev = view.Revision
 		}
-		first = false
 
 		select {
 		case <-ctx.Done():
@@ -114,6 +132,7 @@ func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) erro
 			case err == nil:
 				rec = r
 			}
+			recompute = true
 		}
 	}
 }

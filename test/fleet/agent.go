@@ -322,7 +322,7 @@ func (a *Agent) mintLoop(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				a.fl.recordError(&a.fl.signErrors, err)
+				a.fl.failed(&a.fl.signErrors, err)
 				wait = time.Second
 			} else {
 				continue
@@ -408,7 +408,7 @@ func (a *Agent) renewLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			a.fl.recordError(&a.fl.renewErrors, err)
+			a.fl.failed(&a.fl.renewErrors, err)
 			if !sleep(ctx, time.Second) {
 				return
 			}

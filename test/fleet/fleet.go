@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/hallmarkid/hallmark/agent/client"
 	"github.com/hallmarkid/hallmark/agent/manager"
@@ -37,7 +39,7 @@ type Fleet struct {
 
 	signed, renewals, reconnects, busy   atomic.Int64
 	attestErrors, syncErrors, signErrors atomic.Int64
-	renewErrors                          atomic.Int64
+	renewErrors, unavailable             atomic.Int64
 	errMu                                sync.Mutex // guards firstErr
 	firstErr                             error
 	wg                                   sync.WaitGroup
@@ -100,6 +102,9 @@ type Counts struct {
 	// Busy counts attestations the server shed (its global limits) and
 	// the agent retried, as agents do.
 	Busy int64
+	// Unavailable counts signing and renewal calls that found no server
+	// (one restarting) and were retried.
+	Unavailable int64
 	// Errors of each kind (a stream that merely dropped, as when its
 	// server restarts, is a reconnect, not an error).
 	AttestErrors, SyncErrors, SignErrors, RenewErrors int64
@@ -112,6 +117,7 @@ func (c Counts) Errors() int64 { return c.AttestErrors + c.SyncErrors + c.SignEr
 func (f *Fleet) Counts() Counts {
 	return Counts{
 		Signed: f.signed.Load(), Renewals: f.renewals.Load(), Reconnects: f.reconnects.Load(), Busy: f.busy.Load(),
+		Unavailable:  f.unavailable.Load(),
 		AttestErrors: f.attestErrors.Load(), SyncErrors: f.syncErrors.Load(), SignErrors: f.signErrors.Load(),
 		RenewErrors: f.renewErrors.Load(),
 	}
@@ -122,6 +128,16 @@ func (f *Fleet) FirstError() error {
 	f.errMu.Lock()
 	defer f.errMu.Unlock()
 	return f.firstErr
+}
+
+// failed records a failed signing or renewal call: an error, unless no
+// server answered (Unavailable), which the agent retries.
+func (f *Fleet) failed(counter *atomic.Int64, err error) {
+	if status.Code(err) == codes.Unavailable {
+		f.unavailable.Add(1)
+		return
+	}
+	f.recordError(counter, err)
 }
 
 func (f *Fleet) recordError(counter *atomic.Int64, err error) {

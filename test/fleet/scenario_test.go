@@ -8,10 +8,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
+	"io"
 	"math/big"
 	mrand "math/rand/v2"
+	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -145,8 +148,10 @@ func run(tb testing.TB, sc scenario) *result {
 	// 1. Attestation storm: every agent starts at once.
 	cpu0 := cpuTicks(tb, srvs)
 	start := time.Now()
+	prof := profile(tb, "storm", 5*time.Second)
 	f.Start(ctx)
 	wait("storm", fleet.Synced)
+	prof()
 	storm := time.Since(start)
 	c := f.Counts()
 	res.add("attestation storm → all hold their SVIDs", "%.2f s, %d errors, %d shed+retried, %d SVIDs (want %d)",
@@ -172,6 +177,7 @@ func run(tb testing.TB, sc scenario) *result {
 	res.add("server RSS", "%s (%d agents, %d entries)", strings.Join(rss, " + "), sc.agents, layout.Entries())
 
 	// 3. One entry changed → its agent holds the new SVID.
+	prof = profile(tb, "change", 3*time.Second)
 	lat := make([]time.Duration, 0, sc.samples)
 	for k := range sc.samples {
 		i := mrand.IntN(sc.agents)
@@ -187,6 +193,7 @@ func run(tb testing.TB, sc scenario) *result {
 		}
 		lat = append(lat, time.Since(start)+rev.took)
 	}
+	prof()
 	res.add("one entry changed → its agent holds the new SVID", "p50 %.1f ms, p99 %.1f ms (%d samples)",
 		ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), len(lat))
 
@@ -215,8 +222,10 @@ func run(tb testing.TB, sc scenario) *result {
 	signed0 := f.Counts().Signed
 	cpu0 = cpuTicks(tb, srvs)
 	start = time.Now()
+	prof = profile(tb, "remint", 3*time.Second)
 	f.Remint()
 	wait("re-mint", fleet.Synced)
+	prof()
 	took := time.Since(start)
 	n := f.Counts().Signed - signed0
 	serverPer := time.Duration(float64(cpuTicks(tb, srvs)-cpu0) * 1e7 / float64(n))
@@ -246,6 +255,35 @@ func run(tb testing.TB, sc scenario) *result {
 		res.add("errors", "%+v, first: %v", res.counts, f.FirstError())
 	}
 	return res
+}
+
+// profile, when the server serves pprof (HALLMARK_PPROF=1 with
+// HALLMARK_PPROF_ADDR) and FLEET_PROFILE_DIR is set, takes a CPU profile
+// of the first server over the next d into FLEET_PROFILE_DIR/name.pprof;
+// the function returned waits for it.
+func profile(tb testing.TB, name string, d time.Duration) func() {
+	addr, dir := os.Getenv("HALLMARK_PPROF_ADDR"), os.Getenv("FLEET_PROFILE_DIR")
+	if !testenv.Pprof || addr == "" || dir == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())))
+		if err != nil {
+			tb.Logf("profile %s: %v", name, err)
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, name+".pprof"), b, 0o644)
+		}
+		if err != nil {
+			tb.Logf("profile %s: %v", name, err)
+		}
+	}()
+	return func() { <-done }
 }
 
 // revision is an entry update's new revision and how long the update
