@@ -116,6 +116,9 @@ type Server struct {
 	mu      sync.Mutex // guards streams
 	streams map[string]map[*agentStream]struct{}
 
+	stopping chan struct{} // closed by EndStreams
+	stopOnce sync.Once
+
 	fed fedCache
 
 	records *records
@@ -153,7 +156,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.OutageGrace = DefaultOutageGrace
 	}
 	s := &Server{cfg: cfg, verifiers: make(map[string]attestors.NodeVerifier), streams: make(map[string]map[*agentStream]struct{}),
-		records: newRecords(cfg.OutageGrace, cfg.Clock)}
+		records: newRecords(cfg.OutageGrace, cfg.Clock), stopping: make(chan struct{})}
 	for _, v := range cfg.Verifiers {
 		if _, dup := s.verifiers[v.Type()]; dup {
 			return nil, fmt.Errorf("nodeapi: node attestor %q configured twice", v.Type())

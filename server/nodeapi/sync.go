@@ -95,6 +95,8 @@ func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) erro
 		}
 
 		select {
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "server stopping; reconnect")
 		case <-ctx.Done():
 			if stream.Context().Err() == nil {
 				return s.endedStream(stream.Context(), rec.ID)
@@ -268,6 +270,15 @@ func (s *Server) AgentEvicted(id string) {
 	for as := range s.streams[id] {
 		as.stop()
 	}
+}
+
+// EndStreams ends every Sync stream, open or opened later, with
+// Unavailable: a stopping server calls it before its graceful stop, which
+// would otherwise wait out its timeout for streams that never end by
+// themselves. Agents reconnect at once (to another server of an HA pair,
+// or to this one restarted) and resume where they were.
+func (s *Server) EndStreams() {
+	s.stopOnce.Do(func() { close(s.stopping) })
 }
 
 // ConnectedAgents returns the number of agents with an open sync stream.

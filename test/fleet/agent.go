@@ -159,9 +159,11 @@ func (a *Agent) run(ctx context.Context) {
 }
 
 // attest attests with the agent's join token, retrying refusals that a
-// retry can cure (a busy server) with backoff; it reports success.
+// retry can cure (a busy server) with the agent's backoff (200 ms doubling
+// to 10 s; jittered here, so that a thousand agents in one process do not
+// retry in lockstep); it reports success.
 func (a *Agent) attest(ctx context.Context) bool {
-	backoff := 100 * time.Millisecond
+	backoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
 		key, csr, err := manager.NewKeyAndCSR()
 		if err != nil {
@@ -195,7 +197,7 @@ func (a *Agent) attest(ctx context.Context) bool {
 		if !sleep(ctx, jitter(backoff)) {
 			return false
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		backoff = min(backoff*2, 10*time.Second)
 	}
 	return false
 }

@@ -146,9 +146,9 @@ func run(tb testing.TB, sc scenario) *result {
 	perAgentSVIDs := int64(sc.perAgent + sc.shared)
 
 	// 1. Attestation storm: every agent starts at once.
-	cpu0 := cpuTicks(tb, srvs)
+	cpu0, gen0 := cpuTicks(tb, srvs), selfCPU(tb)
 	start := time.Now()
-	prof := profile(tb, "storm", 5*time.Second)
+	prof := profile(tb, "storm", 10*time.Second)
 	f.Start(ctx)
 	wait("storm", fleet.Synced)
 	prof()
@@ -156,7 +156,7 @@ func run(tb testing.TB, sc scenario) *result {
 	c := f.Counts()
 	res.add("attestation storm → all hold their SVIDs", "%.2f s, %d errors, %d shed+retried, %d SVIDs (want %d)",
 		storm.Seconds(), c.Errors(), c.Busy, c.Signed, perAgentSVIDs*int64(sc.agents))
-	res.add("storm: server CPU", "%.1f s", float64(cpuTicks(tb, srvs)-cpu0)/100)
+	res.add("storm: CPU used", "server %.1f s, generator %.1f s", float64(cpuTicks(tb, srvs)-cpu0)/100, (selfCPU(tb) - gen0).Seconds())
 
 	// 2. Idle: CPU over the window, then RSS.
 	for _, s := range srvs {
@@ -175,6 +175,7 @@ func run(tb testing.TB, sc scenario) *result {
 		rss = append(rss, fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)))
 	}
 	res.add("server RSS", "%s (%d agents, %d entries)", strings.Join(rss, " + "), sc.agents, layout.Entries())
+	heapProfile(tb)
 
 	// 3. One entry changed → its agent holds the new SVID.
 	prof = profile(tb, "change", 3*time.Second)
@@ -220,18 +221,20 @@ func run(tb testing.TB, sc scenario) *result {
 		testenv.WaitIdle(tb, s.PID(), 2*time.Minute)
 	}
 	signed0 := f.Counts().Signed
-	cpu0 = cpuTicks(tb, srvs)
+	cpu0, gen0 = cpuTicks(tb, srvs), selfCPU(tb)
 	start = time.Now()
-	prof = profile(tb, "remint", 3*time.Second)
+	prof = profile(tb, "remint", 8*time.Second)
 	f.Remint()
 	wait("re-mint", fleet.Synced)
 	prof()
 	took := time.Since(start)
 	n := f.Counts().Signed - signed0
 	serverPer := time.Duration(float64(cpuTicks(tb, srvs)-cpu0) * 1e7 / float64(n))
+	serverCPU, genCPU := float64(cpuTicks(tb, srvs)-cpu0)/100, (selfCPU(tb) - gen0).Seconds()
 	raw := rawCreateCertificate(tb, 2000)
 	res.add("workload SVID signing under load", "%d SVIDs in %.2f s = %.0f/s wall; server CPU %.0f µs/SVID vs raw x509.CreateCertificate %.0f µs: %.2f×",
 		n, took.Seconds(), float64(n)/took.Seconds(), us(serverPer), us(raw), float64(raw)/float64(serverPer))
+	res.add("re-mint: CPU used", "server %.1f s, generator %.1f s", serverCPU, genCPU)
 
 	// 7. Server restart → every agent resynced, nothing re-minted.
 	signed0 = f.Counts().Signed
@@ -284,6 +287,28 @@ func profile(tb testing.TB, name string, d time.Duration) func() {
 		}
 	}()
 	return func() { <-done }
+}
+
+// heapProfile saves the first server's heap profile as
+// FLEET_PROFILE_DIR/heap.pprof, when profiling (see profile).
+func heapProfile(tb testing.TB) {
+	addr, dir := os.Getenv("HALLMARK_PPROF_ADDR"), os.Getenv("FLEET_PROFILE_DIR")
+	if !testenv.Pprof || addr == "" || dir == "" {
+		return
+	}
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap")
+	if err != nil {
+		tb.Logf("heap profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "heap.pprof"), b, 0o644)
+	}
+	if err != nil {
+		tb.Logf("heap profile: %v", err)
+	}
 }
 
 // revision is an entry update's new revision and how long the update
@@ -343,6 +368,15 @@ func rawCreateCertificate(tb testing.TB, n int) time.Duration {
 		}
 	}
 	return (threadCPU(tb) - cpu0) / time.Duration(n)
+}
+
+// selfCPU returns the CPU time of this process (the generator).
+func selfCPU(tb testing.TB) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func threadCPU(tb testing.TB) time.Duration {
