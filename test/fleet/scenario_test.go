@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -71,7 +72,7 @@ func (r *result) add(name, format string, args ...any) {
 // servers starts the backend: one server on SQLite, or two on one
 // PostgreSQL database sharing a CA behind a round-robin balancer. It
 // returns the servers and the address agents dial.
-func servers(tb testing.TB, env *testenv.Env, sc scenario) ([]*testenv.Server, string) {
+func servers(tb testing.TB, env *testenv.Env, sc scenario) ([]*testenv.Server, string, string) {
 	opts := []testenv.ServerOption{testenv.WithLogLevel("warn"), testenv.WithServerHCL(fleetLimits)}
 	if sc.agentTTL != "" {
 		opts = append(opts, testenv.WithServerHCL(fmt.Sprintf("agent_svid_ttl = %q", sc.agentTTL)))
@@ -83,11 +84,12 @@ func servers(tb testing.TB, env *testenv.Env, sc scenario) ([]*testenv.Server, s
 	}
 	if sc.backend != "postgres" {
 		s := env.StartServer(optsA...)
-		return []*testenv.Server{s}, s.Address
+		return []*testenv.Server{s}, s.Address, ""
 	}
+	pgURL := pgtest.Start(tb)
 	ds := testenv.WithHCL(`datastore {
   type              = "postgres"
-  connection_string = "` + pgtest.Start(tb) + `"
+  connection_string = "` + pgURL + `"
 }`)
 	a := env.StartServer(append(optsA, ds)...)
 	b := env.StartServer(append(opts, ds, testenv.WithCAFrom(a))...)
@@ -96,7 +98,37 @@ func servers(tb testing.TB, env *testenv.Env, sc scenario) ([]*testenv.Server, s
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { lb.Close() })
-	return []*testenv.Server{a, b}, lb.Address()
+	return []*testenv.Server{a, b}, lb.Address(), pgURL
+}
+
+// pgLoad returns the database's transactions and rows read so far
+// (pg_stat_database), or zeros without PostgreSQL. The statistics are
+// flushed about once a second, so callers let a second pass first.
+type pgLoad struct{ xacts, rows int64 }
+
+func pgStats(tb testing.TB, url string) pgLoad {
+	if url == "" {
+		return pgLoad{}
+	}
+	time.Sleep(1500 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var l pgLoad
+	if err := conn.QueryRow(ctx, `SELECT xact_commit + xact_rollback, tup_returned + tup_fetched
+		FROM pg_stat_database WHERE datname = current_database()`).Scan(&l.xacts, &l.rows); err != nil {
+		tb.Fatal(err)
+	}
+	return l
+}
+
+func (l pgLoad) since(before pgLoad, changes int) string {
+	return fmt.Sprintf("PostgreSQL per change: %.0f transactions, %.0f rows read",
+		float64(l.xacts-before.xacts-1)/float64(changes), float64(l.rows-before.rows)/float64(changes))
 }
 
 // run runs the whole scenario against real servers and returns its
@@ -104,7 +136,7 @@ func servers(tb testing.TB, env *testenv.Env, sc scenario) ([]*testenv.Server, s
 // the smoke test asserts only what must hold at any speed.
 func run(tb testing.TB, sc scenario) *result {
 	env := testenv.New(tb)
-	srvs, addr := servers(tb, env, sc)
+	srvs, addr, pgURL := servers(tb, env, sc)
 	admin := srvs[0].Admin()
 	td := spiffeid.RequireTrustDomainFromString(srvs[0].TrustDomain)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -178,6 +210,7 @@ func run(tb testing.TB, sc scenario) *result {
 	heapProfile(tb)
 
 	// 3. One entry changed → its agent holds the new SVID.
+	pg0 := pgStats(tb, pgURL)
 	prof = profile(tb, "change", 3*time.Second)
 	lat := make([]time.Duration, 0, sc.samples)
 	for k := range sc.samples {
@@ -197,12 +230,19 @@ func run(tb testing.TB, sc scenario) *result {
 	prof()
 	res.add("one entry changed → its agent holds the new SVID", "p50 %.1f ms, p99 %.1f ms (%d samples)",
 		ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), len(lat))
+	if pgURL != "" {
+		res.add("one entry changed: database load", "%s", pgStats(tb, pgURL).since(pg0, len(lat)))
+	}
 
 	// 4. Shared (node-alias) entry changed → every agent holds it.
 	if sc.shared > 0 {
+		pg0 := pgStats(tb, pgURL)
 		rev := updateEntry(tb, admin, layout.Shared[0], 1)
 		d := wait("shared entry", func(a *fleet.Agent) bool { return a.HoldsSVID(layout.Shared[0].GetId(), rev.rev) })
 		res.add("shared node-alias entry changed → all agents hold it", "%.2f s", (d + rev.took).Seconds())
+		if pgURL != "" {
+			res.add("shared entry changed: database load", "%s", pgStats(tb, pgURL).since(pg0, 1))
+		}
 	}
 
 	// 5. localauthority x509 prepare → every agent holds the new bundle.
