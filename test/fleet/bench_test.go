@@ -36,7 +36,7 @@ func TestFleetSmoke(t *testing.T) {
 		t.Error("no agent SVID was renewed (agent_svid_ttl 4s)")
 	}
 	for _, f := range res.figures {
-		if strings.HasPrefix(f.name, "server restart") && !strings.HasSuffix(f.value, " 0 SVIDs re-minted") {
+		if strings.HasPrefix(f.name, "server restart") && !strings.HasSuffix(f.value, "), 0 SVIDs re-minted") {
 			t.Errorf("restart re-minted SVIDs: %s", f.value)
 		}
 	}

@@ -284,6 +284,7 @@ func run(tb testing.TB, sc scenario) *result {
 	}
 	start = time.Now()
 	srvs[0].Stop()
+	stopped := time.Since(start)
 	srvs[0].Start()
 	ready := time.Since(start)
 	wait("restart", func(a *fleet.Agent) bool { st := a.State(); return st.Streams > streams[a.Index] && st.Synced() })
@@ -291,8 +292,8 @@ func run(tb testing.TB, sc scenario) *result {
 	if len(srvs) > 1 {
 		what = "restart of server A (its agents move to B)"
 	}
-	res.add(what+" → all agents resynced", "%.2f s (stop → ready %.2f s), %d SVIDs re-minted",
-		time.Since(start).Seconds(), ready.Seconds(), f.Counts().Signed-signed0)
+	res.add(what+" → all agents resynced", "%.2f s (stopped after %.2f s, ready after %.2f s), %d SVIDs re-minted",
+		time.Since(start).Seconds(), stopped.Seconds(), ready.Seconds(), f.Counts().Signed-signed0)
 	res.counts = f.Counts()
 	if res.counts.Errors() > 0 {
 		res.add("errors", "%+v, first: %v", res.counts, f.FirstError())
