@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -100,6 +101,12 @@ type Config struct {
 	// DefaultOutageGrace; negative disables it (fail at once).
 	OutageGrace time.Duration
 
+	// SigningConcurrency bounds the BatchSignX509SVID calls that sign at
+	// once; the others wait their turn (until their deadline). Signing is
+	// CPU-bound: more at once only makes every batch finish later. Zero
+	// means GOMAXPROCS.
+	SigningConcurrency int
+
 	// Federation, when set, is the set of federated bundles pushed to
 	// agents in Sync: all of them, since bundles are public and agents
 	// hand each workload only those its entries federate with. Nil means
@@ -118,6 +125,10 @@ type Server struct {
 
 	stopping chan struct{} // closed by EndStreams
 	stopOnce sync.Once
+
+	// signSlots bounds the BatchSignX509SVID calls signing at once
+	// (Config.SigningConcurrency).
+	signSlots chan struct{}
 
 	fed fedCache
 
@@ -155,8 +166,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.OutageGrace == 0 {
 		cfg.OutageGrace = DefaultOutageGrace
 	}
+	if cfg.SigningConcurrency <= 0 {
+		cfg.SigningConcurrency = runtime.GOMAXPROCS(0)
+	}
 	s := &Server{cfg: cfg, verifiers: make(map[string]attestors.NodeVerifier), streams: make(map[string]map[*agentStream]struct{}),
-		records: newRecords(cfg.OutageGrace, cfg.Clock), stopping: make(chan struct{})}
+		records: newRecords(cfg.OutageGrace, cfg.Clock), stopping: make(chan struct{}),
+		signSlots: make(chan struct{}, cfg.SigningConcurrency)}
 	for _, v := range cfg.Verifiers {
 		if _, dup := s.verifiers[v.Type()]; dup {
 			return nil, fmt.Errorf("nodeapi: node attestor %q configured twice", v.Type())

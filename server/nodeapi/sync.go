@@ -13,7 +13,6 @@ import (
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/internal/apiconv"
 	"github.com/hallmarkid/hallmark/registration"
-	"github.com/hallmarkid/hallmark/server/ca"
 	"github.com/hallmarkid/hallmark/server/datastore"
 	"github.com/hallmarkid/hallmark/server/entrycache"
 )
@@ -286,64 +285,4 @@ func (s *Server) ConnectedAgents() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.streams)
-}
-
-// BatchSignX509SVID signs workload SVIDs for entries authorised for the
-// caller. Only the entry's SPIFFE ID is signed, never what the CSR asks for.
-func (s *Server) BatchSignX509SVID(ctx context.Context, req *apiv1.BatchSignX509SVIDRequest) (*apiv1.BatchSignX509SVIDResponse, error) {
-	rec, _, err := s.callerRecord(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if len(req.GetRequests()) > MaxBatch {
-		return nil, status.Errorf(codes.InvalidArgument, "at most %d SVIDs per batch", MaxBatch)
-	}
-	agentID, _ := spiffeid.FromString(rec.ID)
-	authorized, _ := s.cfg.Entries.Authorized(agentID, rec.Selectors)
-	resp := &apiv1.BatchSignX509SVIDResponse{Results: make([]*apiv1.SVIDResult, len(req.GetRequests()))}
-	for i, r := range req.GetRequests() {
-		res := &apiv1.SVIDResult{EntryId: r.GetEntryId()}
-		resp.Results[i] = res
-		e, ok := authorized[r.GetEntryId()]
-		if !ok {
-			res.Error = "entry not found or not authorised for this agent"
-			continue
-		}
-		svid, serial, err := s.signEntry(ctx, e, r.GetCsr())
-		if err != nil {
-			res.Error = err.Error()
-			continue
-		}
-		res.Svid = svid
-		s.cfg.Audit.Record(ctx, "issuance", map[string]any{
-			"spiffe_id": e.SPIFFEID.String(), "entry_id": e.ID, "caller": rec.ID, "serial": serial,
-			"expires_at": time.Unix(svid.ExpiresAt, 0).UTC().Format(time.RFC3339),
-		})
-	}
-	return resp, nil
-}
-
-func (s *Server) signEntry(ctx context.Context, e registration.Entry, csrDER []byte) (*apiv1.X509SVID, string, error) {
-	if err := registration.CheckNotReserved(e.SPIFFEID); err != nil {
-		// An entry stored before such entries were refused: never sign a
-		// workload an SVID naming an agent or the server.
-		s.cfg.Log.Warn("Refusing to sign an entry with a reserved SPIFFE ID; delete the entry", "entry_id", e.ID,
-			"spiffe_id", e.SPIFFEID.String(), "error", err)
-		return nil, "", err
-	}
-	csr, err := ca.ParseCSR(csrDER)
-	if err != nil {
-		return nil, "", err
-	}
-	ttl := e.X509SVIDTTL
-	if ttl == 0 {
-		ttl = s.cfg.DefaultSVIDTTL
-	}
-	start := time.Now()
-	certs, err := s.cfg.Signer.SignX509SVID(ctx, ca.X509SVIDParams{ID: e.SPIFFEID, PublicKey: csr.PublicKey, TTL: ttl, DNSNames: e.DNSNames})
-	if err != nil {
-		return nil, "", err
-	}
-	s.cfg.Metrics.SVIDIssued("workload", time.Since(start))
-	return svidProto(e.SPIFFEID, certs), certs[0].SerialNumber.String(), nil
 }
