@@ -46,6 +46,7 @@ type Agent struct {
 	rev         int64
 	// streams counts the Sync streams that delivered a first message.
 	streams   int
+	streamAt  time.Time // when the latest stream's first message arrived
 	connected bool
 	svidStart time.Time // when the agent SVID was received
 	svidEnd   time.Time
@@ -85,6 +86,14 @@ func (a *Agent) State() State {
 		}
 	}
 	return st
+}
+
+// StreamAt returns when the agent's latest Sync stream delivered its first
+// message.
+func (a *Agent) StreamAt() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.streamAt
 }
 
 // HoldsSVID reports whether the agent holds an SVID for the entry at
@@ -258,6 +267,7 @@ func (a *Agent) apply(msg *apiv1.SyncResponse, first bool) {
 	}
 	if first {
 		a.streams++
+		a.streamAt = time.Now()
 		a.connected = true
 	}
 	if msg.GetFull() {

@@ -292,8 +292,13 @@ func run(tb testing.TB, sc scenario) *result {
 	if len(srvs) > 1 {
 		what = "restart of server A (its agents move to B)"
 	}
-	res.add(what+" → all agents resynced", "%.2f s (stopped after %.2f s, ready after %.2f s), %d SVIDs re-minted",
-		time.Since(start).Seconds(), stopped.Seconds(), ready.Seconds(), f.Counts().Signed-signed0)
+	back := make([]time.Duration, len(f.Agents))
+	for i, a := range f.Agents {
+		back[i] = a.StreamAt().Sub(start)
+	}
+	res.add(what+" → all agents resynced", "%.2f s (stopped after %.2f s, ready after %.2f s; agents back p50 %.2f s, p90 %.2f s), %d SVIDs re-minted",
+		time.Since(start).Seconds(), stopped.Seconds(), ready.Seconds(), percentile(back, 0.5).Seconds(), percentile(back, 0.9).Seconds(),
+		f.Counts().Signed-signed0)
 	res.counts = f.Counts()
 	if res.counts.Errors() > 0 {
 		res.add("errors", "%+v, first: %v", res.counts, f.FirstError())
