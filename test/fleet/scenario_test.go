@@ -285,20 +285,33 @@ func run(tb testing.TB, sc scenario) *result {
 	start = time.Now()
 	srvs[0].Stop()
 	stopped := time.Since(start)
+	if len(srvs) > 1 {
+		// The agents of the stopped server now see their streams end;
+		// those of the other server keep theirs and are waited for only
+		// as "synced".
+		time.Sleep(500 * time.Millisecond)
+	}
 	srvs[0].Start()
 	ready := time.Since(start)
-	wait("restart", func(a *fleet.Agent) bool { st := a.State(); return st.Streams > streams[a.Index] && st.Synced() })
+	wait("restart", func(a *fleet.Agent) bool {
+		st := a.State()
+		return st.Synced() && (st.Streams > streams[a.Index] || len(srvs) > 1)
+	})
+	moved := 0
 	what := "server restart"
 	if len(srvs) > 1 {
 		what = "restart of server A (its agents move to B)"
 	}
-	back := make([]time.Duration, len(f.Agents))
-	for i, a := range f.Agents {
-		back[i] = a.StreamAt().Sub(start)
+	var back []time.Duration
+	for _, a := range f.Agents {
+		if a.State().Streams > streams[a.Index] {
+			moved++
+			back = append(back, a.StreamAt().Sub(start))
+		}
 	}
-	res.add(what+" → all agents resynced", "%.2f s (stopped after %.2f s, ready after %.2f s; agents back p50 %.2f s, p90 %.2f s), %d SVIDs re-minted",
-		time.Since(start).Seconds(), stopped.Seconds(), ready.Seconds(), percentile(back, 0.5).Seconds(), percentile(back, 0.9).Seconds(),
-		f.Counts().Signed-signed0)
+	res.add(what+" → all agents resynced", "%.2f s (stopped after %.2f s, ready after %.2f s; %d agents reconnected, p50 %.2f s, p90 %.2f s, last %.2f s), %d SVIDs re-minted",
+		time.Since(start).Seconds(), stopped.Seconds(), ready.Seconds(), moved, percentile(back, 0.5).Seconds(), percentile(back, 0.9).Seconds(),
+		percentile(back, 1).Seconds(), f.Counts().Signed-signed0)
 	res.counts = f.Counts()
 	if res.counts.Errors() > 0 {
 		res.add("errors", "%+v, first: %v", res.counts, f.FirstError())
