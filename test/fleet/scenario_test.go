@@ -102,15 +102,16 @@ func servers(tb testing.TB, env *testenv.Env, sc scenario) ([]*testenv.Server, s
 }
 
 // pgLoad returns the database's transactions and rows read so far
-// (pg_stat_database), or zeros without PostgreSQL. The statistics are
-// flushed about once a second, so callers let a second pass first.
+// (pg_stat_database), or zeros without PostgreSQL. A backend that goes
+// idle flushes its statistics within 10 s (PostgreSQL 15), so this waits
+// 11 s first.
 type pgLoad struct{ xacts, rows int64 }
 
 func pgStats(tb testing.TB, url string) pgLoad {
 	if url == "" {
 		return pgLoad{}
 	}
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(11 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, url)
@@ -127,7 +128,7 @@ func pgStats(tb testing.TB, url string) pgLoad {
 }
 
 func (l pgLoad) since(before pgLoad, changes int) string {
-	return fmt.Sprintf("PostgreSQL per change: %.0f transactions, %.0f rows read",
+	return fmt.Sprintf("PostgreSQL per change: %.1f transactions, %.0f rows read",
 		float64(l.xacts-before.xacts-1)/float64(changes), float64(l.rows-before.rows)/float64(changes))
 }
 
