@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/agent/manager"
+	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/server/nodeapi"
 	"github.com/hallmarkid/hallmark/server/nodeapi/nodeapitest"
 )
