@@ -48,7 +48,8 @@ func TestFleetSmoke(t *testing.T) {
 // 20) plus FLEET_SHARED node-alias entries (default 3), against
 // FLEET_BACKEND: "sqlite" (one server) or "postgres" (two servers behind
 // a balancer). FLEET_IDLE sets the idle-CPU window (default 30s),
-// FLEET_SAMPLES the one-entry changes timed (default 100). The table is
+// FLEET_SAMPLES the one-entry changes timed (default 100), FLEET_SERVER_HCL
+// extra lines for the server block (experiments with other limits). The table is
 // logged and, with FLEET_OUT, appended to that file. `make bench-fleet`
 // runs it.
 func BenchmarkFleet(b *testing.B) {

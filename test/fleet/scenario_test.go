@@ -77,6 +77,10 @@ func servers(tb testing.TB, env *testenv.Env, sc scenario) ([]*testenv.Server, s
 	if sc.agentTTL != "" {
 		opts = append(opts, testenv.WithServerHCL(fmt.Sprintf("agent_svid_ttl = %q", sc.agentTTL)))
 	}
+	if extra := os.Getenv("FLEET_SERVER_HCL"); extra != "" {
+		// Experiments: other limits, say (docs/scale.md).
+		opts = append(opts, testenv.WithServerHCL(extra))
+	}
 	optsA := opts
 	if addr := os.Getenv("HALLMARK_PPROF_ADDR"); testenv.Pprof && addr != "" {
 		// One profiling listener: the first server's.
