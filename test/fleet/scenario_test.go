@@ -73,11 +73,18 @@ func (r *result) add(name, format string, args ...any) {
 // PostgreSQL database sharing a CA behind a round-robin balancer. It
 // returns the servers and the address agents dial.
 func servers(tb testing.TB, env *testenv.Env, sc scenario) ([]*testenv.Server, string, string) {
-	opts := []testenv.ServerOption{testenv.WithLogLevel("warn"), testenv.WithServerHCL(fleetLimits)}
+	extra := os.Getenv("FLEET_SERVER_HCL")
+	var limits []string
+	for _, line := range strings.Split(fleetLimits, "\n") {
+		if key, _, _ := strings.Cut(line, " "); !strings.Contains(extra, key) {
+			limits = append(limits, line) // FLEET_SERVER_HCL overrides
+		}
+	}
+	opts := []testenv.ServerOption{testenv.WithLogLevel("warn"), testenv.WithServerHCL(strings.Join(limits, "\n"))}
 	if sc.agentTTL != "" {
 		opts = append(opts, testenv.WithServerHCL(fmt.Sprintf("agent_svid_ttl = %q", sc.agentTTL)))
 	}
-	if extra := os.Getenv("FLEET_SERVER_HCL"); extra != "" {
+	if extra != "" {
 		// Experiments: other limits, say (docs/scale.md).
 		opts = append(opts, testenv.WithServerHCL(extra))
 	}
