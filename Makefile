@@ -9,7 +9,7 @@ BUILD_TAGS ?= grpcnotrace
 PKGS := ./...
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test demo bench lint deps proto race fuzz clean
+.PHONY: all build test demo bench bench-fleet lint deps proto race fuzz clean
 
 all: build
 
@@ -34,6 +34,21 @@ demo: build
 
 bench: deps build
 	@scripts/bench.sh
+
+# Fleet load generator (docs/scale.md): FLEET_N simulated agents (default
+# "100 300 1000", one run each) against FLEET_BACKEND ("sqlite": one
+# server; "postgres": two servers behind a balancer; default both). The
+# tables are appended to FLEET_OUT. PPROF=1 builds the server with the
+# pprof tag and serves profiles on HALLMARK_PPROF_ADDR. Not part of `make test`.
+FLEET_N ?= 100 300 1000
+FLEET_BACKEND ?= sqlite postgres
+FLEET_OUT ?= $(CURDIR)/bench-fleet.md
+bench-fleet: deps
+	@for be in $(FLEET_BACKEND); do for n in $(FLEET_N); do \
+	  echo "== fleet: $$n agents, $$be"; \
+	  FLEET_N=$$n FLEET_BACKEND=$$be FLEET_OUT=$(FLEET_OUT) HALLMARK_PPROF=$(PPROF) \
+	  $(GO) test -count=1 -run '^$$' -bench '^BenchmarkFleet$$' -benchtime 1x -timeout 60m ./test/fleet/ || exit 1; \
+	done; done; echo "tables appended to $(FLEET_OUT)"
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -433,6 +433,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("Server stopping")
 	_ = sdnotify.Stopping()
+	s.node.EndStreams() // else the graceful stop waits 3 s for Sync streams
 	stopped := make(chan struct{})
 	go func() {
 		attestSrv.GracefulStop()

@@ -21,22 +21,33 @@ type Cache struct {
 	mu       sync.RWMutex // guards the fields that follow
 	byID     map[string]*registration.Entry
 	byParent map[spiffeid.ID]map[string]*registration.Entry
-	rev      int64
-	changed  chan struct{} // closed and replaced on every change
-	// memo holds Authorized answers at the current revision; cleared on
-	// every change.
-	memo map[string]map[string]registration.Entry
+	// nodeBySel indexes node entries (parented by serverID) by each of
+	// their selectors, so that finding an agent's aliases costs its own
+	// selectors, not every node entry (one per agent in many fleets);
+	// nodeNoSel holds node entries without selectors (they alias every
+	// agent).
+	nodeBySel map[registration.Selector]map[string]*registration.Entry
+	nodeNoSel map[string]*registration.Entry
+	rev       int64
+	changed   chan struct{} // closed and replaced on every change
+	// memo holds View answers at the current revision; cleared on every
+	// change.
+	memo map[string]View
 	gen  uint64 // bumped on every change
+	// log records what each recent change touched (see Stale).
+	log changeLog
 }
 
 // New returns an empty cache. Entries whose parent is serverID are node
 // entries: they match agents by selector and alias them.
 func New(serverID spiffeid.ID) *Cache {
 	return &Cache{
-		serverID: serverID,
-		byID:     make(map[string]*registration.Entry),
-		byParent: make(map[spiffeid.ID]map[string]*registration.Entry),
-		changed:  make(chan struct{}),
+		serverID:  serverID,
+		byID:      make(map[string]*registration.Entry),
+		byParent:  make(map[spiffeid.ID]map[string]*registration.Entry),
+		nodeBySel: make(map[registration.Selector]map[string]*registration.Entry),
+		nodeNoSel: make(map[string]*registration.Entry),
+		changed:   make(chan struct{}),
 	}
 }
 
@@ -46,11 +57,13 @@ func (c *Cache) Reset(entries []registration.Entry, rev int64) {
 	defer c.mu.Unlock()
 	c.byID = make(map[string]*registration.Entry, len(entries))
 	c.byParent = make(map[spiffeid.ID]map[string]*registration.Entry)
+	c.nodeBySel = make(map[registration.Selector]map[string]*registration.Entry)
+	c.nodeNoSel = make(map[string]*registration.Entry)
 	for i := range entries {
 		c.putLocked(entries[i])
 	}
 	c.rev = rev
-	c.broadcastLocked()
+	c.broadcastLocked(change{all: true})
 }
 
 // Apply upserts and deletes entries and records rev as the revision the
@@ -64,20 +77,29 @@ func (c *Cache) Apply(upserts []registration.Entry, deletedIDs []string, rev int
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var ch change
 	for _, id := range deletedIDs {
+		if old, ok := c.byID[id]; ok {
+			ch.touch(old.ParentID, c.serverID)
+		}
 		c.deleteLocked(id)
 	}
 	for _, e := range upserts {
-		if old, ok := c.byID[e.ID]; ok && e.Revision < old.Revision {
+		old, ok := c.byID[e.ID]
+		if ok && e.Revision < old.Revision {
 			continue
 		}
+		if ok {
+			ch.touch(old.ParentID, c.serverID)
+		}
+		ch.touch(e.ParentID, c.serverID)
 		c.deleteLocked(e.ID)
 		c.putLocked(e)
 	}
 	if rev > c.rev {
 		c.rev = rev
 	}
-	c.broadcastLocked()
+	c.broadcastLocked(ch)
 }
 
 func (c *Cache) putLocked(e registration.Entry) {
@@ -89,6 +111,19 @@ func (c *Cache) putLocked(e registration.Entry) {
 		c.byParent[e.ParentID] = m
 	}
 	m[e.ID] = p
+	if e.ParentID == c.serverID {
+		if len(e.Selectors) == 0 {
+			c.nodeNoSel[e.ID] = p
+		}
+		for _, sel := range e.Selectors {
+			n := c.nodeBySel[sel]
+			if n == nil {
+				n = make(map[string]*registration.Entry)
+				c.nodeBySel[sel] = n
+			}
+			n[e.ID] = p
+		}
+	}
 }
 
 func (c *Cache) deleteLocked(id string) {
@@ -103,11 +138,23 @@ func (c *Cache) deleteLocked(id string) {
 			delete(c.byParent, old.ParentID)
 		}
 	}
+	if old.ParentID == c.serverID {
+		delete(c.nodeNoSel, id)
+		for _, sel := range old.Selectors {
+			if n := c.nodeBySel[sel]; n != nil {
+				delete(n, id)
+				if len(n) == 0 {
+					delete(c.nodeBySel, sel)
+				}
+			}
+		}
+	}
 }
 
-func (c *Cache) broadcastLocked() {
+func (c *Cache) broadcastLocked(ch change) {
 	c.memo = nil
 	c.gen++
+	c.log.add(c.gen, ch)
 	close(c.changed)
 	c.changed = make(chan struct{})
 }
@@ -164,10 +211,19 @@ func (c *Cache) Aliases(agentSelectors []registration.Selector) []registration.E
 }
 
 func (c *Cache) aliasesLocked(set registration.SelectorSet) []registration.Entry {
-	var out []registration.Entry
-	for _, e := range c.byParent[c.serverID] {
-		if set.Includes(e.Selectors) {
-			out = append(out, *e)
+	out := make([]registration.Entry, 0, len(c.nodeNoSel))
+	for _, e := range c.nodeNoSel {
+		out = append(out, *e)
+	}
+	seen := make(map[string]bool)
+	for sel := range set {
+		for id, e := range c.nodeBySel[sel] {
+			if !seen[id] {
+				seen[id] = true
+				if set.Includes(e.Selectors) {
+					out = append(out, *e)
+				}
+			}
 		}
 	}
 	return out
@@ -179,31 +235,11 @@ func (c *Cache) aliasesLocked(set registration.SelectorSet) []registration.Entry
 // returned is the one the answer is current to. The map is shared with
 // other callers until the next change: callers must not modify it.
 func (c *Cache) Authorized(agentID spiffeid.ID, agentSelectors []registration.Selector) (map[string]registration.Entry, int64) {
-	key := agentID.String() + "\x00" + registration.SelectorsKey(agentSelectors)
-	c.mu.RLock()
-	if m, ok := c.memo[key]; ok {
-		rev := c.rev
-		c.mu.RUnlock()
-		return m, rev
-	}
-	m, rev := c.authorizedLocked(agentID, agentSelectors)
-	gen := c.gen
-	c.mu.RUnlock()
-	c.mu.Lock()
-	if c.gen == gen {
-		if c.memo == nil {
-			c.memo = make(map[string]map[string]registration.Entry)
-		}
-		if len(c.memo) > 4096 {
-			clear(c.memo)
-		}
-		c.memo[key] = m
-	}
-	c.mu.Unlock()
-	return m, rev
+	v := c.View(agentID, agentSelectors)
+	return v.Entries, v.Revision
 }
 
-func (c *Cache) authorizedLocked(agentID spiffeid.ID, agentSelectors []registration.Selector) (map[string]registration.Entry, int64) {
+func (c *Cache) authorizedLocked(agentID spiffeid.ID, agentSelectors []registration.Selector) View {
 	out := make(map[string]registration.Entry)
 	seen := map[spiffeid.ID]bool{agentID: true}
 	queue := []spiffeid.ID{agentID}
@@ -230,5 +266,5 @@ func (c *Cache) authorizedLocked(agentID spiffeid.ID, agentSelectors []registrat
 			}
 		}
 	}
-	return out, c.rev
+	return View{Entries: out, Revision: c.rev, gen: c.gen, parents: seen}
 }

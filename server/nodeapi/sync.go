@@ -13,8 +13,8 @@ import (
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/internal/apiconv"
 	"github.com/hallmarkid/hallmark/registration"
-	"github.com/hallmarkid/hallmark/server/ca"
 	"github.com/hallmarkid/hallmark/server/datastore"
+	"github.com/hallmarkid/hallmark/server/entrycache"
 )
 
 // MaxBatch bounds one BatchSignX509SVID call.
@@ -51,32 +51,51 @@ func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) erro
 	var bundleCh <-chan struct{}
 	jwtCh := s.jwtChanged()
 	fedSet, fedCh := s.federated()
-	var rev int64
+	var (
+		rev  int64
+		view entrycache.View
+		// recompute is set when the agent's authorised entries must be
+		// worked out again: at the start, when its record changed, and
+		// when an entry change may touch them (View.Stale). A change to
+		// another agent's entries costs this stream a look-up, not a
+		// recomputation: with a thousand agents connected, one entry
+		// change is one recomputation, not a thousand.
+		recompute = true
+	)
 	for {
 		changed := s.cfg.Entries.Changed()
 		if s.cfg.BundleChanged != nil && bundleCh == nil {
 			bundleCh = s.cfg.BundleChanged()
 		}
-		var authorized map[string]registration.Entry
-		authorized, rev = s.cfg.Entries.Authorized(agentID, rec.Selectors)
-		var resp *apiv1.SyncResponse
-		if first {
-			resp = s.firstMessage(rec.ID, req, authorized, rev, sent)
-			resp.Bundle = s.bundleProto()
-			resp.JwtBundle = s.jwtBundleProto()
-			resp.FederatedBundles = allFederated(fedSet)
-			resp.FederatedComplete = true
-		} else {
-			resp = s.entryChanges(authorized, rev, sent)
+		if !recompute && s.cfg.Entries.Stale(&view) {
+			recompute = true
 		}
-		if first || len(resp.Upserts) > 0 || len(resp.DeletedIds) > 0 {
-			if err := stream.Send(resp); err != nil {
-				return err
+		if recompute {
+			view = s.cfg.Entries.View(agentID, rec.Selectors)
+			rev = view.Revision
+			var resp *apiv1.SyncResponse
+			if first {
+				resp = s.firstMessage(rec.ID, req, view.Entries, rev, sent)
+				resp.Bundle = s.bundleProto()
+				resp.JwtBundle = s.jwtBundleProto()
+				resp.FederatedBundles = allFederated(fedSet)
+				resp.FederatedComplete = true
+			} else {
+				resp = s.entryChanges(view.Entries, rev, sent)
 			}
+			if first || len(resp.Upserts) > 0 || len(resp.DeletedIds) > 0 {
+				if err := stream.Send(resp); err != nil {
+					return err
+				}
+			}
+			first, recompute = false, false
+		} else {
+			rev = view.Revision
 		}
-		first = false
 
 		select {
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "server stopping; reconnect")
 		case <-ctx.Done():
 			if stream.Context().Err() == nil {
 				return s.endedStream(stream.Context(), rec.ID)
@@ -114,6 +133,7 @@ func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) erro
 			case err == nil:
 				rec = r
 			}
+			recompute = true
 		}
 	}
 }
@@ -251,69 +271,18 @@ func (s *Server) AgentEvicted(id string) {
 	}
 }
 
+// EndStreams ends every Sync stream, open or opened later, with
+// Unavailable: a stopping server calls it before its graceful stop, which
+// would otherwise wait out its timeout for streams that never end by
+// themselves. Agents reconnect at once (to another server of an HA pair,
+// or to this one restarted) and resume where they were.
+func (s *Server) EndStreams() {
+	s.stopOnce.Do(func() { close(s.stopping) })
+}
+
 // ConnectedAgents returns the number of agents with an open sync stream.
 func (s *Server) ConnectedAgents() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.streams)
-}
-
-// BatchSignX509SVID signs workload SVIDs for entries authorised for the
-// caller. Only the entry's SPIFFE ID is signed, never what the CSR asks for.
-func (s *Server) BatchSignX509SVID(ctx context.Context, req *apiv1.BatchSignX509SVIDRequest) (*apiv1.BatchSignX509SVIDResponse, error) {
-	rec, _, err := s.callerRecord(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if len(req.GetRequests()) > MaxBatch {
-		return nil, status.Errorf(codes.InvalidArgument, "at most %d SVIDs per batch", MaxBatch)
-	}
-	agentID, _ := spiffeid.FromString(rec.ID)
-	authorized, _ := s.cfg.Entries.Authorized(agentID, rec.Selectors)
-	resp := &apiv1.BatchSignX509SVIDResponse{Results: make([]*apiv1.SVIDResult, len(req.GetRequests()))}
-	for i, r := range req.GetRequests() {
-		res := &apiv1.SVIDResult{EntryId: r.GetEntryId()}
-		resp.Results[i] = res
-		e, ok := authorized[r.GetEntryId()]
-		if !ok {
-			res.Error = "entry not found or not authorised for this agent"
-			continue
-		}
-		svid, serial, err := s.signEntry(ctx, e, r.GetCsr())
-		if err != nil {
-			res.Error = err.Error()
-			continue
-		}
-		res.Svid = svid
-		s.cfg.Audit.Record(ctx, "issuance", map[string]any{
-			"spiffe_id": e.SPIFFEID.String(), "entry_id": e.ID, "caller": rec.ID, "serial": serial,
-			"expires_at": time.Unix(svid.ExpiresAt, 0).UTC().Format(time.RFC3339),
-		})
-	}
-	return resp, nil
-}
-
-func (s *Server) signEntry(ctx context.Context, e registration.Entry, csrDER []byte) (*apiv1.X509SVID, string, error) {
-	if err := registration.CheckNotReserved(e.SPIFFEID); err != nil {
-		// An entry stored before such entries were refused: never sign a
-		// workload an SVID naming an agent or the server.
-		s.cfg.Log.Warn("Refusing to sign an entry with a reserved SPIFFE ID; delete the entry", "entry_id", e.ID,
-			"spiffe_id", e.SPIFFEID.String(), "error", err)
-		return nil, "", err
-	}
-	csr, err := ca.ParseCSR(csrDER)
-	if err != nil {
-		return nil, "", err
-	}
-	ttl := e.X509SVIDTTL
-	if ttl == 0 {
-		ttl = s.cfg.DefaultSVIDTTL
-	}
-	start := time.Now()
-	certs, err := s.cfg.Signer.SignX509SVID(ctx, ca.X509SVIDParams{ID: e.SPIFFEID, PublicKey: csr.PublicKey, TTL: ttl, DNSNames: e.DNSNames})
-	if err != nil {
-		return nil, "", err
-	}
-	s.cfg.Metrics.SVIDIssued("workload", time.Since(start))
-	return svidProto(e.SPIFFEID, certs), certs[0].SerialNumber.String(), nil
 }

@@ -37,6 +37,7 @@ type serverOpts struct {
 	caFrom      *Server
 	trustDomain string
 	procEnv     []string
+	logLevel    string
 }
 
 // WithTrustDomain starts the server in trust domain td instead of
@@ -48,6 +49,11 @@ func WithTrustDomain(td string) ServerOption { return func(o *serverOpts) { o.tr
 func WithServerEnv(kv ...string) ServerOption {
 	return func(o *serverOpts) { o.procEnv = append(o.procEnv, kv...) }
 }
+
+// WithLogLevel sets the server's log_level (default "debug"); load
+// benchmarks use "warn" so that logging does not weigh on what they
+// measure.
+func WithLogLevel(level string) ServerOption { return func(o *serverOpts) { o.logLevel = level } }
 
 // WithCAFrom starts the server with a copy of other's CA and JWT signing
 // keys (data/ca and data/jwt): HA servers share one CA and one JWT key set.
@@ -65,7 +71,7 @@ func WithHCL(hcl string) ServerOption { return func(o *serverOpts) { o.extra += 
 // it is healthy.
 func (e *Env) StartServer(opts ...ServerOption) *Server {
 	e.t.Helper()
-	var o serverOpts
+	o := serverOpts{logLevel: "debug"}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -86,11 +92,11 @@ func (e *Env) StartServer(opts ...ServerOption) *Server {
   bind_port    = %d
   data_dir     = %q
   socket_path  = %q
-  log_level    = "debug"
+  log_level    = %q
   %s
 }
 %s
-`, s.TrustDomain, port, filepath.Join(dir, "data"), s.SocketPath, o.extraServer, o.extra))
+`, s.TrustDomain, port, filepath.Join(dir, "data"), s.SocketPath, o.logLevel, o.extraServer, o.extra))
 	if o.caFrom != nil {
 		// The CA and the JWT signing keys.
 		for _, sub := range []string{"ca", "jwt"} {

@@ -52,6 +52,12 @@ var Race = os.Getenv("HALLMARK_RACE") == "1"
 // (-ldflags "-X main.version=..."), as a release build sets it.
 const Version = "0.0.0-e2e+linked"
 
+// Pprof reports whether the daemons are built with the pprof tag
+// (HALLMARK_PPROF=1, set by `make bench-fleet PPROF=1`): the server then
+// serves net/http/pprof on HALLMARK_PPROF_ADDR when that is set (see
+// cmd/hallmark-server/pprof_tcp.go). Released binaries never carry it.
+var Pprof = os.Getenv("HALLMARK_PPROF") == "1"
+
 // Binaries builds the binaries (once, with the release build tags plus
 // those in $HALLMARK_BUILD_TAGS, if any: see
 // BUILD_TAGS in the Makefile) and returns their directory.
@@ -65,6 +71,9 @@ func Binaries(t testing.TB) string {
 		tags := "grpcnotrace"
 		if extra := os.Getenv("HALLMARK_BUILD_TAGS"); extra != "" {
 			tags += "," + extra // e.g. pprof: see internal/devpprof
+		}
+		if Pprof {
+			tags += ",pprof"
 		}
 		// Linked like a release (-X main.version), so tests see the
 		// version -version prints and hallmark_build_info reports.
