@@ -479,7 +479,12 @@ func TestHAStaticBundleWithoutFederationBlock(t *testing.T) {
 	a.MustCLI("bundle", "set", "-id", "spiffe://third.org", "-path", thirdPEM)
 	waitForBundle(t, ag.Addr(), "third.org", authorities(t, third.MustCLI("bundle", "show")))
 
-	a.MustCLI("bundle", "delete", "-id", "third.org")
+	// SPIRE's default mode (restrict) refuses while an entry federates
+	// with the trust domain; dissociate removes it from the entry first.
+	if out, err := a.CLI("bundle", "delete", "-id", "third.org"); err == nil || !strings.Contains(out, "-mode dissociate") {
+		t.Fatalf("bundle delete of a bundle an entry federates with: err = %v, output %q; want a refusal naming -mode", err, out)
+	}
+	a.MustCLI("bundle", "delete", "-id", "third.org", "-mode", "dissociate")
 	testenv.WaitFor(t, 30*time.Second, "third.org's bundle gone at B's agent", func() bool {
 		c, err := fetchErr(ag.Addr())
 		if err != nil {
