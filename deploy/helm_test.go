@@ -5,14 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/hallmarkid/hallmark/server/k8sregistrar"
 	"helm.sh/helm/v4/pkg/chart/common"
 	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
 	chart "helm.sh/helm/v4/pkg/chart/v2"
@@ -25,10 +23,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
-
-	"github.com/hallmarkid/hallmark/attestors/k8spsat"
-	"github.com/hallmarkid/hallmark/internal/hclconf"
-	serverconfig "github.com/hallmarkid/hallmark/server/config"
 )
 
 const chartDir = "helm/hallmark"
@@ -194,7 +188,7 @@ func checkRendered(t *testing.T, ms []manifest, want renderedWant) {
 	}
 	var servers, agents int
 	var agent agentFile
-	var registrar *registrarHCL
+	var registrar *k8sregistrar.HCLConfig
 	for _, m := range ms {
 		cm, ok := m.obj.(*corev1.ConfigMap)
 		if !ok {
@@ -278,170 +272,6 @@ func checkRendered(t *testing.T, ms []manifest, want renderedWant) {
 	checkIstioTemplate(t, "istio/istio-operator.yaml with the chart", io.Spec.Values.SidecarInjectorWebhook.Templates["hallmark"], agent, plugins)
 	if io.Spec.MeshConfig.TrustDomain != agent.TrustDomain.Name() {
 		t.Errorf("Istio trust domain %q, chart %q", io.Spec.MeshConfig.TrustDomain, agent.TrustDomain.Name())
-	}
-}
-
-// registrarHCL is the k8s_registrar block of the server configuration
-// (issue 13; docs/kubernetes-registrar.md), decoded strictly.
-type registrarHCL struct {
-	Cluster                 string   `hcl:"cluster"`
-	KubeConfigFile          string   `hcl:"kube_config_file,optional"`
-	InCluster               bool     `hcl:"in_cluster,optional"`
-	LeaderElectionNamespace string   `hcl:"leader_election_namespace,optional"`
-	IgnoreNamespaces        []string `hcl:"ignore_namespaces,optional"`
-	ClusterDomain           string   `hcl:"cluster_domain,optional"`
-	ClassName               string   `hcl:"class_name,optional"`
-	WatchClassless          *bool    `hcl:"watch_classless,optional"`
-	DefaultClusterSPIFFEID  bool     `hcl:"default_cluster_spiffeid,optional"`
-}
-
-// parseServerHCLRegistrar parses a server configuration with
-// parseServerHCL and returns its k8s_registrar block, if any. Where
-// server/config does not know that block yet (before the registrar lands),
-// the block is blanked out for the real parser, as splitOwnBlocks does.
-func parseServerHCLRegistrar(t *testing.T, name string, src []byte) (serverFile, *registrarHCL) {
-	t.Helper()
-	file, diags := hclsyntax.ParseConfig(src, name, hcl.InitialPos)
-	if diags.HasErrors() {
-		t.Fatalf("%s: %v", name, diags)
-	}
-	var reg *registrarHCL
-	rest := src
-	for _, b := range file.Body.(*hclsyntax.Body).Blocks {
-		if b.Type != "k8s_registrar" {
-			continue
-		}
-		if reg != nil {
-			t.Fatalf("%s: duplicate k8s_registrar block", b.Range())
-		}
-		reg = &registrarHCL{}
-		if _, d := hclconf.Decode(b.Body, reg); d.HasErrors() {
-			t.Fatalf("%s: %v", name, hclconf.DiagError("k8s_registrar", d))
-		}
-		if _, err := serverconfig.Parse(name, src); err != nil && strings.Contains(err.Error(), `Blocks of type "k8s_registrar" are not expected here`) {
-			t.Logf("%s: server/config does not know k8s_registrar yet; parsing the rest", name)
-			rest = append([]byte(nil), src...)
-			r := b.Range()
-			for i := r.Start.Byte; i < r.End.Byte; i++ {
-				if rest[i] != '\n' {
-					rest[i] = ' '
-				}
-			}
-		}
-	}
-	return parseServerHCL(t, name, rest), reg
-}
-
-func checkRegistrarBlock(t *testing.T, name string, r *registrarHCL, f serverFile) {
-	t.Helper()
-	if !r.InCluster || r.LeaderElectionNamespace != release.Namespace {
-		t.Errorf("%s: k8s_registrar: in_cluster %v, leader_election_namespace %q; want true and the release namespace %q",
-			name, r.InCluster, r.LeaderElectionNamespace, release.Namespace)
-	}
-	for _, ns := range []string{"kube-system", release.Namespace} {
-		if !slices.Contains(r.IgnoreNamespaces, ns) {
-			t.Errorf("%s: k8s_registrar: ignore_namespaces %q leaves %s in", name, r.IgnoreNamespaces, ns)
-		}
-	}
-	if r.DefaultClusterSPIFFEID {
-		t.Errorf("%s: k8s_registrar: the chart ships its default as a ClusterSPIFFEID object; the built-in one would duplicate it", name)
-	}
-	// Entries are parented to the k8s_psat agents of the same cluster name.
-	var clusters []string
-	for _, b := range f.NodeAttestors {
-		if b.Kind != k8spsat.Type {
-			continue
-		}
-		var psat k8spsat.ServerConfig
-		if err := hclconf.DecodeBlock(b, &psat); err != nil {
-			t.Fatal(err)
-		}
-		for _, cl := range psat.Clusters {
-			clusters = append(clusters, cl.Name)
-		}
-	}
-	if !slices.Contains(clusters, r.Cluster) {
-		t.Errorf("%s: k8s_registrar cluster %q is none of the k8s_psat clusters %q", name, r.Cluster, clusters)
-	}
-}
-
-// grants reports whether rules allow verb on resource of group.
-func grants(rules []rbacv1.PolicyRule, group, resource, verb string) bool {
-	for _, r := range rules {
-		if slices.Contains(r.APIGroups, group) && slices.Contains(r.Resources, resource) && slices.Contains(r.Verbs, verb) {
-			return true
-		}
-	}
-	return false
-}
-
-func checkRegistrarRBAC(t *testing.T, ms []manifest, enabled bool) {
-	t.Helper()
-	type rule struct{ group, resource, verb string }
-	var want []rule
-	for _, r := range []string{"pods", "nodes", "namespaces", "endpoints", "services"} {
-		for _, v := range []string{"get", "list", "watch"} {
-			want = append(want, rule{"", r, v})
-		}
-	}
-	for _, v := range []string{"get", "list", "watch"} {
-		want = append(want, rule{"discovery.k8s.io", "endpointslices", v})
-	}
-	for _, r := range []string{"clusterspiffeids", "clusterstaticentries", "clusterfederatedtrustdomains"} {
-		for _, v := range []string{"get", "list", "watch"} {
-			want = append(want, rule{"spire.spiffe.io", r, v})
-		}
-		for _, v := range []string{"get", "update", "patch"} {
-			want = append(want, rule{"spire.spiffe.io", r + "/status", v})
-		}
-	}
-	cr := find[*rbacv1.ClusterRole](ms, "ClusterRole/hallmark-server-registrar")
-	role := find[*rbacv1.Role](ms, "Role/hallmark-server-registrar-lease")
-	if !enabled {
-		if cr != nil || role != nil {
-			t.Error("registrar disabled, yet its RBAC is rendered")
-		}
-		return
-	}
-	if cr == nil || role == nil {
-		t.Fatal("ClusterRole/hallmark-server-registrar or Role/hallmark-server-registrar-lease missing")
-	}
-	for _, w := range want {
-		if !grants(cr.Rules, w.group, w.resource, w.verb) {
-			t.Errorf("ClusterRole/hallmark-server-registrar does not allow %s %s (group %q)", w.verb, w.resource, w.group)
-		}
-	}
-	for _, v := range []string{"get", "create", "update", "patch"} {
-		if !grants(role.Rules, "coordination.k8s.io", "leases", v) {
-			t.Errorf("Role/hallmark-server-registrar-lease does not allow %s leases", v)
-		}
-	}
-	// What the registrar's own manifests grant (deploy/kubernetes/base,
-	// written with the registrar), the chart grants too.
-	if base, err := os.Stat("kubernetes/base/registrar-rbac.yaml"); err == nil && !base.IsDir() {
-		for _, m := range loadManifests(t, "kubernetes/base/registrar-rbac.yaml") {
-			var rules, have []rbacv1.PolicyRule
-			switch o := m.obj.(type) {
-			case *rbacv1.ClusterRole:
-				rules, have = o.Rules, cr.Rules
-			case *rbacv1.Role:
-				rules, have = o.Rules, role.Rules
-			}
-			for _, r := range rules {
-				for _, g := range r.APIGroups {
-					for _, res := range r.Resources {
-						for _, v := range r.Verbs {
-							if !grants(have, g, res, v) {
-								t.Errorf("%s: %s grants %s %s (group %q); the chart does not", m.file, m.kindName(), v, res, g)
-							}
-						}
-					}
-				}
-			}
-		}
-	}
-	if role.Namespace != release.Namespace {
-		t.Errorf("the lease Role is in %q, the registrar elects in %q", role.Namespace, release.Namespace)
 	}
 }
 
