@@ -220,38 +220,7 @@ func Read(path string) (Status, error) {
 		return Status{}, err
 	}
 	defer syscall.Close(fd)
-	bp := bufs.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= 64<<10 {
-			bufs.Put(bp)
-		}
-	}()
-	b := (*bp)[:0]
-	for {
-		if len(b) > MaxLen {
-			return Status{}, fmt.Errorf("procstatus: %s: status longer than %d bytes", path, MaxLen)
-		}
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-			*bp = b
-		}
-		n, err := syscall.Read(fd, b[len(b):min(cap(b), MaxLen+1)])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return Status{}, &fs.PathError{Op: "read", Path: path, Err: err}
-		}
-		if n == 0 {
-			break
-		}
-		b = b[:len(b)+n]
-	}
-	st, err := Parse(b)
-	if err != nil {
-		return Status{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return st, nil
+	return readParse(fd, path, false)
 }
 
 // OpenRead opens path read-only with a raw system call and returns the
@@ -278,6 +247,14 @@ func OpenRead(path string) (int, error) {
 // the final newline and all of Uid, Gid and Groups). The caller must keep
 // fd open for the duration. path only names the file in errors.
 func ReadFD(fd int, path string) (Status, error) {
+	return readParse(fd, path, true)
+}
+
+// readParse reads the status file open as fd to its end and parses it:
+// with read(2) from the current offset until EOF, or, when at is set,
+// with pread(2) from offset 0, where a read shorter than the buffer is
+// the whole file (see ReadFD).
+func readParse(fd int, path string, at bool) (Status, error) {
 	bp := bufs.Get().(*[]byte)
 	defer func() {
 		if cap(*bp) <= 64<<10 {
@@ -294,7 +271,13 @@ func ReadFD(fd int, path string) (Status, error) {
 			*bp = b
 		}
 		space := b[len(b):min(cap(b), MaxLen+1)]
-		n, err := syscall.Pread(fd, space, int64(len(b)))
+		var n int
+		var err error
+		if at {
+			n, err = syscall.Pread(fd, space, int64(len(b)))
+		} else {
+			n, err = syscall.Read(fd, space)
+		}
 		if err == syscall.EINTR {
 			continue
 		}
@@ -302,7 +285,7 @@ func ReadFD(fd int, path string) (Status, error) {
 			return Status{}, &fs.PathError{Op: "read", Path: path, Err: err}
 		}
 		b = b[:len(b)+n]
-		if n < len(space) {
+		if n == 0 || (at && n < len(space)) {
 			break
 		}
 	}
