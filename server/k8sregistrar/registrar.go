@@ -66,6 +66,9 @@ type Registrar struct {
 	st *state
 }
 
+// klogOnce guards the process-wide klog logger (see New).
+var klogOnce sync.Once
+
 // New builds a registrar; nothing is watched until Run.
 func New(cfg Config) (*Registrar, error) {
 	if err := cfg.setDefaults(); err != nil {
@@ -85,7 +88,10 @@ func New(cfg Config) (*Registrar, error) {
 		return nil, fmt.Errorf("k8sregistrar: %w", err)
 	}
 	// client-go logs (leader election, watch errors) through cfg.Log.
-	klog.SetSlogLogger(cfg.Log.With("component", "client-go"))
+	// klog's logger is process-wide and read unlocked by running
+	// informers: set it once, by the first registrar of the process
+	// (a server runs one; tests run several side by side).
+	klogOnce.Do(func() { klog.SetSlogLogger(cfg.Log.With("component", "client-go")) })
 	r := &Registrar{cfg: cfg, log: cfg.Log, kube: kube, dyn: dyn}
 	if cfg.DefaultClusterSPIFFEID {
 		r.builtin = builtinSpec(cfg.TrustDomain)
