@@ -9,12 +9,10 @@ package manager
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"sync/atomic"
 	"time"
 
@@ -115,7 +113,7 @@ func (m *Manager) Connected() bool { return m.connected.Load() }
 // Run runs until ctx is done.
 func (m *Manager) Run(ctx context.Context) error {
 	go m.mintLoop(ctx)
-	backoff := 100 * time.Millisecond
+	var backoff Backoff
 	for ctx.Err() == nil {
 		start := m.cfg.Clock()
 		err := m.syncOnce(ctx)
@@ -127,23 +125,17 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.cfg.OnEvicted(err)
 		}
 		if m.cfg.Clock().Sub(start) > time.Minute {
-			backoff = 100 * time.Millisecond
+			backoff.Reset()
 		}
-		m.cfg.Log.Warn("Entry stream from server lost; serving cached SVIDs", "error", err, "retry_in", backoff)
+		wait := backoff.Next()
+		m.cfg.Log.Warn("Entry stream from server lost; serving cached SVIDs", "error", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(jitter(backoff)):
+		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, 30*time.Second)
 	}
 	return nil
-}
-
-func jitter(d time.Duration) time.Duration {
-	var b [1]byte
-	_, _ = rand.Read(b[:])
-	return d/2 + time.Duration(float64(d/2)*float64(b[0])/math.MaxUint8)
 }
 
 // Revision returns the revision the cached entries are current to (0

@@ -142,7 +142,7 @@ func (a *Agent) run(ctx context.Context) {
 	}
 	go a.mintLoop(ctx)
 	go a.renewLoop(ctx)
-	backoff := 100 * time.Millisecond
+	var backoff manager.Backoff // the agent's own reconnect policy
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := a.syncOnce(ctx)
@@ -158,12 +158,11 @@ func (a *Agent) run(ctx context.Context) {
 			a.fl.recordError(&a.fl.syncErrors, err)
 		}
 		if time.Since(start) > time.Minute {
-			backoff = 100 * time.Millisecond
+			backoff.Reset()
 		}
-		if !sleep(ctx, jitter(backoff)) {
+		if !sleep(ctx, backoff.Next()) {
 			return
 		}
-		backoff = min(backoff*2, 30*time.Second)
 	}
 }
 
