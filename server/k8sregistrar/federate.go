@@ -144,6 +144,9 @@ func (r *Registrar) applyOne(ctx context.Context, w *cftdWant, stored map[spiffe
 	td := w.rel.TrustDomain
 	if r.cfg.Federation != nil {
 		if url, ok := r.cfg.Federation(td); ok {
+			// The block wins over a stored relationship (which the
+			// server ignores): leave it, delete nothing.
+			wanted[td] = true
 			if url == w.rel.URL {
 				return condition(gen, true, ReasonConfigured, "the server's federation block federates with "+td.Name()+" at this bundle endpoint")
 			}
