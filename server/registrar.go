@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/hallmarkid/hallmark/internal/hclconf"
@@ -43,6 +44,9 @@ func (s *Server) initRegistrar() error {
 			return "", false
 		}
 	}
+	if s.fed != nil {
+		cfg.Federator = fedAdapter{s.fed}
+	}
 	if s.reg, err = k8sregistrar.New(cfg); err != nil {
 		return fmt.Errorf("server: k8s_registrar (%s): %w", b.Pos(), err)
 	}
@@ -76,6 +80,27 @@ func (s *Server) waitRegistrar() {
 	case <-time.After(5 * time.Second):
 		s.log.Warn("Kubernetes registrar did not stop within 5 s")
 	}
+}
+
+// fedAdapter gives the registrar the dynamic federation relationships.
+type fedAdapter struct{ f *federation.Fetcher }
+
+func (a fedAdapter) List(ctx context.Context) ([]federation.Relationship, error) {
+	return a.f.DynamicRelationships(ctx)
+}
+
+func (a fedAdapter) Create(ctx context.Context, rel federation.Relationship, b *spiffebundle.Bundle) error {
+	_, err := a.f.CreateRelationship(ctx, rel, b)
+	return err
+}
+
+func (a fedAdapter) Update(ctx context.Context, rel federation.Relationship, b *spiffebundle.Bundle) error {
+	_, err := a.f.UpdateRelationship(ctx, rel, b)
+	return err
+}
+
+func (a fedAdapter) Delete(ctx context.Context, td spiffeid.TrustDomain) error {
+	return a.f.DeleteRelationship(ctx, td)
 }
 
 // cachedStore is the datastore as the registrar writes it: every change

@@ -53,6 +53,9 @@ type dynamicRecord struct {
 	URL         string `json:"bundle_endpoint_url"`
 	Profile     string `json:"bundle_endpoint_profile"`
 	EndpointID  string `json:"endpoint_spiffe_id,omitempty"`
+	// Owner names who manages the relationship ("k8s_registrar"); empty
+	// (records written before the field existed included) is the CLI.
+	Owner string `json:"owner,omitempty"`
 }
 
 type dynamicDoc struct {
@@ -60,7 +63,7 @@ type dynamicDoc struct {
 }
 
 func recordOf(rel Relationship) dynamicRecord {
-	r := dynamicRecord{TrustDomain: rel.TrustDomain.Name(), URL: rel.URL, Profile: string(rel.Profile)}
+	r := dynamicRecord{TrustDomain: rel.TrustDomain.Name(), URL: rel.URL, Profile: string(rel.Profile), Owner: rel.Owner}
 	if !rel.EndpointID.IsZero() {
 		r.EndpointID = rel.EndpointID.String()
 	}
@@ -72,7 +75,7 @@ func (r dynamicRecord) relationship() (Relationship, error) {
 	if err != nil {
 		return Relationship{}, err
 	}
-	rel := Relationship{TrustDomain: td, URL: r.URL, Profile: Profile(r.Profile)}
+	rel := Relationship{TrustDomain: td, URL: r.URL, Profile: Profile(r.Profile), Owner: r.Owner}
 	if r.EndpointID != "" {
 		if rel.EndpointID, err = spiffeid.FromString(r.EndpointID); err != nil {
 			return Relationship{}, fmt.Errorf("%s: endpoint SPIFFE ID: %w", td.Name(), err)
@@ -482,4 +485,14 @@ func (f *Fetcher) ReloadDynamic(ctx context.Context) error {
 		f.log.Info("Federation relationship created by another server", "trust_domain", rel.TrustDomain.Name(), "url", rel.URL)
 	}
 	return nil
+}
+
+// DynamicRelationships returns the stored dynamic relationships (with
+// their Owner), as the datastore holds them now.
+func (f *Fetcher) DynamicRelationships(ctx context.Context) ([]Relationship, error) {
+	if f.cfg.Store == nil {
+		return nil, ErrNoStore
+	}
+	_, rels, err := f.readDynamic(ctx)
+	return rels, err
 }

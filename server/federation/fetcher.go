@@ -43,8 +43,13 @@ type KV interface {
 	PutKV(ctx context.Context, key string, value []byte) error
 }
 
+// OwnerK8sRegistrar marks the dynamic relationships the Kubernetes
+// registrar created from ClusterFederatedTrustDomain objects.
+const OwnerK8sRegistrar = "k8s_registrar"
+
 // Relationship is one federated trust domain: where its bundle endpoint
 // is, how it authenticates, and the bundle to trust before the first fetch.
+
 type Relationship struct {
 	TrustDomain spiffeid.TrustDomain
 	// URL is the https:// address of the bundle endpoint.
@@ -60,6 +65,10 @@ type Relationship struct {
 	TrustBundle       *spiffebundle.Bundle
 	TrustBundlePath   string
 	TrustBundleFormat string
+	// Owner is who manages a dynamic relationship: "" for the CLI (and
+	// records stored before owners were recorded), OwnerK8sRegistrar for
+	// the Kubernetes registrar.
+	Owner string
 }
 
 // FetcherConfig configures a Fetcher.

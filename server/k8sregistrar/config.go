@@ -144,7 +144,10 @@ type Config struct {
 	Rest       *rest.Config
 	Store      Store
 	Federation Federation // nil: no relationship configured
-	Log        *slog.Logger
+	// Federator applies ClusterFederatedTrustDomain objects as dynamic
+	// federation relationships (nil: they are only reported on).
+	Federator Federator
+	Log       *slog.Logger
 }
 
 func (c *Config) setDefaults() error {

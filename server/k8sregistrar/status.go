@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -29,6 +28,9 @@ const (
 	ReasonMasked         = "Masked"
 	ReasonConfigured     = "ConfiguredOnServer"
 	ReasonNotConfigured  = "NotConfiguredOnServer"
+	ReasonApplied        = "Applied"
+	ReasonConflict       = "Conflict"
+	ReasonApplyFailed    = "ApplyFailed"
 )
 
 const maxMessage = 1024
@@ -153,53 +155,6 @@ func (r *Registrar) podStats() (map[string]ClusterSPIFFEIDStats, map[string]stri
 		}
 	}
 	return stats, first
-}
-
-// federationStatus reports, on each ClusterFederatedTrustDomain that is
-// ours, whether the server is configured with that relationship: Hallmark
-// takes federation relationships from its federation block (whose bundle
-// endpoint TLS settings are checked at start-up), so the object is never
-// silently taken for configuration.
-func (r *Registrar) federationStatus(ctx context.Context) error {
-	objs, err := r.cftds.List(labels.Everything())
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, o := range objs {
-		var c ClusterFederatedTrustDomain
-		cur := struct {
-			Status struct {
-				Conditions []metav1.Condition `json:"conditions,omitempty"`
-			} `json:"status"`
-		}{}
-		if err := fromUnstructured(o, &c); err != nil || !r.ours(c.Spec.ClassName) {
-			continue
-		}
-		_ = fromUnstructured(o, &cur)
-		var cond metav1.Condition
-		td, err := spiffeid.TrustDomainFromString(c.Spec.TrustDomain)
-		url, ok := "", false
-		if err == nil && r.cfg.Federation != nil {
-			url, ok = r.cfg.Federation(td)
-		}
-		switch {
-		case err != nil:
-			cond = condition(c.Generation, false, ReasonInvalidSpec, fmt.Sprintf("trustDomain %q: %v", c.Spec.TrustDomain, err))
-		case ok && url == c.Spec.BundleEndpointURL:
-			cond = condition(c.Generation, true, ReasonConfigured, "the server's federation block federates with "+td.Name()+" at this bundle endpoint")
-		case ok:
-			cond = condition(c.Generation, false, ReasonNotConfigured, fmt.Sprintf("the server federates with %s at %s, not at %s: Hallmark takes federation relationships from the server's federation block only", td.Name(), url, c.Spec.BundleEndpointURL))
-		default:
-			cond = condition(c.Generation, false, ReasonNotConfigured, fmt.Sprintf("Hallmark takes federation relationships from the server's federation block only: add federates_with %q { bundle_endpoint_url = %q ... } there", td.Name(), c.Spec.BundleEndpointURL))
-		}
-		next := append([]metav1.Condition(nil), cur.Status.Conditions...)
-		apimeta.SetStatusCondition(&next, cond)
-		if !equality.Semantic.DeepEqual(next, cur.Status.Conditions) {
-			errs = append(errs, r.patchStatus(ctx, ClusterFederatedTrustDomains, c.Name, map[string]any{"conditions": next}))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 func (r *Registrar) patchStatus(ctx context.Context, gvr schema.GroupVersionResource, name string, status any) error {
