@@ -10,36 +10,14 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hallmarkid/hallmark/agent"
 	"github.com/hallmarkid/hallmark/agent/config"
+	"github.com/hallmarkid/hallmark/internal/confexample"
 )
-
-// exampleStart opens a commented-out example block in conf/agent.hcl:
-// "# kind {" or "# kind "label" {" at the start of a line.
-var exampleStart = regexp.MustCompile(`^# ([a-z_]+)( "[a-z0-9_]+")? \{$`)
-
-// uncommentExamples returns the commented-out example blocks, uncommented:
-// from a line matching exampleStart to the next "# }".
-func uncommentExamples(src string) (blocks []string) {
-	var cur []string
-	for _, line := range strings.Split(src, "\n") {
-		switch {
-		case cur == nil && exampleStart.MatchString(line):
-			cur = []string{line[2:]}
-		case cur != nil && line == "# }":
-			blocks = append(blocks, strings.Join(append(cur, "}"), "\n"))
-			cur = nil
-		case cur != nil:
-			cur = append(cur, strings.TrimPrefix(strings.TrimPrefix(line, "#"), " "))
-		}
-	}
-	return blocks
-}
 
 // TestConfExamples: every block conf/agent.hcl documents in comments is
 // valid as written (strict decoding, agent.Validate): each node_attestor
@@ -62,8 +40,8 @@ func TestConfExamples(t *testing.T) {
 	}
 	var nodes, others []string
 	kinds := map[string]bool{}
-	for _, b := range uncommentExamples(string(src)) {
-		kind := exampleStart.FindStringSubmatch("# " + strings.SplitN(b, "\n", 2)[0])[1]
+	for _, b := range confexample.Uncomment(string(src)) {
+		kind := confexample.Kind(b)
 		kinds[kind] = true
 		if kind == "node_attestor" {
 			nodes = append(nodes, b)

@@ -2,41 +2,18 @@ package server_test
 
 import (
 	"os"
-	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/hallmarkid/hallmark/attestors/awsiam"
 	"github.com/hallmarkid/hallmark/attestors/k8spsat"
 	"github.com/hallmarkid/hallmark/attestors/tpm"
+	"github.com/hallmarkid/hallmark/internal/confexample"
 	"github.com/hallmarkid/hallmark/internal/hclconf"
 	"github.com/hallmarkid/hallmark/server"
 	"github.com/hallmarkid/hallmark/server/bundlepub"
 	"github.com/hallmarkid/hallmark/server/config"
 )
-
-// exampleStart opens a commented-out example block in conf/*.hcl:
-// "# kind {" or "# kind "label" {" at the start of a line.
-var exampleStart = regexp.MustCompile(`^# ([a-z0-9_]+)( "[a-z0-9_]+")? \{$`)
-
-// uncommentExamples returns the commented-out example blocks of an example
-// configuration, uncommented: from a line matching exampleStart to the
-// next "# }".
-func uncommentExamples(src string) (blocks []string) {
-	var cur []string
-	for _, line := range strings.Split(src, "\n") {
-		switch {
-		case cur == nil && exampleStart.MatchString(line):
-			cur = []string{line[2:]}
-		case cur != nil && line == "# }":
-			blocks = append(blocks, strings.Join(append(cur, "}"), "\n"))
-			cur = nil
-		case cur != nil:
-			cur = append(cur, strings.TrimPrefix(strings.TrimPrefix(line, "#"), " "))
-		}
-	}
-	return blocks
-}
 
 // TestConfExamples: every block conf/server.hcl documents in comments is
 // valid as written (strict decoding: a renamed key fails here), so the
@@ -46,10 +23,10 @@ func TestConfExamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blocks := uncommentExamples(string(src))
+	blocks := confexample.Uncomment(string(src))
 	kinds := map[string]bool{}
 	for _, b := range blocks {
-		kinds[exampleStart.FindStringSubmatch("# " + strings.SplitN(b, "\n", 2)[0])[1]] = true
+		kinds[confexample.Kind(b)] = true
 	}
 	for _, want := range []string{"node_attestor", "oidc", "bundle_publisher", "telemetry", "audit", "federation", "upstream_authority", "k8s_registrar"} {
 		if !kinds[want] {
