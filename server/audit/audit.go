@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -133,6 +134,14 @@ func New(cfg Config) (*Log, error) {
 		if err != nil {
 			return nil, err
 		}
+		torn, err := terminateTornTail(f)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if torn > 0 {
+			l.log.Warn("audit: the previous run's last record was cut short (a crash mid-write, never acknowledged); kept and ended with a newline", "path", cfg.Path, "torn_bytes", torn)
+		}
 		l.file = f
 	}
 	go l.run()
@@ -149,7 +158,7 @@ func openAppend(path string) (*os.File, error) {
 		return nil, fmt.Errorf("audit: create directory: %w", err)
 	}
 	// O_NOFOLLOW closes the race between Lstat and open.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
 			return nil, fmt.Errorf("audit: %s is a symbolic link; refusing to follow it", path)
@@ -170,6 +179,36 @@ func openAppend(path string) (*os.File, error) {
 		return nil, fmt.Errorf("audit: %s is world-writable (mode %v); fix its mode", path, fi.Mode().Perm())
 	}
 	return f, nil
+}
+
+// terminateTornTail ends the file with a newline when its last line is
+// unterminated: a write cut by a crash. The fragment is never a record that
+// was acknowledged; it is kept (an audit log is not edited) but ended, so
+// the next record starts on a line of its own. It returns the fragment's
+// length.
+func terminateTornTail(f *os.File) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("audit: stat: %w", err)
+	}
+	size := fi.Size()
+	if size == 0 {
+		return 0, nil
+	}
+	// Read back at most 64 KiB to measure the fragment; a longer one is
+	// reported as that long.
+	n := min(size, 64<<10)
+	tail := make([]byte, n)
+	if _, err := f.ReadAt(tail, size-n); err != nil {
+		return 0, fmt.Errorf("audit: read the last line: %w", err)
+	}
+	if tail[n-1] == '\n' {
+		return 0, nil
+	}
+	if _, err := f.Write([]byte{'\n'}); err != nil {
+		return 0, fmt.Errorf("audit: end the torn last line: %w", err)
+	}
+	return n - 1 - int64(bytes.LastIndexByte(tail, '\n')), nil
 }
 
 // Record appends one record of the given kind ("attestation", "issuance",

@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -117,4 +120,51 @@ func scanWholeLines(t *testing.T, path string) int {
 		path = whole
 	}
 	return scanLines(t, path)
+}
+
+// TestReopenTerminatesTornTail reopens a log whose last write was cut (as
+// by SIGKILL mid-record): the fragment is kept, as evidence, but ended with
+// a newline so the first record of the new run is a whole line of its own.
+func TestReopenTerminatesTornTail(t *testing.T) {
+	for _, tc := range []struct{ name, before string }{
+		{"torn", `{"kind":"issuance","i":1}` + "\n" + `{"kind":"issu`},
+		{"whole", `{"kind":"issuance","i":1}` + "\n"},
+		{"empty", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "audit.jsonl")
+			if err := os.WriteFile(path, []byte(tc.before), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var logged bytes.Buffer
+			l, err := audit.New(audit.Config{Path: path, Fsync: audit.FsyncAlways, Log: slog.New(slog.NewTextHandler(&logged, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.Record(context.Background(), "issuance", map[string]any{"i": 2})
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.HasPrefix(data, []byte(tc.before)) {
+				t.Fatalf("earlier bytes changed:\n%q", data)
+			}
+			lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+			last := lines[len(lines)-1]
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(last), &rec); err != nil || rec["kind"] != "issuance" {
+				t.Fatalf("new record is not a whole line: %q (%v)", last, err)
+			}
+			torn := strings.Contains(logged.String(), "torn")
+			if want := tc.name == "torn"; torn != want {
+				t.Fatalf("torn-tail warning logged = %v, want %v:\n%s", torn, want, logged.String())
+			}
+			if tc.name == "torn" && lines[len(lines)-2] != `{"kind":"issu` {
+				t.Fatalf("fragment not kept on its own line: %q", lines)
+			}
+		})
+	}
 }
