@@ -21,10 +21,15 @@ import (
 // root; the leaf, the server's intermediate and the upstream's
 // intermediates (not its root) with an upstream CA.
 func (ca *CA) SignX509SVID(ctx context.Context, p X509SVIDParams) ([]*x509.Certificate, error) {
-	a, _, der, err := ca.sign(ctx, p)
+	a, _, der, err := ca.sign(ctx, p, true)
 	if err != nil {
 		return nil, err
 	}
+	return parsedChain(a, der)
+}
+
+// parsedChain is the chain of the leaf der issued by a.
+func parsedChain(a *issuer, der []byte) ([]*x509.Certificate, error) {
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign X.509-SVID: parse issued certificate: %w", err)
@@ -51,7 +56,7 @@ type IssuedX509SVID struct {
 // SignX509SVIDRaw is SignX509SVID returning the DER chain: the leaf is
 // the same certificate, and its serial and expiry are those it carries.
 func (ca *CA) SignX509SVIDRaw(ctx context.Context, p X509SVIDParams) (IssuedX509SVID, error) {
-	a, t, der, err := ca.sign(ctx, p)
+	a, t, der, err := ca.sign(ctx, p, true)
 	if err != nil {
 		return IssuedX509SVID{}, err
 	}
@@ -64,9 +69,10 @@ func (ca *CA) SignX509SVIDRaw(ctx context.Context, p X509SVIDParams) (IssuedX509
 }
 
 // sign validates p, decides the leaf (svidTemplate) and signs it with the
-// active authority: directly for an in-process ECDSA key, through
-// x509.CreateCertificate (which checks the signature it gets) otherwise.
-func (ca *CA) sign(ctx context.Context, p X509SVIDParams) (*issuer, *svidTemplate, []byte, error) {
+// active authority: with direct set, directly for an in-process ECDSA key;
+// through x509.CreateCertificate (which checks the signature it gets)
+// otherwise. direct is false only in benchmarks of the stdlib path.
+func (ca *CA) sign(ctx context.Context, p X509SVIDParams, direct bool) (*issuer, *svidTemplate, []byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, nil, fmt.Errorf("ca: sign X.509-SVID: %w", err)
 	}
@@ -98,16 +104,17 @@ func (ca *CA) sign(ctx context.Context, p X509SVIDParams) (*issuer, *svidTemplat
 	}
 
 	a := ca.eng.Current().Active().Key
-	t, der, err := issue(a, ca.clock(), p)
+	t, der, err := issue(a, ca.clock(), p, direct)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	return a, t, der, nil
 }
 
-// issue signs the X.509-SVID of the checked p with a at now: its validity
-// is clamped to a's; under an RSA subject key it may also encipher keys.
-func issue(a *issuer, now time.Time, p X509SVIDParams) (*svidTemplate, []byte, error) {
+// issue signs the X.509-SVID of the checked p with a at now (see sign for
+// direct): its validity is clamped to a's; under an RSA subject key it may
+// also encipher keys.
+func issue(a *issuer, now time.Time, p X509SVIDParams, direct bool) (*svidTemplate, []byte, error) {
 	if now.Before(a.cert.NotBefore) {
 		return nil, nil, fmt.Errorf("ca: sign X.509-SVID: CA certificate is not valid until %s (clock skew?)", a.cert.NotBefore.UTC().Format(time.RFC3339))
 	}
@@ -139,7 +146,7 @@ func issue(a *issuer, now time.Time, p X509SVIDParams) (*svidTemplate, []byte, e
 		}
 	}
 	var der []byte
-	if d := directKeyOf(a.signer); d != nil {
+	if d := directKeyOf(a.signer); d != nil && direct {
 		if t.spki, err = marshalSPKI(p.PublicKey); err == nil {
 			der, err = d.sign(t, a.cert.RawSubject, a.cert.SubjectKeyId)
 		}

@@ -301,7 +301,7 @@ func TestIssueDirectPath(t *testing.T) {
 				for _, ttl := range []time.Duration{time.Second, time.Hour, 48 * time.Hour} {
 					p := X509SVIDParams{ID: spiffeid.RequireFromPath(tbsTD, "/svc/"+keyName), PublicKey: pub, TTL: ttl,
 						DNSNames: []string{"svc.example.org", "*.svc.example.org"}}
-					tmpl, der, err := issue(a, now, p)
+					tmpl, der, err := issue(a, now, p, true)
 					if err != nil {
 						t.Fatal(err)
 					}
