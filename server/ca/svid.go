@@ -176,12 +176,12 @@ var (
 
 // marshalSPKI is x509.MarshalPKIXPublicKey (the encoding
 // x509.CreateCertificate writes), with the fixed-size keys written
-// directly. The key was checked by validatePublicKey.
+// directly. The key was checked by validatePublicKey (an ECDSA point is on
+// its curve).
 func marshalSPKI(pub crypto.PublicKey) ([]byte, error) {
-	var head []byte
-	var key []byte
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
+		var head []byte
 		switch k.Curve {
 		case elliptic.P256():
 			head = spkiP256Head
@@ -190,19 +190,23 @@ func marshalSPKI(pub crypto.PublicKey) ([]byte, error) {
 		default:
 			return x509.MarshalPKIXPublicKey(pub)
 		}
-		b, err := k.Bytes()
-		if err != nil {
-			return nil, err
+		// The uncompressed point: 04 || X || Y, each coordinate padded.
+		size := (int(head[len(head)-2]) - 2) / 2
+		if k.X == nil || k.Y == nil || k.X.Sign() < 0 || k.Y.Sign() < 0 || k.X.BitLen() > 8*size || k.Y.BitLen() > 8*size {
+			return x509.MarshalPKIXPublicKey(pub)
 		}
-		key = b
+		out := make([]byte, len(head)+1+2*size)
+		copy(out, head)
+		out[len(head)] = 0x04
+		k.X.FillBytes(out[len(head)+1 : len(head)+1+size])
+		k.Y.FillBytes(out[len(head)+1+size:])
+		return out, nil
 	case ed25519.PublicKey:
-		head, key = spkiEd25519Head, k
-	default:
-		return x509.MarshalPKIXPublicKey(pub)
+		if len(k) != ed25519.PublicKeySize {
+			return x509.MarshalPKIXPublicKey(pub)
+		}
+		out := make([]byte, 0, len(spkiEd25519Head)+len(k))
+		return append(append(out, spkiEd25519Head...), k...), nil
 	}
-	if len(key) != int(head[len(head)-2])-1 {
-		return x509.MarshalPKIXPublicKey(pub)
-	}
-	out := make([]byte, 0, len(head)+len(key))
-	return append(append(out, head...), key...), nil
+	return x509.MarshalPKIXPublicKey(pub)
 }
