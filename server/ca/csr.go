@@ -37,6 +37,11 @@ func ParseCSR(der []byte) (*x509.CertificateRequest, error) {
 	if csr := parseMinimalP256CSR(der); csr != nil {
 		return csr, nil
 	}
+	return parseCSRStdlib(der)
+}
+
+// parseCSRStdlib is ParseCSR with the standard library's parser alone.
+func parseCSRStdlib(der []byte) (*x509.CertificateRequest, error) {
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
 		return nil, fmt.Errorf("ca: parse CSR: malformed: %w", err)
