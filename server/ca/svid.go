@@ -146,7 +146,7 @@ func issue(a *issuer, now time.Time, p X509SVIDParams, direct bool) (*svidTempla
 		}
 	}
 	var der []byte
-	if d := directKeyOf(a.signer); d != nil && direct {
+	if d, ok := directKeyOf(a.signer); ok && direct {
 		if t.spki, err = marshalSPKI(p.PublicKey); err == nil {
 			der, err = d.sign(t, a.cert.RawSubject, a.cert.SubjectKeyId)
 		}

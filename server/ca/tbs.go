@@ -74,24 +74,24 @@ var (
 	algECDSAWithSHA384 = []byte{0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03}
 )
 
-// directKeyOf returns the direct signer of signer, or nil when signer
+// directKeyOf returns the direct signer of signer, or false when signer
 // must go through x509.CreateCertificate: anything but an in-process
 // ECDSA P-256 or P-384 key (RSA keys and any other crypto.Signer, which
 // might be an HSM or a remote service that returns a faulty signature).
 // The signature algorithm is the one x509.CreateCertificate picks for the
 // curve.
-func directKeyOf(signer crypto.Signer) *directKey {
+func directKeyOf(signer crypto.Signer) (directKey, bool) {
 	k, ok := signer.(*ecdsa.PrivateKey)
 	if !ok {
-		return nil
+		return directKey{}, false
 	}
 	switch k.Curve {
 	case elliptic.P256():
-		return &directKey{key: k, hash: crypto.SHA256, algID: algECDSAWithSHA256}
+		return directKey{key: k, hash: crypto.SHA256, algID: algECDSAWithSHA256}, true
 	case elliptic.P384():
-		return &directKey{key: k, hash: crypto.SHA384, algID: algECDSAWithSHA384}
+		return directKey{key: k, hash: crypto.SHA384, algID: algECDSAWithSHA384}, true
 	}
-	return nil
+	return directKey{}, false
 }
 
 // sign writes the certificate of t issued by issuerSubject (the issuer's

@@ -125,8 +125,8 @@ func issuersAndKeys(t testing.TB) (map[string]*issuer, map[string]crypto.PublicK
 // accept.
 func signBoth(t testing.TB, a *issuer, tmpl *svidTemplate) {
 	t.Helper()
-	d := directKeyOf(a.signer)
-	if d == nil {
+	d, ok := directKeyOf(a.signer)
+	if !ok {
 		t.Fatalf("no direct signer for %T", a.signer)
 	}
 	spki, err := marshalSPKI(tmpl.pub)
@@ -293,7 +293,7 @@ func TestIssueDirectPath(t *testing.T) {
 	issuers, keys := issuersAndKeys(t)
 	for name, a := range issuers {
 		t.Run(name, func(t *testing.T) {
-			if got := directKeyOf(a.signer) != nil; got == strings.HasPrefix(name, KeyTypeRSA2048) {
+			if _, got := directKeyOf(a.signer); got == strings.HasPrefix(name, KeyTypeRSA2048) {
 				t.Fatalf("direct signer for %s: %v", name, got)
 			}
 			now := a.cert.NotAfter.Add(-90 * time.Minute)
