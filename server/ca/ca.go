@@ -3,20 +3,15 @@ package ca
 import (
 	"context"
 	"crypto"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/hallmarkid/hallmark/registration"
 	"github.com/hallmarkid/hallmark/server/authority"
 )
 
@@ -222,100 +217,4 @@ type X509SVIDParams struct {
 	// DNSNames are optional DNS SANs; the first becomes the Subject CN when
 	// it fits the 64-character X.520 limit.
 	DNSNames []string
-}
-
-// SignX509SVID signs a leaf certificate for p with the active authority
-// and returns the chain, leaf first: just the leaf under a self-signed
-// root; the leaf, the server's intermediate and the upstream's
-// intermediates (not its root) with an upstream CA.
-func (ca *CA) SignX509SVID(ctx context.Context, p X509SVIDParams) ([]*x509.Certificate, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("ca: sign X.509-SVID: %w", err)
-	}
-	if p.ID.IsZero() {
-		return nil, errors.New("ca: sign X.509-SVID: SPIFFE ID is required")
-	}
-	if p.ID.TrustDomain() != ca.td {
-		return nil, fmt.Errorf("ca: sign X.509-SVID: SPIFFE ID %q is not in trust domain %q", p.ID, ca.td)
-	}
-	if p.ID.Path() == "" {
-		return nil, fmt.Errorf("ca: sign X.509-SVID: SPIFFE ID %q has no path", p.ID)
-	}
-	if len(p.ID.String()) > registration.MaxIDLen {
-		return nil, fmt.Errorf("ca: sign X.509-SVID: SPIFFE ID longer than %d bytes", registration.MaxIDLen)
-	}
-	if p.TTL <= 0 {
-		return nil, fmt.Errorf("ca: sign X.509-SVID: TTL must be positive, got %s", p.TTL)
-	}
-	if err := validatePublicKey(p.PublicKey); err != nil {
-		return nil, fmt.Errorf("ca: sign X.509-SVID: %w", err)
-	}
-	if len(p.DNSNames) > registration.MaxDNSNames {
-		return nil, fmt.Errorf("ca: sign X.509-SVID: more than %d DNS names", registration.MaxDNSNames)
-	}
-	for _, d := range p.DNSNames {
-		if err := registration.ValidateDNSName(d); err != nil {
-			return nil, fmt.Errorf("ca: sign X.509-SVID: %w", err)
-		}
-	}
-
-	a := ca.eng.Current().Active().Key
-	now := ca.clock()
-	if now.Before(a.cert.NotBefore) {
-		return nil, fmt.Errorf("ca: sign X.509-SVID: CA certificate is not valid until %s (clock skew?)", a.cert.NotBefore.UTC().Format(time.RFC3339))
-	}
-	notAfter := now.Add(p.TTL)
-	if notAfter.After(a.cert.NotAfter) {
-		notAfter = a.cert.NotAfter
-	}
-	if !notAfter.After(now) {
-		return nil, fmt.Errorf("ca: sign X.509-SVID: CA certificate expired at %s", a.cert.NotAfter.UTC().Format(time.RFC3339))
-	}
-	notBefore := now.Add(-Backdate)
-	if notBefore.Before(a.cert.NotBefore) {
-		notBefore = a.cert.NotBefore
-	}
-
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, err
-	}
-	keyUsage := x509.KeyUsageDigitalSignature
-	if _, ok := p.PublicKey.(*rsa.PublicKey); ok {
-		keyUsage |= x509.KeyUsageKeyEncipherment
-	}
-	subject := pkix.Name{Organization: []string{Organization}}
-	var dnsNames []string
-	if len(p.DNSNames) > 0 {
-		dnsNames = append(dnsNames, p.DNSNames...)
-		if len(dnsNames[0]) <= maxCNLen {
-			subject.CommonName = dnsNames[0]
-		}
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               subject,
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              keyUsage,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  false,
-		URIs:                  []*url.URL{p.ID.URL()},
-		DNSNames:              dnsNames,
-		AuthorityKeyId:        a.cert.SubjectKeyId,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.cert, p.PublicKey, a.signer)
-	if err != nil {
-		return nil, fmt.Errorf("ca: sign X.509-SVID: %w", err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("ca: sign X.509-SVID: parse issued certificate: %w", err)
-	}
-	if len(a.chain) == 0 {
-		return []*x509.Certificate{leaf}, nil
-	}
-	out := make([]*x509.Certificate, 0, 1+len(a.chain))
-	return append(append(out, leaf), a.chain...), nil
 }

@@ -117,9 +117,19 @@ func selfSignedCert(t testing.TB) []byte {
 	return c.Certificate().Raw
 }
 
-// FuzzParseCSR: ParseCSR never panics, and whatever it accepts carries a key
-// the CA will sign and a valid self-signature.
+// FuzzParseCSR: ParseCSR never panics, whatever it accepts carries a key
+// the CA will sign and a valid self-signature, and it accepts exactly what
+// x509.ParseCertificateRequest, the key check and CheckSignature accept,
+// with the same key (its fast path for the agent's minimal P-256 CSR
+// included: seeded with that shape and mutations of it).
 func FuzzParseCSR(f *testing.F) {
+	minimal := makeCSR(f, ecKey(f, elliptic.P256()), &x509.CertificateRequest{})
+	for i := range len(minimal) {
+		b := bytes.Clone(minimal)
+		b[i] ^= 0x01
+		f.Add(b)
+	}
+	f.Add(minimal)
 	for _, der := range validCSRs(f) {
 		f.Add(der)
 		f.Add(der[:len(der)/2])
@@ -145,10 +155,24 @@ func FuzzParseCSR(f *testing.F) {
 			if csr != nil {
 				t.Fatal("CSR returned with an error")
 			}
+			if len(der) <= ca.MaxCSRSize {
+				if ref, refErr := x509.ParseCertificateRequest(der); refErr == nil && ref.CheckSignature() == nil {
+					if _, signErr := c.SignX509SVID(t.Context(), ca.X509SVIDParams{ID: wlID, PublicKey: ref.PublicKey, TTL: time.Hour}); signErr == nil {
+						t.Fatalf("refused a CSR x509 accepts, with a key the CA signs: %v", err)
+					}
+				}
+			}
 			return
 		}
 		if err := csr.CheckSignature(); err != nil {
 			t.Fatalf("accepted CSR with bad signature: %v", err)
+		}
+		ref, err := x509.ParseCertificateRequest(der)
+		if err != nil {
+			t.Fatalf("accepted a CSR x509 refuses: %v", err)
+		}
+		if pub, ok := ref.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(csr.PublicKey) {
+			t.Fatal("key differs from x509's")
 		}
 		chain, err := c.SignX509SVID(t.Context(), ca.X509SVIDParams{ID: wlID, PublicKey: csr.PublicKey, TTL: time.Hour})
 		if err != nil {

@@ -1,6 +1,11 @@
 package ca
 
-import "github.com/spiffe/go-spiffe/v2/spiffeid"
+import (
+	"context"
+	"crypto/x509"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
 
 // Schedule exposes the rotation schedule to the external tests.
 var Schedule = schedule
@@ -15,4 +20,24 @@ func DecodeState(data []byte, td spiffeid.TrustDomain) error {
 func ParseCertsPEM(data []byte) (int, error) {
 	certs, err := parseCertsPEM(data)
 	return len(certs), err
+}
+
+// SignX509SVIDStdlib is SignX509SVID as it was before the direct signer:
+// x509.CreateCertificate (with its check of the signature it made), then
+// the certificate parsed back. For benchmarks side by side.
+func (ca *CA) SignX509SVIDStdlib(ctx context.Context, p X509SVIDParams) ([]*x509.Certificate, error) {
+	a, _, der, err := ca.sign(ctx, p, false)
+	if err != nil {
+		return nil, err
+	}
+	return parsedChain(a, der)
+}
+
+// ParseCSRStdlib is ParseCSR without the fast path for the minimal P-256
+// CSR, as it was before it. For benchmarks side by side.
+func ParseCSRStdlib(der []byte) (*x509.CertificateRequest, error) {
+	if len(der) == 0 || len(der) > MaxCSRSize {
+		return ParseCSR(der)
+	}
+	return parseCSRStdlib(der)
 }

@@ -85,11 +85,29 @@ func (s *Server) signEntry(ctx context.Context, e registration.Entry, csrDER []b
 	if ttl == 0 {
 		ttl = s.cfg.DefaultSVIDTTL
 	}
+	p := ca.X509SVIDParams{ID: e.SPIFFEID, PublicKey: csr.PublicKey, TTL: ttl, DNSNames: e.DNSNames}
 	start := time.Now()
-	certs, err := s.cfg.Signer.SignX509SVID(ctx, ca.X509SVIDParams{ID: e.SPIFFEID, PublicKey: csr.PublicKey, TTL: ttl, DNSNames: e.DNSNames})
+	if rs, ok := s.cfg.Signer.(RawSigner); ok {
+		// The certificate just made goes to the agent as it is: nothing
+		// here reads it beyond its serial and expiry.
+		iss, err := rs.SignX509SVIDRaw(ctx, p)
+		if err != nil {
+			return nil, "", err
+		}
+		s.cfg.Metrics.SVIDIssued("workload", time.Since(start))
+		return &apiv1.X509SVID{SpiffeId: e.SPIFFEID.String(), CertChain: iss.Chain, ExpiresAt: iss.NotAfter.Unix()},
+			iss.Serial.String(), nil
+	}
+	certs, err := s.cfg.Signer.SignX509SVID(ctx, p)
 	if err != nil {
 		return nil, "", err
 	}
 	s.cfg.Metrics.SVIDIssued("workload", time.Since(start))
 	return svidProto(e.SPIFFEID, certs), certs[0].SerialNumber.String(), nil
+}
+
+// RawSigner is an optional power of a Signer (ca.CA has it): an SVID in
+// DER with its serial and expiry, without parsing the certificate back.
+type RawSigner interface {
+	SignX509SVIDRaw(ctx context.Context, p ca.X509SVIDParams) (ca.IssuedX509SVID, error)
 }
