@@ -33,6 +33,10 @@ type Engine[K Key, D, P any] struct {
 
 	chMu    sync.Mutex // guards changed
 	changed chan struct{}
+
+	// kick wakes Run before its next poll (SyncNow); one pending wake-up
+	// stands for any number of requests.
+	kick chan struct{}
 }
 
 // Opened tells a kind how New found its state.
@@ -49,7 +53,7 @@ type Opened[K Key] struct {
 // when there is none. Corrupt or mismatched documents are errors, never
 // overwritten. New does not rotate: Run does.
 func New[K Key, D, P any](spec *Spec, cfg Config, kind Kind[K, D, P]) (*Engine[K, D, P], Opened[K], error) {
-	g := &Engine[K, D, P]{spec: spec, cfg: cfg, kind: kind, changed: make(chan struct{})}
+	g := &Engine[K, D, P]{spec: spec, cfg: cfg, kind: kind, changed: make(chan struct{}), kick: make(chan struct{}, 1)}
 	g.policy, _ = kind.(Policy[K])
 	g.single, _ = kind.(SingleLayout[K])
 	var op Opened[K]
@@ -183,8 +187,10 @@ func (g *Engine[K, D, P]) Changed() <-chan struct{} {
 }
 
 // Run rotates the keys until ctx is done: it wakes when the next step is
-// due (and, with Config.Shared, every poll interval to pick up what other
-// servers did), and calls Rotate. Errors are logged and retried.
+// due, when SyncNow asks, and, with Config.Shared, every poll interval to
+// pick up what other servers did (a fallback where SyncNow is wired to the
+// store's change notifications), and calls Rotate. Errors are logged and
+// retried.
 func (g *Engine[K, D, P]) Run(ctx context.Context) {
 	for {
 		wait := rotation.PollInterval(g.cur.Load().active.Lifetime())
@@ -202,7 +208,22 @@ func (g *Engine[K, D, P]) Run(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.C:
+		case <-g.kick:
+			t.Stop()
 		}
+	}
+}
+
+// SyncNow asks Run to adopt the shared state (and take any step due) now
+// rather than at its next poll: call it when the store reports that
+// another server wrote Spec.SharedKey. It never blocks; requests made
+// before Run gets to them count as one, so a burst costs one round. A
+// round that finds nothing new reads the shared state once and writes
+// nothing. A request made before Run starts waits for it.
+func (g *Engine[K, D, P]) SyncNow() {
+	select {
+	case g.kick <- struct{}{}:
+	default:
 	}
 }
 
