@@ -39,8 +39,8 @@ func TestSyncNowAdoptsAtOnce(t *testing.T) {
 			t.Cleanup(func() { cancel(); <-done })
 
 			base := kv.reads.Load() // New reads it too
-			b.SyncNow() // before Run: waits for it
-			b.SyncNow() // and coalesces
+			b.SyncNow()             // before Run: waits for it
+			b.SyncNow()             // and coalesces
 			go func() { defer close(done); b.Run(ctx) }()
 			waitReads := func(n int64) {
 				t.Helper()
