@@ -84,3 +84,102 @@ func TestSyncNowAdoptsAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// picky is a toy kind under a configuration that accepts only the keys it
+// minted itself (their IDs start with its tag) and never merges one back:
+// two servers configured apart — say, halfway through rolling out a new
+// key type — each rewrite the state the other wrote, as a kind with a
+// Policy may.
+type picky struct {
+	toy
+	tag string // two hex digits
+}
+
+func (p picky) Mint(now time.Time) (*tkey, error) {
+	k, err := p.toy.Mint(now)
+	if err != nil {
+		return nil, err
+	}
+	k.id = p.tag + k.id[2:]
+	return k, nil
+}
+
+func (p picky) Place(e *authority.Entry[*tkey], status string, _ bool, _ time.Time) (*authority.Entry[*tkey], authority.Role) {
+	if e.ID()[:2] != p.tag {
+		return e, authority.RoleDrop
+	}
+	switch status {
+	case authority.StatusActive:
+		return e, authority.RoleActive
+	case authority.StatusPrepared:
+		return e, authority.RoleNext
+	}
+	return e, authority.RoleOld
+}
+
+func (picky) Keep(*tkey) bool                                 { return false }
+func (picky) Blocked(*authority.Entry[*tkey]) (string, []any) { return "", nil }
+func (picky) RevokeBlocked(*authority.Entry[*tkey]) string    { return "" }
+
+// notifyingKV calls every engine's SyncNow after each successful swap, as
+// the server does on the datastore's notifications.
+type notifyingKV struct {
+	*authoritytest.MemKV
+	engines atomic.Pointer[[]*engine]
+}
+
+func (k *notifyingKV) SwapKV(ctx context.Context, key string, old, value []byte) (bool, error) {
+	ok, err := k.MemKV.SwapKV(ctx, key, old, value)
+	if ok {
+		if gs := k.engines.Load(); gs != nil {
+			for _, g := range *gs {
+				g.SyncNow()
+			}
+		}
+	}
+	return ok, err
+}
+
+// TestSyncNowDoesNotPingPong: two servers whose configurations disagree
+// rewrite each other's state on every round; with each write announced,
+// SyncNow must not turn that into a loop as fast as the store: a round it
+// started that wrote makes the next one wait (1 s, doubling to the poll
+// interval).
+func TestSyncNowDoesNotPingPong(t *testing.T) {
+	sp, clk := spec(authority.LayoutKeys, false), &clock{now: t0}
+	kv := &notifyingKV{MemKV: authoritytest.NewMemKV(errNotFound)}
+	var gs []*engine
+	for _, tag := range []string{"aa", "bb"} {
+		dir := filepath.Join(t.TempDir(), tag)
+		if err := (authority.Files{Prefix: "toy"}).PrepareDir(dir, true); err != nil {
+			t.Fatal(err)
+		}
+		g, _, err := authority.New(sp, authority.Config{TrustDomain: td, Dir: dir, Clock: clk.Now, Log: nopLog,
+			Shared: kv, SharedNotFound: errNotFound}, picky{toy: toy{ttl: time.Hour}, tag: tag})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs = append(gs, g)
+	}
+	kv.engines.Store(&gs)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, len(gs))
+	for _, g := range gs {
+		go func() { g.Run(ctx); done <- struct{}{} }()
+	}
+	start := kv.Writes()
+	time.Sleep(2 * time.Second)
+	writes := kv.Writes() - start
+	cancel()
+	for range gs {
+		<-done
+	}
+	t.Logf("%d writes of the shared state in 2 s", writes)
+	// Each server: its first round, then writes spaced 1 s, 2 s, ...
+	if writes > 10 {
+		t.Fatalf("two disagreeing servers wrote the shared state %d times in 2 s, want a handful", writes)
+	}
+	if writes == 0 {
+		t.Fatal("the disagreeing servers never rewrote each other's state: the test proves nothing")
+	}
+}
