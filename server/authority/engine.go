@@ -268,7 +268,9 @@ func (g *Engine[K, D, P]) sleep(ctx context.Context, t *time.Timer, d time.Durat
 // another server wrote Spec.SharedKey. It never blocks; requests made
 // before Run gets to them count as one, so a burst costs one round. A
 // round that finds nothing new reads the shared state once and writes
-// nothing. A request made before Run starts waits for it.
+// nothing. After a round it started that wrote the shared state, the next
+// waits a while (calmAfter). A request made before Run starts waits for
+// it.
 func (g *Engine[K, D, P]) SyncNow() {
 	select {
 	case g.kick <- struct{}{}:
