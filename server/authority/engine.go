@@ -222,7 +222,7 @@ func (g *Engine[K, D, P]) Run(ctx context.Context) {
 		case <-t.C:
 		case <-g.kick:
 			kicked = true
-			if calm > 0 && !g.sleep(ctx, t, calm) {
+			if calm > 0 && !sleep(ctx, t, calm) {
 				return
 			}
 		}
@@ -251,7 +251,7 @@ func calmAfter(calm time.Duration, wrote bool, poll time.Duration) time.Duration
 
 // sleep waits d, or until t fires, whichever comes first; false when ctx
 // ended first.
-func (g *Engine[K, D, P]) sleep(ctx context.Context, t *time.Timer, d time.Duration) bool {
+func sleep(ctx context.Context, t *time.Timer, d time.Duration) bool {
 	c := time.NewTimer(d)
 	defer c.Stop()
 	select {
