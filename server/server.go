@@ -411,6 +411,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if n, ok := s.store.(datastore.EvictionNotifier); ok {
 		go s.followEvictions(ctx, n)
 	}
+	if n, ok := s.store.(datastore.KVNotifier); ok {
+		go s.followKV(ctx, n)
+	}
 	if s.tele.Enabled() {
 		addr, err := telemetry.Serve(ctx, s.tele.ListenAddress, s.metrics, s.Ready, s.log.With("subsystem", "telemetry"))
 		if err != nil {

@@ -9,7 +9,8 @@
 //     remembered until it would have expired so that no server merges it
 //     back);
 //   - the schedule (internal/rotation: prepare at 1/2 of the active
-//     lifetime, activate at 5/6, prune at expiry) and the Run loop;
+//     lifetime, activate at 5/6, prune at expiry) and the Run loop, which
+//     SyncNow wakes early when the shared state changed elsewhere;
 //   - persistence: one versioned JSON state document, in a 0600 file of
 //     the kind's directory (written atomically) and, with Config.Shared, in
 //     a KV store the servers share, written only by compare-and-swap

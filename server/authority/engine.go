@@ -33,6 +33,12 @@ type Engine[K Key, D, P any] struct {
 
 	chMu    sync.Mutex // guards changed
 	changed chan struct{}
+
+	// kick wakes Run before its next poll (SyncNow); one pending wake-up
+	// stands for any number of requests.
+	kick chan struct{}
+	// sharedWrites counts this engine's writes of the shared state.
+	sharedWrites atomic.Uint64
 }
 
 // Opened tells a kind how New found its state.
@@ -49,7 +55,7 @@ type Opened[K Key] struct {
 // when there is none. Corrupt or mismatched documents are errors, never
 // overwritten. New does not rotate: Run does.
 func New[K Key, D, P any](spec *Spec, cfg Config, kind Kind[K, D, P]) (*Engine[K, D, P], Opened[K], error) {
-	g := &Engine[K, D, P]{spec: spec, cfg: cfg, kind: kind, changed: make(chan struct{})}
+	g := &Engine[K, D, P]{spec: spec, cfg: cfg, kind: kind, changed: make(chan struct{}), kick: make(chan struct{}, 1)}
 	g.policy, _ = kind.(Policy[K])
 	g.single, _ = kind.(SingleLayout[K])
 	var op Opened[K]
@@ -183,11 +189,19 @@ func (g *Engine[K, D, P]) Changed() <-chan struct{} {
 }
 
 // Run rotates the keys until ctx is done: it wakes when the next step is
-// due (and, with Config.Shared, every poll interval to pick up what other
-// servers did), and calls Rotate. Errors are logged and retried.
+// due, when SyncNow asks, and, with Config.Shared, every poll interval to
+// pick up what other servers did (a fallback where SyncNow is wired to the
+// store's change notifications), and calls Rotate. Errors are logged and
+// retried.
 func (g *Engine[K, D, P]) Run(ctx context.Context) {
+	var (
+		kicked bool          // the round about to run is SyncNow's
+		calm   time.Duration // how long SyncNow's next round waits
+	)
 	for {
-		wait := rotation.PollInterval(g.cur.Load().active.Lifetime())
+		poll := rotation.PollInterval(g.cur.Load().active.Lifetime())
+		wait := poll
+		writes := g.sharedWrites.Load()
 		if err := g.Rotate(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
@@ -196,13 +210,71 @@ func (g *Engine[K, D, P]) Run(ctx context.Context) {
 		} else {
 			wait = g.nextWake()
 		}
+		if kicked {
+			calm = calmAfter(calm, g.sharedWrites.Load() != writes, poll)
+		}
 		t := time.NewTimer(wait)
+		kicked = false
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
+		case <-g.kick:
+			kicked = true
+			if calm > 0 && !sleep(ctx, t, calm) {
+				return
+			}
 		}
+		t.Stop()
+	}
+}
+
+// minCalm is the first wait of SyncNow's rounds after one that wrote.
+const minCalm = time.Second
+
+// calmAfter returns how long SyncNow's next round waits, after one that
+// wrote the shared state or not. A round started by another server's
+// write that writes in turn is what servers whose configurations disagree
+// do to each other (each rewrites what the other wrote, as Policy.Place
+// may): were every such round announced and answered at once, they would
+// rewrite the state as fast as the store allows. So each round SyncNow
+// started that wrote doubles the wait of the next (from minCalm up to the
+// poll interval, where they would meet anyway); one that only read ends
+// it.
+func calmAfter(calm time.Duration, wrote bool, poll time.Duration) time.Duration {
+	if !wrote {
+		return 0
+	}
+	return max(min(2*calm, poll), min(minCalm, poll))
+}
+
+// sleep waits d, or until t fires, whichever comes first; false when ctx
+// ended first.
+func sleep(ctx context.Context, t *time.Timer, d time.Duration) bool {
+	c := time.NewTimer(d)
+	defer c.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-c.C:
+	}
+	return true
+}
+
+// SyncNow asks Run to adopt the shared state (and take any step due) now
+// rather than at its next poll: call it when the store reports that
+// another server wrote Spec.SharedKey. It never blocks; requests made
+// before Run gets to them count as one, so a burst costs one round. A
+// round that finds nothing new reads the shared state once and writes
+// nothing. After a round it started that wrote the shared state, the next
+// waits a while (calmAfter). A request made before Run starts waits for
+// it.
+func (g *Engine[K, D, P]) SyncNow() {
+	select {
+	case g.kick <- struct{}{}:
+	default:
 	}
 }
 

@@ -180,6 +180,7 @@ func (g *Engine[K, D, P]) persist(ctx context.Context, s *Snapshot[K, P]) error 
 			return fmt.Errorf("%s: %w", g.spec.Prefix, errSwapLost)
 		}
 		g.sharedSeen = data
+		g.sharedWrites.Add(1)
 	}
 	return g.writeStateFile(data)
 }

@@ -151,6 +151,11 @@ func New(cfg Config) (*CA, error) {
 // what other servers did), and calls Rotate. Errors are logged and retried.
 func (ca *CA) Run(ctx context.Context) { ca.eng.Run(ctx) }
 
+// SyncNow asks Run to adopt the shared state now rather than at its next
+// poll (the store reported a write of SharedStateKey); it never blocks,
+// and a burst of requests costs one round.
+func (ca *CA) SyncNow() { ca.eng.SyncNow() }
+
 // Rotate performs every rotation step due at the current clock time: with
 // Config.Shared it first adopts what the servers agreed on; then it prunes
 // expired old authorities, prepares a successor (published in Bundle at

@@ -58,14 +58,15 @@
 // database must be protected like the CA itself. Per-server authorities
 // would avoid that but multiply the trust anchors; we chose one key set.
 // Each server re-reads the document before every rotation step and
-// operator action and on every poll, adopts it when it differs, and writes
-// its own change back by compare-and-swap (KVStore.SwapKV) against the
-// bytes it read: when two servers prepare at once, the first write wins;
-// the other's swap fails, and it adopts the stored state and redoes its
-// step on it (a few times at most) before publishing anything, so its own
-// candidate never reaches its bundle. An authority a server has signed
-// with is never dropped before it expires (it is merged back as old), so
-// nothing it issued stops verifying.
+// operator action, on SyncNow (the server calls it when the datastore
+// announces a write of the document) and on every poll, adopts it when it
+// differs, and writes its own change back by compare-and-swap
+// (KVStore.SwapKV) against the bytes it read: when two servers prepare at
+// once, the first write wins; the other's swap fails, and it adopts the
+// stored state and redoes its step on it (a few times at most) before
+// publishing anything, so its own candidate never reaches its bundle. An
+// authority a server has signed with is never dropped before it expires
+// (it is merged back as old), so nothing it issued stops verifying.
 //
 // It must not import the datastore, the API layer, attestors, or agent/;
 // of the server it imports only server/authority.

@@ -28,3 +28,16 @@ type EvictionNotifier interface {
 	// meaning "you may have missed evictions". It returns when ctx is done.
 	WatchAgentEvictions(ctx context.Context, fn func(agentID string)) error
 }
+
+// KVNotifier is an optional power of a backend shared by several servers:
+// it reports writes of KV keys, so that state the servers share there (the
+// CA and JWT key state, federation relationships, static bundles) reaches
+// every server at once rather than at its next poll.
+type KVNotifier interface {
+	// WatchKV calls fn with the key of each committed PutKV and successful
+	// SwapKV (by this or another server), and with "" after each
+	// (re)connection and wherever the key cannot be told, meaning "any key
+	// may have changed: re-read what you follow". It returns when ctx is
+	// done.
+	WatchKV(ctx context.Context, fn func(key string)) error
+}

@@ -429,7 +429,8 @@ func (f *Fetcher) remove(rs *relState) {
 
 // ReloadDynamic applies the dynamic relationships other servers sharing
 // the datastore created, updated or deleted (Run calls it every
-// StaticReload).
+// StaticReload; the server also when the datastore announces a write of
+// DynamicKey).
 func (f *Fetcher) ReloadDynamic(ctx context.Context) error {
 	if _, ok := f.cfg.Store.(Swapper); f.cfg.Store == nil || !ok {
 		return nil

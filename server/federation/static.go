@@ -86,7 +86,8 @@ func (f *Fetcher) readStatic(ctx context.Context) (map[spiffeid.TrustDomain]*spi
 // ReloadStatic re-reads the static bundles from the store and applies what
 // changed there, so that a `bundle set` or `bundle delete` made on another
 // server sharing the database reaches this one (Run calls it every
-// StaticReload). It signals Changed only if something changed.
+// StaticReload; the server also when the datastore announces a write of
+// the static bundles). It signals Changed only if something changed.
 func (f *Fetcher) ReloadStatic(ctx context.Context) error {
 	if f.cfg.Store == nil {
 		return nil

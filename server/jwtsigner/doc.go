@@ -48,10 +48,11 @@
 // versioned document under SharedStateKey in the database the servers
 // share, so every server signs with the same active key and publishes the
 // same bundle. As for the CA, each server re-reads the document before
-// every rotation step and operator action and on every poll, adopts it
-// when it differs, and writes its own change back by compare-and-swap
-// against the bytes it read (a lost swap adopts the stored state and redoes
-// the step); a key a server has signed with is merged back as old if a
+// every rotation step and operator action, on SyncNow (the server calls it
+// when the datastore announces a write of the document) and on every poll,
+// adopts it when it differs, and writes its own change back by
+// compare-and-swap against the bytes it read (a lost swap adopts the stored
+// state and redoes the step); a key a server has signed with is merged back as old if a
 // concurrent write dropped it, so nothing it issued stops verifying.
 // Whoever can read that row holds the signing keys.
 //

@@ -164,6 +164,11 @@ func New(cfg Config) (*Signer, error) {
 // servers did) and calls Rotate. Errors are logged and retried.
 func (s *Signer) Run(ctx context.Context) { s.eng.Run(ctx) }
 
+// SyncNow asks Run to adopt the shared state now rather than at its next
+// poll (the store reported a write of SharedStateKey); it never blocks,
+// and a burst of requests costs one round.
+func (s *Signer) SyncNow() { s.eng.SyncNow() }
+
 // Rotate performs every rotation step due at the current clock time: with
 // Config.Shared it first adopts what the servers agreed on; then it prunes
 // expired old keys, prepares a successor (published at once) when half the

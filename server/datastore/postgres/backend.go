@@ -30,7 +30,8 @@ const migrateLockKey int64 = 0x68616c6c6d61726b
 // the one-row revision counter first (FOR UPDATE), so entry changes from
 // all servers commit one at a time, in revision order. Agent evictions and
 // bans notify EvictChannel in the same statement, so the notification goes
-// out if and only if the row changed, when that commits.
+// out if and only if the row changed, when that commits; KV writes notify
+// KVChannel the same way.
 var dialect = sqlstore.Dialect{
 	Name:         "postgres",
 	Product:      "PostgreSQL",
@@ -44,6 +45,7 @@ var dialect = sqlstore.Dialect{
 	DeleteAgent: `WITH d AS (DELETE FROM agents WHERE id = $1 RETURNING id)
 		SELECT pg_notify('` + EvictChannel + `', id) FROM d`,
 	EventsHorizon: `SELECT revision FROM entry_events_pruned WHERE id = 1`,
+	NotifyKV:      kvNotify,
 }
 
 // migrate applies the missing migrations and the schema_version update in

@@ -1,7 +1,8 @@
 // Package postgres is the PostgreSQL backend of the server datastore: Open
 // connects a pgx pool to one database and returns a Store implementing
-// datastore.Store and datastore.ChangeNotifier. Several servers may share
-// the database; that is what it is for.
+// datastore.Store, datastore.ChangeNotifier, datastore.EvictionNotifier
+// and datastore.KVNotifier. Several servers may share the database; that
+// is what it is for.
 //
 // It owns the schema (embedded, numbered migrations tracked in a
 // schema_version table and applied in one transaction under an advisory
@@ -26,6 +27,11 @@
 //     transaction, so only commits are announced). WatchEntryChanges
 //     listens on a dedicated connection, reconnects with backoff and
 //     reports 0 after every (re)connection so the caller catches up.
+//     KV writes (PutKV, a SwapKV that swapped) send NOTIFY hallmark_kv
+//     with "=" and the key in the same statement ("*" for a key too long
+//     to name, so that no write fails for its notification); WatchKV
+//     reports the key, and "" (re-read everything) after every
+//     (re)connection.
 //   - Single use: ConsumeJoinToken is one DELETE ... RETURNING, CreateAgent
 //     one INSERT ... ON CONFLICT DO NOTHING; PostgreSQL's row locks make
 //     exactly one caller win across servers.

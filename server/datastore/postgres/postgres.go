@@ -20,6 +20,11 @@ import (
 // committed entry change is announced, with the new revision as payload.
 const NotifyChannel = "hallmark_entries"
 
+// KVChannel is the notification channel on which each KV write (PutKV,
+// and SwapKV when it swaps) is announced on commit; the payload is "=" and
+// the key, or "*" for a key too long to announce (see WatchKV).
+const KVChannel = "hallmark_kv"
+
 // EvictChannel is the notification channel on which each agent eviction is
 // announced (payload: the agent's SPIFFE ID), on commit.
 const EvictChannel = "hallmark_agent_evictions"
@@ -60,6 +65,7 @@ type Store struct {
 var (
 	_ datastore.Store          = (*Store)(nil)
 	_ datastore.ChangeNotifier = (*Store)(nil)
+	_ datastore.KVNotifier     = (*Store)(nil)
 	_ datastore.OpObserver     = (*Store)(nil)
 )
 

@@ -38,8 +38,8 @@ func (c *Core) PutKV(ctx context.Context, key string, value []byte) error {
 		value = []byte{}
 	}
 	return c.b.WriteEach(ctx, "put", func(q Querier) error {
-		if _, err := q.Exec(ctx, `INSERT INTO kv (key, value) VALUES ($1, $2)
-			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value); err != nil {
+		if _, err := q.Exec(ctx, c.kvWrite(`INSERT INTO kv (key, value) VALUES ($1, $2)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`), key, value); err != nil {
 			return c.errorf("put %q: %w", key, err)
 		}
 		return nil
@@ -65,7 +65,7 @@ func (c *Core) SwapKV(ctx context.Context, key string, old, value []byte) (bool,
 	}
 	var swapped bool
 	err := c.b.WriteEach(ctx, "swap", func(db Querier) error {
-		n, err := db.Exec(ctx, q, args...)
+		n, err := db.Exec(ctx, c.kvWrite(q), args...)
 		if err != nil {
 			return c.errorf("swap %q: %w", key, err)
 		}
@@ -76,4 +76,14 @@ func (c *Core) SwapKV(ctx context.Context, key string, old, value []byte) (bool,
 		return false, err
 	}
 	return swapped, nil
+}
+
+// kvWrite returns the KV write statement w, announcing the key it wrote
+// where the dialect announces KV writes (Dialect.NotifyKV). Its row count
+// stays the number of rows written.
+func (c *Core) kvWrite(w string) string {
+	if c.d.NotifyKV == "" {
+		return w
+	}
+	return "WITH w AS (" + w + " RETURNING key) SELECT " + c.d.NotifyKV + " FROM w"
 }

@@ -95,6 +95,12 @@ type Dialect struct {
 	// EventsHorizon, if set, reads the revision up to which entry events
 	// may have been pruned; EntryEventsSince refuses to answer below it.
 	EventsHorizon string
+	// NotifyKV, if set, is an SQL expression over the column key that
+	// announces a KV write (PostgreSQL: a pg_notify). PutKV and SwapKV
+	// then run as one statement, WITH w AS (<write> RETURNING key) SELECT
+	// <NotifyKV> FROM w, so that a write is announced if and only if it
+	// stored a row, when it commits.
+	NotifyKV string
 }
 
 // Core implements the datastore operations the backends share; a backend
