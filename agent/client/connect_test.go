@@ -28,7 +28,6 @@ import (
 	"github.com/hallmarkid/hallmark/internal/busy"
 )
 
-
 // testPKI is a CA with a server SVID and an agent SVID under it.
 type testPKI struct {
 	ca     *x509.Certificate
