@@ -67,6 +67,13 @@ type Gate struct {
 	root       net.Listener
 	subs       []*subListener
 
+	// Busy refusals' retry window (see retryWindow): the mean duration
+	// of a TLS handshake lately, and the connections refused in the
+	// current and the previous second.
+	handshakeAvg     time.Duration
+	shedNow, shedPrev int
+	shedSince        time.Time
+
 	refused [numReasons]atomic.Int64 // since the last report
 	done    chan struct{}
 	closing sync.Once
@@ -198,10 +205,10 @@ func (g *Gate) accept(l net.Listener, auth, anon *subListener) {
 		}
 		if r, ok := g.reserveHandshake(src); !ok {
 			g.refuse(r, src)
-			c.Close() // before any TLS work
+			g.refuseBusy(c) // before any TLS work
 			continue
 		}
-		go g.handshake(c, src, auth, anon)
+		go g.handshake(c, src, auth, anon, time.Now())
 	}
 }
 
@@ -260,7 +267,7 @@ func (g *Gate) dropSourceLocked(src Source) {
 	}
 }
 
-func (g *Gate) handshake(raw net.Conn, src Source, auth, anon *subListener) {
+func (g *Gate) handshake(raw net.Conn, src Source, auth, anon *subListener, accepted time.Time) {
 	timeout := g.cfg.Limits.FirstMessageTimeout
 	_ = raw.SetDeadline(time.Now().Add(timeout))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -282,6 +289,7 @@ func (g *Gate) handshake(raw net.Conn, src Source, auth, anon *subListener) {
 		return
 	}
 	_ = raw.SetDeadline(time.Time{})
+	g.handshook(time.Since(accepted))
 	if g.cfg.Authenticated(state.VerifiedChains) {
 		g.forgetHandshake(src)
 		auth.deliver(&gatedConn{Conn: tc, state: state})
