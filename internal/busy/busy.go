@@ -1,4 +1,8 @@
-// Package busy is the Node API's "busy, retry within" refusal: what the
+// Package busy carries the Node API's "come back within" hints from the
+// server to its agents, so that a fleet the server cannot take all at once
+// spreads its reconnects instead of retrying together.
+//
+// The busy refusal is what the
 // server writes on a new TCP connection it will not take (its bounds on
 // connections without an agent SVID are reached: docs/operations.md,
 // "Node API limits") instead of closing it silently, so that an agent
@@ -13,10 +17,42 @@
 // record type), so a client that knows nothing of it fails as it would
 // on a closed connection.
 //
+// The stop trailer (StopTrailer) ends a Sync stream the server closes
+// because it is stopping: the window, in milliseconds, over which its
+// agents should spread their first reconnect.
+//
 // It must import nothing of the server or the agent: both use it.
 package busy
 
-import "time"
+import (
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/metadata"
+)
+
+// StopTrailer is the trailer key of the stop window.
+const StopTrailer = "hallmark-reconnect-within-ms"
+
+// StopTrailerMD returns the trailer asking to reconnect within window.
+func StopTrailerMD(window time.Duration) metadata.MD {
+	return metadata.Pairs(StopTrailer, strconv.FormatInt(max(0, window.Milliseconds()), 10))
+}
+
+// StopWindow returns the stop window a stream's trailer carries: a whole
+// number of milliseconds from 0 to MaxWindow; ok is false if there is
+// none or it is malformed.
+func StopWindow(md metadata.MD) (time.Duration, bool) {
+	v := md.Get(StopTrailer)
+	if len(v) != 1 || len(v[0]) == 0 || len(v[0]) > 6 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(v[0])
+	if err != nil || n < 0 || time.Duration(n)*time.Millisecond > MaxWindow {
+		return 0, false
+	}
+	return time.Duration(n) * time.Millisecond, true
+}
 
 // Len is the length of a refusal.
 const Len = 5

@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/metadata"
+
 	"github.com/hallmarkid/hallmark/internal/busy"
 )
 
@@ -67,6 +69,46 @@ func FuzzParse(f *testing.F) {
 		}
 		if r := busy.Refusal(d); string(r[:]) != string(b) {
 			t.Fatalf("Refusal(Parse(%q)) = %q", b, r)
+		}
+	})
+}
+
+func TestStopWindow(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		md     metadata.MD
+		want   time.Duration
+		wantOK bool
+	}{
+		{"round trip", busy.StopTrailerMD(1234 * time.Millisecond), 1234 * time.Millisecond, true},
+		{"zero", busy.StopTrailerMD(0), 0, true},
+		{"negative written as zero", busy.StopTrailerMD(-time.Second), 0, true},
+		{"none", metadata.MD{}, 0, false},
+		{"two values", metadata.Pairs(busy.StopTrailer, "1", busy.StopTrailer, "2"), 0, false},
+		{"not a number", metadata.Pairs(busy.StopTrailer, "1s"), 0, false},
+		{"signed", metadata.Pairs(busy.StopTrailer, "+5"), 5 * time.Millisecond, true},
+		{"negative", metadata.Pairs(busy.StopTrailer, "-5"), 0, false},
+		{"beyond the cap", metadata.Pairs(busy.StopTrailer, "25501"), 0, false},
+		{"huge", metadata.Pairs(busy.StopTrailer, "99999999999999999999"), 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := busy.StopWindow(tc.md)
+			if got != tc.want || ok != tc.wantOK {
+				t.Fatalf("StopWindow = %v, %v; want %v, %v", got, ok, tc.want, tc.wantOK)
+			}
+		})
+	}
+}
+
+func FuzzStopWindow(f *testing.F) {
+	f.Add("1234")
+	f.Add("0")
+	f.Add("-1")
+	f.Add("25500")
+	f.Fuzz(func(t *testing.T, v string) {
+		d, ok := busy.StopWindow(metadata.Pairs(busy.StopTrailer, v))
+		if ok && (d < 0 || d > busy.MaxWindow) {
+			t.Fatalf("StopWindow(%q) = %v: outside [0, %v]", v, d, busy.MaxWindow)
 		}
 	})
 }

@@ -12,6 +12,7 @@ import (
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/internal/apiconv"
+	"github.com/hallmarkid/hallmark/internal/busy"
 	"github.com/hallmarkid/hallmark/registration"
 	"github.com/hallmarkid/hallmark/server/datastore"
 	"github.com/hallmarkid/hallmark/server/entrycache"
@@ -95,6 +96,7 @@ func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) erro
 
 		select {
 		case <-s.stopping:
+			stream.SetTrailer(busy.StopTrailerMD(time.Duration(s.stopWindow.Load())))
 			return status.Error(codes.Unavailable, "server stopping; reconnect")
 		case <-ctx.Done():
 			if stream.Context().Err() == nil {
@@ -276,8 +278,15 @@ func (s *Server) AgentEvicted(id string) {
 // would otherwise wait out its timeout for streams that never end by
 // themselves. Agents reconnect at once (to another server of an HA pair,
 // or to this one restarted) and resume where they were.
+//
+// Each stream's trailer asks its agent to spread its first reconnect over
+// a window sized to the agents connected (StopWindow): whichever server
+// takes them next is not hit by all of them at once.
 func (s *Server) EndStreams() {
-	s.stopOnce.Do(func() { close(s.stopping) })
+	s.stopOnce.Do(func() {
+		s.stopWindow.Store(int64(StopWindow(s.ConnectedAgents())))
+		close(s.stopping)
+	})
 }
 
 // ConnectedAgents returns the number of agents with an open sync stream.
