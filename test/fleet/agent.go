@@ -154,6 +154,9 @@ func (a *Agent) run(ctx context.Context) {
 			return
 		}
 		a.fl.reconnects.Add(1)
+		if _, ok := errors.AsType[*client.BusyError](err); ok {
+			a.fl.syncBusy.Add(1)
+		}
 		if status.Code(err) == codes.PermissionDenied {
 			a.fl.recordError(&a.fl.syncErrors, err)
 		}
@@ -202,6 +205,9 @@ func (a *Agent) attest(ctx context.Context) bool {
 		switch status.Code(err) {
 		case codes.ResourceExhausted, codes.Unavailable:
 			a.fl.busy.Add(1)
+			if _, ok := errors.AsType[*client.BusyError](err); ok {
+				a.fl.attestBusy.Add(1)
+			}
 		default:
 			a.fl.recordError(&a.fl.attestErrors, err)
 			// A join token is single use: a refusal other than "busy"

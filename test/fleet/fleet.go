@@ -38,6 +38,7 @@ type Fleet struct {
 	Agents []*Agent
 
 	signed, renewals, reconnects, busy   atomic.Int64
+	attestBusy, syncBusy                 atomic.Int64
 	attestErrors, syncErrors, signErrors atomic.Int64
 	renewErrors, unavailable             atomic.Int64
 	errMu                                sync.Mutex // guards firstErr
@@ -102,6 +103,11 @@ type Counts struct {
 	// Busy counts attestations the server shed (its global limits) and
 	// the agent retried, as agents do.
 	Busy int64
+	// AttestBusy counts those of Busy the server refused before any TLS
+	// (a busy refusal at its connection limits: client.BusyError).
+	AttestBusy int64
+	// SyncBusy counts stream reconnects refused the same way.
+	SyncBusy int64
 	// Unavailable counts signing and renewal calls that found no server
 	// (one restarting) and were retried.
 	Unavailable int64
@@ -117,7 +123,7 @@ func (c Counts) Errors() int64 { return c.AttestErrors + c.SyncErrors + c.SignEr
 func (f *Fleet) Counts() Counts {
 	return Counts{
 		Signed: f.signed.Load(), Renewals: f.renewals.Load(), Reconnects: f.reconnects.Load(), Busy: f.busy.Load(),
-		Unavailable:  f.unavailable.Load(),
+		Unavailable: f.unavailable.Load(), AttestBusy: f.attestBusy.Load(), SyncBusy: f.syncBusy.Load(),
 		AttestErrors: f.attestErrors.Load(), SyncErrors: f.syncErrors.Load(), SignErrors: f.signErrors.Load(),
 		RenewErrors: f.renewErrors.Load(),
 	}
