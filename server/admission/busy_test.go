@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	"github.com/hallmarkid/hallmark/internal/busy"
 	"github.com/hallmarkid/hallmark/server/admission"
 )
@@ -84,5 +86,36 @@ func waitStats(t *testing.T, g *admission.Gate, n int) {
 			t.Fatalf("stats %+v, want %d handshakes", g.Stats(), n)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestGateInflightWaitsBriefly: an attestation past the in-flight bound
+// waits for a slot (up to InflightWait) instead of being refused at once,
+// so the agent does not pay a new TLS handshake for a slot that frees a
+// moment later; the bound itself holds: while it waits, nothing more is in
+// flight.
+func TestGateInflightWaitsBriefly(t *testing.T) {
+	p := newPKI(t)
+	l := admission.DefaultLimits()
+	l.MaxInflightAttestations = 1
+	addr, g := startGate(t, p, l)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	first, err := client(t, addr, "127.0.5.1", nil).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = first.Recv()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan error, 1)
+	go func() { second <- openWatch(t, client(t, addr, "127.0.5.2", nil)) }()
+	time.Sleep(admission.InflightWait / 4) // the second call is waiting
+	if got := g.Stats().AttestationsInFlight; got != 1 {
+		t.Fatalf("%d in flight while one waits, want 1", got)
+	}
+	cancel() // the first attestation ends: the waiting one takes its slot
+	if err := <-second; err != nil {
+		t.Fatalf("waiting attestation: %v, want served", err)
 	}
 }

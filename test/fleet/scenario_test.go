@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"testing"
@@ -192,9 +193,10 @@ func run(tb testing.TB, sc scenario) *result {
 	// 1. Attestation storm: every agent starts at once.
 	cpu0, gen0 := cpuTicks(tb, srvs), selfCPU(tb)
 	start := time.Now()
-	prof := profile(tb, "storm", 10*time.Second)
+	prof, genProf := profile(tb, "storm", 10*time.Second), generatorProfile(tb, "storm")
 	f.Start(ctx)
 	wait("storm", fleet.Synced)
+	genProf()
 	prof()
 	storm := time.Since(start)
 	c := f.Counts()
@@ -341,6 +343,29 @@ func run(tb testing.TB, sc scenario) *result {
 		res.add("errors", "%+v, first: %v", res.counts, f.FirstError())
 	}
 	return res
+}
+
+// generatorProfile, when FLEET_PROFILE_DIR is set, takes a CPU profile
+// of this process (the generator) into FLEET_PROFILE_DIR/generator-name.pprof
+// until the function returned is called.
+func generatorProfile(tb testing.TB, name string) func() {
+	dir := os.Getenv("FLEET_PROFILE_DIR")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, "generator-"+name+".pprof"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		tb.Logf("generator profile %s: %v", name, err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // profile, when the server serves pprof (HALLMARK_PPROF=1 with
