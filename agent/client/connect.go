@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +54,12 @@ func (e *BusyError) Error() string {
 
 func (e *BusyError) Unwrap() error { return e.Err }
 
+// ErrNotListening marks a call that found no connection because nothing
+// listened at the server's address (the connection was refused by its
+// host: a server restarting, or stopped). Trying again costs the server's
+// host a refused TCP connection, not a TLS handshake.
+var ErrNotListening = errors.New("client: nothing listening at the server's address")
+
 // channel is one gRPC channel and what its connection attempts met.
 type channel struct {
 	conn *grpc.ClientConn
@@ -82,13 +89,19 @@ func (ch *channel) failed() bool { return ch.conn.GetState() == connectivity.Tra
 
 // explain returns err, a call's error, as a *BusyError when the call
 // found no connection because the server refused the last attempt as
-// busy.
+// busy, and wrapping ErrNotListening when its host refused the
+// connection. gRPC keeps only the text of a dial error (using a dialer of
+// our own to see the error itself would lose gRPC's proxy support), and
+// Go writes ECONNREFUSED as this text on every platform.
 func (ch *channel) explain(err error) error {
 	if err == nil || status.Code(err) != codes.Unavailable {
 		return err
 	}
 	if d := time.Duration(ch.busy.Load()); d > 0 {
 		return &BusyError{RetryWithin: d, Err: err}
+	}
+	if strings.Contains(status.Convert(err).Message(), "connect: connection refused") {
+		return fmt.Errorf("%w: %w", ErrNotListening, err)
 	}
 	return err
 }

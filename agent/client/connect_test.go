@@ -144,8 +144,8 @@ func TestCallAfterFailedConnectTriesAgainAtOnce(t *testing.T) {
 			t.Fatalf("attempt %d with no server: %v, want Unavailable", i, err)
 		}
 		var be *client.BusyError
-		if errors.As(err, &be) {
-			t.Fatalf("attempt %d: a server that is down reported as busy: %v", i, err)
+		if errors.As(err, &be) || !errors.Is(err, client.ErrNotListening) {
+			t.Fatalf("attempt %d: %v, want ErrNotListening (and not busy)", i, err)
 		}
 	}
 	l, err := net.Listen("tcp", addr)

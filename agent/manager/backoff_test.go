@@ -127,3 +127,36 @@ func TestBackoffBoundsConfigured(t *testing.T) {
 		t.Fatalf("step %v after Reset, want 200ms", b.step)
 	}
 }
+
+// TestBackoffWhileNotListening: while nothing listens at the server's
+// address (a restart: each attempt costs its host a refused TCP
+// connection), the waits stay within NotListeningMax for the first
+// attempts, so the agents find the server soon after it is back; a longer
+// outage grows them to ReconnectMax as any other; Reset starts over.
+func TestBackoffWhileNotListening(t *testing.T) {
+	refused := fmt.Errorf("%w: %w", client.ErrNotListening, status.Error(codes.Unavailable, "connect: connection refused"))
+	var b Backoff
+	var over time.Duration
+	for i := range notListeningFast {
+		d := b.After(refused)
+		if d > NotListeningMax {
+			t.Fatalf("attempt %d: wait %v, want at most %v", i, d, NotListeningMax)
+		}
+		over = max(over, d)
+	}
+	if over < NotListeningMax/2 {
+		t.Fatalf("%d waits all below %v (max %v): not spread up to the cap", notListeningFast, NotListeningMax/2, over)
+	}
+	for range 10 {
+		b.After(refused)
+	}
+	if b.step != ReconnectMax {
+		t.Fatalf("step %v after a long outage, want %v", b.step, ReconnectMax)
+	}
+	b.Reset()
+	for range notListeningFast {
+		if d := b.After(refused); d > NotListeningMax {
+			t.Fatalf("after Reset: wait %v, want at most %v", d, NotListeningMax)
+		}
+	}
+}
