@@ -70,9 +70,9 @@ type Gate struct {
 	// Busy refusals' retry window (see retryWindow): the mean duration
 	// of a TLS handshake lately, and the connections refused in the
 	// current and the previous second.
-	handshakeAvg     time.Duration
+	handshakeAvg      time.Duration
 	shedNow, shedPrev int
-	shedSince        time.Time
+	shedSince         time.Time
 
 	refused [numReasons]atomic.Int64 // since the last report
 	done    chan struct{}

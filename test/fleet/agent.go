@@ -461,4 +461,3 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
-
