@@ -156,6 +156,10 @@ func (a *Agent) run(ctx context.Context) {
 		a.fl.reconnects.Add(1)
 		if _, ok := errors.AsType[*client.BusyError](err); ok {
 			a.fl.syncBusy.Add(1)
+		} else if errors.Is(err, client.ErrNotListening) {
+			a.fl.syncNotListening.Add(1)
+		} else {
+			a.fl.noteStreamEnd(err)
 		}
 		if status.Code(err) == codes.PermissionDenied {
 			a.fl.recordError(&a.fl.syncErrors, err)

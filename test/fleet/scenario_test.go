@@ -300,7 +300,8 @@ func run(tb testing.TB, sc scenario) *result {
 	for i, a := range f.Agents {
 		streams[i] = a.State().Streams
 	}
-	busy0, reconnects0 := f.Counts().SyncBusy, f.Counts().Reconnects
+	busy0, reconnects0, notListening0 := f.Counts().SyncBusy, f.Counts().Reconnects, f.Counts().SyncNotListening
+	f.StreamEnds()
 	// The restarted server's CPU is counted from its start; the others'
 	// from now.
 	cpu0, gen0 = cpuTicks(tb, srvs[1:]), selfCPU(tb)
@@ -336,8 +337,14 @@ func run(tb testing.TB, sc scenario) *result {
 	res.add(what+" → all agents resynced", "%.2f s (stopped after %.2f s, ready after %.2f s; %d agents reconnected, p50 %.2f s, p90 %.2f s, last %.2f s), %d SVIDs re-minted",
 		resynced.Seconds(), stopped.Seconds(), ready.Seconds(), moved, percentile(back, 0.5).Seconds(), percentile(back, 0.9).Seconds(),
 		percentile(back, 1).Seconds(), f.Counts().Signed-signed0)
-	res.add("restart: reconnect attempts, CPU used", "%d failed attempts (%d refused busy before TLS); server %.1f s (the restarted one from its start), generator %.1f s",
-		f.Counts().Reconnects-reconnects0-int64(moved), f.Counts().SyncBusy-busy0, restartServer, restartGen)
+	res.add("restart: reconnect attempts, CPU used", "%d failed attempts (%d refused busy before TLS, %d found nothing listening); server %.1f s (the restarted one from its start), generator %.1f s",
+		f.Counts().Reconnects-reconnects0-int64(moved), f.Counts().SyncBusy-busy0, f.Counts().SyncNotListening-notListening0, restartServer, restartGen)
+	var ends []string
+	for msg, n := range f.StreamEnds() {
+		ends = append(ends, fmt.Sprintf("%d × %s", n, strings.ReplaceAll(msg, "|", "/")))
+	}
+	slices.Sort(ends)
+	res.add("restart: streams ended and other failed attempts", "%s", strings.Join(ends, "; "))
 	res.counts = f.Counts()
 	if res.counts.Errors() > 0 {
 		res.add("errors", "%+v, first: %v", res.counts, f.FirstError())
