@@ -3,6 +3,10 @@ package nodeapi
 import (
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/hallmarkid/hallmark/internal/busy"
 )
 
@@ -17,4 +21,12 @@ const StopReconnectPerAgent = time.Millisecond
 // stopping server ends should spread their first reconnect.
 func StopWindow(n int) time.Duration {
 	return min(time.Duration(n)*StopReconnectPerAgent, busy.MaxWindow)
+}
+
+// endStopping ends a Sync stream because the server is stopping: with
+// Unavailable (a reason to reconnect, not an eviction) and the trailer
+// asking the agent to spread its reconnect over EndStreams' window.
+func (s *Server) endStopping(stream grpc.ServerStream) error {
+	stream.SetTrailer(busy.StopTrailerMD(time.Duration(s.stopWindow.Load())))
+	return status.Error(codes.Unavailable, "server stopping; reconnect")
 }

@@ -4,6 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/hallmarkid/hallmark/internal/busy"
 	"github.com/hallmarkid/hallmark/server/nodeapi"
 	"github.com/hallmarkid/hallmark/server/nodeapi/nodeapitest"
@@ -41,6 +44,20 @@ func TestEndStreamsAsksToSpreadReconnects(t *testing.T) {
 		if w, ok := trailer(); !ok || w != nodeapi.StopWindow(3) {
 			t.Fatalf("stream %d: stop window %v, %v; want %v", i, w, ok, nodeapi.StopWindow(3))
 		}
+	}
+
+	// An agent that comes back while the server is still stopping gets
+	// no snapshot: its stream ends at once, with the same window.
+	late := e.NewAgent("late")
+	e.Put(nodeapitest.Entry(late, "y"))
+	s, cancel := openSync(t, agentClient(t, e, late), nil)
+	defer cancel()
+	msg, err := s.Recv()
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("stream opened while stopping: message %v, error %v; want Unavailable and no message", msg, err)
+	}
+	if w, ok := busy.StopWindow(s.Trailer()); !ok || w != nodeapi.StopWindow(3) {
+		t.Fatalf("stream opened while stopping: stop window %v, %v; want %v", w, ok, nodeapi.StopWindow(3))
 	}
 }
 

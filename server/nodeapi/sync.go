@@ -12,7 +12,6 @@ import (
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/internal/apiconv"
-	"github.com/hallmarkid/hallmark/internal/busy"
 	"github.com/hallmarkid/hallmark/registration"
 	"github.com/hallmarkid/hallmark/server/datastore"
 	"github.com/hallmarkid/hallmark/server/entrycache"
@@ -30,6 +29,12 @@ const MaxHeldEntryIDs = 100000
 // (or only what changed since the agent's last stream, when it resumes),
 // then deltas whenever an entry, the agent or a bundle changes.
 func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) error {
+	select {
+	case <-s.stopping:
+		// No snapshot for an agent that comes back to a stopping server.
+		return s.endStopping(stream)
+	default:
+	}
 	rec, leaf, err := s.callerRecord(stream.Context())
 	if err != nil {
 		return err
@@ -96,8 +101,7 @@ func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) erro
 
 		select {
 		case <-s.stopping:
-			stream.SetTrailer(busy.StopTrailerMD(time.Duration(s.stopWindow.Load())))
-			return status.Error(codes.Unavailable, "server stopping; reconnect")
+			return s.endStopping(stream)
 		case <-ctx.Done():
 			if stream.Context().Err() == nil {
 				return s.endedStream(stream.Context(), rec.ID)
