@@ -110,7 +110,11 @@ func TestGateInflightWaitsBriefly(t *testing.T) {
 	}
 	second := make(chan error, 1)
 	go func() { second <- openWatch(t, client(t, addr, "127.0.5.2", nil)) }()
-	time.Sleep(admission.InflightWait / 4) // the second call is waiting
+	for deadline := time.Now().Add(5 * time.Second); g.Stats().AttestationsWaiting != 1; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: the second attestation never waited", g.Stats())
+		}
+	}
 	if got := g.Stats().AttestationsInFlight; got != 1 {
 		t.Fatalf("%d in flight while one waits, want 1", got)
 	}

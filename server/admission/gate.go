@@ -59,6 +59,7 @@ type Gate struct {
 	tls      *tls.Config
 	buckets  *buckets
 	inflight chan struct{} // a token per attestation being served
+	waiting  atomic.Int64  // attestations waiting for a token
 
 	mu         sync.Mutex // guards the fields that follow
 	handshakes int        // TLS handshakes in progress
@@ -348,13 +349,17 @@ func (g *Gate) report() {
 // Stats is a snapshot of what the gate holds.
 type Stats struct {
 	Handshakes, Unauthenticated, AttestationsInFlight, Sources int
+	// AttestationsWaiting counts attestations waiting for an in-flight
+	// slot (InflightWait).
+	AttestationsWaiting int
 }
 
 // Stats returns what the gate holds now.
 func (g *Gate) Stats() Stats {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return Stats{Handshakes: g.handshakes, Unauthenticated: g.anon, AttestationsInFlight: len(g.inflight), Sources: len(g.perSource)}
+	return Stats{Handshakes: g.handshakes, Unauthenticated: g.anon, AttestationsInFlight: len(g.inflight), Sources: len(g.perSource),
+		AttestationsWaiting: int(g.waiting.Load())}
 }
 
 // gatedConn is a connection whose TLS handshake the gate completed.

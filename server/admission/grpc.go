@@ -147,6 +147,8 @@ func (g *Gate) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Strea
 	select {
 	case g.inflight <- struct{}{}:
 	default:
+		g.waiting.Add(1)
+		defer g.waiting.Add(-1)
 		t := time.NewTimer(InflightWait)
 		select {
 		case g.inflight <- struct{}{}:
