@@ -390,7 +390,9 @@ func (a *Agent) loadOrAttest(ctx context.Context) error {
 // attest attests with backoff while the server is unreachable; a refusal
 // is final.
 func (a *Agent) attest(ctx context.Context) error {
-	backoff := 200 * time.Millisecond
+	// Jittered, and within the server's window when it is busy: a fleet
+	// started at once does not retry in step.
+	backoff := manager.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	for {
 		err := a.reloadBootstrap(ctx)
 		if err == nil {
@@ -406,13 +408,13 @@ func (a *Agent) attest(ctx context.Context) error {
 		}
 		err = a.explainTLS(err)
 		a.setAttesting(err)
-		a.log.Warn("Attestation failed; retrying", "error", err, "retry_in", backoff)
+		wait := backoff.After(err)
+		a.log.Warn("Attestation failed; retrying", "error", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }
 

@@ -436,6 +436,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("Server stopping")
 	_ = sdnotify.Stopping()
+	// Stop taking Node API connections first: agents reconnecting while
+	// the server stops are refused by the kernel at once, instead of
+	// costing both sides a TLS handshake on a connection then dropped.
+	_ = gate.Close()
 	s.node.EndStreams() // else the graceful stop waits 3 s for Sync streams
 	stopped := make(chan struct{})
 	go func() {

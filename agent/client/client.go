@@ -23,7 +23,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
@@ -54,7 +53,7 @@ type Client struct {
 	svid   atomic.Pointer[x509svid.SVID]
 
 	mu   sync.Mutex // guards conn
-	conn *grpc.ClientConn
+	conn *channel   // the shared mTLS channel, nil until first used
 }
 
 // New returns a client.
@@ -90,7 +89,7 @@ func (c *Client) SetSVID(s *x509svid.SVID) {
 		go func() {
 			// Let in-flight calls on the old connection finish.
 			time.Sleep(5 * time.Second)
-			old.Close()
+			old.conn.Close()
 		}()
 	}
 }
@@ -100,7 +99,7 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.conn != nil {
-		err := c.conn.Close()
+		err := c.conn.conn.Close()
 		c.conn = nil
 		return err
 	}
@@ -142,25 +141,26 @@ func (c *Client) tlsConfig(mtls bool) *tls.Config {
 	return tlsconfig.TLSClientConfig(c, authorizer)
 }
 
-func (c *Client) dial(mtls bool) (*grpc.ClientConn, error) {
-	return grpc.NewClient("passthrough:///"+c.cfg.Address,
-		grpc.WithTransportCredentials(credentials.NewTLS(c.tlsConfig(mtls))),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
-}
+var keepaliveParams = keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}
 
-// node returns the Node client over the shared mTLS connection.
-func (c *Client) node() (apiv1.NodeClient, error) {
+// node returns the shared mTLS channel. One whose last connection
+// attempt failed is replaced by a new one, which tries at once (see
+// channelRetry).
+func (c *Client) node() (*channel, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.conn == nil {
-		conn, err := c.dial(true)
-		if err != nil {
-			return nil, fmt.Errorf("client: dial %s: %w", c.cfg.Address, err)
-		}
-		c.conn = conn
+	if c.conn != nil && c.conn.failed() {
+		c.conn.conn.Close()
+		c.conn = nil
 	}
-	return apiv1.NewNodeClient(c.conn), nil
+	if c.conn == nil {
+		ch, err := c.newChannel(c.tlsConfig(true))
+		if err != nil {
+			return nil, err
+		}
+		c.conn = ch
+	}
+	return c.conn, nil
 }
 
 // AttestResult is the outcome of attestation or renewal.
@@ -172,14 +172,14 @@ type AttestResult struct {
 
 // Attest attests the node with collector and gets an SVID for key's CSR.
 func (c *Client) Attest(ctx context.Context, collector attestors.NodeCollector, key crypto.Signer, csr []byte) (*AttestResult, error) {
-	conn, err := c.dial(false)
+	ch, err := c.newChannel(c.tlsConfig(false))
 	if err != nil {
-		return nil, fmt.Errorf("client: dial %s: %w", c.cfg.Address, err)
+		return nil, err
 	}
-	defer conn.Close()
-	stream, err := apiv1.NewNodeClient(conn).Attest(ctx)
+	defer ch.conn.Close()
+	stream, err := apiv1.NewNodeClient(ch.conn).Attest(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("client: attest: %w", err)
+		return nil, fmt.Errorf("client: attest: %w", ch.explain(err))
 	}
 	return runAttest(ctx, stream, collector, key, csr, false)
 }
@@ -187,13 +187,13 @@ func (c *Client) Attest(ctx context.Context, collector attestors.NodeCollector, 
 // Renew renews the agent SVID over mTLS. collector may be nil for
 // attestors that do not re-attest.
 func (c *Client) Renew(ctx context.Context, collector attestors.NodeCollector, key crypto.Signer, csr []byte) (*AttestResult, error) {
-	node, err := c.node()
+	ch, err := c.node()
 	if err != nil {
 		return nil, err
 	}
-	stream, err := node.RenewAgent(ctx)
+	stream, err := apiv1.NewNodeClient(ch.conn).RenewAgent(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("client: renew: %w", err)
+		return nil, fmt.Errorf("client: renew: %w", ch.explain(err))
 	}
 	return runAttest(ctx, stream, collector, key, csr, true)
 }
@@ -266,25 +266,29 @@ func sendError(stream attestClient, err error) error {
 // Sync opens the entry push stream. A nil or empty req asks for a full
 // snapshot; see apiv1.SyncRequest for resuming.
 func (c *Client) Sync(ctx context.Context, req *apiv1.SyncRequest) (grpc.ServerStreamingClient[apiv1.SyncResponse], error) {
-	node, err := c.node()
+	ch, err := c.node()
 	if err != nil {
 		return nil, err
 	}
 	if req == nil {
 		req = &apiv1.SyncRequest{}
 	}
-	return node.Sync(ctx, req)
+	stream, err := apiv1.NewNodeClient(ch.conn).Sync(ctx, req)
+	if err != nil {
+		return nil, ch.explain(err)
+	}
+	return stream, nil
 }
 
 // BatchSign signs workload CSRs.
 func (c *Client) BatchSign(ctx context.Context, reqs []*apiv1.SVIDRequest) ([]*apiv1.SVIDResult, error) {
-	node, err := c.node()
+	ch, err := c.node()
 	if err != nil {
 		return nil, err
 	}
-	resp, err := node.BatchSignX509SVID(ctx, &apiv1.BatchSignX509SVIDRequest{Requests: reqs})
+	resp, err := apiv1.NewNodeClient(ch.conn).BatchSignX509SVID(ctx, &apiv1.BatchSignX509SVIDRequest{Requests: reqs})
 	if err != nil {
-		return nil, fmt.Errorf("client: batch sign: %w", err)
+		return nil, fmt.Errorf("client: batch sign: %w", ch.explain(err))
 	}
 	if len(resp.GetResults()) != len(reqs) {
 		return nil, fmt.Errorf("client: batch sign: %d results for %d requests", len(resp.GetResults()), len(reqs))

@@ -18,13 +18,13 @@ const MaxJWTKeys = 64
 // NewJWTSVID asks the server to sign a JWT-SVID for an entry authorised for
 // this agent. The gRPC status of a refusal is kept (errors.Unwrap gives it).
 func (c *Client) NewJWTSVID(ctx context.Context, entryID string, audience []string) (*apiv1.JWTSVID, error) {
-	node, err := c.node()
+	ch, err := c.node()
 	if err != nil {
 		return nil, err
 	}
-	resp, err := node.NewJWTSVID(ctx, &apiv1.NewJWTSVIDRequest{EntryId: entryID, Audience: audience})
+	resp, err := apiv1.NewNodeClient(ch.conn).NewJWTSVID(ctx, &apiv1.NewJWTSVIDRequest{EntryId: entryID, Audience: audience})
 	if err != nil {
-		return nil, fmt.Errorf("client: new JWT-SVID: %w", err)
+		return nil, fmt.Errorf("client: new JWT-SVID: %w", ch.explain(err))
 	}
 	if resp.GetSvid().GetToken() == "" {
 		return nil, errors.New("client: new JWT-SVID: empty response")

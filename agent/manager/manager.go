@@ -25,6 +25,7 @@ import (
 	"github.com/hallmarkid/hallmark/agent/client"
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/internal/apiconv"
+	"github.com/hallmarkid/hallmark/internal/busy"
 	"github.com/hallmarkid/hallmark/internal/x509util"
 	"github.com/hallmarkid/hallmark/registration"
 )
@@ -116,7 +117,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	var backoff Backoff
 	for ctx.Err() == nil {
 		start := m.cfg.Clock()
-		err := m.syncOnce(ctx)
+		stopWindow, stopped, err := m.syncOnce(ctx)
 		m.connected.Store(false)
 		if ctx.Err() != nil {
 			return nil
@@ -127,8 +128,16 @@ func (m *Manager) Run(ctx context.Context) error {
 		if m.cfg.Clock().Sub(start) > time.Minute {
 			backoff.Reset()
 		}
-		wait := backoff.Next()
-		m.cfg.Log.Warn("Entry stream from server lost; serving cached SVIDs", "error", err, "retry_in", wait)
+		var wait time.Duration
+		if stopped {
+			// The server is stopping and asked its agents to spread
+			// their reconnects over stopWindow.
+			wait = backoff.AfterStop(stopWindow)
+			m.cfg.Log.Info("Server stopping; reconnecting, serving cached SVIDs meanwhile", "retry_in", wait, "spread_over", stopWindow)
+		} else {
+			wait = backoff.After(err)
+			m.cfg.Log.Warn("Entry stream from server lost; serving cached SVIDs", "error", err, "retry_in", wait)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -157,23 +166,29 @@ func (m *Manager) syncRequest() *apiv1.SyncRequest {
 	return &apiv1.SyncRequest{SinceRevision: rev, HeldEntryIds: ids}
 }
 
-func (m *Manager) syncOnce(ctx context.Context) error {
+// syncOnce holds one stream until it ends; stopped reports that the
+// server ended it because it is stopping, asking for reconnects spread
+// over stopWindow (its trailer: internal/busy).
+func (m *Manager) syncOnce(ctx context.Context) (stopWindow time.Duration, stopped bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req := m.syncRequest()
 	stream, err := m.cfg.Server.Sync(ctx, req)
 	if err != nil {
-		return err
+		return 0, false, err
 	}
 	for first := true; ; first = false {
 		msg, err := stream.Recv()
 		if err != nil {
-			return err
+			if status.Code(err) == codes.Unavailable {
+				stopWindow, stopped = busy.StopWindow(stream.Trailer())
+			}
+			return stopWindow, stopped, err
 		}
 		if first && !msg.GetFull() && !msg.GetResumed() {
 			// Every first message is a snapshot or a resumption; anything
 			// else leaves the cache in an unknown state.
-			return errors.New("manager: first sync message is neither a snapshot nor a resumption")
+			return 0, false, errors.New("manager: first sync message is neither a snapshot nor a resumption")
 		}
 		if !m.connected.Swap(true) {
 			m.cfg.Log.Info("Entry stream from server established", "resumed", msg.GetResumed(),

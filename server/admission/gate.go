@@ -59,6 +59,7 @@ type Gate struct {
 	tls      *tls.Config
 	buckets  *buckets
 	inflight chan struct{} // a token per attestation being served
+	waiting  atomic.Int64  // attestations waiting for a token
 
 	mu         sync.Mutex // guards the fields that follow
 	handshakes int        // TLS handshakes in progress
@@ -66,6 +67,13 @@ type Gate struct {
 	perSource  map[Source]int
 	root       net.Listener
 	subs       []*subListener
+
+	// Busy refusals' retry window (see retryWindow): the mean duration
+	// of a TLS handshake lately, and the connections refused in the
+	// current and the previous second.
+	handshakeAvg      time.Duration
+	shedNow, shedPrev int
+	shedSince         time.Time
 
 	refused [numReasons]atomic.Int64 // since the last report
 	done    chan struct{}
@@ -198,10 +206,10 @@ func (g *Gate) accept(l net.Listener, auth, anon *subListener) {
 		}
 		if r, ok := g.reserveHandshake(src); !ok {
 			g.refuse(r, src)
-			c.Close() // before any TLS work
+			g.refuseBusy(c) // before any TLS work
 			continue
 		}
-		go g.handshake(c, src, auth, anon)
+		go g.handshake(c, src, auth, anon, time.Now())
 	}
 }
 
@@ -260,7 +268,7 @@ func (g *Gate) dropSourceLocked(src Source) {
 	}
 }
 
-func (g *Gate) handshake(raw net.Conn, src Source, auth, anon *subListener) {
+func (g *Gate) handshake(raw net.Conn, src Source, auth, anon *subListener, accepted time.Time) {
 	timeout := g.cfg.Limits.FirstMessageTimeout
 	_ = raw.SetDeadline(time.Now().Add(timeout))
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -282,6 +290,7 @@ func (g *Gate) handshake(raw net.Conn, src Source, auth, anon *subListener) {
 		return
 	}
 	_ = raw.SetDeadline(time.Time{})
+	g.handshook(time.Since(accepted))
 	if g.cfg.Authenticated(state.VerifiedChains) {
 		g.forgetHandshake(src)
 		auth.deliver(&gatedConn{Conn: tc, state: state})
@@ -340,13 +349,17 @@ func (g *Gate) report() {
 // Stats is a snapshot of what the gate holds.
 type Stats struct {
 	Handshakes, Unauthenticated, AttestationsInFlight, Sources int
+	// AttestationsWaiting counts attestations waiting for an in-flight
+	// slot (InflightWait).
+	AttestationsWaiting int
 }
 
 // Stats returns what the gate holds now.
 func (g *Gate) Stats() Stats {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return Stats{Handshakes: g.handshakes, Unauthenticated: g.anon, AttestationsInFlight: len(g.inflight), Sources: len(g.perSource)}
+	return Stats{Handshakes: g.handshakes, Unauthenticated: g.anon, AttestationsInFlight: len(g.inflight), Sources: len(g.perSource),
+		AttestationsWaiting: int(g.waiting.Load())}
 }
 
 // gatedConn is a connection whose TLS handshake the gate completed.

@@ -129,8 +129,17 @@ func peerSource(ctx context.Context) (Source, bool) {
 	return SourceOf(p.Addr)
 }
 
+// InflightWait is how long an attestation past the in-flight bound waits
+// for a slot before it is refused. The refused agent comes back after its
+// backoff with a new connection, whose TLS handshake (on both sides) is
+// the larger cost in an attestation storm; a waiting call holds only what
+// its connection, counted against the connection bounds, holds already
+// (at most one stream per connection), so the wait moves no bound.
+const InflightWait = time.Second
+
 // streamInterceptor bounds attestations in flight; past the bound a call
-// is refused at once, not queued.
+// waits up to InflightWait for a slot (first come, first served), then is
+// refused.
 func (g *Gate) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if info.FullMethod != g.cfg.AttestMethod {
 		return handler(srv, ss)
@@ -138,9 +147,20 @@ func (g *Gate) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Strea
 	select {
 	case g.inflight <- struct{}{}:
 	default:
-		src, _ := peerSource(ss.Context())
-		g.refuse(reasonInflight, src)
-		return status.Errorf(codes.ResourceExhausted, "admission: %d attestations in flight, the most allowed; retry later", cap(g.inflight))
+		g.waiting.Add(1)
+		defer g.waiting.Add(-1)
+		t := time.NewTimer(InflightWait)
+		select {
+		case g.inflight <- struct{}{}:
+			t.Stop()
+		case <-ss.Context().Done():
+			t.Stop()
+			return status.FromContextError(ss.Context().Err()).Err()
+		case <-t.C:
+			src, _ := peerSource(ss.Context())
+			g.refuse(reasonInflight, src)
+			return status.Errorf(codes.ResourceExhausted, "admission: %d attestations in flight, the most allowed; retry later", cap(g.inflight))
+		}
 	}
 	defer func() { <-g.inflight }()
 	return handler(srv, ss)

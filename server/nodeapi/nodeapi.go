@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -121,8 +122,9 @@ type Server struct {
 	mu      sync.Mutex // guards streams
 	streams map[string]map[*agentStream]struct{}
 
-	stopping chan struct{} // closed by EndStreams
-	stopOnce sync.Once
+	stopping   chan struct{} // closed by EndStreams
+	stopOnce   sync.Once
+	stopWindow atomic.Int64 // EndStreams' reconnect window (time.Duration)
 
 	// signSlots bounds the BatchSignX509SVID calls signing at once
 	// (Config.SigningConcurrency).

@@ -29,6 +29,12 @@ const MaxHeldEntryIDs = 100000
 // (or only what changed since the agent's last stream, when it resumes),
 // then deltas whenever an entry, the agent or a bundle changes.
 func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) error {
+	select {
+	case <-s.stopping:
+		// No snapshot for an agent that comes back to a stopping server.
+		return s.endStopping(stream)
+	default:
+	}
 	rec, leaf, err := s.callerRecord(stream.Context())
 	if err != nil {
 		return err
@@ -95,7 +101,7 @@ func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) erro
 
 		select {
 		case <-s.stopping:
-			return status.Error(codes.Unavailable, "server stopping; reconnect")
+			return s.endStopping(stream)
 		case <-ctx.Done():
 			if stream.Context().Err() == nil {
 				return s.endedStream(stream.Context(), rec.ID)
@@ -276,8 +282,15 @@ func (s *Server) AgentEvicted(id string) {
 // would otherwise wait out its timeout for streams that never end by
 // themselves. Agents reconnect at once (to another server of an HA pair,
 // or to this one restarted) and resume where they were.
+//
+// Each stream's trailer asks its agent to spread its first reconnect over
+// a window sized to the agents connected (StopWindow): whichever server
+// takes them next is not hit by all of them at once.
 func (s *Server) EndStreams() {
-	s.stopOnce.Do(func() { close(s.stopping) })
+	s.stopOnce.Do(func() {
+		s.stopWindow.Store(int64(StopWindow(s.ConnectedAgents())))
+		close(s.stopping)
+	})
 }
 
 // ConnectedAgents returns the number of agents with an open sync stream.

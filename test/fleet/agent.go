@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/hallmarkid/hallmark/agent/manager"
 	apiv1 "github.com/hallmarkid/hallmark/api/v1"
 	"github.com/hallmarkid/hallmark/attestors/jointoken"
+	"github.com/hallmarkid/hallmark/internal/busy"
 	"github.com/hallmarkid/hallmark/internal/x509util"
 )
 
@@ -145,7 +145,7 @@ func (a *Agent) run(ctx context.Context) {
 	var backoff manager.Backoff // the agent's own reconnect policy
 	for ctx.Err() == nil {
 		start := time.Now()
-		err := a.syncOnce(ctx)
+		stopWindow, stopped, err := a.syncOnce(ctx)
 		a.mu.Lock()
 		a.connected = false
 		a.broadcastLocked()
@@ -154,13 +154,26 @@ func (a *Agent) run(ctx context.Context) {
 			return
 		}
 		a.fl.reconnects.Add(1)
+		if _, ok := errors.AsType[*client.BusyError](err); ok {
+			a.fl.syncBusy.Add(1)
+		} else if errors.Is(err, client.ErrNotListening) {
+			a.fl.syncNotListening.Add(1)
+		} else {
+			a.fl.noteStreamEnd(err)
+		}
 		if status.Code(err) == codes.PermissionDenied {
 			a.fl.recordError(&a.fl.syncErrors, err)
 		}
 		if time.Since(start) > time.Minute {
 			backoff.Reset()
 		}
-		if !sleep(ctx, backoff.Next()) {
+		var wait time.Duration
+		if stopped {
+			wait = backoff.AfterStop(stopWindow)
+		} else {
+			wait = backoff.After(err)
+		}
+		if !sleep(ctx, wait) {
 			return
 		}
 	}
@@ -168,10 +181,10 @@ func (a *Agent) run(ctx context.Context) {
 
 // attest attests with the agent's join token, retrying refusals that a
 // retry can cure (a busy server) with the agent's backoff (200 ms doubling
-// to 10 s; jittered here, so that a thousand agents in one process do not
-// retry in lockstep); it reports success.
+// to 10 s, jittered, within the server's window when it refused the
+// connection as busy); it reports success.
 func (a *Agent) attest(ctx context.Context) bool {
-	backoff := 200 * time.Millisecond
+	backoff := manager.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	for ctx.Err() == nil {
 		key, csr, err := manager.NewKeyAndCSR()
 		if err != nil {
@@ -196,16 +209,18 @@ func (a *Agent) attest(ctx context.Context) bool {
 		switch status.Code(err) {
 		case codes.ResourceExhausted, codes.Unavailable:
 			a.fl.busy.Add(1)
+			if _, ok := errors.AsType[*client.BusyError](err); ok {
+				a.fl.attestBusy.Add(1)
+			}
 		default:
 			a.fl.recordError(&a.fl.attestErrors, err)
 			// A join token is single use: a refusal other than "busy"
 			// (the token spent or expired) cannot be retried.
 			return false
 		}
-		if !sleep(ctx, jitter(backoff)) {
+		if !sleep(ctx, backoff.After(err)) {
 			return false
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 	return false
 }
@@ -220,7 +235,7 @@ func (a *Agent) setBundleLocked(certs []*x509.Certificate) {
 // syncOnce holds one Sync stream: a resuming request once the agent holds
 // a snapshot, so that a reconnect re-sends (and re-mints) nothing that did
 // not change.
-func (a *Agent) syncOnce(ctx context.Context) error {
+func (a *Agent) syncOnce(ctx context.Context) (stopWindow time.Duration, stopped bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req := &apiv1.SyncRequest{}
@@ -234,15 +249,18 @@ func (a *Agent) syncOnce(ctx context.Context) error {
 	a.mu.Unlock()
 	stream, err := a.c.Sync(ctx, req)
 	if err != nil {
-		return err
+		return 0, false, err
 	}
 	for first := true; ; first = false {
 		msg, err := stream.Recv()
 		if err != nil {
-			return err
+			if status.Code(err) == codes.Unavailable {
+				stopWindow, stopped = busy.StopWindow(stream.Trailer())
+			}
+			return stopWindow, stopped, err
 		}
 		if first && !msg.GetFull() && !msg.GetResumed() {
-			return errors.New("fleet: first sync message is neither a snapshot nor a resumption")
+			return 0, false, errors.New("fleet: first sync message is neither a snapshot nor a resumption")
 		}
 		a.apply(msg, first)
 	}
@@ -446,8 +464,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-func jitter(d time.Duration) time.Duration {
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }

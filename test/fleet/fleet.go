@@ -38,6 +38,10 @@ type Fleet struct {
 	Agents []*Agent
 
 	signed, renewals, reconnects, busy   atomic.Int64
+	attestBusy, syncBusy                 atomic.Int64
+	syncNotListening                     atomic.Int64
+	otherMu                              sync.Mutex // guards otherErrs
+	otherErrs                            map[string]int
 	attestErrors, syncErrors, signErrors atomic.Int64
 	renewErrors, unavailable             atomic.Int64
 	errMu                                sync.Mutex // guards firstErr
@@ -102,6 +106,12 @@ type Counts struct {
 	// Busy counts attestations the server shed (its global limits) and
 	// the agent retried, as agents do.
 	Busy int64
+	// AttestBusy counts those of Busy the server refused before any TLS
+	// (a busy refusal at its connection limits: client.BusyError).
+	AttestBusy int64
+	// SyncBusy counts stream reconnects refused the same way, and
+	// SyncNotListening those that found nothing listening.
+	SyncBusy, SyncNotListening int64
 	// Unavailable counts signing and renewal calls that found no server
 	// (one restarting) and were retried.
 	Unavailable int64
@@ -117,8 +127,9 @@ func (c Counts) Errors() int64 { return c.AttestErrors + c.SyncErrors + c.SignEr
 func (f *Fleet) Counts() Counts {
 	return Counts{
 		Signed: f.signed.Load(), Renewals: f.renewals.Load(), Reconnects: f.reconnects.Load(), Busy: f.busy.Load(),
-		Unavailable:  f.unavailable.Load(),
-		AttestErrors: f.attestErrors.Load(), SyncErrors: f.syncErrors.Load(), SignErrors: f.signErrors.Load(),
+		Unavailable: f.unavailable.Load(), AttestBusy: f.attestBusy.Load(), SyncBusy: f.syncBusy.Load(),
+		SyncNotListening: f.syncNotListening.Load(),
+		AttestErrors:     f.attestErrors.Load(), SyncErrors: f.syncErrors.Load(), SignErrors: f.signErrors.Load(),
 		RenewErrors: f.renewErrors.Load(),
 	}
 }
@@ -203,3 +214,25 @@ func (f *Fleet) Remint() {
 // Synced is the condition "connected and holding a current SVID for every
 // entry".
 func Synced(a *Agent) bool { return a.State().Synced() }
+
+// noteStreamEnd counts why a stream ended or a reconnect failed, other
+// than busy and not listening, by the start of its message.
+func (f *Fleet) noteStreamEnd(err error) {
+	msg := status.Convert(err).Message()
+	msg = msg[:min(len(msg), 60)]
+	f.otherMu.Lock()
+	defer f.otherMu.Unlock()
+	if f.otherErrs == nil {
+		f.otherErrs = make(map[string]int)
+	}
+	f.otherErrs[status.Code(err).String()+": "+msg]++
+}
+
+// StreamEnds returns the counts of noteStreamEnd and clears them.
+func (f *Fleet) StreamEnds() map[string]int {
+	f.otherMu.Lock()
+	defer f.otherMu.Unlock()
+	out := f.otherErrs
+	f.otherErrs = nil
+	return out
+}

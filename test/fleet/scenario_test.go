@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"testing"
@@ -192,15 +193,20 @@ func run(tb testing.TB, sc scenario) *result {
 	// 1. Attestation storm: every agent starts at once.
 	cpu0, gen0 := cpuTicks(tb, srvs), selfCPU(tb)
 	start := time.Now()
-	prof := profile(tb, "storm", 10*time.Second)
+	prof, genProf := profile(tb, "storm", 10*time.Second), generatorProfile(tb, "storm")
 	f.Start(ctx)
 	wait("storm", fleet.Synced)
+	genProf()
 	prof()
 	storm := time.Since(start)
 	c := f.Counts()
-	res.add("attestation storm → all hold their SVIDs", "%.2f s, %d errors, %d shed+retried, %d SVIDs (want %d)",
-		storm.Seconds(), c.Errors(), c.Busy, c.Signed, perAgentSVIDs*int64(sc.agents))
-	res.add("storm: CPU used", "server %.1f s, generator %.1f s", float64(cpuTicks(tb, srvs)-cpu0)/100, (selfCPU(tb) - gen0).Seconds())
+	res.add("attestation storm → all hold their SVIDs", "%.2f s, %d errors, %d shed+retried (%d before TLS), %d SVIDs (want %d)",
+		storm.Seconds(), c.Errors(), c.Busy, c.AttestBusy, c.Signed, perAgentSVIDs*int64(sc.agents))
+	stormServer, stormGen := float64(cpuTicks(tb, srvs)-cpu0)/100, (selfCPU(tb) - gen0).Seconds()
+	// The generator shares the cores: the server's own CPU over the cores
+	// is the storm's floor on this machine without it.
+	res.add("storm: CPU used", "server %.1f s (%.0f %% of all CPU used; alone on %d cores ≥ %.1f s), generator %.1f s",
+		stormServer, 100*stormServer/(stormServer+stormGen), runtime.NumCPU(), stormServer/float64(runtime.NumCPU()), stormGen)
 
 	// 2. Idle: CPU over the window, then RSS.
 	for _, s := range srvs {
@@ -294,6 +300,11 @@ func run(tb testing.TB, sc scenario) *result {
 	for i, a := range f.Agents {
 		streams[i] = a.State().Streams
 	}
+	busy0, reconnects0, notListening0 := f.Counts().SyncBusy, f.Counts().Reconnects, f.Counts().SyncNotListening
+	f.StreamEnds()
+	// The restarted server's CPU is counted from its start; the others'
+	// from now.
+	cpu0, gen0 = cpuTicks(tb, srvs[1:]), selfCPU(tb)
 	start = time.Now()
 	srvs[0].Stop()
 	stopped := time.Since(start)
@@ -321,14 +332,47 @@ func run(tb testing.TB, sc scenario) *result {
 			back = append(back, a.StreamAt().Sub(start))
 		}
 	}
+	resynced := time.Since(start)
+	restartServer, restartGen := float64(cpuTicks(tb, srvs)-cpu0)/100, (selfCPU(tb) - gen0).Seconds()
 	res.add(what+" → all agents resynced", "%.2f s (stopped after %.2f s, ready after %.2f s; %d agents reconnected, p50 %.2f s, p90 %.2f s, last %.2f s), %d SVIDs re-minted",
-		time.Since(start).Seconds(), stopped.Seconds(), ready.Seconds(), moved, percentile(back, 0.5).Seconds(), percentile(back, 0.9).Seconds(),
+		resynced.Seconds(), stopped.Seconds(), ready.Seconds(), moved, percentile(back, 0.5).Seconds(), percentile(back, 0.9).Seconds(),
 		percentile(back, 1).Seconds(), f.Counts().Signed-signed0)
+	res.add("restart: reconnect attempts, CPU used", "%d failed attempts (%d refused busy before TLS, %d found nothing listening); server %.1f s (the restarted one from its start), generator %.1f s",
+		f.Counts().Reconnects-reconnects0-int64(moved), f.Counts().SyncBusy-busy0, f.Counts().SyncNotListening-notListening0, restartServer, restartGen)
+	var ends []string
+	for msg, n := range f.StreamEnds() {
+		ends = append(ends, fmt.Sprintf("%d × %s", n, strings.ReplaceAll(msg, "|", "/")))
+	}
+	slices.Sort(ends)
+	res.add("restart: streams ended and other failed attempts", "%s", strings.Join(ends, "; "))
 	res.counts = f.Counts()
 	if res.counts.Errors() > 0 {
 		res.add("errors", "%+v, first: %v", res.counts, f.FirstError())
 	}
 	return res
+}
+
+// generatorProfile, when FLEET_PROFILE_DIR is set, takes a CPU profile
+// of this process (the generator) into FLEET_PROFILE_DIR/generator-name.pprof
+// until the function returned is called.
+func generatorProfile(tb testing.TB, name string) func() {
+	dir := os.Getenv("FLEET_PROFILE_DIR")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, "generator-"+name+".pprof"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		tb.Logf("generator profile %s: %v", name, err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // profile, when the server serves pprof (HALLMARK_PPROF=1 with
