@@ -124,7 +124,21 @@ func Token(user string) string {
 	return "kubetest-" + strings.NewReplacer(":", "-").Replace(user)
 }
 
-func start() (_ *Cluster, err error) {
+// start starts etcd and the API server, again on other ports (up to three
+// times) when one of them lost its port to another process between
+// freePort and its bind: tests run in parallel packages, each taking ports.
+func start() (*Cluster, error) {
+	var err error
+	for range 3 {
+		var c *Cluster
+		if c, err = startOnce(); err == nil || !strings.Contains(err.Error(), "address already in use") {
+			return c, err
+		}
+	}
+	return nil, err
+}
+
+func startOnce() (_ *Cluster, err error) {
 	bin := APIServerPath()
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("kube-apiserver %s: %w (run scripts/kube-apiserver.sh, or make deps)", Version, err)
