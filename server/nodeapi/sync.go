@@ -165,7 +165,7 @@ func checkSyncRequest(req *apiv1.SyncRequest) error {
 // an agent resuming at a revision the server has reached, the entries new
 // to it or changed since, and the held ones no longer authorised. It
 // records in sent what the agent holds once it has applied the message.
-func (s *Server) firstMessage(agentID string, req *apiv1.SyncRequest, authorized map[string]registration.Entry, rev int64, sent map[string]int64) *apiv1.SyncResponse {
+func (s *Server) firstMessage(agentID string, req *apiv1.SyncRequest, authorized map[string]*registration.Entry, rev int64, sent map[string]int64) *apiv1.SyncResponse {
 	since := req.GetSinceRevision()
 	if since > rev {
 		// The agent saw a revision this server has not (a lagging peer in
@@ -179,7 +179,7 @@ func (s *Server) firstMessage(agentID string, req *apiv1.SyncRequest, authorized
 		resp := &apiv1.SyncResponse{Full: true, Revision: rev, Upserts: make([]*apiv1.Entry, 0, len(authorized))}
 		for id, e := range authorized {
 			sent[id] = e.Revision
-			resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(e))
+			resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(*e))
 		}
 		return resp
 	}
@@ -191,7 +191,7 @@ func (s *Server) firstMessage(agentID string, req *apiv1.SyncRequest, authorized
 	for id, e := range authorized {
 		sent[id] = e.Revision
 		if _, ok := held[id]; !ok || e.Revision > since {
-			resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(e))
+			resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(*e))
 		}
 	}
 	for id := range held {
@@ -205,7 +205,7 @@ func (s *Server) firstMessage(agentID string, req *apiv1.SyncRequest, authorized
 
 // entryChanges returns the upserts and deletions that bring an agent
 // holding sent to authorized, and records them in sent.
-func (s *Server) entryChanges(authorized map[string]registration.Entry, rev int64, sent map[string]int64) *apiv1.SyncResponse {
+func (s *Server) entryChanges(authorized map[string]*registration.Entry, rev int64, sent map[string]int64) *apiv1.SyncResponse {
 	resp := &apiv1.SyncResponse{Revision: rev}
 	now := s.cfg.Clock()
 	for id, e := range authorized {
@@ -218,7 +218,7 @@ func (s *Server) entryChanges(authorized map[string]registration.Entry, rev int6
 			s.cfg.Metrics.ObservePropagation(lag)
 		}
 		sent[id] = e.Revision
-		resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(e))
+		resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(*e))
 	}
 	for id := range sent {
 		if _, ok := authorized[id]; !ok {
