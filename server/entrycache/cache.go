@@ -103,13 +103,20 @@ func (c *Cache) Apply(upserts []registration.Entry, deletedIDs []string, rev int
 }
 
 func (c *Cache) putLocked(e registration.Entry) {
-	p := &e
-	c.byID[e.ID] = p
 	m := c.byParent[e.ParentID]
 	if m == nil {
 		m = make(map[string]*registration.Entry)
 		c.byParent[e.ParentID] = m
 	}
+	for _, sibling := range m {
+		// One copy of a parent ID per parent, not per entry: entries
+		// decoded one by one each bring their own (a join-token fleet has
+		// twenty or more entries per agent).
+		e.ParentID = sibling.ParentID
+		break
+	}
+	p := &e
+	c.byID[e.ID] = p
 	m[e.ID] = p
 	if e.ParentID == c.serverID {
 		if len(e.Selectors) == 0 {

@@ -3,6 +3,7 @@ package entrycache_test
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -23,7 +24,9 @@ func fleetCache(agents, perAgent int) *entrycache.Cache {
 		agent := fmt.Sprintf("spiffe://example.org/agent/join_token/%d", i)
 		es = append(es, entry(fmt.Sprintf("node-%d", i), alias, serverID.String(), fmt.Sprintf("join_token:%d", i)))
 		for j := range perAgent {
-			es = append(es, entry(fmt.Sprintf("own-%d-%d", i, j), fmt.Sprintf("spiffe://example.org/fleet/a%d/w%d", i, j), agent, fmt.Sprintf("unix:uid:%d", j)))
+			// Each entry its own copy of its parent's ID, as entries
+			// decoded from the datastore or an admin call have.
+			es = append(es, entry(fmt.Sprintf("own-%d-%d", i, j), fmt.Sprintf("spiffe://example.org/fleet/a%d/w%d", i, j), strings.Clone(agent), fmt.Sprintf("unix:uid:%d", j)))
 		}
 	}
 	for j := range 3 {
