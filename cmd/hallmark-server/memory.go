@@ -11,11 +11,12 @@ import (
 // stream, held for hours. With Go's default of 100 the heap grows to twice
 // that, plus the goroutine stacks (four per agent), before it is
 // collected, and the resident memory follows: at 1,000 agents and 21,003
-// entries half the server's RSS was collection headroom. At 50 the
-// headroom is halved; it costs nothing while idle (an idle server
-// allocates little) and a few percent more CPU during an attestation storm
-// (docs/scale.md). GOGC in the environment wins, as GOMEMLIMIT does for
-// the soft memory limit, which is left to the operator.
+// entries about 40 % of the server's RSS was collection headroom. At 50
+// the headroom is halved (≈ 35 MiB less at that size); it costs nothing
+// while idle (an idle server allocates little) and ≈ 13 % more CPU during
+// an attestation storm (docs/scale.md, change 5). GOGC in the environment
+// wins, as GOMEMLIMIT does for the soft memory limit, which is left to
+// the operator.
 const serverGCPercent = 50
 
 // memoryPolicy applies serverGCPercent unless the environment (getenv)
