@@ -10,6 +10,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/hallmarkid/hallmark/server/ca"
@@ -21,24 +23,53 @@ import (
 // from its CA, re-minted at half-life or when the active authority changes.
 
 func (s *Server) tlsConfig() *tls.Config {
+	cas := &clientCAs{}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return s.serverCert()
 		},
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			pool := x509.NewCertPool()
-			for _, c := range s.ca.Bundle() {
-				pool.AddCert(c)
-			}
-			return &tls.Config{
-				MinVersion:     tls.VersionTLS12,
-				GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.serverCert() },
-				ClientAuth:     tls.VerifyClientCertIfGiven,
-				ClientCAs:      pool,
-			}, nil
+			return cas.config(s.ca.Bundle(), func(pool *x509.CertPool) *tls.Config {
+				return &tls.Config{
+					MinVersion:     tls.VersionTLS12,
+					GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.serverCert() },
+					ClientAuth:     tls.VerifyClientCertIfGiven,
+					ClientCAs:      pool,
+				}
+			}), nil
 		},
 	}
+}
+
+// clientCAs is the configuration the Node API's handshakes verify agent
+// certificates with, built once per trust bundle instead of once per
+// handshake: a TLS connection keeps its configuration, and with it the
+// pool, for its whole life, so with a thousand agents connected a pool
+// per handshake was a thousand copies of the same one (and a thousand
+// pool builds in an attestation storm). It is rebuilt as soon as the
+// bundle differs (an authority prepared, activated, revoked or expired).
+type clientCAs struct {
+	mu     sync.Mutex // guards the fields that follow
+	bundle []*x509.Certificate
+	cfg    *tls.Config
+}
+
+// config returns the configuration for bundle, made by build from a pool
+// of bundle when it differs from the last one. The configuration is
+// shared by every handshake and must not be modified.
+func (c *clientCAs) config(bundle []*x509.Certificate, build func(*x509.CertPool) *tls.Config) *tls.Config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cfg != nil && slices.EqualFunc(c.bundle, bundle, (*x509.Certificate).Equal) {
+		return c.cfg
+	}
+	pool := x509.NewCertPool()
+	for _, cert := range bundle {
+		pool.AddCert(cert)
+	}
+	c.bundle, c.cfg = bundle, build(pool)
+	return c.cfg
 }
 
 // serverCert returns the server's TLS certificate, an SVID for the server

@@ -172,6 +172,8 @@ func runServer(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer closer.Close()
+	gogc, source := memoryPolicy(os.Getenv)
+	log.Info("Runtime memory policy", "gogc", gogc, "source", source)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	srv, err := server.New(ctx, cfg, log, server.WithLogLevel(level), server.WithVersion(versionString()))

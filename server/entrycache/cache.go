@@ -103,13 +103,20 @@ func (c *Cache) Apply(upserts []registration.Entry, deletedIDs []string, rev int
 }
 
 func (c *Cache) putLocked(e registration.Entry) {
-	p := &e
-	c.byID[e.ID] = p
 	m := c.byParent[e.ParentID]
 	if m == nil {
 		m = make(map[string]*registration.Entry)
 		c.byParent[e.ParentID] = m
 	}
+	for _, sibling := range m {
+		// One copy of a parent ID per parent, not per entry: entries
+		// decoded one by one each bring their own (a join-token fleet has
+		// twenty or more entries per agent).
+		e.ParentID = sibling.ParentID
+		break
+	}
+	p := &e
+	c.byID[e.ID] = p
 	m[e.ID] = p
 	if e.ParentID == c.serverID {
 		if len(e.Selectors) == 0 {
@@ -232,15 +239,17 @@ func (c *Cache) aliasesLocked(set registration.SelectorSet) []registration.Entry
 // Authorized returns the entries an agent may obtain SVIDs for: those
 // parented by the agent or by one of its node aliases, and, recursively,
 // entries parented by an authorised entry's SPIFFE ID. The revision
-// returned is the one the answer is current to. The map is shared with
-// other callers until the next change: callers must not modify it.
-func (c *Cache) Authorized(agentID spiffeid.ID, agentSelectors []registration.Selector) (map[string]registration.Entry, int64) {
+// returned is the one the answer is current to. The map and the entries
+// it points to are shared with the cache and other callers: callers must
+// not modify them (the cache never modifies an entry in place; an update
+// replaces it).
+func (c *Cache) Authorized(agentID spiffeid.ID, agentSelectors []registration.Selector) (map[string]*registration.Entry, int64) {
 	v := c.View(agentID, agentSelectors)
 	return v.Entries, v.Revision
 }
 
 func (c *Cache) authorizedLocked(agentID spiffeid.ID, agentSelectors []registration.Selector) View {
-	out := make(map[string]registration.Entry)
+	out := make(map[string]*registration.Entry)
 	seen := map[spiffeid.ID]bool{agentID: true}
 	queue := []spiffeid.ID{agentID}
 	for _, alias := range c.aliasesLocked(registration.NewSelectorSet(agentSelectors...)) {
@@ -259,7 +268,7 @@ func (c *Cache) authorizedLocked(agentID spiffeid.ID, agentSelectors []registrat
 			if _, dup := out[id]; dup {
 				continue
 			}
-			out[id] = *e
+			out[id] = e // shared, not copied: one copy per entry, not per agent
 			if !seen[e.SPIFFEID] {
 				seen[e.SPIFFEID] = true
 				queue = append(queue, e.SPIFFEID)

@@ -25,7 +25,7 @@ func entry(id, spiffe, parent string, sels ...string) registration.Entry {
 	return e
 }
 
-func ids(m map[string]registration.Entry) []string {
+func ids(m map[string]*registration.Entry) []string {
 	var out []string
 	for id := range m {
 		out = append(out, id)

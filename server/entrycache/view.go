@@ -12,8 +12,12 @@ import (
 // a change to one agent's entries then costs the other agents' streams a
 // map lookup each, not a recomputation.
 type View struct {
-	// Entries is shared with other callers: it must not be modified.
-	Entries  map[string]registration.Entry
+	// Entries, and the entries it points to, are shared with the cache
+	// and other callers: they must not be modified. Pointers, not copies:
+	// with a thousand agents connected, each stream's View holds its
+	// entries for hours, and a copy of each entry per agent was most of
+	// its memory (BenchmarkViewRetained).
+	Entries  map[string]*registration.Entry
 	Revision int64
 
 	gen uint64

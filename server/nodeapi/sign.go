@@ -27,7 +27,7 @@ func (s *Server) BatchSignX509SVID(ctx context.Context, req *apiv1.BatchSignX509
 	authorized, _ := s.cfg.Entries.Authorized(agentID, rec.Selectors)
 	resp := &apiv1.BatchSignX509SVIDResponse{Results: make([]*apiv1.SVIDResult, len(req.GetRequests()))}
 	type issued struct {
-		e      registration.Entry
+		e      *registration.Entry
 		serial string
 		svid   *apiv1.X509SVID
 	}
@@ -69,7 +69,7 @@ func (s *Server) BatchSignX509SVID(ctx context.Context, req *apiv1.BatchSignX509
 	return resp, nil
 }
 
-func (s *Server) signEntry(ctx context.Context, e registration.Entry, csrDER []byte) (*apiv1.X509SVID, string, error) {
+func (s *Server) signEntry(ctx context.Context, e *registration.Entry, csrDER []byte) (*apiv1.X509SVID, string, error) {
 	if err := registration.CheckNotReserved(e.SPIFFEID); err != nil {
 		// An entry stored before such entries were refused: never sign a
 		// workload an SVID naming an agent or the server.

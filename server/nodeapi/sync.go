@@ -52,7 +52,6 @@ func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) erro
 	defer s.unregister(rec.ID, as)
 
 	agentID, _ := spiffeid.FromString(rec.ID)
-	sent := make(map[string]int64) // entry ID → revision the agent holds
 	first := true
 	var bundleCh <-chan struct{}
 	jwtCh := s.jwtChanged()
@@ -77,17 +76,22 @@ func (s *Server) Sync(req *apiv1.SyncRequest, stream apiv1.Node_SyncServer) erro
 			recompute = true
 		}
 		if recompute {
+			// What the agent holds is what the last View authorised: each
+			// message brings the agent to its View's entries exactly, so
+			// the stream keeps no copy of them (with a thousand agents
+			// connected, that copy was a map per stream, held for hours).
+			held := view.Entries
 			view = s.cfg.Entries.View(agentID, rec.Selectors)
 			rev = view.Revision
 			var resp *apiv1.SyncResponse
 			if first {
-				resp = s.firstMessage(rec.ID, req, view.Entries, rev, sent)
+				resp = s.firstMessage(rec.ID, req, view.Entries, rev)
 				resp.Bundle = s.bundleProto()
 				resp.JwtBundle = s.jwtBundleProto()
 				resp.FederatedBundles = allFederated(fedSet)
 				resp.FederatedComplete = true
 			} else {
-				resp = s.entryChanges(view.Entries, rev, sent)
+				resp = s.entryChanges(held, view.Entries, rev)
 			}
 			if first || len(resp.Upserts) > 0 || len(resp.DeletedIds) > 0 {
 				if err := stream.Send(resp); err != nil {
@@ -169,9 +173,9 @@ func checkSyncRequest(req *apiv1.SyncRequest) error {
 
 // firstMessage is the first message of a stream: a full snapshot, or for
 // an agent resuming at a revision the server has reached, the entries new
-// to it or changed since, and the held ones no longer authorised. It
-// records in sent what the agent holds once it has applied the message.
-func (s *Server) firstMessage(agentID string, req *apiv1.SyncRequest, authorized map[string]registration.Entry, rev int64, sent map[string]int64) *apiv1.SyncResponse {
+// to it or changed since, and the held ones no longer authorised. Once
+// the agent has applied it, the agent holds authorized.
+func (s *Server) firstMessage(agentID string, req *apiv1.SyncRequest, authorized map[string]*registration.Entry, rev int64) *apiv1.SyncResponse {
 	since := req.GetSinceRevision()
 	if since > rev {
 		// The agent saw a revision this server has not (a lagging peer in
@@ -183,9 +187,8 @@ func (s *Server) firstMessage(agentID string, req *apiv1.SyncRequest, authorized
 	}
 	if since == 0 {
 		resp := &apiv1.SyncResponse{Full: true, Revision: rev, Upserts: make([]*apiv1.Entry, 0, len(authorized))}
-		for id, e := range authorized {
-			sent[id] = e.Revision
-			resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(e))
+		for _, e := range authorized {
+			resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(*e))
 		}
 		return resp
 	}
@@ -195,9 +198,8 @@ func (s *Server) firstMessage(agentID string, req *apiv1.SyncRequest, authorized
 	}
 	resp := &apiv1.SyncResponse{Resumed: true, Revision: rev}
 	for id, e := range authorized {
-		sent[id] = e.Revision
 		if _, ok := held[id]; !ok || e.Revision > since {
-			resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(e))
+			resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(*e))
 		}
 	}
 	for id := range held {
@@ -210,12 +212,13 @@ func (s *Server) firstMessage(agentID string, req *apiv1.SyncRequest, authorized
 }
 
 // entryChanges returns the upserts and deletions that bring an agent
-// holding sent to authorized, and records them in sent.
-func (s *Server) entryChanges(authorized map[string]registration.Entry, rev int64, sent map[string]int64) *apiv1.SyncResponse {
+// holding held (the entries of its previous View, at their revisions
+// then) to authorized.
+func (s *Server) entryChanges(held, authorized map[string]*registration.Entry, rev int64) *apiv1.SyncResponse {
 	resp := &apiv1.SyncResponse{Revision: rev}
 	now := s.cfg.Clock()
 	for id, e := range authorized {
-		if r, ok := sent[id]; ok && r == e.Revision {
+		if h, ok := held[id]; ok && h.Revision == e.Revision {
 			continue
 		}
 		// Commit → push to this agent; the entry's creation time stands
@@ -223,12 +226,10 @@ func (s *Server) entryChanges(authorized map[string]registration.Entry, rev int6
 		if lag := now.Sub(e.CreatedAt); lag >= 0 && lag < time.Minute {
 			s.cfg.Metrics.ObservePropagation(lag)
 		}
-		sent[id] = e.Revision
-		resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(e))
+		resp.Upserts = append(resp.Upserts, apiconv.EntryToProto(*e))
 	}
-	for id := range sent {
+	for id := range held {
 		if _, ok := authorized[id]; !ok {
-			delete(sent, id)
 			resp.DeletedIds = append(resp.DeletedIds, id)
 		}
 	}
