@@ -133,8 +133,14 @@ func TestNodeAPITrickledMessagesBounded(t *testing.T) {
 	if held > 64 || sent.Load() > 64 {
 		t.Errorf("%d streams held, %d fully sent; want at most 64 (max_inflight_attestations)", held, sent.Load())
 	}
-	if hwm > rssBound(100) {
-		t.Errorf("server peak RSS %.1f MiB; want < %.0f MiB", hwm, rssBound(100))
+	// The bound is on growth: what the clients made the server hold
+	// (docs/operations.md: max_inflight_attestations × the message limit,
+	// 32 MiB, plus ≈ 0.1 MiB per connection held, plus the collector's
+	// headroom). The idle server's RSS is mostly the binary's file-backed
+	// pages (46 of 56 MiB today), which no client controls and which grew
+	// with the binary; an absolute bound measured the binary, not the attack.
+	if hwm-rss0 > rssBound(60) {
+		t.Errorf("server peak RSS grew by %.1f MiB (%.1f → %.1f); want < %.0f MiB", hwm-rss0, rss0, hwm, rssBound(60))
 	}
 	testenv.WaitFor(t, 16*time.Second, "trickled messages ended at the first-message deadline", func() bool { return res.openStreams(ids) == 0 })
 }

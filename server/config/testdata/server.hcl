@@ -63,8 +63,9 @@ server {
   attestation_timeout               = "30s"
   attestation_first_message_timeout = "10s"
 
-  # Attestations served at once, all sources together; more are refused at
-  # once with ResourceExhausted (agents retry with backoff).
+  # Attestations served at once, all sources together; more wait up to 1 s
+  # for a slot, then are refused with ResourceExhausted (agents retry with
+  # backoff).
   max_inflight_attestations = 64
 
   # A token bucket of attestations per source (an IPv4 address or an IPv6
@@ -76,7 +77,8 @@ server {
 
   # Connections without an agent SVID: in total, and per source (TLS
   # handshakes in progress included). Past either, a new connection is
-  # closed before any TLS work.
+  # answered with a five-byte "busy, retry within" refusal and closed,
+  # before any TLS work.
   max_unauthenticated_connections            = 256
   max_unauthenticated_connections_per_source = 8
 
