@@ -26,11 +26,14 @@ func TestFleetSmoke(t *testing.T) {
 	// restart can outlast a 4-second agent SVID, and an agent whose SVID
 	// expired while it was disconnected is locked out (join tokens are
 	// single-use), as a real one would be.
-	ttl := "4s"
+	// The idle phase then outlasts half the agent SVID's life, so that
+	// every agent renews before the restart (the scenario is fast enough
+	// now to end before half of 15 s otherwise).
+	ttl, idle := "4s", time.Second
 	if testenv.Race {
-		ttl = "15s"
+		ttl, idle = "15s", 9*time.Second
 	}
-	res := run(t, scenario{agents: 5, perAgent: 4, shared: 2, backend: "sqlite", samples: 3, idle: time.Second, agentTTL: ttl})
+	res := run(t, scenario{agents: 5, perAgent: 4, shared: 2, backend: "sqlite", samples: 3, idle: idle, agentTTL: ttl})
 	c := res.counts
 	if c.Errors() != 0 {
 		t.Fatalf("fleet errors: %+v\n%s", c, table(res))
