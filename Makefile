@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 GO ?= go
 # grpcnotrace drops gRPC's x/net/trace, whose html/template use makes the
 # linker keep every exported method of every type: -8 MB per binary, -3 MiB
-# of agent RSS (docs/operations.md, Footprint). Nothing here uses the trace.
+# of agent RSS (docs/performance.md, Footprint). Nothing here uses the trace.
 BUILD_TAGS ?= grpcnotrace
 PKGS := ./...
 TEST_TIMEOUT ?= 25m

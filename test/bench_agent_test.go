@@ -14,7 +14,7 @@ import (
 )
 
 // The agent at its limit (issue #15, part 2): `make bench` runs these;
-// docs/operations.md ("The agent at its limit") has the figures.
+// docs/performance.md ("The agent at its limit") has the figures.
 
 // BenchmarkBatch1000ToWatcher: a stock go-spiffe watcher
 // (WatchX509Context) is connected and holds one SVID; 1,000 entries for it

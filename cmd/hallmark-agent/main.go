@@ -123,7 +123,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 // agentGCPercent is the agent's default GOGC: its heap is a few MiB, so
 // collecting at +50% instead of +100% costs little CPU while minting and
 // nothing when idle, and keeps its footprint ~2 MiB lower with 1,000 SVIDs
-// (docs/operations.md, Footprint). GOGC in the environment wins.
+// (docs/performance.md, Footprint). GOGC in the environment wins.
 const agentGCPercent = 50
 
 func runAgent(args []string, stderr io.Writer) error {

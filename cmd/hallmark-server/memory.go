@@ -5,8 +5,8 @@ import (
 	"strconv"
 )
 
-// serverGCPercent is the server's default GOGC (docs/operations.md, "Server
-// memory"). A server's heap is almost all long-lived: the entry cache
+// serverGCPercent is the server's default GOGC (docs/performance.md, "The
+// server's memory"). A server's heap is almost all long-lived: the entry cache
 // and, per connected agent, its TLS connection, gRPC transport and Sync
 // stream, held for hours. With Go's default of 100 the heap grows to twice
 // that, plus the goroutine stacks (four per agent), before it is
