@@ -124,19 +124,29 @@ func New(cfg Config) (*Gate, error) {
 }
 
 // withH2 returns a copy of c offering ALPN "h2", also from the
-// configurations its GetConfigForClient returns.
+// configurations its GetConfigForClient returns. A connection holds the
+// configuration of its handshake for its whole life, so the copy of the
+// one GetConfigForClient returns is made once per configuration (it
+// returns the same one while the trust bundle is unchanged), not once per
+// handshake.
 func withH2(c *tls.Config) *tls.Config {
 	c = c.Clone()
 	c.NextProtos = []string{"h2"}
 	if get := c.GetConfigForClient; get != nil {
+		type copied struct{ from, to *tls.Config }
+		var last atomic.Pointer[copied]
 		c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 			cc, err := get(hello)
 			if err != nil || cc == nil {
 				return cc, err
 			}
-			cc = cc.Clone()
-			cc.NextProtos = []string{"h2"}
-			return cc, nil
+			if l := last.Load(); l != nil && l.from == cc {
+				return l.to, nil
+			}
+			h2 := cc.Clone()
+			h2.NextProtos = []string{"h2"}
+			last.Store(&copied{from: cc, to: h2})
+			return h2, nil
 		}
 	}
 	return c
