@@ -1,36 +1,18 @@
 package manager_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/hallmarkid/hallmark/internal/syncbuf"
 
 	"github.com/hallmarkid/hallmark/agent/manager"
 	"github.com/hallmarkid/hallmark/server/nodeapi"
 	"github.com/hallmarkid/hallmark/server/nodeapi/nodeapitest"
 )
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // When the server ends the stream because it is stopping, the manager
 // takes it as such — no error, the stream was healthy — and draws its
@@ -39,7 +21,7 @@ func TestReconnectAfterServerStopUsesItsWindow(t *testing.T) {
 	e := nodeapitest.New(t)
 	a := e.NewAgent("a")
 	e.Put(nodeapitest.Entry(a, "x"))
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	_, m := runAgentWith(t, e, a, func(c *manager.Config) {
 		c.Log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})

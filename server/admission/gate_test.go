@@ -1,7 +1,6 @@
 package admission_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -16,9 +15,10 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/hallmarkid/hallmark/internal/syncbuf"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -349,31 +349,13 @@ func TestGateConnectionBounds(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the gate's logger and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Refusals are logged: the first of a kind at once, then a summary per
 // interval; failed handshakes alone (scans, health checks) are not news.
 func TestGateLogsRefusals(t *testing.T) {
 	p := newPKI(t)
 	l := admission.DefaultLimits()
 	l.AttestationRatePerSource, l.AttestationBurstPerSource = 0.001, 1
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	addr, _ := startGate(t, p, l, func(c *admission.Config) {
 		c.Log = slog.New(slog.NewTextHandler(&logs, nil))
 		// Long enough that the three refusals below fall in one interval

@@ -2,7 +2,6 @@ package audit_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hallmarkid/hallmark/internal/syncbuf"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -134,7 +135,7 @@ func TestValueEncoding(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var buf syncBuffer
+			var buf syncbuf.Buffer
 			l := newLog(t, audit.WithStdout(audit.Config{Fsync: audit.FsyncNever}, &buf))
 			l.Record(context.Background(), "test", map[string]any{"v": tt.value})
 			l.Close()
@@ -155,26 +156,8 @@ func TestValueEncoding(t *testing.T) {
 
 func nanValue() float64 { var z float64; return z / z }
 
-// syncBuffer is a bytes.Buffer safe for the writer goroutine and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestRequestIDGeneratedWhenAbsent(t *testing.T) {
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	l := newLog(t, audit.WithStdout(audit.Config{}, &buf))
 	l.Record(context.Background(), "admin", nil)
 	ctx, id := audit.EnsureRequestID(context.Background())

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/hallmarkid/hallmark/internal/syncbuf"
 	"github.com/hallmarkid/hallmark/server/audit"
 )
 
@@ -19,7 +20,7 @@ func FuzzRecord(f *testing.F) {
 	f.Add("k\x00", "\xff\xfe\u2028\u2029\"\\")
 	f.Add("", strings.Repeat("é", audit.MaxStringLen))
 	f.Fuzz(func(t *testing.T, key, value string) {
-		var buf syncBuffer
+		var buf syncbuf.Buffer
 		l, err := audit.New(audit.WithStdout(audit.Config{Fsync: audit.FsyncNever}, &buf))
 		if err != nil {
 			t.Fatal(err)

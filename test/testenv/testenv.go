@@ -10,7 +10,6 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -23,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hallmarkid/hallmark/internal/syncbuf"
 )
 
 // TrustDomain is the default trust domain of test servers (see
@@ -139,26 +140,9 @@ type Process struct {
 	t      testing.TB
 	name   string
 	cmd    *exec.Cmd
-	logBuf *syncBuffer
+	logBuf *syncbuf.Buffer
 	done   chan struct{}
 	err    error
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func (e *Env) start(name string, args ...string) *Process {
@@ -173,7 +157,7 @@ func (e *Env) startEnv(env []string, name string, args ...string) *Process {
 	if len(env) > 0 {
 		cmd.Env = append(os.Environ(), env...)
 	}
-	p := &Process{t: e.t, name: name, cmd: cmd, logBuf: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{t: e.t, name: name, cmd: cmd, logBuf: &syncbuf.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout = p.logBuf
 	cmd.Stderr = p.logBuf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
